@@ -1,0 +1,119 @@
+"""Build one issue: gather and validate everything, render everything, then write the files."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .compose import PLACEHOLDER, Recipient, compose, recipient_values
+from .config import Settings
+from .content import Issue, display, find_issue, load_issue
+from .errors import ContentError, ProjectError
+from .i18n import load_strings
+from .message import build_message
+from .render import RenderedIssue, render_issue, template_folders
+
+GMAIL_CLIP_BYTES = 102 * 1024
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """An issue loaded, validated and compiled: ready to build, check or send."""
+
+    issue: Issue
+    rendered: RenderedIssue
+    strings: dict[str, str]
+    logo: Path | None
+    warnings: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """What ``build`` wrote, and what the user should know about it."""
+
+    issue_id: str
+    out_dir: Path
+    files: tuple[Path, ...]
+    html_bytes: int
+    warnings: tuple[str, ...]
+
+
+def prepare(settings: Settings, ref: str | None = None) -> Prepared:
+    """Load, validate, compose and compile one issue (the newest if ``ref`` is None). No writes."""
+    issue = load_issue(settings, find_issue(settings, ref))
+    strings = load_strings(template_folders(settings), issue.language)
+    logo = settings.logo
+    if logo is not None and not logo.is_file():
+        raise ContentError(
+            f"newsletter.toml newsletter.logo: file {display(logo)} not found; fix the path or remove the setting."
+        )
+    logo_url = settings.asset_url(issue.id, logo.name) if logo else None
+    rendered = render_issue(settings, compose(settings, issue, strings, logo_url=logo_url))
+    warnings = list(issue.warnings)
+    size = html_size(settings, rendered, strings)
+    if size > GMAIL_CLIP_BYTES:
+        warnings.append(
+            f"the HTML is {size / 1024:.0f} KB: Gmail cuts messages above 102 KB; shorten the issue or move articles to the web."
+        )
+    elif size > settings.html_warn_kb * 1024:
+        warnings.append(
+            f"the HTML is {size / 1024:.0f} KB, close to Gmail's 102 KB clipping limit; consider shortening the issue."
+        )
+    if not issue.preheader:
+        warnings.append(
+            f"{display(issue.path / 'issue.md')}: no preheader; add 'preheader: ...', the line inboxes show after the subject."
+        )
+    return Prepared(issue, rendered, strings, logo, tuple(warnings))
+
+
+def html_size(
+    settings: Settings, rendered: RenderedIssue, strings: dict[str, str], recipient: Recipient = PLACEHOLDER
+) -> int:
+    """Size in bytes of the HTML part for one recipient (what Gmail's clipping counts)."""
+    return len(rendered.html.fill(recipient_values(settings, strings, recipient)).encode("utf-8"))
+
+
+def build_issue(settings: Settings, ref: str | None = None, out: Path | None = None) -> BuildResult:
+    """Write build/<issue>/email.mjml, email.html, email.txt, message.eml and images/."""
+    prepared = prepare(settings, ref)
+    issue, rendered = prepared.issue, prepared.rendered
+    values = recipient_values(settings, prepared.strings, PLACEHOLDER)
+    html = rendered.html.fill(values)
+    message = build_message(settings, rendered, PLACEHOLDER, prepared.strings)
+    outputs = {
+        "email.mjml": rendered.mjml.encode("utf-8"),
+        "email.html": html.encode("utf-8"),
+        "email.txt": rendered.text.fill(values).encode("utf-8"),
+        "message.eml": message.as_bytes(),
+    }
+    out_dir = (out or settings.build_dir / issue.id).resolve()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        written = [_write_atomic(out_dir / name, data) for name, data in outputs.items()]
+        images = out_dir / "images"
+        copies = [(a.source, a.filename) for a in issue.assets]
+        if prepared.logo:
+            copies.append((prepared.logo, prepared.logo.name))
+        if copies:
+            images.mkdir(exist_ok=True)
+        for source, name in copies:
+            shutil.copyfile(source, images / name)
+            written.append(images / name)
+    except OSError as exc:
+        raise ProjectError(f"cannot write the build to {display(out_dir)} ({exc.strerror}); check the folder.") from exc
+    return BuildResult(issue.id, out_dir, tuple(written), len(outputs["email.html"]), prepared.warnings)
+
+
+def _write_atomic(path: Path, data: bytes) -> Path:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,132 @@
+"""Issue (+ feed items + emission highlights) -> the context the templates need. Pure, no I/O.
+
+HTML and text made from Markdown or feeds never pass through the MJML compiler: the
+templates only place a ``slot("name")`` marker, and ``render`` fills it in afterwards
+from ``Composition.html_fragments`` / ``text_fragments``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from .config import Settings
+from .content import Article, Issue
+from .i18n import format_date, format_month
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """Who one message is for. ``token`` signs their unsubscribe and preference links."""
+
+    email: str
+    name: str = ""
+    token: str = "preview"
+    municipality: str | None = None
+    language: str | None = None
+
+
+PLACEHOLDER = Recipient(email="ola.nordmann@example.com", name="Ola Nordmann")
+
+
+@dataclass(frozen=True)
+class Composition:
+    """Everything the templates get, plus the fragments that fill their slots."""
+
+    context: dict[str, Any]
+    html_fragments: dict[str, str] = field(default_factory=dict)
+    text_fragments: dict[str, str] = field(default_factory=dict)
+
+
+def clean_name(name: str) -> str:
+    """A display name with control characters (CR, LF, ...) folded to single spaces."""
+    return " ".join(_CONTROL.sub(" ", name or "").split())
+
+
+def _article(article: Article, strings: dict[str, str]) -> dict[str, Any]:
+    return {
+        "id": article.id,
+        "title": article.title,
+        "image": {"url": article.image.url, "alt": article.image.alt} if article.image else None,
+        "link": article.link,
+        "link_text": article.link_text or strings["read_more"],
+        "slot": f"article:{article.id}",
+        "has_body": bool(article.html),
+    }
+
+
+def compose(
+    settings: Settings,
+    issue: Issue,
+    strings: dict[str, str],
+    *,
+    logo_url: str | None = None,
+    news: tuple[Any, ...] = (),
+    emissions: Any = None,
+) -> Composition:
+    """Build the template context for one issue in its own language."""
+    lang = issue.language
+    sections = []
+    for category in issue.sections:
+        articles = [_article(a, strings) for a in issue.articles if a.category == category]
+        if articles:
+            sections.append({"key": category.key, "label": category.label(lang), "articles": articles})
+    loose = [_article(a, strings) for a in issue.articles if a.category is None]
+
+    html = {"intro": issue.intro_html}
+    text = {"intro": issue.intro_text}
+    for article in issue.articles:
+        html[f"article:{article.id}"] = article.html
+        text[f"article:{article.id}"] = article.text
+
+    context = {
+        "lang": lang,
+        "t": strings,
+        "newsletter": {
+            "name": settings.name,
+            "sender_name": settings.sender_name,
+            "postal_address": settings.postal_address,
+            "website": settings.website,
+            "logo_url": logo_url,
+        },
+        "issue": {
+            "id": issue.id,
+            "title": issue.title,
+            "subject": issue.subject,
+            "preheader": issue.preheader,
+            "date": format_date(issue.date, lang),
+            "month": format_month(issue.date, lang),
+            "archive_url": settings.archive_url(issue.id),
+            "has_intro": bool(issue.intro_html),
+        },
+        "loose_articles": loose,
+        "sections": sections,
+        "news": list(news),
+        "emissions": emissions,
+    }
+    return Composition(context=context, html_fragments=html, text_fragments=text)
+
+
+def recipient_values(settings: Settings, strings: dict[str, str], recipient: Recipient) -> dict[str, str]:
+    """The per-recipient slot values: greeting, address and personal links (plain text)."""
+    name = clean_name(recipient.name)
+    greeting = strings["greeting_named"].format(name=name) if name else strings["greeting"]
+    return {
+        "greeting": greeting,
+        "email": recipient.email,
+        "unsubscribe_url": unsubscribe_url(settings, recipient.token),
+        "preferences_url": preferences_url(settings, recipient.token),
+    }
+
+
+def unsubscribe_url(settings: Settings, token: str) -> str:
+    """The one-click unsubscribe page for a subscriber's token."""
+    return f"{settings.base_url}/unsubscribe/{token}"
+
+
+def preferences_url(settings: Settings, token: str) -> str:
+    """The preferences page for a subscriber's token."""
+    return f"{settings.base_url}/preferences/{token}"

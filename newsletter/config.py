@@ -1,0 +1,321 @@
+"""Settings: newsletter.toml + .env + environment + CLI options -> one frozen Settings.
+
+Resolution order for every setting: CLI option > environment variable
+(``NEWSLETTER_...``, also read from the project's ``.env``) > newsletter.toml > default.
+Every problem is collected and reported at once.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dotenv import dotenv_values
+from email_validator import EmailNotValidError, validate_email
+
+from .errors import ConfigError, ProjectError, where
+
+CONFIG_FILE = "newsletter.toml"
+LANGUAGES = ("nb", "en")
+
+
+@dataclass(frozen=True)
+class Category:
+    """A focus area that articles are grouped by."""
+
+    key: str
+    nb: str
+    en: str
+    aliases: tuple[str, ...] = ()
+
+    def label(self, language: str) -> str:
+        """The category's name in the given edition language."""
+        return self.en if language == "en" else self.nb
+
+
+DEFAULT_CATEGORIES = (
+    Category(
+        "areal",
+        "Areal, transport, mobilitet og logistikk",
+        "Land use, transport, mobility and logistics",
+        ("transport", "mobilitet", "logistikk"),
+    ),
+    Category("klima", "Klima og miljø", "Climate and environment", ("miljø", "miljo")),
+    Category(
+        "konkurransekraft",
+        "Konkurransekraft og attraktivitet",
+        "Competitiveness and attractiveness",
+        ("attraktivitet", "næringsliv"),
+    ),
+    Category(
+        "fellesskap",
+        "Fellesskap og samarbeid",
+        "Community and cooperation",
+        ("felleskap", "samarbeid", "felleskap og samarbeid"),
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated settings of one newsletter project. Paths are absolute."""
+
+    project_dir: Path
+    name: str
+    language: str
+    base_url: str
+    list_id: str
+    postal_address: str
+    website: str | None
+    logo: Path | None
+    sender_name: str
+    sender_address: str
+    reply_to: str | None
+    unsubscribe_mailto: str | None
+    content_dir: Path
+    templates_dir: Path
+    build_dir: Path
+    allow_raw_html: bool
+    html_warn_kb: int
+    categories: tuple[Category, ...] = field(default=DEFAULT_CATEGORIES)
+
+    @property
+    def issues_dir(self) -> Path:
+        """The folder holding one sub-folder per issue."""
+        return self.content_dir / "issues"
+
+    @property
+    def list_domain(self) -> str:
+        """The domain part used for Message-IDs."""
+        return self.sender_address.rpartition("@")[2]
+
+    def archive_url(self, issue_id: str) -> str:
+        """Public web address of an issue's archive page (its images live below it)."""
+        return f"{self.base_url}/archive/{issue_id}/"
+
+    def asset_url(self, issue_id: str, filename: str) -> str:
+        """Public web address of a file copied into an issue's build."""
+        return f"{self.archive_url(issue_id)}images/{filename}"
+
+
+# --- the setting table -------------------------------------------------------------------
+# kind is one of: str, opt_str, email, opt_email, url, opt_url, lang, path, opt_path, bool, int
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: where it lives in newsletter.toml, its env var, type and default."""
+
+    attr: str
+    section: str
+    key: str
+    kind: str
+    default: Any
+    help: str
+
+    @property
+    def env(self) -> str:
+        """The environment variable that overrides it."""
+        if self.section == "newsletter":
+            return f"NEWSLETTER_{self.key.upper()}"
+        return f"NEWSLETTER_{self.section.upper()}_{self.key.upper()}"
+
+    @property
+    def toml(self) -> str:
+        """Its dotted name in newsletter.toml."""
+        return f"{self.section}.{self.key}"
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("name", "newsletter", "name", "str", None, "The newsletter's name, shown in the header and From."),
+    Option("language", "newsletter", "language", "lang", "nb", "Default language of new issues: nb or en."),
+    Option("base_url", "newsletter", "base_url", "url", None, "Public web address; links and images point below it."),
+    Option("list_id", "newsletter", "list_id", "str", None, "List-Id header value, a domain-like name."),
+    Option("postal_address", "newsletter", "postal_address", "str", None, "Postal address printed in the footer."),
+    Option("website", "newsletter", "website", "opt_url", None, "The organisation's website, linked in the footer."),
+    Option("logo", "newsletter", "logo", "opt_path", None, "Logo image (PNG/JPEG/GIF), relative to the project."),
+    Option("html_warn_kb", "newsletter", "html_warn_kb", "int", 90, "Warn when the HTML exceeds this many KB."),
+    Option("sender_name", "sender", "name", "str", None, "Display name in From."),
+    Option("sender_address", "sender", "address", "email", None, "Address in From."),
+    Option("reply_to", "sender", "reply_to", "opt_email", None, "Reply-To address."),
+    Option(
+        "unsubscribe_mailto", "sender", "unsubscribe_mailto", "opt_email", None, "mailto target in List-Unsubscribe."
+    ),
+    Option("content_dir", "paths", "content", "path", "content", "Folder with issues/ inside."),
+    Option("templates_dir", "paths", "templates", "path", "templates", "Templates that override the built-in ones."),
+    Option("build_dir", "paths", "build", "path", "build", "Where builds are written."),
+    Option(
+        "allow_raw_html",
+        "markdown",
+        "allow_raw_html",
+        "bool",
+        False,
+        "Let raw HTML in Markdown through (off by default).",
+    ),
+)
+
+_LIST_ID = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)+$")
+
+
+def find_project(start: Path | None = None) -> Path:
+    """The nearest folder at or above ``start`` that holds newsletter.toml."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / CONFIG_FILE).is_file():
+            return folder
+    raise ProjectError(
+        f"No {CONFIG_FILE} in {here} or any folder above it: run inside a newsletter project, "
+        "pass --project DIR, or create one with 'newsletter init DIR'."
+    )
+
+
+def load_settings(
+    project: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Read and validate the settings of the project at (or above) ``project``.
+
+    ``overrides`` maps Settings attribute names to CLI values; ``None`` values are ignored.
+    ``environ`` defaults to ``os.environ``; the project's ``.env`` fills in what it lacks.
+    """
+    if project is not None:
+        project = Path(project).resolve()
+        if not (project / CONFIG_FILE).is_file():
+            raise ProjectError(
+                f"{project} has no {CONFIG_FILE}: pass the folder of a newsletter project, "
+                "or create one with 'newsletter init DIR'."
+            )
+        root = project
+    else:
+        root = find_project()
+    path = root / CONFIG_FILE
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{where(path)}: not valid TOML ({exc}); fix the syntax.") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text; save it as UTF-8.") from exc
+
+    env = dict(environ if environ is not None else os.environ)
+    dotenv = root / ".env"
+    if dotenv.is_file():
+        for key, value in dotenv_values(dotenv).items():
+            if key.startswith("NEWSLETTER_") and value is not None:
+                env.setdefault(key, value)
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+
+    problems: list[str] = []
+    known_sections = {o.section for o in OPTIONS} | {"categories"}
+    for section, body in data.items():
+        if section not in known_sections:
+            problems.append(f"{path.name}: unknown section [{section}]")
+        elif isinstance(body, dict):
+            known = {o.key for o in OPTIONS if o.section == section}
+            for key in body:
+                if key not in known:
+                    problems.append(f"{path.name}: unknown setting {section}.{key}")
+
+    values: dict[str, Any] = {}
+    for opt in OPTIONS:
+        if opt.attr in overrides:
+            raw, source = overrides[opt.attr], "command line"
+        elif opt.env in env:
+            raw, source = env[opt.env], opt.env
+        elif opt.key in data.get(opt.section, {}):
+            raw, source = data[opt.section][opt.key], f"{path.name} {opt.toml}"
+        else:
+            raw, source = opt.default, None
+        try:
+            values[opt.attr] = _convert(opt, raw, root)
+        except ValueError as exc:
+            where_ = source or f"{path.name} {opt.toml}"
+            problems.append(f"{where_}: {exc}")
+
+    categories = DEFAULT_CATEGORIES
+    if "categories" in data:
+        try:
+            categories = _categories(data["categories"])
+        except ValueError as exc:
+            problems.append(f"{path.name} [[categories]]: {exc}")
+
+    if problems:
+        raise ConfigError(f"{len(problems)} problem(s) in the settings: " + "; ".join(problems))
+    return Settings(project_dir=root, categories=categories, **values)
+
+
+def _convert(opt: Option, raw: Any, root: Path) -> Any:
+    kind = opt.kind
+    optional = kind.startswith("opt_")
+    if raw is None or (isinstance(raw, str) and raw.strip() == ""):
+        if optional or kind == "bool":
+            return None if optional else False
+        raise ValueError(f"missing; set {opt.toml} in newsletter.toml or {opt.env}")
+    base = kind.removeprefix("opt_")
+    if base == "bool":
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"{raw!r} is not true or false")
+    if base == "int":
+        try:
+            number = int(raw)
+        except (TypeError, ValueError):
+            raise ValueError(f"{raw!r} is not a whole number") from None
+        if number <= 0:
+            raise ValueError(f"{number} must be above 0")
+        return number
+    if not isinstance(raw, str):
+        raise ValueError(f"{raw!r} must be text")
+    text = raw.strip()
+    if "\n" in text or "\r" in text:
+        raise ValueError("must be a single line")
+    if base == "lang":
+        if text not in LANGUAGES:
+            raise ValueError(f"{text!r} is not a language; use nb or en")
+        return text
+    if base == "url":
+        if not re.match(r"^https?://[^\s/]+", text):
+            raise ValueError(f"{text!r} is not an http(s) address such as https://example.org")
+        return text.rstrip("/")
+    if base == "email":
+        try:
+            return validate_email(text, check_deliverability=False).normalized
+        except EmailNotValidError as exc:
+            raise ValueError(f"{text!r} is not a valid e-mail address ({exc})") from None
+    if base == "path":
+        return (root / text).resolve()
+    if opt.key == "list_id" and not _LIST_ID.match(text):
+        raise ValueError(f"{text!r} must be a domain-like name such as news.example.org")
+    return text
+
+
+def _categories(raw: Any) -> tuple[Category, ...]:
+    if not isinstance(raw, list) or not raw:
+        raise ValueError("must be a non-empty list of tables with key, nb and en")
+    result = []
+    for n, item in enumerate(raw, 1):
+        if not isinstance(item, dict) or not all(isinstance(item.get(k), str) for k in ("key", "nb", "en")):
+            raise ValueError(f"entry {n} needs text values for key, nb and en")
+        aliases = item.get("aliases", [])
+        if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
+            raise ValueError(f"entry {n}: aliases must be a list of text")
+        result.append(Category(item["key"], item["nb"], item["en"], tuple(aliases)))
+    keys = [c.key for c in result]
+    if len(set(keys)) != len(keys):
+        raise ValueError("two categories share a key")
+    return tuple(result)
+
+
+def env_names() -> dict[str, str]:
+    """Map each setting's newsletter.toml name to its environment variable (for docs and tests)."""
+    return {o.toml: o.env for o in OPTIONS}

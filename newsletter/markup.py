@@ -1,0 +1,175 @@
+"""Markdown -> HTML fragment and plain text, from the same parse.
+
+The text part of an email is rendered from the Markdown syntax tree, never scraped
+from the HTML. Relative image and link targets are handed to a resolver, which copies
+the file into the build and returns its public address.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from markdown_it import MarkdownIt
+from markdown_it.tree import SyntaxTreeNode
+
+TEXT_WIDTH = 72
+
+# resolve(target, kind, line) -> public URL; kind is "image" or "link"; line is 0-based in the body.
+Resolver = Callable[[str, str, int], str]
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """One Markdown document as an HTML fragment and as wrapped plain text."""
+
+    html: str
+    text: str
+
+
+def _parser(allow_raw_html: bool) -> MarkdownIt:
+    md = MarkdownIt("commonmark", {"html": allow_raw_html, "typographer": False})
+    md.enable(["table", "strikethrough"])
+    return md
+
+
+def is_relative(target: str) -> bool:
+    """True for a path inside the project, False for a URL with a scheme or an anchor."""
+    lowered = target.strip().lower()
+    return not (
+        lowered.startswith(("http://", "https://", "mailto:", "tel:", "#", "//")) or ":" in lowered.split("/")[0]
+    )
+
+
+def render_markdown(
+    source: str,
+    resolve: Resolver,
+    *,
+    allow_raw_html: bool = False,
+    heading_offset: int = 2,
+) -> Rendered:
+    """Render Markdown to an HTML fragment and plain text.
+
+    Headings are shifted down by ``heading_offset`` levels (``#`` becomes ``<h3>`` by
+    default) because the email's own titles occupy h1 and h2.
+    """
+    md = _parser(allow_raw_html)
+    tokens = md.parse(source)
+    for token in tokens:
+        if token.type in ("heading_open", "heading_close"):
+            level = min(6, int(token.tag[1]) + heading_offset)
+            token.tag = f"h{level}"
+        if token.type == "inline" and token.children:
+            line = token.map[0] if token.map else 0
+            for child in token.children:
+                if child.type == "image":
+                    src = str(child.attrGet("src") or "")
+                    if is_relative(src):
+                        child.attrSet("src", resolve(src, "image", line))
+                elif child.type == "link_open":
+                    href = str(child.attrGet("href") or "")
+                    if href and is_relative(href):
+                        child.attrSet("href", resolve(href, "link", line))
+    html = md.renderer.render(tokens, md.options, {})
+    text = _blocks_to_text(SyntaxTreeNode(tokens).children)
+    return Rendered(html=html.strip(), text=text.strip())
+
+
+def image_alts(source: str, *, allow_raw_html: bool = False) -> list[tuple[int, str, str]]:
+    """(line, src, alt) for every image in a Markdown document, lines 0-based."""
+    found = []
+    for token in _parser(allow_raw_html).parse(source):
+        if token.type == "inline" and token.children:
+            for child in token.children:
+                if child.type == "image":
+                    alt = "".join(c.content for c in child.children or [])
+                    line = token.map[0] if token.map else 0
+                    found.append((line, str(child.attrGet("src") or ""), alt))
+    return found
+
+
+# --- plain text -------------------------------------------------------------------------------
+
+
+def _inline_text(node: SyntaxTreeNode) -> str:
+    out: list[str] = []
+    for child in node.children:
+        kind = child.type
+        if kind in ("text", "code_inline", "html_inline"):
+            out.append(child.content)
+        elif kind == "softbreak":
+            out.append(" ")
+        elif kind == "hardbreak":
+            out.append("\n")
+        elif kind == "image":
+            alt = _inline_text(child) or child.content
+            out.append(f"[{alt}]" if alt else "")
+        elif kind == "link":
+            label = _inline_text(child)
+            href = str(child.attrs.get("href", ""))
+            shown = href.removeprefix("mailto:")
+            out.append(shown if label.strip() in (href, shown) else f"{label} ({shown})")
+        else:  # em, strong, s and anything else with children
+            out.append(_inline_text(child))
+    return "".join(out)
+
+
+def _wrap(text: str, prefix: str = "", indent: str | None = None) -> str:
+    lines = []
+    for i, part in enumerate(text.split("\n")):
+        first = prefix if i == 0 else (indent if indent is not None else prefix)
+        wrapped = textwrap.fill(
+            part,
+            width=TEXT_WIDTH,
+            initial_indent=first,
+            subsequent_indent=indent if indent is not None else prefix,
+            break_long_words=False,
+            break_on_hyphens=False,
+        )
+        lines.append(wrapped or first.rstrip())
+    return "\n".join(lines)
+
+
+def _blocks_to_text(nodes: list[SyntaxTreeNode], prefix: str = "") -> str:
+    blocks = [_block_to_text(node, prefix) for node in nodes]
+    return "\n\n".join(b for b in blocks if b.strip())
+
+
+def _block_to_text(node: SyntaxTreeNode, prefix: str) -> str:
+    kind = node.type
+    if kind == "paragraph":
+        return _wrap(_inline_text(node.children[0]) if node.children else "", prefix)
+    if kind == "heading":
+        title = _inline_text(node.children[0])
+        return f"{prefix}{title}\n{prefix}{'-' * min(len(title), TEXT_WIDTH)}"
+    if kind in ("bullet_list", "ordered_list"):
+        items = []
+        start = int(node.attrs.get("start", 1)) if kind == "ordered_list" else 1
+        for n, item in enumerate(node.children, start):
+            marker = f"{n}. " if kind == "ordered_list" else "- "
+            body = _blocks_to_text(item.children, "")
+            lines = body.split("\n")
+            pad = " " * len(marker)
+            text = "\n".join(
+                (prefix + marker + line) if i == 0 else (prefix + pad + line if line else "")
+                for i, line in enumerate(lines)
+            )
+            items.append(text)
+        return "\n".join(items)
+    if kind == "blockquote":
+        return _blocks_to_text(node.children, prefix + "> ")
+    if kind in ("code_block", "fence"):
+        return "\n".join(prefix + "    " + line for line in node.content.rstrip("\n").split("\n"))
+    if kind == "hr":
+        return prefix + "* * *"
+    if kind == "table":
+        rows = []
+        for section in node.children:
+            for row in section.children:
+                cells = [_inline_text(cell.children[0]) if cell.children else "" for cell in row.children]
+                rows.append(prefix + " | ".join(cells))
+        return "\n".join(rows)
+    if kind == "html_block":
+        return ""
+    return _blocks_to_text(node.children, prefix) if node.children else ""

@@ -1,0 +1,58 @@
+"""The MIME message for one recipient, and its headers.
+
+One message per recipient, built from the issue's compiled skeletons (MJML is never
+compiled again here). Subject and names with æøå are RFC 2047-encoded by the email
+package; names are stripped of control characters so they cannot add headers.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from email import policy
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+
+from .compose import Recipient, clean_name, recipient_values
+from .config import Settings
+from .errors import NewsletterError
+from .render import RenderedIssue
+
+
+def _address(name: str, email: str) -> Address:
+    local, _, domain = email.rpartition("@")
+    if not local or not domain or any(c in email for c in "\r\n<>\"' ,;"):
+        raise NewsletterError(f"recipient address {email!r} is not a plain e-mail address; correct it.")
+    return Address(display_name=clean_name(name), username=local, domain=domain)
+
+
+def build_message(
+    settings: Settings,
+    rendered: RenderedIssue,
+    recipient: Recipient,
+    strings: dict[str, str],
+    *,
+    subject_prefix: str = "",
+    now: datetime | None = None,
+    message_id: str | None = None,
+) -> EmailMessage:
+    """A complete multipart/alternative message (text first, then HTML) for one recipient."""
+    values = recipient_values(settings, strings, recipient)
+    msg = EmailMessage(policy=policy.SMTP)
+    msg["From"] = Address(display_name=settings.sender_name, addr_spec=settings.sender_address)
+    msg["To"] = _address(recipient.name, recipient.email)
+    msg["Subject"] = clean_name(subject_prefix + rendered.subject)
+    msg["Date"] = format_datetime(now or datetime.now(UTC))
+    msg["Message-ID"] = message_id or make_msgid(domain=settings.list_domain)
+    if settings.reply_to:
+        msg["Reply-To"] = settings.reply_to
+    msg["List-Id"] = f"{clean_name(settings.name)} <{settings.list_id}>"
+    unsubscribe = [f"<{values['unsubscribe_url']}>"]
+    if settings.unsubscribe_mailto:
+        unsubscribe.append(f"<mailto:{settings.unsubscribe_mailto}?subject=unsubscribe>")
+    msg["List-Unsubscribe"] = ", ".join(unsubscribe)
+    msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    msg["Content-Language"] = rendered.language
+    msg.set_content(rendered.text.fill(values), subtype="plain", charset="utf-8", cte="quoted-printable")
+    msg.add_alternative(rendered.html.fill(values), subtype="html", charset="utf-8", cte="quoted-printable")
+    return msg

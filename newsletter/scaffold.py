@@ -1,0 +1,147 @@
+"""New projects and new issues: files written from the built-in skeleton, never over existing ones."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import date
+from pathlib import Path
+
+from .config import CONFIG_FILE, Settings, load_settings
+from .content import ISSUE_FILE, display, slugify
+from .errors import ProjectError
+from .i18n import format_month
+from .render import builtin_templates
+
+ISSUE_TEMPLATE = {
+    "nb": """---
+title: "{title}"
+subject: "{title}"
+preheader: "Én setning om hva leseren får i denne utgaven (40–100 tegn)."
+date: {date}
+language: nb
+---
+Skriv innledningen her: noen få avsnitt fra redaksjonen om hva som står i nyhetsbrevet for {month}.
+
+Du kan bruke **fet** og *kursiv* skrift, [lenker](https://www.osloregionen.no) og lister.
+""",
+    "en": """---
+title: "{title}"
+subject: "{title}"
+preheader: "One sentence on what readers get in this issue (40-100 characters)."
+date: {date}
+language: en
+---
+Write the introduction here: a few paragraphs from the editors about what the {month} issue holds.
+
+You can use **bold** and *italic* text, [links](https://www.osloregionen.no) and lists.
+""",
+}
+
+ARTICLE_TEMPLATE = {
+    "nb": """---
+title: "Tittel på saken"
+category: klima
+order: 1
+# image: bilde.jpg
+# image_alt: "Hva bildet viser"
+# link: https://www.osloregionen.no/
+# link_text: "Les mer"
+---
+Skriv saken her. Et tomt linjeskift gir nytt avsnitt.
+
+- Punktlister skrives med bindestrek
+- Slik
+""",
+    "en": """---
+title: "Article title"
+category: klima
+order: 1
+# image: picture.jpg
+# image_alt: "What the picture shows"
+# link: https://www.example.org/
+# link_text: "Read more"
+---
+Write the article here. An empty line starts a new paragraph.
+
+- Bullet lists start with a hyphen
+- Like this
+""",
+}
+
+PROJECT_TOML = """# Settings for this newsletter. Secrets (SMTP password, keys) go in .env, never here.
+# Every setting can be overridden by an environment variable: see README, "Configuration".
+
+[newsletter]
+name = "{name}"
+language = "nb"                      # default edition language: nb or en
+base_url = "https://nyhetsbrev.example.org"   # public address: archive, images, unsubscribe pages
+list_id = "nyhetsbrev.example.org"   # List-Id header
+postal_address = "Organisasjon, Postboks 1, 0101 Oslo"
+website = "https://www.example.org"
+logo = "templates/images/logo.png"
+
+[sender]
+name = "{name}"
+address = "nyhetsbrev@example.org"
+reply_to = "post@example.org"
+unsubscribe_mailto = "avmelding@example.org"
+
+[paths]
+content = "content"
+templates = "templates"
+build = "build"
+"""
+
+ENV_EXAMPLE = """# Secrets and machine-specific settings. Copy to .env and fill in; .env is never committed.
+# Any setting in newsletter.toml can also be set here as NEWSLETTER_<NAME>.
+NEWSLETTER_SECRET_KEY=
+NEWSLETTER_SMTP_HOST=
+NEWSLETTER_SMTP_PORT=587
+NEWSLETTER_SMTP_USERNAME=
+NEWSLETTER_SMTP_PASSWORD=
+NEWSLETTER_SMTP_SECURITY=starttls
+"""
+
+
+def new_issue(settings: Settings, title: str, when: date | None = None, language: str | None = None) -> Path:
+    """Create content/issues/<YYYY-MM>-<slug>/ with issue.md and one example article."""
+    title = " ".join(title.split())
+    if not title:
+        raise ProjectError('The title is empty; give the issue a title, e.g. newsletter new "Nytt fra desember".')
+    when = when or date.today()
+    language = language or settings.language
+    folder = settings.issues_dir / f"{when:%Y-%m}-{slugify(title)}"
+    if folder.exists():
+        raise ProjectError(f"{display(folder)} already exists; choose another title or edit that issue.")
+    escaped = title.replace("\\", "\\\\").replace('"', '\\"')
+    folder.mkdir(parents=True)
+    (folder / ISSUE_FILE).write_text(
+        ISSUE_TEMPLATE[language].format(title=escaped, date=when.isoformat(), month=format_month(when, language)),
+        encoding="utf-8",
+    )
+    (folder / "01-sak.md").write_text(ARTICLE_TEMPLATE[language], encoding="utf-8")
+    return folder
+
+
+def init_project(dest: Path, name: str = "Nyhetsbrev") -> list[Path]:
+    """A new, working project in ``dest``: settings, templates, .env.example and one example issue."""
+    dest = dest.resolve()
+    if (dest / CONFIG_FILE).exists():
+        raise ProjectError(
+            f"{display(dest / CONFIG_FILE)} already exists; nothing was changed. Choose an empty folder."
+        )
+    if (dest / "templates").exists() or (dest / "content").exists():
+        raise ProjectError(
+            f"{display(dest)} already has templates/ or content/; nothing was changed. Choose an empty folder."
+        )
+    name = " ".join(name.split()).replace('"', "'")
+    dest.mkdir(parents=True, exist_ok=True)
+    created = [dest / CONFIG_FILE, dest / ".env.example", dest / ".gitignore", dest / "templates"]
+    (dest / CONFIG_FILE).write_text(PROJECT_TOML.format(name=name), encoding="utf-8")
+    (dest / ".env.example").write_text(ENV_EXAMPLE, encoding="utf-8")
+    (dest / ".gitignore").write_text(".env\nbuild/\n*.db\noutbox/\n", encoding="utf-8")
+    shutil.copytree(
+        builtin_templates(), dest / "templates", ignore=shutil.ignore_patterns("__pycache__", "osloregionen-*")
+    )
+    created.append(new_issue(load_settings(dest), "Første nyhetsbrev"))
+    return created
