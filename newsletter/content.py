@@ -360,7 +360,15 @@ def load_issue(settings: Settings, folder: Path) -> Issue:
         if path.name == ISSUE_FILE or path.name.startswith(("_", ".")):
             continue
         articles.append(_load_article(settings, assets, path, warnings))
-    articles.sort(key=lambda a: (a.order if a.order is not None else 10_000, a.path.name))
+    # Reading order: loose articles first, then by section, then 'order', then file name.
+    position = {c.key: n for n, c in enumerate(sections, 1)}
+    articles.sort(
+        key=lambda a: (
+            position[a.category.key] if a.category else 0,
+            a.order if a.order is not None else 10_000,
+            a.path.name,
+        )
+    )
 
     return Issue(
         id=issue_id,

@@ -1,0 +1,130 @@
+"""What subscribers see, in headless Chromium: no sideways scrolling at phone and desktop
+widths, readable contrast in light and dark mode, and a readable email with images off.
+
+Needs Debian's chromium (apt-get install chromium). Without it these tests are skipped on a
+developer machine and fail in CI (CI=true), so a missing browser never hides a regression.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import SAMPLE_ISSUE
+
+from newsletter.build import build_issue
+from newsletter.config import load_settings
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+CONTRAST_JS = """
+(scheme) => {
+  const parse = (c) => { const m = c.match(/[\\d.]+/g).map(Number); return {r: m[0], g: m[1], b: m[2], a: m.length > 3 ? m[3] : 1}; };
+  const lum = ({r, g, b}) => { const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
+    return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b); };
+  const canvas = scheme === 'dark' ? {r: 18, g: 18, b: 18, a: 1} : {r: 255, g: 255, b: 255, a: 1};
+  const background = (el) => { for (let e = el; e; e = e.parentElement) { const c = parse(getComputedStyle(e).backgroundColor); if (c.a > 0) return c; } return canvas; };
+  const failures = [];
+  let checked = 0;
+  for (const el of document.body.querySelectorAll('*')) {
+    const own = [...el.childNodes].filter((n) => n.nodeType === 3 && n.textContent.trim()).map((n) => n.textContent.trim()).join(' ');
+    if (!own || !el.getClientRects().length) continue;
+    const style = getComputedStyle(el);
+    if (style.visibility === 'hidden' || style.opacity === '0' || parseFloat(style.fontSize) < 2) continue;
+    const fg = parse(style.color), bg = background(el);
+    const [hi, lo] = [lum(fg), lum(bg)].sort((a, b) => b - a);
+    const ratio = (hi + 0.05) / (lo + 0.05);
+    const size = parseFloat(style.fontSize), bold = parseInt(style.fontWeight) >= 700;
+    const needed = (size >= 24 || (bold && size >= 18.66)) ? 3 : 4.5;
+    checked++;
+    if (ratio < needed) failures.push(`${el.tagName}.${el.className} "${own.slice(0, 40)}" ${style.color} on rgb(${bg.r},${bg.g},${bg.b}) = ${ratio.toFixed(2)}`);
+  }
+  return {checked, failures};
+}
+"""
+
+
+def _chromium() -> str | None:
+    return os.environ.get("NEWSLETTER_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    executable = _chromium()
+    if executable is None:
+        message = "Chromium not found: install it with 'apt-get install chromium' (or set NEWSLETTER_CHROMIUM)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        yield instance
+        instance.close()
+
+
+@pytest.fixture
+def built(project) -> Path:
+    return build_issue(load_settings()).out_dir
+
+
+def _open(browser, out: Path, width: int, scheme: str = "light", images: bool = True):
+    page = browser.new_page(viewport={"width": width, "height": 900}, color_scheme=scheme)
+    prefix = f"https://nyhetsbrev.osloregionen.no/archive/{SAMPLE_ISSUE}/images/"
+
+    def route(request_route):
+        url = request_route.request.url
+        if url.startswith("file://"):
+            return request_route.continue_()
+        if images and url.startswith(prefix):
+            return request_route.fulfill(path=str(out / "images" / url.removeprefix(prefix)))
+        return request_route.abort()  # nothing leaves this machine
+
+    page.route("**/*", route)
+    page.goto((out / "email.html").as_uri())
+    return page
+
+
+@pytest.mark.parametrize("width", [375, 600, 1024])
+def test_no_horizontal_scrolling(browser, built, tmp_path, width):
+    page = _open(browser, built, width)
+    scroll_width, inner_width = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+    page.screenshot(path=str(tmp_path / f"email-{width}.png"), full_page=True)
+    assert scroll_width <= inner_width, f"page is {scroll_width}px wide in a {inner_width}px window"
+    # The images really loaded, and scale down with the column.
+    widths = page.evaluate("[...document.images].map(i => [i.naturalWidth, i.getBoundingClientRect().right])")
+    assert widths and all(natural > 0 and right <= width for natural, right in widths), widths
+    page.close()
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+@pytest.mark.parametrize("width", [375, 600])
+def test_text_contrast_meets_wcag_aa(browser, built, scheme, width):
+    page = _open(browser, built, width, scheme)
+    result = page.evaluate(CONTRAST_JS, scheme)
+    page.close()
+    assert result["checked"] > 50
+    assert result["failures"] == []
+
+
+def test_readable_with_images_off(browser, built, tmp_path):
+    page = _open(browser, built, 375, images=False)
+    page.screenshot(path=str(tmp_path / "email-no-images.png"), full_page=True)
+    # Every image says what it shows, and the header still names the newsletter in text.
+    alts = page.evaluate("[...document.images].map(i => i.alt)")
+    assert alts and all(alt.strip() for alt in alts)
+    header = page.locator(".nl-header-text").inner_text()
+    assert "Nyhetsbrev fra Osloregionen" in header
+    assert page.evaluate("document.documentElement.lang") == "nb"
+    page.close()

@@ -1,0 +1,100 @@
+"""Settings: the order CLI > environment > .env > newsletter.toml > default, and validation."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import write
+
+from newsletter.config import OPTIONS, find_project, load_settings
+from newsletter.errors import ConfigError, ProjectError
+
+
+def test_toml_values(project):
+    s = load_settings()
+    assert s.project_dir == project
+    assert s.name == "Nyhetsbrev fra Osloregionen"
+    assert s.base_url == "https://nyhetsbrev.osloregionen.no"
+    assert s.build_dir == project / "build"
+    assert s.logo == project / "templates/images/osloregionen-logo.png"
+    assert [c.key for c in s.categories] == ["areal", "klima", "konkurransekraft", "fellesskap"]
+    assert s.html_warn_kb == 90  # default: not in the file
+
+
+def test_order_of_sources(project):
+    write(project / ".env", "NEWSLETTER_NAME=Fra dotenv\nNEWSLETTER_SENDER_NAME=Dotenv-avsender\n")
+    s = load_settings(environ={"NEWSLETTER_SENDER_NAME": "Miljøvariabel"})
+    assert s.name == "Fra dotenv"  # .env beats newsletter.toml
+    assert s.sender_name == "Miljøvariabel"  # the environment beats .env
+    s = load_settings(overrides={"sender_name": "Kommandolinje", "name": None}, environ={"NEWSLETTER_SENDER_NAME": "x"})
+    assert s.sender_name == "Kommandolinje"  # the CLI beats everything
+    assert s.name == "Fra dotenv"  # an unset CLI option (None) overrides nothing
+
+
+def test_environment_names_and_conversion(project):
+    s = load_settings(
+        environ={
+            "NEWSLETTER_BASE_URL": "https://eksempel.no/nyhetsbrev/",
+            "NEWSLETTER_PATHS_BUILD": "ut",
+            "NEWSLETTER_MARKDOWN_ALLOW_RAW_HTML": "yes",
+            "NEWSLETTER_HTML_WARN_KB": "80",
+        }
+    )
+    assert s.base_url == "https://eksempel.no/nyhetsbrev"
+    assert s.build_dir == project / "ut"
+    assert s.allow_raw_html is True
+    assert s.html_warn_kb == 80
+    assert {o.env for o in OPTIONS} >= {"NEWSLETTER_SENDER_ADDRESS", "NEWSLETTER_LANGUAGE", "NEWSLETTER_PATHS_CONTENT"}
+
+
+def test_all_problems_at_once(project):
+    with pytest.raises(ConfigError) as info:
+        load_settings(
+            environ={
+                "NEWSLETTER_LANGUAGE": "sv",
+                "NEWSLETTER_SENDER_ADDRESS": "ikke en adresse",
+                "NEWSLETTER_HTML_WARN_KB": "mange",
+                "NEWSLETTER_LIST_ID": "ikke gyldig",
+            }
+        )
+    message = str(info.value)
+    assert message.startswith("4 problem(s) in the settings")
+    for fragment in (
+        "NEWSLETTER_LANGUAGE: 'sv' is not a language; use nb or en",
+        "NEWSLETTER_SENDER_ADDRESS: 'ikke en adresse' is not a valid e-mail address",
+        "NEWSLETTER_HTML_WARN_KB: 'mange' is not a whole number",
+        "NEWSLETTER_LIST_ID: 'ikke gyldig' must be a domain-like name",
+    ):
+        assert fragment in message
+    assert "\n" not in message
+
+
+def test_missing_required_and_unknown_keys(project):
+    path = project / "newsletter.toml"
+    text = path.read_text(encoding="utf-8").replace('postal_address = "Osloregionen, Rådhusplassen 1, 0037 Oslo"', "")
+    path.write_text(text + "\n[sender2]\nx = 1\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    message = str(info.value)
+    assert "unknown section [sender2]" in message
+    assert (
+        "newsletter.postal_address: missing; set newsletter.postal_address in newsletter.toml or NEWSLETTER_POSTAL_ADDRESS"
+        in message
+    )
+
+
+def test_bad_toml(project):
+    (project / "newsletter.toml").write_text('[newsletter]\nname = "uten slutt\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match="newsletter.toml: not valid TOML"):
+        load_settings()
+
+
+def test_header_values_must_be_single_lines(project):
+    with pytest.raises(ConfigError, match="NEWSLETTER_SENDER_NAME: must be a single line"):
+        load_settings(environ={"NEWSLETTER_SENDER_NAME": "Osloregionen\r\nBcc: x@example.com"})
+
+
+def test_find_project_walks_upwards(project):
+    deep = project / "content" / "issues"
+    assert find_project(deep) == project
+    with pytest.raises(ProjectError, match="No newsletter.toml"):
+        find_project(project.parent)

@@ -1,0 +1,151 @@
+"""Issue folders, front matter and Markdown -> Issue and Article."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+from conftest import SAMPLE_ISSUE, write
+
+from newsletter.config import load_settings
+from newsletter.content import find_issue, load_issue, slugify, split_front_matter
+from newsletter.errors import ContentError
+from newsletter.markup import render_markdown
+
+
+def _load(settings=None):
+    settings = settings or load_settings()
+    return load_issue(settings, find_issue(settings))
+
+
+def test_sample_issue(project):
+    issue = _load()
+    assert issue.id == SAMPLE_ISSUE
+    assert issue.date == date(2026, 12, 3)
+    assert issue.language == "nb"
+    assert [a.id for a in issue.articles][:2] == ["01-ordforererklaeringen", "02-klemetsrud"]
+    assert [c.key for c in issue.sections] == ["klima", "areal", "konkurransekraft", "fellesskap"]
+    first = issue.articles[0]
+    assert first.category.key == "klima"
+    assert (
+        first.image.url == f"https://nyhetsbrev.osloregionen.no/archive/{SAMPLE_ISSUE}/images/ordforererklaeringen.png"
+    )
+    assert first.image.alt.startswith("Illustrasjon")
+    assert [a.filename for a in issue.assets] == ["ordforererklaeringen.png"]
+    assert issue.warnings == ()
+
+
+def test_articles_sorted_by_order_then_file_name(project, issue_dir):
+    write(issue_dir / "00-forst.md", "---\ntitle: Først i klima\ncategory: klima\norder: 0\n---\n")
+    write(issue_dir / "zz-uten-order.md", "---\ntitle: Uten rekkefølge\ncategory: klima\n---\n")
+    titles = [a.title for a in _load().articles if a.category and a.category.key == "klima"]
+    assert titles[0] == "Først i klima" and titles[-1] == "Uten rekkefølge"
+
+
+def test_category_by_name_alias_and_case(project, issue_dir):
+    write(issue_dir / "06-a.md", "---\ntitle: A\ncategory: Klima og MILJØ\n---\n")
+    write(issue_dir / "07-b.md", "---\ntitle: B\ncategory: Felleskap og samarbeid\n---\n")
+    by_id = {a.id: a for a in _load().articles}
+    assert by_id["06-a"].category.key == "klima"
+    assert by_id["07-b"].category.key == "fellesskap"
+
+
+def test_unknown_category(project, issue_dir):
+    write(issue_dir / "06-a.md", "---\ntitle: A\ncategory: sport\n---\n")
+    with pytest.raises(ContentError, match=r"06-a\.md:3: unknown category 'sport'; use one of: areal"):
+        _load()
+
+
+def test_unknown_front_matter_is_a_warning(project, issue_dir):
+    write(issue_dir / "06-a.md", "---\ntitle: A\ncategroy: klima\n---\n")
+    (warning,) = _load().warnings
+    assert "06-a.md:3: unknown front matter 'categroy'" in warning
+
+
+def test_bad_values(project, issue_dir):
+    write(issue_dir / "06-a.md", "---\ntitle: A\norder: først\n---\n")
+    with pytest.raises(ContentError, match=r"06-a\.md:3: order 'først' must be a whole number"):
+        _load()
+    write(issue_dir / "06-a.md", "---\ntitle: A\nlink: javascript:alert(1)\n---\n")
+    with pytest.raises(ContentError, match=r"06-a\.md:3: link 'javascript:alert\(1\)' must start with https://"):
+        _load()
+    write(issue_dir / "06-a.md", "---\ntitle: A\nimage: bilde.svg\nimage_alt: Bilde\n---\n")
+    write(issue_dir / "bilde.svg", "<svg/>")
+    with pytest.raises(ContentError, match=r"06-a\.md:3: image 'bilde.svg' is \.svg"):
+        _load()
+
+
+def test_bad_issue_language_and_date(project, issue_dir):
+    path = issue_dir / "issue.md"
+    original = path.read_text(encoding="utf-8")
+    path.write_text(original.replace("language: nb", "language: nn"), encoding="utf-8")
+    with pytest.raises(ContentError, match=r"issue\.md:6: language 'nn' is not supported"):
+        _load()
+    path.write_text(original.replace("date: 2026-12-03", "date: 3. desember"), encoding="utf-8")
+    with pytest.raises(ContentError, match=r"issue\.md:5: date '3. desember' is not a date; write it as YYYY-MM-DD"):
+        load_issue(load_settings(), issue_dir)
+
+
+def test_front_matter_forms(tmp_path):
+    path = write(tmp_path / "a.md", "\ufeff---\r\ntitle: Æøå\r\n---\r\nBrødtekst\r\n")
+    meta, body, first = split_front_matter(path)
+    assert meta == {"title": "Æøå"} and body.strip() == "Brødtekst" and first == 4
+    with pytest.raises(ContentError, match=r"a\.md:1: the file must start with front matter"):
+        split_front_matter(write(tmp_path / "a.md", "title: x\n"))
+    with pytest.raises(ContentError, match=r"a\.md:1: the front matter is not closed"):
+        split_front_matter(write(tmp_path / "a.md", "---\ntitle: x\n"))
+    with pytest.raises(ContentError, match=r"a\.md:2: the front matter must be 'key: value' lines"):
+        split_front_matter(write(tmp_path / "a.md", "---\n- x\n---\n"))
+    with pytest.raises(ContentError, match=r"a\.md: not UTF-8"):
+        (tmp_path / "a.md").write_bytes(b"---\ntitle: \xe6\xf8\xe5\n---\n")
+        split_front_matter(tmp_path / "a.md")
+
+
+def test_relative_links_and_markdown_images_are_published(project, issue_dir):
+    write(issue_dir / "vedlegg/rapport.pdf", "%PDF-1.4")
+    write(
+        issue_dir / "06-a.md",
+        "---\ntitle: A\n---\nSe [rapporten](vedlegg/rapport.pdf) og ![Kartet](ordforererklaeringen.png)\n",
+    )
+    issue = _load()
+    article = next(a for a in issue.articles if a.id == "06-a")
+    base = f"https://nyhetsbrev.osloregionen.no/archive/{SAMPLE_ISSUE}/images/"
+    assert f'href="{base}vedlegg-rapport.pdf"' in article.html
+    assert f'src="{base}ordforererklaeringen.png" alt="Kartet"' in article.html
+    assert sorted(a.filename for a in issue.assets) == ["ordforererklaeringen.png", "vedlegg-rapport.pdf"]
+    assert f"rapporten ({base}vedlegg-rapport.pdf)" in " ".join(article.text.split())
+
+
+def test_missing_linked_file(project, issue_dir):
+    write(issue_dir / "06-a.md", "---\ntitle: A\n---\n\nTekst\n\nSe [rapporten](rapport.pdf)\n")
+    with pytest.raises(ContentError, match=r"06-a\.md:7: link file 'rapport.pdf' not found"):
+        _load()
+
+
+def test_markdown_text_part():
+    source = (
+        "# Overskrift\n\nEt avsnitt med [lenke](https://example.org) og https://x.no.\n\n"
+        "- punkt en\n- punkt to\n\n1. først\n2. så\n\n> sitat\n\n| A | B |\n|---|---|\n| 1 | 2 |\n"
+    )
+    rendered = render_markdown(source, lambda t, k, n: t)
+    assert rendered.text == (
+        "Overskrift\n----------\n\nEt avsnitt med lenke (https://example.org) og https://x.no.\n\n"
+        "- punkt en\n- punkt to\n\n1. først\n2. så\n\n> sitat\n\nA | B\n1 | 2"
+    )
+    assert rendered.html.startswith("<h3>Overskrift</h3>")
+    assert "<table>" in rendered.html
+
+
+def test_long_lines_wrap_without_breaking_links():
+    url = "https://www.osloregionen.no/" + "a" * 80
+    text = render_markdown(("ord " * 30) + f"[x]({url})", lambda t, k, n: t).text
+    assert all(len(line) <= 72 for line in text.split("\n") if url not in line)
+    assert url in text
+
+
+def test_slugify():
+    assert slugify("Ordførererklæringen for klima og miljø") == "ordforerklaeringen-for-klima-og-miljo".replace(
+        "ordforerklaeringen", "ordforererklaeringen"
+    )
+    assert slugify("Ås, Bærum & Skiptvedt!") == "as-baerum-skiptvedt"
+    assert slugify("???") == "nyhetsbrev"

@@ -1,0 +1,101 @@
+"""The built message.eml, parsed as a mail program would: headers, parts, encodings."""
+
+from __future__ import annotations
+
+from email import policy
+from email.parser import BytesParser
+
+import pytest
+from conftest import SAMPLE_ISSUE
+
+from newsletter.build import build_issue, prepare
+from newsletter.compose import Recipient
+from newsletter.config import load_settings
+from newsletter.errors import NewsletterError
+from newsletter.message import build_message
+
+
+@pytest.fixture
+def message(project):
+    build_issue(load_settings())
+    raw = (project / "build" / SAMPLE_ISSUE / "message.eml").read_bytes()
+    return raw, BytesParser(policy=policy.default).parsebytes(raw)
+
+
+def test_headers(message):
+    raw, msg = message
+    assert msg["From"] == "Osloregionen <nyhetsbrev@osloregionen.no>"
+    assert msg["To"] == "Ola Nordmann <ola.nordmann@example.com>"
+    assert msg["Subject"] == "Osloregionen: ny ordførererklæring, karbonfangst og energi til tungtransport"
+    assert msg["Reply-To"] == "post@osloregionen.no"
+    assert msg["List-Id"] == "Nyhetsbrev fra Osloregionen <nyhetsbrev.osloregionen.no>"
+    assert msg["List-Unsubscribe"] == (
+        "<https://nyhetsbrev.osloregionen.no/unsubscribe/preview>, "
+        "<mailto:avmelding@osloregionen.no?subject=unsubscribe>"
+    )
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert msg["Message-ID"].endswith("@osloregionen.no>")
+    assert msg["Date"].datetime is not None
+    assert msg["MIME-Version"] == "1.0"
+
+
+def test_non_ascii_subject_is_rfc2047_encoded_on_the_wire(message):
+    raw, _ = message
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    head.decode("ascii")  # every header line is 7-bit
+    assert b"=?utf-8?q?" in head.lower()
+    assert all(len(line) <= 998 for line in raw.split(b"\r\n"))
+
+
+def test_parts_text_first_then_html(message):
+    _, msg = message
+    assert msg.get_content_type() == "multipart/alternative"
+    parts = list(msg.iter_parts())
+    assert [p.get_content_type() for p in parts] == ["text/plain", "text/html"]
+    assert all(p.get_content_charset() == "utf-8" for p in parts)
+    text, html = (p.get_content() for p in parts)
+    assert "Hei, Ola Nordmann!" in text and "Hei, Ola Nordmann!" in html
+    assert "Ordførererklæringen for klima og miljø er oppdatert" in text
+    assert "Meld deg av: https://nyhetsbrev.osloregionen.no/unsubscribe/preview" in text
+    assert 'href="https://nyhetsbrev.osloregionen.no/unsubscribe/preview"' in html
+    assert "@@nl" not in text and "@@nl" not in html
+
+
+def test_names_cannot_inject_headers(project):
+    settings = load_settings()
+    prepared = prepare(settings)
+    evil = Recipient(email="kari@example.com", name='Kari "K" Nordmann\r\nBcc: alle@example.com\nX-Evil: 1')
+    raw = build_message(settings, prepared.rendered, evil, prepared.strings).as_bytes()
+    msg = BytesParser(policy=policy.default).parsebytes(raw)
+    assert msg["Bcc"] is None and msg["X-Evil"] is None
+    assert msg["To"].addresses[0].addr_spec == "kari@example.com"
+    assert msg["To"].addresses[0].display_name == 'Kari "K" Nordmann Bcc: alle@example.com X-Evil: 1'
+    html = list(msg.iter_parts())[1].get_content()
+    assert "Hei, Kari &#34;K&#34; Nordmann Bcc" in html
+
+
+def test_name_with_markup_is_escaped_in_html(project):
+    settings = load_settings()
+    prepared = prepare(settings)
+    msg = build_message(settings, prepared.rendered, Recipient("a@example.com", "<b>Åse</b>"), prepared.strings)
+    html = list(msg.iter_parts())[1].get_content()
+    text = list(msg.iter_parts())[0].get_content()
+    assert "&lt;b&gt;Åse&lt;/b&gt;" in html and "<b>Åse" not in html
+    assert "Hei, <b>Åse</b>!" in text
+
+
+def test_address_with_header_characters_is_refused(project):
+    settings = load_settings()
+    prepared = prepare(settings)
+    with pytest.raises(NewsletterError, match="not a plain e-mail address"):
+        build_message(settings, prepared.rendered, Recipient("a@example.com\r\nBcc: x@y.z"), prepared.strings)
+
+
+def test_test_prefix(project):
+    settings = load_settings()
+    prepared = prepare(settings)
+    msg = build_message(
+        settings, prepared.rendered, Recipient("a@example.com"), prepared.strings, subject_prefix="[TEST] "
+    )
+    assert msg["Subject"].startswith("[TEST] Osloregionen: ny ordførererklæring")
+    assert "Hei!" in list(msg.iter_parts())[0].get_content()
