@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from dotenv import dotenv_values
-from email_validator import EmailNotValidError, validate_email
 
 from .errors import ConfigError, ProjectError, where
 
@@ -159,6 +158,9 @@ OPTIONS: tuple[Option, ...] = (
     ),
 )
 
+# Settings hold the operator's own addresses: a strict ASCII check is enough here (and fast).
+_LOCAL = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
+_DOMAIN = re.compile(r"^([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?\.)+[A-Za-z]{2,}$")
 _LIST_ID = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)+$")
 
 
@@ -288,10 +290,10 @@ def _convert(opt: Option, raw: Any, root: Path) -> Any:
             raise ValueError(f"{text!r} is not an http(s) address such as https://example.org")
         return text.rstrip("/")
     if base == "email":
-        try:
-            return validate_email(text, check_deliverability=False).normalized
-        except EmailNotValidError as exc:
-            raise ValueError(f"{text!r} is not a valid e-mail address ({exc})") from None
+        local, _, domain = text.rpartition("@")
+        if not (_LOCAL.match(local) and _DOMAIN.match(domain)):
+            raise ValueError(f"{text!r} is not a valid e-mail address such as post@example.org")
+        return f"{local}@{domain.lower()}"
     if base == "path":
         return (root / text).resolve()
     if opt.key == "list_id" and not _LIST_ID.match(text):

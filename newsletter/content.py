@@ -23,6 +23,7 @@ from .markup import Rendered, image_alts, is_relative, render_markdown
 ISSUE_FILE = "issue.md"
 ISSUE_NAME = re.compile(r"^\d{4}-\d{2}-[a-z0-9][a-z0-9-]*$")
 IMAGE_TYPES = {".png", ".jpg", ".jpeg", ".gif"}
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader when libyaml is there
 
 ISSUE_KEYS = {"title", "subject", "preheader", "date", "language", "sections", "emissions", "feeds"}
 ARTICLE_KEYS = {"title", "category", "order", "image", "image_alt", "link", "link_text"}
@@ -174,7 +175,7 @@ def split_front_matter(path: Path) -> tuple[dict[str, Any], str, int]:
         raise ContentError(f"{display(path)}:1: the front matter is not closed; add a line with '---' after it.")
     raw = "\n".join(lines[1:end])
     try:
-        meta = yaml.safe_load(raw) if raw.strip() else {}
+        meta = yaml.load(raw, Loader=_YAML_LOADER) if raw.strip() else {}
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 2 if mark else None

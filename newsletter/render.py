@@ -10,6 +10,7 @@ from a feed or an article that happens to look like a marker stays plain text.
 
 from __future__ import annotations
 
+import os
 import re
 import traceback
 from collections.abc import Mapping
@@ -57,6 +58,18 @@ def _finalize(value: object) -> object:
     return value
 
 
+def _bytecode_cache() -> jinja2.BytecodeCache | None:
+    # Compiled templates are kept in the user's cache folder: compiling them is half of a
+    # build's work. Entries are keyed by template path and checked against the source, so an
+    # edited template is never stale.
+    folder = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "newsletter" / "templates"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return jinja2.FileSystemBytecodeCache(str(folder))
+
+
 def environment(settings: Settings) -> jinja2.Environment:
     """The Jinja2 environment: StrictUndefined, autoescape for MJML/HTML, slot helpers."""
     loader = jinja2.FileSystemLoader([str(p) for p in reversed(template_folders(settings))])
@@ -67,6 +80,7 @@ def environment(settings: Settings) -> jinja2.Environment:
             enabled_extensions=("mjml.j2", "html.j2"), default_for_string=False, default=False
         ),
         finalize=_finalize,
+        bytecode_cache=_bytecode_cache(),
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
