@@ -93,7 +93,8 @@ build = "build"
 """
 
 ENV_EXAMPLE = """# Secrets and machine-specific settings. Copy to .env and fill in; .env is never committed.
-# Any setting in newsletter.toml can also be set here as NEWSLETTER_<NAME>.
+# Any setting in newsletter.toml can also be set here as NEWSLETTER_<NAME> (see README).
+# The secrets below are for signed links and sending, which later releases read.
 NEWSLETTER_SECRET_KEY=
 NEWSLETTER_SMTP_HOST=
 NEWSLETTER_SMTP_PORT=587
