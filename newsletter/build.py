@@ -12,9 +12,12 @@ from .compose import PLACEHOLDER, Recipient, compose, recipient_values
 from .config import Settings
 from .content import Issue, display, find_issue, load_issue
 from .errors import ContentError, ProjectError
+from .feeds import FeedItem, selected_news
 from .i18n import load_strings
 from .message import build_message
 from .render import RenderedIssue, render_issue, template_folders
+from .scaffold import PLACEHOLDER_PHRASES
+from .store import database
 
 GMAIL_CLIP_BYTES = 102 * 1024
 
@@ -51,7 +54,8 @@ def prepare(settings: Settings, ref: str | None = None) -> Prepared:
             f"newsletter.toml newsletter.logo: file {display(logo)} not found; fix the path or remove the setting."
         )
     logo_url = settings.asset_url(issue.id, logo.name) if logo else None
-    rendered = render_issue(settings, compose(settings, issue, strings, logo_url=logo_url))
+    news = issue_news(settings, issue)
+    rendered = render_issue(settings, compose(settings, issue, strings, logo_url=logo_url, news=news))
     warnings = list(issue.warnings)
     size = html_size(settings, rendered, strings)
     if size > GMAIL_CLIP_BYTES:
@@ -62,11 +66,26 @@ def prepare(settings: Settings, ref: str | None = None) -> Prepared:
         warnings.append(
             f"the HTML is {size / 1024:.0f} KB, close to Gmail's 102 KB clipping limit; consider shortening the issue."
         )
+    if not issue.articles:
+        warnings.append(f"{display(issue.path)}: the issue has no articles yet; add one .md file per article.")
+    for path in [issue.path / "issue.md", *(a.path for a in issue.articles)]:
+        text = path.read_text(encoding="utf-8-sig")
+        for phrase in PLACEHOLDER_PHRASES:
+            if phrase in text:
+                warnings.append(f"{display(path)}: still has the example text '{phrase}…'; replace it.")
     if not issue.preheader:
         warnings.append(
             f"{display(issue.path / 'issue.md')}: no preheader; add 'preheader: ...', the line inboxes show after the subject."
         )
     return Prepared(issue, rendered, strings, logo, tuple(warnings))
+
+
+def issue_news(settings: Settings, issue: Issue) -> tuple[FeedItem, ...]:
+    """The feed items the issue shows; none without a database or with 'feeds: false'."""
+    if issue.front_matter.get("feeds") is False or not settings.database.is_file():
+        return ()
+    with database(settings.database) as conn:
+        return selected_news(settings, conn, issue.id, issue.language)
 
 
 def html_size(
@@ -77,15 +96,19 @@ def html_size(
 
 
 def build_issue(settings: Settings, ref: str | None = None, out: Path | None = None) -> BuildResult:
-    """Write build/<issue>/email.mjml, email.html, email.txt, message.eml and images/."""
+    """Write build/<issue>/email.mjml, email.html, preview.html, email.txt, message.eml and images/."""
     prepared = prepare(settings, ref)
     issue, rendered = prepared.issue, prepared.rendered
     values = recipient_values(settings, prepared.strings, PLACEHOLDER)
     html = rendered.html.fill(values)
     message = build_message(settings, rendered, PLACEHOLDER, prepared.strings)
+    # preview.html: the same email with images from the build folder, for looking at it
+    # before the issue is published at base_url.
+    preview = html.replace(settings.asset_url(issue.id, ""), "images/")
     outputs = {
         "email.mjml": rendered.mjml.encode("utf-8"),
         "email.html": html.encode("utf-8"),
+        "preview.html": preview.encode("utf-8"),
         "email.txt": rendered.text.fill(values).encode("utf-8"),
         "message.eml": message.as_bytes(),
     }
@@ -97,8 +120,10 @@ def build_issue(settings: Settings, ref: str | None = None, out: Path | None = N
         copies = [(a.source, a.filename) for a in issue.assets]
         if prepared.logo:
             copies.append((prepared.logo, prepared.logo.name))
+        if images.is_dir():  # our own output: drop images the issue no longer uses
+            shutil.rmtree(images)
         if copies:
-            images.mkdir(exist_ok=True)
+            images.mkdir()
         for source, name in copies:
             shutil.copyfile(source, images / name)
             written.append(images / name)

@@ -13,9 +13,11 @@ import click
 from . import __version__
 from .build import build_issue
 from .config import Settings, load_settings
-from .content import display
+from .content import display, find_issue, load_issue
 from .errors import NewsletterError
-from .scaffold import init_project, new_issue
+from .feeds import candidates, choose, feed_status, fetch_feeds, news_date
+from .scaffold import init_project, new_issue, parse_day
+from .store import database
 
 
 @dataclass
@@ -57,10 +59,10 @@ def _warn(messages: tuple[str, ...] | list[str]) -> None:
 @click.option("-v", "--verbose", is_flag=True, help="Show debug logging and full tracebacks.")
 @click.pass_context
 def cli(ctx: click.Context, project: Path | None, verbose: bool) -> None:
-    """Compose Osloregionen's newsletter from Markdown, news feeds and climate data, and send it.
+    """Compose Osloregionen's newsletter from Markdown and news feeds.
 
     Start with 'newsletter build' in a project folder (one with newsletter.toml) to build
-    the newest issue into build/<issue>/.
+    the newest issue into build/<issue>/; 'newsletter feeds fetch' brings in the news.
     """
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
@@ -86,18 +88,15 @@ def init(directory: Path, name: str) -> None:
 
 @cli.command()
 @click.argument("title")
-@click.option(
-    "--date", "when", type=click.DateTime(formats=["%Y-%m-%d"]), help="Issue date, YYYY-MM-DD (default: today)."
-)
+@click.option("--date", "when", metavar="YYYY-MM-DD", help="Issue date, e.g. 2027-01-14 (default: today).")
 @click.option("--lang", type=click.Choice(["nb", "en"]), help="Edition language (default: the project's).")
 @click.pass_obj
-def new(state: State, title: str, when: object, lang: str | None) -> None:
+def new(state: State, title: str, when: str | None, lang: str | None) -> None:
     """Create a new issue folder content/issues/<YYYY-MM>-<slug>/ for TITLE.
 
     It holds issue.md (front matter and introduction) and one example article to copy.
     """
-    day = when.date() if when is not None else date.today()  # type: ignore[attr-defined]
-    folder = new_issue(state.settings(), title, day, lang)
+    folder = new_issue(state.settings(), title, parse_day(when) if when else date.today(), lang)
     click.echo(f"Created {display(folder)}")
     click.echo(f"  {display(folder / 'issue.md')}  (title, subject, preheader, date; introduction)")
     click.echo(f"  {display(folder / '01-sak.md')}  (an example article)")
@@ -120,6 +119,122 @@ def build(state: State, issue: str | None, out: Path | None) -> None:
         click.echo(f"  {display(path)}")
     click.echo(f"HTML size: {result.html_bytes / 1024:.1f} KB (Gmail clips above 102 KB)")
     _warn(result.warnings)
+
+
+@cli.group()
+def feeds() -> None:
+    """Fetch news feeds and choose the news of an issue.
+
+    Feeds are configured as [[feeds]] tables in newsletter.toml. By default an issue gets the
+    items first seen since the previous issue was sent and not used before, newest first,
+    within each feed's max_items and keywords; 'pick' and 'skip' override that.
+    """
+
+
+@feeds.command("fetch")
+@click.argument("names", nargs=-1)
+@click.option("--strict", is_flag=True, help="Exit 1 if any feed fails (default: only if all fail).")
+@click.pass_obj
+def feeds_fetch(state: State, names: tuple[str, ...], strict: bool) -> None:
+    """Fetch all feeds (or the NAMES given) concurrently and store new items.
+
+    Prints one line per feed. A failing feed never stops the others.
+    """
+    settings = state.settings()
+    with database(settings.database) as conn:
+        reports = fetch_feeds(settings, conn, names)
+    for report in reports:
+        if report.ok:
+            click.echo(f"ok     {report.feed}: {report.new} new of {report.seen} ({report.status})")
+        else:
+            click.echo(f"failed {report.feed}: {report.error}", err=True)
+    failed = [r for r in reports if not r.ok]
+    click.echo(
+        f"{len(reports) - len(failed)} of {len(reports)} feeds fetched, {sum(r.new for r in reports)} new items."
+    )
+    if failed and (strict or len(failed) == len(reports)):
+        raise click.ClickException(f"{len(failed)} of {len(reports)} feeds failed; see the lines above.")
+
+
+@feeds.command("list")
+@click.argument("issue", required=False)
+@click.option("--all", "show_all", is_flag=True, help="Also list the items that are not selected.")
+@click.pass_obj
+def feeds_list(state: State, issue: str | None, show_all: bool) -> None:
+    """List the news candidates for ISSUE (default: the newest) with their ids.
+
+    [x] marks the items the issue shows. Use the ids with 'feeds pick' and 'feeds skip'.
+    """
+    settings = state.settings()
+    loaded = load_issue(settings, find_issue(settings, issue))
+    with database(settings.database) as conn:
+        found = candidates(settings, conn, loaded.id, loaded.language)
+    click.echo(f"News for {loaded.id}: {sum(c.selected for c in found)} selected of {len(found)} candidates")
+    for c in found:
+        if not (c.selected or show_all or c.reason == "skipped"):
+            continue
+        when = news_date(c.item.published, c.item.first_seen).isoformat()
+        mark = "x" if c.selected else " "
+        click.echo(f"[{mark}] {c.item.id:>5}  {when}  {c.item.feed}: {c.item.title}  ({c.reason})")
+    hidden = sum(not (c.selected or c.reason == "skipped") for c in found)
+    if hidden and not show_all:
+        click.echo(f"({hidden} more not selected; --all lists them)")
+
+
+def _choose(state: State, issue: str, ids: tuple[int, ...], choice: str | None, verb: str) -> None:
+    settings = state.settings()
+    issue_id = find_issue(settings, issue).name
+    with database(settings.database) as conn:
+        count = choose(conn, issue_id, ids, choice)
+    click.echo(f"{verb} {count} item(s) for {issue_id}. Rebuild with: newsletter build {issue_id}")
+
+
+@feeds.command("pick")
+@click.argument("issue")
+@click.argument("ids", nargs=-1, required=True, type=int)
+@click.pass_obj
+def feeds_pick(state: State, issue: str, ids: tuple[int, ...]) -> None:
+    """Put the items IDS into ISSUE, whatever the default selection says."""
+    _choose(state, issue, ids, "pick", "Picked")
+
+
+@feeds.command("skip")
+@click.argument("issue")
+@click.argument("ids", nargs=-1, required=True, type=int)
+@click.pass_obj
+def feeds_skip(state: State, issue: str, ids: tuple[int, ...]) -> None:
+    """Leave the items IDS out of ISSUE."""
+    _choose(state, issue, ids, "skip", "Skipped")
+
+
+@feeds.command("reset")
+@click.argument("issue")
+@click.argument("ids", nargs=-1, required=True, type=int)
+@click.pass_obj
+def feeds_reset(state: State, issue: str, ids: tuple[int, ...]) -> None:
+    """Forget the pick or skip of the items IDS in ISSUE (back to the default)."""
+    _choose(state, issue, ids, None, "Reset")
+
+
+@feeds.command("status")
+@click.pass_obj
+def feeds_status(state: State) -> None:
+    """Show each feed's last fetch: status, error and number of stored items."""
+    settings = state.settings()
+    with database(settings.database) as conn:
+        rows = {row["name"]: row for row in feed_status(conn)}
+    for feed in settings.feeds:
+        row = rows.get(feed.name)
+        if row is None:
+            click.echo(f"never  {feed.name}: not fetched yet")
+        elif row["last_error"]:
+            click.echo(
+                f"failed {feed.name}: {row['last_error']} (at {row['last_fetched']}; last ok {row['last_ok'] or 'never'})"
+            )
+        else:
+            click.echo(
+                f"ok     {feed.name}: {row['items']} items (last fetched {row['last_fetched']}, {row['last_status']})"
+            )
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 from .config import Settings
 from .content import Article, Issue
+from .feeds import FeedItem, news_date, shorten
 from .i18n import format_date, format_month
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")
@@ -58,13 +59,42 @@ def _article(article: Article, strings: dict[str, str]) -> dict[str, Any]:
     }
 
 
+def news_groups(settings: Settings, items: tuple[FeedItem, ...], language: str) -> list[dict[str, Any]]:
+    """Feed items grouped by their feed's focus area (or by feed), in the issue's section order."""
+    feeds = {f.name: f for f in settings.feeds}
+    order = {c.key: n for n, c in enumerate(settings.categories)}
+    groups: dict[str, dict[str, Any]] = {}
+    for item in items:
+        feed = feeds.get(item.feed)
+        category = feed.category if feed else None
+        key = f"c:{category.key}" if category else f"f:{item.feed}"
+        group = groups.setdefault(
+            key,
+            {
+                "label": category.label(language) if category else item.feed,
+                "sort": (0, order[category.key], "") if category else (1, 0, item.feed),
+                "items": [],
+            },
+        )
+        group["items"].append(
+            {
+                "title": item.title,
+                "link": item.link,
+                "source": item.feed,
+                "date": format_date(news_date(item.published, item.first_seen), language),
+                "summary": shorten(item.summary, settings.news_summary_chars),
+            }
+        )
+    return sorted(groups.values(), key=lambda g: g["sort"])
+
+
 def compose(
     settings: Settings,
     issue: Issue,
     strings: dict[str, str],
     *,
     logo_url: str | None = None,
-    news: tuple[Any, ...] = (),
+    news: tuple[FeedItem, ...] = (),
     emissions: Any = None,
 ) -> Composition:
     """Build the template context for one issue in its own language."""
@@ -104,7 +134,7 @@ def compose(
         },
         "loose_articles": loose,
         "sections": sections,
-        "news": list(news),
+        "news": news_groups(settings, news, lang),
         "emissions": emissions,
     }
     return Composition(context=context, html_fragments=html, text_fragments=text)

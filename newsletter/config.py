@@ -37,6 +37,15 @@ class Category:
         return self.en if language == "en" else self.nb
 
 
+def find_category(categories: tuple[Category, ...], value: str) -> Category | None:
+    """The category named by key, Norwegian or English name or alias, ignoring case."""
+    wanted = value.strip().lower()
+    for category in categories:
+        if wanted in {category.key, category.nb.lower(), category.en.lower(), *(a.lower() for a in category.aliases)}:
+            return category
+    return None
+
+
 DEFAULT_CATEGORIES = (
     Category(
         "areal",
@@ -61,6 +70,25 @@ DEFAULT_CATEGORIES = (
 
 
 @dataclass(frozen=True)
+class FeedConfig:
+    """One news feed from a [[feeds]] table: an http(s) URL or a local file."""
+
+    name: str
+    url: str
+    category: Category | None = None
+    max_items: int = 5
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    language: str | None = None
+    first_fetch_days: int | None = None
+
+    @property
+    def is_file(self) -> bool:
+        """True when the feed is a file on this machine rather than a web address."""
+        return not self.url.startswith(("http://", "https://"))
+
+
+@dataclass(frozen=True)
 class Settings:
     """Validated settings of one newsletter project. Paths are absolute."""
 
@@ -81,7 +109,16 @@ class Settings:
     build_dir: Path
     allow_raw_html: bool
     html_warn_kb: int
+    database: Path
+    news_first_fetch_days: int
+    news_connect_timeout: int
+    news_timeout: int
+    news_max_kb: int
+    news_concurrency: int
+    news_summary_chars: int
+    news_user_agent: str | None
     categories: tuple[Category, ...] = field(default=DEFAULT_CATEGORIES)
+    feeds: tuple[FeedConfig, ...] = ()
 
     @property
     def issues_dir(self) -> Path:
@@ -116,10 +153,13 @@ class Option:
     kind: str
     default: Any
     help: str
+    env_name: str | None = None
 
     @property
     def env(self) -> str:
         """The environment variable that overrides it."""
+        if self.env_name:
+            return self.env_name
         if self.section == "newsletter":
             return f"NEWSLETTER_{self.key.upper()}"
         return f"NEWSLETTER_{self.section.upper()}_{self.key.upper()}"
@@ -148,6 +188,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("content_dir", "paths", "content", "path", "content", "Folder with issues/ inside."),
     Option("templates_dir", "paths", "templates", "path", "templates", "Templates that override the built-in ones."),
     Option("build_dir", "paths", "build", "path", "build", "Where builds are written."),
+    Option("database", "paths", "database", "path", "newsletter.db", "The SQLite database.", "NEWSLETTER_DATABASE"),
     Option(
         "allow_raw_html",
         "markdown",
@@ -155,6 +196,31 @@ OPTIONS: tuple[Option, ...] = (
         "bool",
         False,
         "Let raw HTML in Markdown through (off by default).",
+    ),
+    Option(
+        "news_first_fetch_days",
+        "news",
+        "first_fetch_days",
+        "int0",
+        14,
+        "A new feed's first fetch keeps items from this many days (0: all).",
+    ),
+    Option(
+        "news_connect_timeout", "news", "connect_timeout", "int", 5, "Seconds to wait for a feed's server to answer."
+    ),
+    Option("news_timeout", "news", "timeout", "int", 20, "Seconds a whole feed download may take."),
+    Option("news_max_kb", "news", "max_kb", "int", 5000, "Largest feed accepted, in KB."),
+    Option("news_concurrency", "news", "concurrency", "int", 20, "Feeds fetched at the same time."),
+    Option(
+        "news_summary_chars", "news", "summary_chars", "int", 280, "Summaries are cut to about this many characters."
+    ),
+    Option(
+        "news_user_agent",
+        "news",
+        "user_agent",
+        "opt_str",
+        None,
+        "User-Agent for feed requests (default: newsletter/<version> + base_url).",
     ),
 )
 
@@ -213,7 +279,7 @@ def load_settings(
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
 
     problems: list[str] = []
-    known_sections = {o.section for o in OPTIONS} | {"categories"}
+    known_sections = {o.section for o in OPTIONS} | {"categories", "feeds"}
     for section, body in data.items():
         if section not in known_sections:
             problems.append(f"{path.name}: unknown section [{section}]")
@@ -246,9 +312,16 @@ def load_settings(
         except ValueError as exc:
             problems.append(f"{path.name} [[categories]]: {exc}")
 
+    feeds: tuple[FeedConfig, ...] = ()
+    if "feeds" in data:
+        try:
+            feeds = _feeds(data["feeds"], root, categories)
+        except ValueError as exc:
+            problems.append(f"{path.name} [[feeds]]: {exc}")
+
     if problems:
         raise ConfigError(f"{len(problems)} problem(s) in the settings: " + "; ".join(problems))
-    return Settings(project_dir=root, categories=categories, **values)
+    return Settings(project_dir=root, categories=categories, feeds=feeds, **values)
 
 
 def _convert(opt: Option, raw: Any, root: Path) -> Any:
@@ -268,13 +341,13 @@ def _convert(opt: Option, raw: Any, root: Path) -> Any:
         if text in ("0", "false", "no", "off"):
             return False
         raise ValueError(f"{raw!r} is not true or false")
-    if base == "int":
+    if base in ("int", "int0"):
         try:
             number = int(raw)
         except (TypeError, ValueError):
             raise ValueError(f"{raw!r} is not a whole number") from None
-        if number <= 0:
-            raise ValueError(f"{number} must be above 0")
+        if number < (0 if base == "int0" else 1):
+            raise ValueError(f"{number} must be {'0 or more' if base == 'int0' else 'above 0'}")
         return number
     if not isinstance(raw, str):
         raise ValueError(f"{raw!r} must be text")
@@ -315,6 +388,63 @@ def _categories(raw: Any) -> tuple[Category, ...]:
     keys = [c.key for c in result]
     if len(set(keys)) != len(keys):
         raise ValueError("two categories share a key")
+    return tuple(result)
+
+
+FEED_KEYS = {"name", "url", "category", "max_items", "include", "exclude", "language", "first_fetch_days"}
+
+
+def _feeds(raw: Any, root: Path, categories: tuple[Category, ...]) -> tuple[FeedConfig, ...]:
+    if not isinstance(raw, list):
+        raise ValueError("must be a list of tables, each starting with [[feeds]]")
+    result: list[FeedConfig] = []
+    for n, item in enumerate(raw, 1):
+        label = f"feed {n}"
+        if not isinstance(item, dict):
+            raise ValueError(f"{label} must be a table")
+        unknown = set(item) - FEED_KEYS
+        if unknown:
+            raise ValueError(
+                f"{label}: unknown key(s) {', '.join(sorted(unknown))} (known: {', '.join(sorted(FEED_KEYS))})"
+            )
+        name, url = item.get("name"), item.get("url")
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"{label} needs a name")
+        label = f"feed {name!r}"
+        if not isinstance(url, str) or not url.strip():
+            raise ValueError(f"{label} needs a url (https://... or a file path)")
+        url = url.strip()
+        if "://" in url and not url.startswith(("http://", "https://")):
+            raise ValueError(f"{label}: url must start with http:// or https://, or be a file path")
+        if "://" not in url:
+            url = str((root / url).resolve())
+        category = None
+        if item.get("category") is not None:
+            category = find_category(categories, str(item["category"]))
+            if category is None:
+                raise ValueError(f"{label}: unknown category {item['category']!r}")
+        max_items = item.get("max_items", 5)
+        if isinstance(max_items, bool) or not isinstance(max_items, int) or max_items < 1:
+            raise ValueError(f"{label}: max_items must be a whole number above 0")
+        days = item.get("first_fetch_days")
+        if days is not None and (isinstance(days, bool) or not isinstance(days, int) or days < 0):
+            raise ValueError(f"{label}: first_fetch_days must be a whole number, 0 or more")
+        words = {}
+        for key in ("include", "exclude"):
+            value = item.get(key, [])
+            if isinstance(value, str):
+                value = [value]
+            if not isinstance(value, list) or not all(isinstance(w, str) and w.strip() for w in value):
+                raise ValueError(f"{label}: {key} must be a list of words")
+            words[key] = tuple(w.strip().lower() for w in value)
+        language = item.get("language")
+        if language is not None and language not in LANGUAGES:
+            raise ValueError(f"{label}: language must be nb or en")
+        if any(f.name == name.strip() for f in result):
+            raise ValueError(f"two feeds are named {name!r}; names must differ")
+        result.append(
+            FeedConfig(name.strip(), url, category, max_items, words["include"], words["exclude"], language, days)
+        )
     return tuple(result)
 
 

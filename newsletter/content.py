@@ -13,17 +13,34 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, unquote
 
 import yaml
 
-from .config import LANGUAGES, Category, Settings
+from .config import LANGUAGES, Category, Settings, find_category
 from .errors import ContentError, ProjectError, where
 from .markup import Rendered, image_alts, is_relative, render_markdown
 
 ISSUE_FILE = "issue.md"
 ISSUE_NAME = re.compile(r"^\d{4}-\d{2}-[a-z0-9][a-z0-9-]*$")
 IMAGE_TYPES = {".png", ".jpg", ".jpeg", ".gif"}
-_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader when libyaml is there
+
+
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """Safe YAML (the C loader when libyaml is there) where only true/false are booleans.
+
+    YAML 1.1 also reads yes/no/on/off as booleans: 'title: No' or 'language: no' must stay text.
+    """
+
+
+_Loader.yaml_implicit_resolvers = {
+    key: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+_YAML_LOADER = _Loader
 
 ISSUE_KEYS = {"title", "subject", "preheader", "date", "language", "sections", "emissions", "feeds"}
 ARTICLE_KEYS = {"title", "category", "order", "image", "image_alt", "link", "link_text"}
@@ -96,7 +113,10 @@ def slugify(text: str) -> str:
     for src, dst in (("æ", "ae"), ("ø", "o"), ("å", "a")):
         text = text.replace(src, dst)
     text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
-    return re.sub(r"[^a-z0-9]+", "-", text).strip("-")[:60].strip("-") or "nyhetsbrev"
+    slug = re.sub(r"[^a-z0-9]+", "-", text).strip("-")
+    if len(slug) > 60:
+        slug = slug[:61].rsplit("-", 1)[0]
+    return slug[:60].strip("-") or "nyhetsbrev"
 
 
 # --- finding issues -------------------------------------------------------------------------
@@ -118,7 +138,9 @@ def find_issue(settings: Settings, ref: str | None = None) -> Path:
             raise ProjectError(
                 f"No issues in {display(settings.issues_dir)}: create one with 'newsletter new \"Title\"'."
             )
-        return max(folders, key=lambda p: (_quick_date(p), p.name))
+        # Newest by date; on the same date, the one edited last. A broken issue.md is an
+        # error here too: silently building last month's issue instead would mislead.
+        return max(folders, key=lambda p: (_issue_date(p), (p / ISSUE_FILE).stat().st_mtime, p.name))
     candidate = Path(ref)
     if candidate.name == ISSUE_FILE:
         candidate = candidate.parent
@@ -127,7 +149,8 @@ def find_issue(settings: Settings, ref: str | None = None) -> Path:
     exact = [p for p in folders if p.name == ref]
     if exact:
         return exact[0]
-    partial = [p for p in folders if ref.lower() in p.name]
+    wanted = {ref.lower(), slugify(ref)}
+    partial = [p for p in folders if any(w in p.name for w in wanted)]
     if len(partial) == 1:
         return partial[0]
     known = ", ".join(p.name for p in sorted(folders, reverse=True)[:8]) or "none yet"
@@ -141,13 +164,20 @@ def find_issue(settings: Settings, ref: str | None = None) -> Path:
     )
 
 
-def _quick_date(folder: Path) -> date:
-    """The date of an issue for ordering, without validating the rest of it."""
+def _issue_date(folder: Path) -> date:
+    """The date in an issue's front matter, validated (for choosing the newest issue)."""
+    path = folder / ISSUE_FILE
+    meta, _, _ = split_front_matter(path)
+    fields = _Fields(path, meta)
     try:
-        meta, _, _ = split_front_matter(folder / ISSUE_FILE)
-        return _as_date(meta.get("date")) or date.min
-    except (ContentError, ValueError):
-        return date.min
+        value = _as_date(meta.get("date"))
+    except ValueError:
+        raise fields.fail("date", f"date {meta.get('date')!r} is not a date; write it as YYYY-MM-DD.") from None
+    if value is None:
+        raise ContentError(
+            f"{display(path)}:2: missing required front matter 'date'; add a line 'date: YYYY-MM-DD' between the '---' lines."
+        )
+    return value
 
 
 # --- front matter -----------------------------------------------------------------------------
@@ -174,6 +204,11 @@ def split_front_matter(path: Path) -> tuple[dict[str, Any], str, int]:
     else:
         raise ContentError(f"{display(path)}:1: the front matter is not closed; add a line with '---' after it.")
     raw = "\n".join(lines[1:end])
+    for number, line in enumerate(lines[1:end], 2):
+        if line.startswith("\t") or re.match(r"^[\w-]+:\s*\t", line):
+            raise ContentError(
+                f"{display(path)}:{number}: the front matter has a tab character; use spaces instead of tabs."
+            )
     try:
         meta = yaml.load(raw, Loader=_YAML_LOADER) if raw.strip() else {}
     except yaml.MarkedYAMLError as exc:
@@ -184,8 +219,11 @@ def split_front_matter(path: Path) -> tuple[dict[str, Any], str, int]:
             f"{where(display(path), line)}: bad front matter ({problem}); "
             "write 'key: value' lines and put text containing ':' or '#' in quotes."
         ) from exc
-    except yaml.YAMLError as exc:
-        raise ContentError(f"{display(path)}: bad front matter ({exc}).") from exc
+    except (yaml.YAMLError, ValueError) as exc:
+        # e.g. 'date: 2027-02-30', which YAML reads as a date and cannot build.
+        raise ContentError(
+            f"{display(path)}:2: bad front matter ({exc}); check the dates (YYYY-MM-DD, a real day)."
+        ) from exc
     if meta is None:
         meta = {}
     if not isinstance(meta, dict):
@@ -203,6 +241,21 @@ def key_lines(path: Path) -> dict[str, int]:
         if match:
             result.setdefault(match.group(1), n)
     return result
+
+
+def comment_warnings(path: Path) -> list[str]:
+    """Warn where YAML read the end of an unquoted text as a comment ('title: Vi er #1')."""
+    found = []
+    for key, line in key_lines(path).items():
+        if key not in ("title", "subject", "preheader", "link_text", "image_alt"):
+            continue
+        text = path.read_text(encoding="utf-8-sig").split("\n")[line - 1]
+        value = text.split(":", 1)[1].strip()
+        if value and value[0] not in "'\"" and " #" in value:
+            found.append(
+                f"{where(display(path), line)}: the text after '#' was read as a comment; put the whole {key} in quotes."
+            )
+    return found
 
 
 def _as_date(value: Any) -> date | None:
@@ -261,8 +314,10 @@ class _Assets:
         self.found: dict[Path, Asset] = {}
 
     def add(self, target: str, kind: str, origin: str) -> str:
-        relative = target.split("#")[0].split("?")[0]
+        relative = unquote(target.split("#")[0].split("?")[0])
         source = (self.issue_dir / relative).resolve()
+        if not source.is_file() and re.match(r"^(www\.|[\w-]+\.(no|com|org|net|eu)(/|$))", relative):
+            raise ContentError(f"{origin}: '{relative}' looks like a web address; write it with https:// in front.")
         if not source.is_file():
             raise ContentError(
                 f"{origin}: {kind} file '{relative}' not found in {display(self.issue_dir)}; "
@@ -282,18 +337,16 @@ class _Assets:
             stem, suffix, n = Path(name).stem, Path(name).suffix, 2
             while name in taken:
                 name, n = f"{stem}-{n}{suffix}", n + 1
-            self.found[source] = Asset(source, name, self.settings.asset_url(self.issue_id, name))
+            self.found[source] = Asset(source, name, self.settings.asset_url(self.issue_id, quote(name)))
         return self.found[source].url
 
 
 def _category(settings: Settings, fields: _Fields, value: str | None, key: str = "category") -> Category | None:
     if value is None:
         return None
-    wanted = value.strip().lower()
-    for category in settings.categories:
-        names = {category.key, category.nb.lower(), category.en.lower(), *(a.lower() for a in category.aliases)}
-        if wanted in names:
-            return category
+    category = find_category(settings.categories, value)
+    if category is not None:
+        return category
     choices = "; ".join(f"{c.key} ({c.nb})" for c in settings.categories)
     raise fields.fail(key, f"unknown category {value!r}; use one of: {choices}.")
 
@@ -317,7 +370,7 @@ def load_issue(settings: Settings, folder: Path) -> Issue:
     issue_path = folder / ISSUE_FILE
     meta, body, first = split_front_matter(issue_path)
     fields = _Fields(issue_path, meta)
-    warnings: list[str] = []
+    warnings: list[str] = comment_warnings(issue_path)
     issue_id = folder.name
     if not ISSUE_NAME.match(issue_id):
         warnings.append(
@@ -392,6 +445,7 @@ def load_issue(settings: Settings, folder: Path) -> Issue:
 def _load_article(settings: Settings, assets: _Assets, path: Path, warnings: list[str]) -> Article:
     meta, body, first = split_front_matter(path)
     fields = _Fields(path, meta)
+    warnings.extend(comment_warnings(path))
     for key in sorted(set(meta) - ARTICLE_KEYS):
         warnings.append(
             f"{fields.at(key)}: unknown front matter '{key}' is ignored (known: {', '.join(sorted(ARTICLE_KEYS))})."

@@ -32,3 +32,7 @@ class ProjectError(NewsletterError):
 def where(path: Path | str, line: int | None = None) -> str:
     """Format a location as ``path`` or ``path:line`` for error messages."""
     return f"{path}:{line}" if line else str(path)
+
+
+class FeedError(NewsletterError):
+    """A news feed cannot be fetched or read, or a curation command names a wrong item."""

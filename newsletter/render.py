@@ -31,6 +31,8 @@ _SLOT = re.compile(r"@@nl:(c|r):([A-Za-z0-9_.:-]+)@@")
 EMAIL_TEMPLATE = "email/issue.mjml.j2"
 TEXT_TEMPLATE = "email/issue.txt.j2"
 CONTENT_CSS = "email/content.css"
+NEWS_HTML = "email/news.html.j2"
+NEWS_TEXT = "email/news.txt.j2"
 
 
 def builtin_templates() -> Path:
@@ -199,6 +201,10 @@ def render_issue(settings: Settings, composition: Composition) -> RenderedIssue:
         name: css_inline.inline_fragment(fragment, css) if css and fragment else fragment
         for name, fragment in composition.html_fragments.items()
     }
+    text_fragments = dict(composition.text_fragments)
+    if ctx["news"]:  # feed text: rendered with autoescape and put in after compilation
+        fragments["news"] = css_inline.inline_fragment(_render_template(env, NEWS_HTML, ctx), css)
+        text_fragments["news"] = _render_template(env, NEWS_TEXT, ctx).strip()
     text = _render_template(env, TEXT_TEMPLATE, ctx)
     return RenderedIssue(
         issue_id=ctx["issue"]["id"],
@@ -206,7 +212,7 @@ def render_issue(settings: Settings, composition: Composition) -> RenderedIssue:
         subject=ctx["issue"]["subject"],
         mjml=source,
         html=split(html, fragments, html=True, source=EMAIL_TEMPLATE),
-        text=split(_tidy_text(text), composition.text_fragments, html=False, source=TEXT_TEMPLATE),
+        text=split(_tidy_text(text), text_fragments, html=False, source=TEXT_TEMPLATE),
     )
 
 

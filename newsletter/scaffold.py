@@ -6,11 +6,23 @@ import shutil
 from datetime import date
 from pathlib import Path
 
-from .config import CONFIG_FILE, Settings, load_settings
+from .config import CONFIG_FILE, DEFAULT_CATEGORIES, Settings, load_settings
 from .content import ISSUE_FILE, display, slugify
 from .errors import ProjectError
 from .i18n import format_month
 from .render import builtin_templates
+
+# Example text in new issues; build warns while any of it is left.
+PLACEHOLDER_PHRASES = (
+    "Én setning om hva leseren får",
+    "Skriv innledningen her",
+    "Tittel på saken",
+    "Skriv saken her",
+    "One sentence on what readers get",
+    "Write the introduction here",
+    "Article title",
+    "Write the article here",
+)
 
 ISSUE_TEMPLATE = {
     "nb": """---
@@ -22,7 +34,7 @@ language: nb
 ---
 Skriv innledningen her: noen få avsnitt fra redaksjonen om hva som står i nyhetsbrevet for {month}.
 
-Du kan bruke **fet** og *kursiv* skrift, [lenker](https://www.osloregionen.no) og lister.
+Du kan bruke **fet** og *kursiv* skrift, [lenker](https://www.example.org) og lister.
 """,
     "en": """---
 title: "{title}"
@@ -33,7 +45,7 @@ language: en
 ---
 Write the introduction here: a few paragraphs from the editors about what the {month} issue holds.
 
-You can use **bold** and *italic* text, [links](https://www.osloregionen.no) and lists.
+You can use **bold** and *italic* text, [links](https://www.example.org) and lists.
 """,
 }
 
@@ -44,7 +56,7 @@ category: klima
 order: 1
 # image: bilde.jpg
 # image_alt: "Hva bildet viser"
-# link: https://www.osloregionen.no/
+# link: https://www.example.org/
 # link_text: "Les mer"
 ---
 Skriv saken her. Et tomt linjeskift gir nytt avsnitt.
@@ -90,6 +102,10 @@ unsubscribe_mailto = "avmelding@example.org"
 content = "content"
 templates = "templates"
 build = "build"
+database = "newsletter.db"
+
+# The focus areas articles are grouped by ('category:' in an article). Change them freely.
+{categories}
 """
 
 ENV_EXAMPLE = """# Secrets and machine-specific settings. Copy to .env and fill in; .env is never committed.
@@ -102,6 +118,14 @@ NEWSLETTER_SMTP_USERNAME=
 NEWSLETTER_SMTP_PASSWORD=
 NEWSLETTER_SMTP_SECURITY=starttls
 """
+
+
+def parse_day(text: str) -> date:
+    """A date given as YYYY-MM-DD, or a ProjectError that shows the form."""
+    try:
+        return date.fromisoformat(text.strip())
+    except ValueError:
+        raise ProjectError(f"--date {text!r} is not a date; write it as YYYY-MM-DD, e.g. 2027-01-14.") from None
 
 
 def new_issue(settings: Settings, title: str, when: date | None = None, language: str | None = None) -> Path:
@@ -138,7 +162,13 @@ def init_project(dest: Path, name: str = "Nyhetsbrev") -> list[Path]:
     name = " ".join(name.split()).replace('"', "'")
     dest.mkdir(parents=True, exist_ok=True)
     created = [dest / CONFIG_FILE, dest / ".env.example", dest / ".gitignore", dest / "templates"]
-    (dest / CONFIG_FILE).write_text(PROJECT_TOML.format(name=name), encoding="utf-8")
+    categories = "\n".join(
+        f'[[categories]]\nkey = "{c.key}"\nnb = "{c.nb}"\nen = "{c.en}"\naliases = {list(c.aliases)!r}\n'.replace(
+            "'", '"'
+        )
+        for c in DEFAULT_CATEGORIES
+    )
+    (dest / CONFIG_FILE).write_text(PROJECT_TOML.format(name=name, categories=categories), encoding="utf-8")
     (dest / ".env.example").write_text(ENV_EXAMPLE, encoding="utf-8")
     (dest / ".gitignore").write_text(".env\nbuild/\n*.db\noutbox/\n", encoding="utf-8")
     shutil.copytree(

@@ -173,9 +173,38 @@ def test_new_never_overwrites(run, project):
 
 
 def test_new_rejects_a_bad_date(run, project):
-    result = run("new", "Tittel", "--date", "14.01.2027")
-    assert result.exit_code == 2
-    assert "YYYY-MM-DD" in result.stderr or "%Y-%m-%d" in result.stderr
+    assert_error(run("new", "Tittel", "--date", "14.01.2027"), "--date '14.01.2027' is not a date", "YYYY-MM-DD")
+    assert not list((project / "content/issues").glob("2027-*"))
+
+
+def test_broken_newest_issue_is_an_error_not_a_silent_build_of_another(run, project):
+    """Building the newest issue must not skip the one being written because it is broken."""
+    run("new", "Grønn omstilling", "--date", "2027-01-14")
+    path = project / "content/issues/2027-01-gronn-omstilling/issue.md"
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text.replace('title: "Grønn omstilling"', "title: Klima: nye mål"), encoding="utf-8")
+    assert_error(run("build"), "2027-01-gronn-omstilling/issue.md:2", "bad front matter")
+    path.write_text(text.replace("date: 2027-01-14", "date: 2027-02-30"), encoding="utf-8")
+    assert_error(run("build"), "issue.md:2", "a real day")
+    path.write_text(text.replace("date: 2027-01-14", "date: 3.12.2026"), encoding="utf-8")
+    assert_error(run("build"), "issue.md:5", "write it as YYYY-MM-DD")
+    path.write_text(text.replace("language: nb", "\tlanguage: nb"), encoding="utf-8")
+    assert_error(run("build"), "issue.md:6", "tab")
+
+
+def test_same_date_builds_the_issue_edited_last(run, project):
+    import os
+
+    run("new", "Første", "--date", "2027-01-14")
+    run("new", "Andre", "--date", "2027-01-14")
+    first = project / "content/issues/2027-01-forste/issue.md"
+    os.utime(first, (2_000_000_000, 2_000_000_000))
+    assert "Built 2027-01-forste" in run("build").stdout
+
+
+def test_issue_name_typed_with_norwegian_letters(run, project):
+    run("new", "Grønn omstilling", "--date", "2027-01-14")
+    assert "Built 2027-01-gronn-omstilling" in run("build", "Grønn").stdout
 
 
 def test_init_creates_a_project_that_builds(run, tmp_path, monkeypatch):

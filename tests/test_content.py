@@ -149,3 +149,39 @@ def test_slugify():
     )
     assert slugify("Ås, Bærum & Skiptvedt!") == "as-baerum-skiptvedt"
     assert slugify("???") == "nyhetsbrev"
+
+
+def test_yes_no_on_off_stay_text(project, issue_dir):
+    write(issue_dir / "06-a.md", "---\ntitle: No\nlink_text: On\nlink: https://example.org\n---\n")
+    article = next(a for a in _load().articles if a.id == "06-a")
+    assert article.title == "No" and article.link_text == "On"
+    path = issue_dir / "issue.md"
+    path.write_text(path.read_text(encoding="utf-8").replace("language: nb", "language: no"), encoding="utf-8")
+    with pytest.raises(ContentError, match="language 'no' is not supported; use nb or en"):
+        _load()
+
+
+def test_hash_in_unquoted_text_warns(project, issue_dir):
+    write(issue_dir / "06-a.md", "---\ntitle: Vi er #1 i Norge\n---\n")
+    (warning,) = _load().warnings
+    assert "06-a.md:2: the text after '#' was read as a comment; put the whole title in quotes" in warning
+
+
+def test_file_names_with_norwegian_letters_and_spaces(project, issue_dir):
+    write(issue_dir / "gods på bane.pdf", "%PDF")
+    write(
+        issue_dir / "06-a.md",
+        "---\ntitle: A\n---\nSe [rapporten](<gods på bane.pdf>) og [den](gods%20p%C3%A5%20bane.pdf)\n",
+    )
+    issue = _load()
+    article = next(a for a in issue.articles if a.id == "06-a")
+    assert article.html.count("/images/gods%20p%C3%A5%20bane.pdf") == 2
+    assert "gods på bane.pdf" in [a.filename for a in issue.assets]
+
+
+def test_web_address_without_scheme(project, issue_dir):
+    write(issue_dir / "06-a.md", "---\ntitle: A\nlink: www.osloregionen.no/\n---\n")
+    with pytest.raises(
+        ContentError, match=r"06-a\.md:3: 'www.osloregionen.no/' looks like a web address; write it with https://"
+    ):
+        _load()

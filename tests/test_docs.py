@@ -13,18 +13,25 @@ README = (ROOT / "README.md").read_text(encoding="utf-8")
 GUIDE = (ROOT / "docs" / "redaktorveiledning.md").read_text(encoding="utf-8")
 
 
+def _commands(group=cli, prefix="newsletter"):
+    for name, command in group.commands.items():
+        yield f"{prefix} {name}", command
+        if hasattr(command, "commands"):
+            yield from _commands(command, f"{prefix} {name}")
+
+
 def test_every_command_is_in_the_readme():
-    for name, command in cli.commands.items():
-        assert f"`newsletter {name}" in README, f"newsletter {name} is missing from README.md"
-        assert command.help and command.short_help != "", name
+    for name, command in _commands():
+        assert f"`{name}" in README, f"{name} is missing from README.md"
+        assert command.help, name
 
 
 def test_every_option_of_every_command_is_in_the_readme():
-    for name, command in cli.commands.items():
+    for name, command in _commands():
         for param in command.params:
             for opt in getattr(param, "opts", []):
                 if opt.startswith("--") and opt != "--help":
-                    assert opt in README, f"{opt} of newsletter {name} is missing from README.md"
+                    assert opt in README, f"{opt} of {name} is missing from README.md"
 
 
 def test_every_setting_is_in_the_configuration_reference():
@@ -37,7 +44,7 @@ def test_quick_start_has_exactly_two_commands_and_ci_runs_the_test_command():
     quick = README.split("## Quick start", 1)[1].split("\n## ", 1)[0]
     commands = re.findall(r"```sh\n(.+?)\n```", quick)
     assert commands == [
-        "python -m pip install -e . && newsletter build",
+        "python -m pip install -e . && newsletter feeds fetch && newsletter build",
         "python -m pip install -e '.[test]' && python -m pytest",
     ]
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")

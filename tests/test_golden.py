@@ -15,9 +15,11 @@ from conftest import SAMPLE_ISSUE
 
 from newsletter.build import build_issue
 from newsletter.config import load_settings
+from newsletter.feeds import fetch_feeds
+from newsletter.store import database
 
 GOLDEN = Path(__file__).parent / "golden" / SAMPLE_ISSUE
-FILES = ("email.mjml", "email.html", "email.txt", "message.eml")
+FILES = ("email.mjml", "email.html", "preview.html", "email.txt", "message.eml")
 
 
 def normalise(name: str, data: bytes) -> str:
@@ -33,7 +35,10 @@ def normalise(name: str, data: bytes) -> str:
 
 @pytest.mark.parametrize("name", FILES)
 def test_sample_build_matches_golden(project, request, name):
-    result = build_issue(load_settings())
+    settings = load_settings()
+    with database(settings.database) as conn:  # the sample feeds are local files: no network
+        assert all(r.ok for r in fetch_feeds(settings, conn))
+    result = build_issue(settings)
     actual = normalise(name, (result.out_dir / name).read_bytes())
     golden = GOLDEN / name
     if request.config.getoption("--update-golden"):

@@ -1,0 +1,127 @@
+"""SQLite: the schema, its migrations, and connections with safe defaults.
+
+One database file per project (``newsletter.db`` by default). Migrations are numbered and
+applied in order inside a transaction; ``PRAGMA user_version`` records the last one applied.
+Every change elsewhere happens inside ``with connection:`` so that a failure leaves nothing
+half-written.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+from .errors import NewsletterError
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: news feeds and their items, the per-issue choices, and what sent issues used.
+    """
+    CREATE TABLE feeds (
+        name TEXT PRIMARY KEY,
+        url TEXT NOT NULL,
+        etag TEXT,
+        last_modified TEXT,
+        last_fetched TEXT,
+        last_ok TEXT,
+        last_status TEXT,
+        last_error TEXT
+    );
+    CREATE TABLE feed_items (
+        id INTEGER PRIMARY KEY,
+        feed TEXT NOT NULL REFERENCES feeds(name) ON DELETE CASCADE,
+        guid TEXT NOT NULL,
+        title TEXT NOT NULL,
+        link TEXT,
+        published TEXT,
+        first_seen TEXT NOT NULL,
+        summary TEXT NOT NULL DEFAULT '',
+        backlog INTEGER NOT NULL DEFAULT 0,
+        UNIQUE (feed, guid)
+    );
+    CREATE INDEX feed_items_first_seen ON feed_items(first_seen);
+    CREATE TABLE issue_news (
+        issue TEXT NOT NULL,
+        item INTEGER NOT NULL REFERENCES feed_items(id) ON DELETE CASCADE,
+        choice TEXT NOT NULL CHECK (choice IN ('pick', 'skip')),
+        chosen_at TEXT NOT NULL,
+        PRIMARY KEY (issue, item)
+    );
+    CREATE TABLE sent_issues (
+        issue TEXT PRIMARY KEY,
+        sent_at TEXT NOT NULL
+    );
+    CREATE TABLE used_items (
+        item INTEGER NOT NULL REFERENCES feed_items(id) ON DELETE CASCADE,
+        issue TEXT NOT NULL REFERENCES sent_issues(issue) ON DELETE CASCADE,
+        PRIMARY KEY (item, issue)
+    );
+    """,
+)
+
+
+def now() -> datetime:
+    """The current time in UTC (the one clock the store uses)."""
+    return datetime.now(UTC)
+
+
+def timestamp(value: datetime) -> str:
+    """A UTC ISO 8601 text that sorts in time order."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_timestamp(value: str | None) -> datetime | None:
+    """The inverse of ``timestamp``."""
+    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC) if value else None
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """Open (creating if needed) and migrate the database at ``path``."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, timeout=30, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=30000")
+        migrate(conn)
+    except sqlite3.DatabaseError as exc:
+        raise NewsletterError(
+            f"{path}: cannot use the database ({exc}); check the file (NEWSLETTER_DATABASE) or restore a backup."
+        ) from exc
+    conn.isolation_level = "DEFERRED"  # from now on, 'with conn:' is one transaction
+    return conn
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Apply the migrations not applied yet; return the schema version."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > len(MIGRATIONS):
+        raise NewsletterError(
+            f"the database has schema version {version}, newer than this program ({len(MIGRATIONS)}); "
+            "upgrade newsletter."
+        )
+    for number, script in enumerate(MIGRATIONS[version:], version + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in script.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {number}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return len(MIGRATIONS)
+
+
+@contextmanager
+def database(path: Path) -> Iterator[sqlite3.Connection]:
+    """A migrated connection that is closed afterwards."""
+    conn = connect(path)
+    try:
+        yield conn
+    finally:
+        conn.close()
