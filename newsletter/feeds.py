@@ -265,6 +265,9 @@ def parse_feed(body: bytes, url: str, content_type: str = "") -> list[ParsedItem
             raise FeedError("not a feed: the address gives an HTML page (find the RSS or Atom link on it)")
         reason = parsed.get("bozo_exception")
         raise FeedError(f"not a readable feed ({reason or 'no RSS or Atom content'})")
+    problem = parsed.get("bozo_exception")
+    if problem is not None and type(problem).__name__ == "SAXParseException":
+        raise FeedError(f"malformed XML ({problem}); tell the feed's owner")
     items = []
     for entry in parsed.entries:
         title = shorten(plain_text(entry.get("title")), TITLE_CHARS)

@@ -1,0 +1,328 @@
+"""News feeds against a real HTTP server on loopback: formats, caching, failures, safety, curation."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from html import escape
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from conftest import SAMPLE_ISSUE, assert_error
+
+from newsletter.build import build_issue
+from newsletter.config import load_settings
+from newsletter.feeds import candidates, fetch_feeds, mark_sent, parse_norwegian_date, selected_news
+from newsletter.store import database
+
+RECENT = datetime.now(UTC) - timedelta(days=2)
+OLD = datetime.now(UTC) - timedelta(days=60)
+
+
+def rss2(items: str, title: str = "Kommune") -> bytes:
+    return f'<?xml version="1.0" encoding="UTF-8"?><rss version="2.0"><channel><title>{title}</title><link>https://k.example/</link>{items}</channel></rss>'.encode()
+
+
+def rss_item(
+    guid: str, title: str, when: datetime | None = RECENT, link: str | None = None, desc: str = "Tekst"
+) -> str:
+    date = f"<pubDate>{format_datetime(when)}</pubDate>" if when else ""
+    return f"<item><guid>{guid}</guid><title>{title}</title><link>{link or 'https://k.example/' + guid}</link>{date}<description>{desc}</description></item>"
+
+
+ATOM = f"""<?xml version="1.0" encoding="utf-8"?><feed xmlns="http://www.w3.org/2005/Atom"><title>Regjeringen</title>
+<id>urn:x</id><updated>{RECENT:%Y-%m-%dT%H:%M:%SZ}</updated>
+<entry><title>Atom-sak om klima</title><id>urn:atom:1</id><link href="/nyhet/1"/><updated>{RECENT:%Y-%m-%dT%H:%M:%SZ}</updated>
+<summary type="html">&lt;p&gt;Om &lt;b&gt;klima&lt;/b&gt;&lt;/p&gt;</summary></entry></feed>""".encode()
+
+RDF = f"""<?xml version="1.0"?><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#" xmlns="http://purl.org/rss/1.0/" xmlns:dc="http://purl.org/dc/elements/1.1/">
+<channel rdf:about="https://r.example/"><title>RDF</title><link>https://r.example/</link><description>d</description></channel>
+<item rdf:about="https://r.example/1"><title>RDF-sak fra Asker</title><link>https://r.example/1</link><description>Om ombruk</description><dc:date>{RECENT:%Y-%m-%dT%H:%M:%S}+00:00</dc:date></item>
+</rdf:RDF>""".encode()
+
+EVIL = rss2(
+    rss_item("e1", "&lt;script&gt;alert(1)&lt;/script&gt;Trygg tittel &lt;img src=x onerror=alert(2)&gt;",
+             desc="<![CDATA[<p onclick='steal()'>Sammendrag</p><script>alert(3)</script><iframe src='https://evil.example'></iframe><form><input></form>]]>")
+    + rss_item("e2", "Lenke med javascript", link="javascript:alert(4)")
+    + rss_item("e3", "Relativ lenke", link="/relativ/sti")
+    + rss_item("e4", "@@nl:r:email@@ markørtekst")
+)  # fmt: skip
+
+
+class Server:
+    """A loopback HTTP server with a route table and a log of the requests it got."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, tuple[int, dict[str, str], bytes, float]] = {}
+        self.requests: list[tuple[str, dict[str, str]]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                outer.requests.append((self.path, dict(self.headers)))
+                status, headers, body, delay = outer.routes.get(self.path, (404, {}, b"not found", 0))
+                if delay:
+                    time.sleep(delay)
+                etag = headers.get("ETag")
+                if etag and self.headers.get("If-None-Match") == etag:
+                    status, body = 304, b""
+                self.send_response(status)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                try:
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def route(self, path: str, body: bytes, status: int = 200, delay: float = 0, **headers: str) -> str:
+        headers = {k.replace("_", "-"): v for k, v in headers.items()}
+        headers.setdefault("Content-Type", "application/rss+xml; charset=utf-8")
+        self.routes[path] = (status, headers, body, delay)
+        return self.url + path
+
+
+@pytest.fixture
+def server():
+    s = Server()
+    yield s
+    s.httpd.shutdown()
+
+
+def use_feeds(project: Path, feeds: list[dict], extra: str = "") -> None:
+    """Replace the sample [[feeds]] with these."""
+    path = project / "newsletter.toml"
+    text = path.read_text(encoding="utf-8").split("# The sample feeds are files")[0]
+    for feed in feeds:
+        text += "\n[[feeds]]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in feed.items())
+    path.write_text(text + extra, encoding="utf-8")
+
+
+def _toml(value: object) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return str(value) if isinstance(value, int) else f'"{value}"'
+
+
+def fetch(**env: str):
+    settings = load_settings(environ={f"NEWSLETTER_{k.upper()}": v for k, v in env.items()})
+    with database(settings.database) as conn:
+        return settings, {r.feed: r for r in fetch_feeds(settings, conn)}
+
+
+def news(settings):
+    with database(settings.database) as conn:
+        return selected_news(settings, conn, SAMPLE_ISSUE, "nb")
+
+
+def test_three_formats_over_http(project, server):
+    use_feeds(project, [
+        {"name": "RSS", "url": server.route("/rss", rss2(rss_item("a", "RSS-sak")))},
+        {"name": "Atom", "url": server.route("/atom", ATOM, Content_Type="application/atom+xml"), "category": "klima"},
+        {"name": "RDF", "url": server.route("/rdf", RDF, Content_Type="application/rdf+xml")},
+    ])  # fmt: skip
+    settings, reports = fetch()
+    assert all(r.ok and r.new == 1 for r in reports.values()), reports
+    titles = {i.title: i for i in news(settings)}
+    assert set(titles) == {"RSS-sak", "Atom-sak om klima", "RDF-sak fra Asker"}
+    assert titles["Atom-sak om klima"].link == f"{server.url}/nyhet/1"  # relative link made absolute
+    assert titles["Atom-sak om klima"].summary == "Om klima"
+    assert all(headers.get("User-Agent", "").startswith("newsletter/") for _, headers in server.requests)
+
+
+def test_conditional_get_and_304(project, server):
+    url = server.route("/rss", rss2(rss_item("a", "Sak")), ETag='"v1"', Last_Modified="Wed, 25 Nov 2026 10:00:00 GMT")
+    use_feeds(project, [{"name": "RSS", "url": url}])
+    fetch()
+    settings, reports = fetch()
+    assert reports["RSS"].ok and reports["RSS"].status == "304 not modified" and reports["RSS"].new == 0
+    second = server.requests[-1][1]
+    assert second["If-None-Match"] == '"v1"'
+    assert second["If-Modified-Since"] == "Wed, 25 Nov 2026 10:00:00 GMT"
+    assert len(news(settings)) == 1
+
+
+def test_failures_are_reported_and_survived(project, server, run, monkeypatch):
+    server.route("/slow", rss2(rss_item("s", "Treg")), delay=3)
+    server.route("/html", b"<!DOCTYPE html><html><body>Forside</body></html>", Content_Type="text/html")
+    server.route("/bad", b"<rss><channel><title>x</title><item><title>uavsluttet", Content_Type="application/xml")
+    server.route("/huge", b"<rss>" + b"x" * 300_000 + b"</rss>")
+    server.route("/moved", b"", status=301, Location="/rss")
+    server.route("/rss", rss2(rss_item("a", "Flyttet sak")))
+    use_feeds(project, [
+        {"name": "Treg", "url": server.url + "/slow"},
+        {"name": "Mangler", "url": server.url + "/404"},
+        {"name": "HTML", "url": server.url + "/html"},
+        {"name": "Ødelagt", "url": server.url + "/bad"},
+        {"name": "Stor", "url": server.url + "/huge"},
+        {"name": "Flyttet", "url": server.url + "/moved"},
+    ])  # fmt: skip
+    monkeypatch.setenv("NEWSLETTER_NEWS_TIMEOUT", "1")
+    monkeypatch.setenv("NEWSLETTER_NEWS_MAX_KB", "200")
+    result = run("feeds", "fetch")
+    assert result.exit_code == 0, result.output  # not every feed failed
+    err = result.stderr
+    assert "failed Treg: no complete answer within 1 s" in err
+    assert "failed Mangler: HTTP 404 Not Found" in err
+    assert "failed HTML: not a feed: the address gives an HTML page" in err
+    assert "failed Ødelagt: malformed XML (" in err
+    assert "failed Stor: larger than 200 KB" in err
+    assert "ok     Flyttet: 1 new of 1" in result.stdout
+    assert "1 of 6 feeds fetched, 1 new items." in result.stdout
+    strict = run("feeds", "fetch", "--strict")
+    assert_error_last_line(strict, "5 of 6 feeds failed")
+    status = run("feeds", "status").stdout
+    assert "failed Mangler: HTTP 404 Not Found" in status and "ok     Flyttet: 1 items" in status
+
+
+def assert_error_last_line(result, fragment):
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines()[-1] == f"Error: {fragment}; see the lines above."
+
+
+def test_all_failing_exits_1(project, server, run):
+    use_feeds(project, [{"name": "Mangler", "url": server.url + "/404"}])
+    assert_error_last_line(run("feeds", "fetch"), "1 of 1 feeds failed")
+
+
+def test_untrusted_feed_content_never_reaches_the_email(project, server):
+    use_feeds(project, [{"name": "Ond", "url": server.route("/evil", EVIL)}])
+    settings, _ = fetch()
+    by_title = {i.title: i for i in news(settings)}
+    title = next(t for t in by_title if "Trygg tittel" in t)  # markup removed or kept as plain text
+    evil = by_title[title]
+    assert evil.summary == "Sammendrag"  # tags gone, script content gone
+    assert by_title["Lenke med javascript"].link is None
+    assert by_title["Relativ lenke"].link == f"{server.url}/relativ/sti"
+    out = build_issue(settings).out_dir
+    html = (out / "email.html").read_text(encoding="utf-8")
+    lower = html.lower()
+    for bad in ("<script", "<iframe", "<form", "<input", "javascript:", "onerror=", "onclick=", "evil.example"):
+        assert bad not in lower, bad
+    assert escape(title) in html
+    assert "ola.nordmann@example.com markørtekst" not in html  # marker text stays text
+    text = (out / "email.txt").read_text(encoding="utf-8")
+    assert f"* {title}" in text and "javascript:" not in text
+
+
+def test_items_without_dates_and_norwegian_dates(project, server):
+    feed = rss2(
+        rss_item("n1", "Uten dato", when=None)
+        + "<item><guid>n2</guid><title>Norsk dato</title><link>https://k.example/n2</link><pubDate>fre, 20 nov 2026 09:30:00 +0100</pubDate></item>"
+    )
+    use_feeds(project, [{"name": "K", "url": server.route("/k", feed), "first_fetch_days": 0}])
+    settings, _ = fetch()
+    items = {i.title: i for i in news(settings)}
+    assert items["Uten dato"].published is None and items["Uten dato"].first_seen is not None
+    assert items["Norsk dato"].published == datetime(2026, 11, 20, 8, 30, tzinfo=UTC)
+    assert parse_norwegian_date("5. desember 2025 kl. 14.30") == datetime(2025, 12, 5, 13, 30, tzinfo=UTC)
+    assert parse_norwegian_date("lør, 06 des 2025 10:00:00 GMT") == datetime(2025, 12, 6, 10, 0, tzinfo=UTC)
+    assert parse_norwegian_date("ikke en dato") is None
+
+
+def test_first_fetch_does_not_flood_and_repeats_are_stored_once(project, server):
+    url = server.route(
+        "/k",
+        rss2(
+            rss_item("ny", "Ny sak")
+            + rss_item("gammel", "Gammel sak", when=OLD)
+            + rss_item("udatert", "Udatert", when=None)
+        ),
+    )
+    use_feeds(project, [{"name": "K", "url": url}])
+    settings, reports = fetch()
+    assert reports["K"].new == 1 and reports["K"].seen == 3
+    assert [i.title for i in news(settings)] == ["Ny sak"]
+    server.route("/k", rss2(rss_item("ny", "Ny sak") + rss_item("senere", "Senere sak", when=None)))
+    settings, reports = fetch()
+    assert reports["K"].new == 1  # 'ny' is not stored twice; 'senere' arrives after the first fetch
+    assert sorted(i.title for i in news(settings)) == ["Ny sak", "Senere sak"]
+
+
+def test_limits_keywords_and_language(project, server):
+    items = "".join(
+        rss_item(f"i{n}", f"Sak {n} om {'klima' if n % 2 else 'sport'}", when=RECENT - timedelta(hours=n))
+        for n in range(1, 7)
+    )
+    use_feeds(project, [
+        {"name": "Klima", "url": server.route("/a", rss2(items)), "include": ["klima"], "max_items": 2},
+        {"name": "Engelsk", "url": server.route("/b", rss2(rss_item("en", "English news"))), "language": "en"},
+        {"name": "Uten sport", "url": server.route("/c", rss2(items.replace("i", "j"))), "exclude": ["SPORT"]},
+    ])  # fmt: skip
+    settings, _ = fetch()
+    with database(settings.database) as conn:
+        found = candidates(settings, conn, SAMPLE_ISSUE, "nb")
+    chosen = [(c.item.feed, c.item.title) for c in found if c.selected]
+    assert [t for f, t in chosen if f == "Klima"] == ["Sak 1 om klima", "Sak 3 om klima"]
+    assert {c.reason for c in found if c.item.feed == "Klima" and not c.selected} == {
+        "keywords",
+        "over the feed's limit of 2",
+    }
+    assert not any(f == "Engelsk" for f, _ in chosen)
+    assert all("sport" not in t for f, t in chosen if f == "Uten sport")
+
+
+def test_curation_survives_rebuild_and_sent_items_are_used(project, server, run):
+    use_feeds(
+        project,
+        [
+            {
+                "name": "K",
+                "url": server.route(
+                    "/k",
+                    rss2(
+                        rss_item("a", "Sak A")
+                        + rss_item("b", "Sak B", when=RECENT - timedelta(hours=1))
+                        + rss_item("c", "Sak C", when=RECENT - timedelta(hours=2))
+                    ),
+                ),
+                "max_items": 2,
+            }
+        ],
+    )
+    run("feeds", "fetch")
+    listing = run("feeds", "list", "--all").stdout
+    ids = {}
+    for line in listing.splitlines():
+        if line.startswith("["):
+            parts = line[4:].split()
+            ids[line.rsplit(":", 1)[1].split("(")[0].strip()] = int(parts[0])
+    assert_error(run("feeds", "pick", SAMPLE_ISSUE, "99999"), "no news item with id 99999")
+    assert run("feeds", "skip", "ordforer", str(ids["Sak A"])).exit_code == 0
+    assert run("feeds", "pick", SAMPLE_ISSUE, str(ids["Sak C"])).exit_code == 0
+    for _ in range(2):  # a rebuild gives the same section
+        run("build")
+        html = (project / "build" / SAMPLE_ISSUE / "email.html").read_text(encoding="utf-8")
+        assert "Sak B" in html and "Sak C" in html and "Sak A" not in html
+    settings = load_settings()
+    with database(settings.database) as conn:
+        sent = selected_news(settings, conn, SAMPLE_ISSUE, "nb")
+        mark_sent(conn, SAMPLE_ISSUE, [i.id for i in sent])
+        assert {i.title for i in selected_news(settings, conn, "2027-01-neste", "nb")} == set()  # all used or older
+    assert_error(run("feeds", "pick", SAMPLE_ISSUE, str(ids["Sak A"])), "has been sent")
+
+
+def test_unknown_feed_name_and_no_feeds(project, run):
+    assert_error(run("feeds", "fetch", "Finnes ikke"), "unknown feed(s): Finnes ikke")
+    use_feeds(project, [])
+    assert_error(run("feeds", "fetch"), "no feeds configured")
+
+
+def test_bad_feed_settings(project):
+    use_feeds(project, [{"name": "X", "url": "ftp://x.example/feed", "category": "sport"}])
+    from newsletter.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="feed 'X': url must start with http:// or https://"):
+        load_settings()
