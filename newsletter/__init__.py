@@ -1,21 +1,35 @@
-"""newsletter: compose and send Osloregionen's newsletter from Markdown, feeds and climate data."""
+"""newsletter: compose and send Osloregionen's newsletter from Markdown and news feeds.
 
-__version__ = "0.1.0"  # before the imports below: modules read it (hatch reads it too)
+The public API is imported lazily (PEP 562), so that a command such as 'feeds fetch'
+does not pay for loading the renderer.
+"""
 
-from .build import BuildResult, build_issue, prepare
-from .config import Settings, load_settings
-from .errors import ConfigError, ContentError, NewsletterError, ProjectError, TemplateError
+from __future__ import annotations
 
-__all__ = [
-    "BuildResult",
-    "ConfigError",
-    "ContentError",
-    "NewsletterError",
-    "ProjectError",
-    "Settings",
-    "TemplateError",
-    "__version__",
-    "build_issue",
-    "load_settings",
-    "prepare",
-]
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"  # hatch reads the version from here
+
+_API = {
+    "BuildResult": "build",
+    "build_issue": "build",
+    "prepare": "build",
+    "Settings": "config",
+    "load_settings": "config",
+    "ConfigError": "errors",
+    "ContentError": "errors",
+    "FeedError": "errors",
+    "NewsletterError": "errors",
+    "ProjectError": "errors",
+    "TemplateError": "errors",
+    "fetch_feeds": "feeds",
+}
+
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _API:
+        raise AttributeError(f"module 'newsletter' has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_API[name]}", __name__), name)

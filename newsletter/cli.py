@@ -11,13 +11,12 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .build import build_issue
 from .config import Settings, load_settings
-from .content import display, find_issue, load_issue
 from .errors import NewsletterError
-from .feeds import candidates, choose, feed_status, fetch_feeds, news_date
-from .scaffold import init_project, new_issue, parse_day
 from .store import database
+
+# The stages are imported inside the commands that use them, so that each command starts
+# without loading the others (the renderer alone is a third of a build's start-up).
 
 
 @dataclass
@@ -79,6 +78,9 @@ def init(directory: Path, name: str) -> None:
     Writes newsletter.toml, .env.example, the templates and one example issue. Refuses to
     touch a folder that already holds a project.
     """
+    from .content import display
+    from .scaffold import init_project
+
     created = init_project(directory, name)
     click.echo(f"Created a newsletter project in {display(directory)}:")
     for path in created:
@@ -96,6 +98,9 @@ def new(state: State, title: str, when: str | None, lang: str | None) -> None:
 
     It holds issue.md (front matter and introduction) and one example article to copy.
     """
+    from .content import display
+    from .scaffold import new_issue, parse_day
+
     folder = new_issue(state.settings(), title, parse_day(when) if when else date.today(), lang)
     click.echo(f"Created {display(folder)}")
     click.echo(f"  {display(folder / 'issue.md')}  (title, subject, preheader, date; introduction)")
@@ -113,6 +118,9 @@ def build(state: State, issue: str | None, out: Path | None) -> None:
     ISSUE is a folder name under content/issues (or a unique part of it, or a path).
     message.eml is addressed to a placeholder recipient so it can be opened in a mail program.
     """
+    from .build import build_issue
+    from .content import display
+
     result = build_issue(state.settings(), issue, out)
     click.echo(f"Built {result.issue_id}:")
     for path in result.files:
@@ -140,6 +148,8 @@ def feeds_fetch(state: State, names: tuple[str, ...], strict: bool) -> None:
 
     Prints one line per feed. A failing feed never stops the others.
     """
+    from .feeds import fetch_feeds
+
     settings = state.settings()
     with database(settings.database) as conn:
         reports = fetch_feeds(settings, conn, names)
@@ -165,6 +175,9 @@ def feeds_list(state: State, issue: str | None, show_all: bool) -> None:
 
     [x] marks the items the issue shows. Use the ids with 'feeds pick' and 'feeds skip'.
     """
+    from .content import find_issue, load_issue
+    from .feeds import candidates, news_date
+
     settings = state.settings()
     loaded = load_issue(settings, find_issue(settings, issue))
     with database(settings.database) as conn:
@@ -182,6 +195,9 @@ def feeds_list(state: State, issue: str | None, show_all: bool) -> None:
 
 
 def _choose(state: State, issue: str, ids: tuple[int, ...], choice: str | None, verb: str) -> None:
+    from .content import find_issue
+    from .feeds import choose
+
     settings = state.settings()
     issue_id = find_issue(settings, issue).name
     with database(settings.database) as conn:
@@ -220,6 +236,8 @@ def feeds_reset(state: State, issue: str, ids: tuple[int, ...]) -> None:
 @click.pass_obj
 def feeds_status(state: State) -> None:
     """Show each feed's last fetch: status, error and number of stored items."""
+    from .feeds import feed_status
+
     settings = state.settings()
     with database(settings.database) as conn:
         rows = {row["name"]: row for row in feed_status(conn)}

@@ -210,7 +210,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("news_timeout", "news", "timeout", "int", 20, "Seconds a whole feed download may take."),
     Option("news_max_kb", "news", "max_kb", "int", 5000, "Largest feed accepted, in KB."),
-    Option("news_concurrency", "news", "concurrency", "int", 20, "Feeds fetched at the same time."),
+    Option("news_concurrency", "news", "concurrency", "int", 50, "Feeds fetched at the same time."),
     Option(
         "news_summary_chars", "news", "summary_chars", "int", 280, "Summaries are cut to about this many characters."
     ),

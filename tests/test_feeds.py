@@ -325,3 +325,23 @@ def test_bad_feed_settings(project):
 
     with pytest.raises(ConfigError, match="feed 'X': url must start with http:// or https://"):
         load_settings()
+
+
+def test_many_feeds_are_parsed_in_worker_processes_with_the_same_result(project, tmp_path):
+    """Ten feeds (the worker-process path where forking is safe) give what one feed at a time gives."""
+    from newsletter.feeds import _parse_pool, parse_feed
+
+    bodies = [
+        rss2(rss_item(f"g{n}", f"Sak {n} <b>fet</b> &amp; æøå", desc=f"<p>Om {n}</p><script>x()</script>"))
+        for n in range(10)
+    ]
+    expected = [parse_feed(b, "https://k.example/f") for b in bodies]
+    pool = _parse_pool(10)
+    if pool is None:
+        pytest.skip("no second core or fork here, or other threads running")
+    try:
+        got = [pool.submit(parse_feed, b, "https://k.example/f").result() for b in bodies]
+    finally:
+        pool.shutdown()
+    assert got == expected
+    assert expected[3][0].title == "Sak 3 fet & æøå" and expected[3][0].summary == "Om 3"
