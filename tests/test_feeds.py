@@ -345,3 +345,15 @@ def test_many_feeds_are_parsed_in_worker_processes_with_the_same_result(project,
         pool.shutdown()
     assert got == expected
     assert expected[3][0].title == "Sak 3 fet & æøå" and expected[3][0].summary == "Om 3"
+
+
+def test_no_news_no_section_and_feeds_false(project, issue_dir):
+    html = (build_issue(load_settings()).out_dir / "email.html").read_text(encoding="utf-8")
+    assert "Nytt fra regionen" not in html  # no database yet: the section is left out
+    settings, _ = fetch()  # the sample's local feeds
+    html = (build_issue(settings).out_dir / "email.html").read_text(encoding="utf-8")
+    assert "Nytt fra regionen" in html and "24. november 2026" in html
+    path = issue_dir / "issue.md"
+    path.write_text(path.read_text(encoding="utf-8").replace("language: nb", "language: nb\nfeeds: false"), encoding="utf-8")
+    html = (build_issue(settings).out_dir / "email.html").read_text(encoding="utf-8")
+    assert "Nytt fra regionen" not in html
