@@ -11,7 +11,18 @@ from pathlib import Path
 from .compose import PLACEHOLDER, Recipient, compose, recipient_values
 from .config import Settings
 from .content import Issue, display, find_issue, load_issue
-from .errors import ContentError, ProjectError
+from .emissions import (
+    Highlights,
+    highlights,
+    latest_years,
+    municipal_sentence,
+    read_members,
+    read_sectors,
+    resolve_release,
+    sectors_file,
+    summarize,
+)
+from .errors import ContentError, EmissionsError, ProjectError
 from .feeds import FeedItem, selected_news
 from .i18n import load_strings
 from .message import build_message
@@ -55,8 +66,12 @@ def prepare(settings: Settings, ref: str | None = None) -> Prepared:
         )
     logo_url = settings.asset_url(issue.id, logo.name) if logo else None
     news = issue_news(settings, issue)
-    rendered = render_issue(settings, compose(settings, issue, strings, logo_url=logo_url, news=news))
     warnings = list(issue.warnings)
+    emissions, municipal = issue_emissions(settings, issue, strings, warnings)
+    composition = compose(
+        settings, issue, strings, logo_url=logo_url, news=news, emissions=emissions, municipal=municipal
+    )
+    rendered = render_issue(settings, composition)
     size = html_size(settings, rendered, strings)
     if size > GMAIL_CLIP_BYTES:
         warnings.append(
@@ -88,18 +103,76 @@ def issue_news(settings: Settings, issue: Issue) -> tuple[FeedItem, ...]:
         return selected_news(settings, conn, issue.id, issue.language)
 
 
+def issue_emissions(
+    settings: Settings, issue: Issue, strings: dict[str, str], warnings: list[str]
+) -> tuple[Highlights | None, dict[str, str]]:
+    """The region's highlights and one sentence per member municipality, as the front matter asks.
+
+    ``emissions: latest`` (the two newest years) or ``emissions: {from: 2019, to: 2020,
+    release: "2025"}``. Without imported data the section is left out with a warning.
+    """
+    spec = issue.front_matter.get("emissions")
+    if spec is None or spec is False:
+        return None, {}
+    where_ = f"{display(issue.path / 'issue.md')}"
+    if spec == "latest" or spec is True:
+        spec = {}
+    if not isinstance(spec, dict) or set(spec) - {"from", "to", "release"} or ("from" in spec) != ("to" in spec):
+        raise ContentError(
+            f"{where_}: 'emissions' must be 'latest' or from/to years, e.g. emissions: {{from: 2019, to: 2020}}."
+        )
+    years = (spec.get("from"), spec.get("to"))
+    if spec and not all(isinstance(y, int) and not isinstance(y, bool) for y in years):
+        raise ContentError(f"{where_}: emissions from and to must be years such as 2019 and 2020.")
+    if settings.emissions_members is None:
+        raise ContentError(
+            f"{where_} asks for emissions, but newsletter.toml has no emissions.members (the region's member list)."
+        )
+    if not settings.database.is_file():
+        warnings.append(
+            f"{where_}: no emission data imported yet, so no emissions section; run 'newsletter emissions import FILE'."
+        )
+        return None, {}
+    members = read_members(settings.emissions_members)
+    names = read_sectors(sectors_file(settings))
+    with database(settings.database) as conn:
+        try:
+            release = resolve_release(conn, spec.get("release"))
+        except EmissionsError as exc:
+            if spec.get("release") is not None:
+                raise EmissionsError(f"{where_}: {exc}") from exc
+            warnings.append(f"{where_}: {exc} The emissions section is left out.")
+            return None, {}
+        start, end = latest_years(conn, release) if not spec else years
+        region_numbers = [n for m in members for n in m.numbers]
+        region = summarize(conn, release, settings.emissions_region, region_numbers, start, end)
+        municipal: dict[str, str] = {}
+        for member in members:
+            try:
+                mine = summarize(conn, release, member.name, member.numbers, start, end, with_share=False)
+            except EmissionsError:
+                continue  # a member missing from the data gets no personal block
+            sentence = municipal_sentence(mine, strings, issue.language, names)
+            for number in member.numbers:
+                municipal[number] = sentence
+    warnings.extend(f"{where_}: {w}" for w in region.warnings)
+    if issue.date.year - end > 2:
+        warnings.append(f"{where_}: the newest emission year shown is {end}, more than two years before the issue.")
+    return highlights(region, strings, issue.language, names), municipal
+
+
 def html_size(
     settings: Settings, rendered: RenderedIssue, strings: dict[str, str], recipient: Recipient = PLACEHOLDER
 ) -> int:
     """Size in bytes of the HTML part for one recipient (what Gmail's clipping counts)."""
-    return len(rendered.html.fill(recipient_values(settings, strings, recipient)).encode("utf-8"))
+    return len(rendered.html.fill(recipient_values(settings, strings, recipient, rendered.municipal)).encode("utf-8"))
 
 
 def build_issue(settings: Settings, ref: str | None = None, out: Path | None = None) -> BuildResult:
     """Write build/<issue>/email.mjml, email.html, preview.html, email.txt, message.eml and images/."""
     prepared = prepare(settings, ref)
     issue, rendered = prepared.issue, prepared.rendered
-    values = recipient_values(settings, prepared.strings, PLACEHOLDER)
+    values = recipient_values(settings, prepared.strings, PLACEHOLDER, rendered.municipal)
     html = rendered.html.fill(values)
     message = build_message(settings, rendered, PLACEHOLDER, prepared.strings)
     # preview.html: the same email with images from the build folder, for looking at it

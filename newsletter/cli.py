@@ -12,7 +12,7 @@ import click
 
 from . import __version__
 from .config import Settings, load_settings
-from .errors import NewsletterError
+from .errors import ConfigError, NewsletterError
 from .store import database
 
 # The stages are imported inside the commands that use them, so that each command starts
@@ -253,6 +253,126 @@ def feeds_status(state: State) -> None:
             click.echo(
                 f"ok     {feed.name}: {row['items']} items (last fetched {row['last_fetched']}, {row['last_status']})"
             )
+
+
+@cli.group()
+def emissions() -> None:
+    """Import Miljødirektoratet's municipal climate accounts and summarize them.
+
+    The region is the municipalities in emissions.members (newsletter.toml), matched by
+    municipality number in the 2020–2023 or the 2024 numbering.
+    """
+
+
+@emissions.command("import")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--release", help="Name of the release, e.g. 2025 (default: the file name without extension).")
+@click.pass_obj
+def emissions_import(state: State, file: Path, release: str | None) -> None:
+    """Import FILE (.xlsx from Miljødirektoratet, or CSV) as a release, replacing one of the same name.
+
+    CSV may be comma-separated UTF-8 or as Norwegian Excel saves it (semicolons, decimal comma).
+    The import is all or nothing: on any error the previous data stay as they were.
+    """
+    from .emissions import import_emissions, read_members, read_sectors, sectors_file
+
+    settings = state.settings()
+    members = read_members(_members_file(settings))
+    with database(settings.database) as conn:
+        report = import_emissions(conn, file, release or file.stem, members, read_sectors(sectors_file(settings)))
+    click.echo(f"Imported release {report.release!r} from {file.name} ({report.numbering} municipality numbers):")
+    click.echo(f"  rows read: {report.rows} ({report.zero_rows} zero)")
+    click.echo(f"  municipalities: {report.municipalities}")
+    click.echo(f"  years: {', '.join(map(str, report.years))}")
+    click.echo(f"  sectors: {', '.join(report.sectors)}")
+    if report.ignored_rows:
+        click.echo(f"  ignored: {report.ignored_rows} rows without a municipality number (sums, notes)")
+    if report.empty_values:
+        _warn([f"{report.empty_values} empty emission values were read as 0."])
+    if report.unknown_sectors:
+        _warn([f"new sector(s) not in the sector list, imported as they are: {', '.join(report.unknown_sectors)}"])
+
+
+@emissions.command("summary")
+@click.option("--from", "from_year", type=int, help="First year (default: the second newest in the release).")
+@click.option("--to", "to_year", type=int, help="Second year (default: the newest in the release).")
+@click.option("--municipality", help="A municipality by name or number, instead of the whole region.")
+@click.option("--release", help="Release label (default: the one imported last).")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
+@click.option("--lang", type=click.Choice(["nb", "en"]), default="nb", show_default=True, help="Language of the table.")
+@click.pass_obj
+def emissions_summary(
+    state: State,
+    from_year: int | None,
+    to_year: int | None,
+    municipality: str | None,
+    release: str | None,
+    fmt: str,
+    lang: str,
+) -> None:
+    """Emissions per sector in two years, with the change in tonnes and in percent of the from-year.
+
+    The table uses Norwegian number format (space between thousands, decimal comma, real minus
+    sign) and can be pasted into documents; json and csv are for other programs.
+    """
+    import json
+
+    from .emissions import (
+        find_municipality,
+        latest_years,
+        read_members,
+        read_sectors,
+        resolve_release,
+        sectors_file,
+        summarize,
+        summary_csv,
+        summary_table,
+    )
+
+    if (from_year is None) != (to_year is None):
+        raise click.UsageError("give both --from and --to, or neither (the two newest years).")
+    settings = state.settings()
+    members = read_members(_members_file(settings))
+    with database(settings.database) as conn:
+        label = resolve_release(conn, release)
+        if from_year is None or to_year is None:
+            from_year, to_year = latest_years(conn, label)
+        if municipality:
+            area, numbers = find_municipality(conn, label, municipality, members)
+        else:
+            area, numbers = settings.emissions_region, tuple(n for m in members for n in m.numbers)
+        summary = summarize(conn, label, area, numbers, from_year, to_year)
+    if fmt == "json":
+        click.echo(json.dumps(summary.as_json(), ensure_ascii=False, indent=2))
+    elif fmt == "csv":
+        click.echo(summary_csv(summary), nl=False)
+    else:
+        click.echo(summary_table(summary, lang, read_sectors(sectors_file(settings))))
+    _warn(list(summary.warnings))
+
+
+@emissions.command("releases")
+@click.pass_obj
+def emissions_releases(state: State) -> None:
+    """List the imported releases, newest import first."""
+    from .emissions import releases
+
+    settings = state.settings()
+    with database(settings.database) as conn:
+        rows = releases(conn)
+    if not rows:
+        click.echo("No emission data imported yet: run 'newsletter emissions import FILE'.")
+    for row in rows:
+        click.echo(
+            f"{row['label']}: {row['first_year']}–{row['last_year']}, {row['municipalities']} municipalities, "
+            f"{row['rows']} rows from {row['source']} (imported {row['imported_at']})"
+        )
+
+
+def _members_file(settings: Settings) -> Path:
+    if settings.emissions_members is None:
+        raise ConfigError("newsletter.toml has no emissions.members: set it to the CSV of the region's members.")
+    return settings.emissions_members
 
 
 def main() -> None:

@@ -8,11 +8,15 @@ from ``Composition.html_fragments`` / ``text_fragments``.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from markupsafe import Markup
+
 from .config import Settings
 from .content import Article, Issue
+from .emissions import Highlights
 from .feeds import FeedItem, news_date, shorten
 from .i18n import format_date, format_month
 
@@ -30,7 +34,7 @@ class Recipient:
     language: str | None = None
 
 
-PLACEHOLDER = Recipient(email="ola.nordmann@example.com", name="Ola Nordmann")
+PLACEHOLDER = Recipient(email="ola.nordmann@example.com", name="Ola Nordmann", municipality="3205")  # Lillestrøm
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,7 @@ class Composition:
     context: dict[str, Any]
     html_fragments: dict[str, str] = field(default_factory=dict)
     text_fragments: dict[str, str] = field(default_factory=dict)
+    municipal: dict[str, str] = field(default_factory=dict)  # municipality number -> sentence
 
 
 def clean_name(name: str) -> str:
@@ -95,7 +100,8 @@ def compose(
     *,
     logo_url: str | None = None,
     news: tuple[FeedItem, ...] = (),
-    emissions: Any = None,
+    emissions: Highlights | None = None,
+    municipal: dict[str, str] | None = None,
 ) -> Composition:
     """Build the template context for one issue in its own language."""
     lang = issue.language
@@ -135,16 +141,33 @@ def compose(
         "loose_articles": loose,
         "sections": sections,
         "news": news_groups(settings, news, lang),
-        "emissions": emissions,
+        "emissions": None
+        if emissions is None
+        else {
+            "headline": emissions.headline,
+            "sentences": list(emissions.sentences),
+            "rows": list(emissions.rows),
+            "total": emissions.total,
+            "source": emissions.source,
+        },
     }
-    return Composition(context=context, html_fragments=html, text_fragments=text)
+    return Composition(context=context, html_fragments=html, text_fragments=text, municipal=dict(municipal or {}))
 
 
-def recipient_values(settings: Settings, strings: dict[str, str], recipient: Recipient) -> dict[str, str]:
-    """The per-recipient slot values: greeting, address and personal links (plain text)."""
+def recipient_values(
+    settings: Settings,
+    strings: dict[str, str],
+    recipient: Recipient,
+    municipal: Mapping[str, tuple[str, str]] | None = None,
+) -> dict[str, str]:
+    """The per-recipient slot values: greeting, address, personal links, and the block for the
+    recipient's own municipality (``municipal``: number -> (HTML as Markup, text)), if any."""
     name = clean_name(recipient.name)
     greeting = strings["greeting_named"].format(name=name) if name else strings["greeting"]
+    block_html, block_text = (municipal or {}).get(recipient.municipality or "", (Markup(""), ""))
     return {
+        "municipality_html": block_html,
+        "municipality_text": block_text,
         "greeting": greeting,
         "email": recipient.email,
         "unsubscribe_url": unsubscribe_url(settings, recipient.token),

@@ -110,6 +110,9 @@ class Settings:
     allow_raw_html: bool
     html_warn_kb: int
     database: Path
+    emissions_members: Path | None
+    emissions_region: str
+    emissions_sectors: Path | None
     news_first_fetch_days: int
     news_connect_timeout: int
     news_timeout: int
@@ -196,6 +199,16 @@ OPTIONS: tuple[Option, ...] = (
         "bool",
         False,
         "Let raw HTML in Markdown through (off by default).",
+    ),
+    Option("emissions_members", "emissions", "members", "opt_path", None, "CSV of the region's member municipalities."),
+    Option("emissions_region", "emissions", "region", "str", "Regionen", "The region's name in emission highlights."),
+    Option(
+        "emissions_sectors",
+        "emissions",
+        "sectors",
+        "opt_path",
+        None,
+        "CSV of known sectors (sector,en); built-in by default.",
     ),
     Option(
         "news_first_fetch_days",

@@ -36,3 +36,7 @@ def where(path: Path | str, line: int | None = None) -> str:
 
 class FeedError(NewsletterError):
     """A news feed cannot be fetched or read, or a curation command names a wrong item."""
+
+
+class EmissionsError(NewsletterError):
+    """An emissions file, release, year or municipality is wrong or missing."""

@@ -37,7 +37,7 @@ def build_message(
     message_id: str | None = None,
 ) -> EmailMessage:
     """A complete multipart/alternative message (text first, then HTML) for one recipient."""
-    values = recipient_values(settings, strings, recipient)
+    values = recipient_values(settings, strings, recipient, rendered.municipal)
     msg = EmailMessage(policy=policy.SMTP)
     msg["From"] = Address(display_name=settings.sender_name, addr_spec=settings.sender_address)
     msg["To"] = _address(recipient.name, recipient.email)

@@ -14,7 +14,7 @@ import os
 import re
 import traceback
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import css_inline
@@ -25,6 +25,7 @@ from markupsafe import Markup, escape
 from .compose import Composition
 from .config import Settings
 from .errors import TemplateError, where
+from .resources import builtin
 
 MARKER = "@@nl:"
 _SLOT = re.compile(r"@@nl:(c|r):([A-Za-z0-9_.:-]+)@@")
@@ -33,12 +34,15 @@ TEXT_TEMPLATE = "email/issue.txt.j2"
 CONTENT_CSS = "email/content.css"
 NEWS_HTML = "email/news.html.j2"
 NEWS_TEXT = "email/news.txt.j2"
+EMISSIONS_HTML = "email/emissions.html.j2"
+EMISSIONS_TEXT = "email/emissions.txt.j2"
+MUNICIPALITY_HTML = "email/municipality.html.j2"
+MUNICIPALITY_TEXT = "email/municipality.txt.j2"
 
 
 def builtin_templates() -> Path:
     """The templates shipped with the package (copied into new projects by ``init``)."""
-    packaged = Path(__file__).parent / "_builtin" / "templates"
-    return packaged if packaged.is_dir() else Path(__file__).resolve().parent.parent / "templates"
+    return builtin("templates")
 
 
 def template_folders(settings: Settings) -> list[Path]:
@@ -120,6 +124,7 @@ class RenderedIssue:
     mjml: str
     html: Skeleton
     text: Skeleton
+    municipal: dict[str, tuple[Markup, str]] = field(default_factory=dict)  # number -> (HTML, text)
 
 
 def split(document: str, fragments: Mapping[str, str], *, html: bool, source: str) -> Skeleton:
@@ -205,6 +210,17 @@ def render_issue(settings: Settings, composition: Composition) -> RenderedIssue:
     if ctx["news"]:  # feed text: rendered with autoescape and put in after compilation
         fragments["news"] = css_inline.inline_fragment(_render_template(env, NEWS_HTML, ctx), css)
         text_fragments["news"] = _render_template(env, NEWS_TEXT, ctx).strip()
+    if ctx["emissions"]:
+        fragments["emissions"] = css_inline.inline_fragment(_render_template(env, EMISSIONS_HTML, ctx), css)
+        text_fragments["emissions"] = _render_template(env, EMISSIONS_TEXT, ctx).strip()
+    municipal: dict[str, tuple[Markup, str]] = {}
+    blocks: dict[str, tuple[Markup, str]] = {}  # rendered once per sentence, i.e. per municipality
+    for number, sentence in composition.municipal.items():
+        if sentence not in blocks:
+            block_ctx = {**ctx, "sentence": sentence}
+            html_block = css_inline.inline_fragment(_render_template(env, MUNICIPALITY_HTML, block_ctx), css)
+            blocks[sentence] = (Markup(html_block), "\n" + _render_template(env, MUNICIPALITY_TEXT, block_ctx).strip())
+        municipal[number] = blocks[sentence]
     text = _render_template(env, TEXT_TEMPLATE, ctx)
     return RenderedIssue(
         issue_id=ctx["issue"]["id"],
@@ -213,6 +229,7 @@ def render_issue(settings: Settings, composition: Composition) -> RenderedIssue:
         mjml=source,
         html=split(html, fragments, html=True, source=EMAIL_TEMPLATE),
         text=split(_tidy_text(text), text_fragments, html=False, source=TEXT_TEMPLATE),
+        municipal=municipal,
     )
 
 

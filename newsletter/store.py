@@ -59,6 +59,31 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (item, issue)
     );
     """,
+    # 2: emission releases, summed per municipality, year and sector.
+    """
+    CREATE TABLE emission_releases (
+        label TEXT PRIMARY KEY,
+        source TEXT NOT NULL,
+        imported_at TEXT NOT NULL,
+        numbering TEXT NOT NULL,
+        rows INTEGER NOT NULL
+    );
+    CREATE TABLE emission_municipalities (
+        release TEXT NOT NULL REFERENCES emission_releases(label) ON DELETE CASCADE,
+        number TEXT NOT NULL,
+        name TEXT NOT NULL,
+        county TEXT NOT NULL,
+        PRIMARY KEY (release, number)
+    );
+    CREATE TABLE emissions (
+        release TEXT NOT NULL REFERENCES emission_releases(label) ON DELETE CASCADE,
+        municipality TEXT NOT NULL,
+        year INTEGER NOT NULL,
+        sector TEXT NOT NULL,
+        tonnes REAL NOT NULL,
+        PRIMARY KEY (release, municipality, year, sector)
+    );
+    """,
 )
 
 

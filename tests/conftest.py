@@ -77,3 +77,22 @@ def assert_error(result: Result, *fragments: str) -> str:
     for fragment in fragments:
         assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"
     return lines[0]
+
+
+def load_sample_data(project: Path) -> None:
+    """What the quick start does before building: fetch the sample feeds, import the sample emissions."""
+    from newsletter.config import load_settings
+    from newsletter.emissions import import_emissions, read_members, read_sectors, sectors_file
+    from newsletter.feeds import fetch_feeds
+    from newsletter.store import database
+
+    settings = load_settings(project)
+    with database(settings.database) as conn:
+        assert all(report.ok for report in fetch_feeds(settings, conn))
+        import_emissions(
+            conn,
+            project / "data/klimagassutslipp-syntetisk.csv",
+            "klimagassutslipp-syntetisk",
+            read_members(settings.emissions_members),
+            read_sectors(sectors_file(settings)),
+        )

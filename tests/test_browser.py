@@ -12,11 +12,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import load_sample_data
 
 from newsletter.build import build_issue
 from newsletter.config import load_settings
-from newsletter.feeds import fetch_feeds
-from newsletter.store import database
 
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -77,10 +76,8 @@ def browser():
 
 @pytest.fixture
 def built(project) -> Path:
-    settings = load_settings()
-    with database(settings.database) as conn:  # the sample news, from local files
-        fetch_feeds(settings, conn)
-    return build_issue(settings).out_dir
+    load_sample_data(project)
+    return build_issue(load_settings()).out_dir
 
 
 def _open(browser, out: Path, width: int, scheme: str = "light", images: bool = True):
@@ -118,6 +115,21 @@ def test_text_contrast_meets_wcag_aa(browser, built, scheme, width):
     page.close()
     assert result["checked"] > 50
     assert result["failures"] == []
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_emission_chart_bars_show_against_their_background(browser, built, scheme):
+    """The chart is table cells: each bar must differ from the card behind it, in both modes."""
+    page = _open(browser, built, 375, scheme)
+    bars = page.evaluate(
+        """[...document.querySelectorAll('td.bar-fall, td.bar-rise')].map(td => [
+             getComputedStyle(td).backgroundColor,
+             getComputedStyle(td.closest('div.nl-card')).backgroundColor,
+             td.getBoundingClientRect().width])"""
+    )
+    page.close()
+    assert len(bars) == 9
+    assert all(bar != card and width >= 2 for bar, card, width in bars), bars
 
 
 def test_readable_with_images_off(browser, built, tmp_path):

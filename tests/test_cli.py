@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import SAMPLE_ISSUE, assert_error, write
+from conftest import SAMPLE_ISSUE, assert_error, load_sample_data, write
 
 from newsletter import __version__
 
@@ -16,6 +16,7 @@ def test_version(run):
 
 
 def test_build_newest_issue_by_default(run, project):
+    load_sample_data(project)
     result = run("build")
     assert result.exit_code == 0, result.output
     out = project / "build" / SAMPLE_ISSUE

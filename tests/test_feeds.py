@@ -100,13 +100,15 @@ def server():
     s.httpd.shutdown()
 
 
-def use_feeds(project: Path, feeds: list[dict], extra: str = "") -> None:
+def use_feeds(project: Path, feeds: list[dict]) -> None:
     """Replace the sample [[feeds]] with these."""
     path = project / "newsletter.toml"
-    text = path.read_text(encoding="utf-8").split("# The sample feeds are files")[0]
+    original = path.read_text(encoding="utf-8")
+    text = original.split("# The sample feeds are files")[0]
+    rest = "\n# Emission highlights" + original.split("# Emission highlights", 1)[1]
     for feed in feeds:
         text += "\n[[feeds]]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in feed.items())
-    path.write_text(text + extra, encoding="utf-8")
+    path.write_text(text + rest, encoding="utf-8")
 
 
 def _toml(value: object) -> str:
@@ -354,6 +356,8 @@ def test_no_news_no_section_and_feeds_false(project, issue_dir):
     html = (build_issue(settings).out_dir / "email.html").read_text(encoding="utf-8")
     assert "Nytt fra regionen" in html and "24. november 2026" in html
     path = issue_dir / "issue.md"
-    path.write_text(path.read_text(encoding="utf-8").replace("language: nb", "language: nb\nfeeds: false"), encoding="utf-8")
+    path.write_text(
+        path.read_text(encoding="utf-8").replace("language: nb", "language: nb\nfeeds: false"), encoding="utf-8"
+    )
     html = (build_issue(settings).out_dir / "email.html").read_text(encoding="utf-8")
     assert "Nytt fra regionen" not in html

@@ -1,0 +1,689 @@
+"""Miljødirektoratet's municipal climate accounts: import, aggregate, compute -> Summary, Highlights.
+
+The official workbook ("Klimagassutslipp i kommuner", sheet "Oversikt - detaljert") has one
+row per municipality, year, sector, source and gas. On import the rows are summed over
+sources and gases into one figure per municipality, year and sector, and stored as a named
+release. The region is its members, matched by municipality number in either numbering
+(2020–2023 or 2024), never by name. Percent changes are always against the from-year.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import re
+import sqlite3
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import EmissionsError
+from .store import now, timestamp
+
+SHEET = "Oversikt - detaljert"
+COLUMNS = {
+    "fylke": "Fylke",
+    "kommunenummer": "Kommunenummer",
+    "kommune": "Kommune",
+    "år": "År",
+    "sektor": "Sektor",
+    "utslippskilde": "Utslippskilde",
+    "klimagass": "Klimagass",
+    "utslipp (tonn co2-ekvivalenter)": "Utslipp (tonn CO2-ekvivalenter)",
+}
+_REQUIRED = tuple(COLUMNS)
+_VALUE = "utslipp (tonn co2-ekvivalenter)"
+
+
+# --- members and sectors ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Member:
+    """A member municipality with its numbers in both numberings."""
+
+    name: str
+    official_name: str
+    number_2020: str
+    number_2024: str
+
+    @property
+    def numbers(self) -> frozenset[str]:
+        """Both of its municipality numbers."""
+        return frozenset({self.number_2020, self.number_2024})
+
+
+def read_members(path: Path) -> tuple[Member, ...]:
+    """The region's members from a CSV with name, official_name and both municipality numbers."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise EmissionsError(
+            f"{path}: cannot read the members list ({exc.strerror}); check emissions.members."
+        ) from exc
+    reader = csv.DictReader(io.StringIO(text))
+    needed = {"name", "official_name", "kommunenummer_2020_2023", "kommunenummer_2024"}
+    missing = needed - set(reader.fieldnames or ())
+    if missing:
+        raise EmissionsError(f"{path}: the members list lacks the column(s) {', '.join(sorted(missing))}.")
+    members = []
+    for line, row in enumerate(reader, 2):
+        numbers = [_municipality_number(row[k]) for k in ("kommunenummer_2020_2023", "kommunenummer_2024")]
+        if not all(numbers):
+            raise EmissionsError(f"{path}:{line}: a municipality number is missing or not 3–4 digits.")
+        members.append(Member(row["name"].strip(), row["official_name"].strip(), numbers[0], numbers[1]))  # type: ignore[arg-type]
+    if not members:
+        raise EmissionsError(f"{path}: the members list is empty.")
+    return tuple(members)
+
+
+def read_sectors(path: Path) -> dict[str, str]:
+    """Known sectors (Norwegian name -> English name), from a CSV with columns sector,en."""
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        return {row["sector"].strip(): row["en"].strip() for row in csv.DictReader(handle)}
+
+
+def _municipality_number(value: object) -> str | None:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    text = str(value).strip()
+    return text.zfill(4) if text.isdigit() and 3 <= len(text) <= 4 else None
+
+
+# --- reading files --------------------------------------------------------------------------------
+
+_X000D = re.compile(r"_x000[dD]_")
+_SPACES = re.compile(r"\s+")
+
+
+def clean_label(value: object) -> str:
+    """A label as people mean it: no Excel _x000D_ escapes, no stray or doubled spaces."""
+    return _SPACES.sub(" ", _X000D.sub(" ", str(value if value is not None else ""))).strip()
+
+
+def _header_key(value: object) -> str:
+    return clean_label(value).lower().replace("co₂", "co2")
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    """What an import read, stored and ignored."""
+
+    release: str
+    source: str
+    rows: int
+    municipalities: int
+    years: tuple[int, ...]
+    sectors: tuple[str, ...]
+    unknown_sectors: tuple[str, ...]
+    zero_rows: int
+    empty_values: int
+    ignored_rows: int
+    numbering: str
+
+
+def _rows_xlsx(path: Path) -> Iterator[tuple[int, list[object]]]:
+    from python_calamine import CalamineError, CalamineWorkbook
+
+    try:
+        workbook = CalamineWorkbook.from_path(str(path))
+    except (CalamineError, OSError, ValueError) as exc:
+        raise EmissionsError(f"{path}: not a readable Excel workbook ({exc}); save it as .xlsx or CSV.") from exc
+    names = workbook.sheet_names
+    wanted = next((n for n in names if clean_label(n).lower() == SHEET.lower()), None)
+    if wanted is None:
+        raise EmissionsError(
+            f"{path}: no sheet named '{SHEET}' (the workbook has: {', '.join(names)}); use Miljødirektoratet's file as published."
+        )
+    yield from enumerate(workbook.get_sheet_by_name(wanted).iter_rows(), 1)
+
+
+def _rows_csv(path: Path) -> Iterator[tuple[int, list[object]]]:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise EmissionsError(f"{path}: cannot be read ({exc.strerror}).") from exc
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise EmissionsError(f"{path}: not UTF-8 text; save the CSV as UTF-8 (Excel: 'CSV UTF-8').") from None
+    first = text.split("\n", 1)[0]
+    delimiter = ";" if first.count(";") > first.count(",") else ","
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    for number, row in enumerate(reader, 1):
+        yield number, list(row)
+
+
+def _number(value: object) -> float | None:
+    """A value as tonnes: numbers as they are, text in English or Norwegian form; None if empty."""
+    if isinstance(value, bool):
+        raise ValueError(value)
+    if isinstance(value, (int, float)):
+        if not math.isfinite(value):
+            raise ValueError(value)
+        return float(value)
+    text = str(value).strip().replace("\u00a0", "").replace("\u202f", "").replace(" ", "").replace("\u2212", "-")
+    if text in ("", "-"):
+        return None
+    if "," in text and "." in text:  # 1.234,5 (Norwegian) or 1,234.5 (English)
+        text = text.replace(".", "").replace(",", ".") if text.rfind(",") > text.rfind(".") else text.replace(",", "")
+    else:
+        text = text.replace(",", ".")
+    result = float(text)
+    if not math.isfinite(result):
+        raise ValueError(value)
+    return result
+
+
+def read_emissions(
+    path: Path, known_sectors: Iterable[str]
+) -> tuple[dict[tuple[str, int, str], float], dict[str, tuple[str, str]], ImportReport]:
+    """Read and validate a whole file, summed per (municipality, year, sector). Writes nothing."""
+    suffix = path.suffix.lower()
+    if suffix in (".xlsx", ".xlsm", ".xls", ".ods"):
+        rows = _rows_xlsx(path)
+    elif suffix in (".csv", ".txt"):
+        rows = _rows_csv(path)
+    else:
+        raise EmissionsError(f"{path}: unknown file type {suffix or '(none)'}; give an .xlsx workbook or a .csv file.")
+    if not path.is_file():
+        raise EmissionsError(f"{path}: no such file.")
+
+    header: dict[str, int] | None = None
+    totals: dict[tuple[str, int, str], list[float]] = defaultdict(list)
+    names: dict[str, tuple[str, str]] = {}
+    known = set(known_sectors)
+    unknown: set[str] = set()
+    sectors: set[str] = set()
+    years: set[int] = set()
+    count = zeros = empties = ignored = 0
+    for line, row in rows:
+        if header is None:
+            keys = [_header_key(cell) for cell in row]
+            if "kommunenummer" in keys:
+                missing = [COLUMNS[k] for k in _REQUIRED if k not in keys]
+                if missing:
+                    raise EmissionsError(
+                        f"{path}:{line}: missing column(s) {', '.join(missing)}; the file must have "
+                        f"{', '.join(COLUMNS.values())}."
+                    )
+                header = {k: keys.index(k) for k in _REQUIRED}
+            elif line > 30:
+                raise EmissionsError(
+                    f"{path}: no header row with '{COLUMNS['kommunenummer']}' in the first 30 rows; "
+                    f"the file must have the columns {', '.join(COLUMNS.values())}."
+                )
+            continue
+        if not any(str(c).strip() for c in row if c is not None):
+            continue
+        cells = {k: (row[i] if i < len(row) else "") for k, i in header.items()}
+        number = _municipality_number(cells["kommunenummer"])
+        if number is None:
+            ignored += 1  # sum rows ("Hele landet") and notes have no municipality number
+            continue
+        try:
+            year = int(float(str(cells["år"]).strip()))
+        except ValueError:
+            raise EmissionsError(f"{path}:{line}: year {cells['år']!r} is not a year; check column År.") from None
+        try:
+            value = _number(cells[_VALUE])
+        except ValueError:
+            raise EmissionsError(
+                f"{path}:{line}: emission {cells[_VALUE]!r} is not a number; check column {COLUMNS[_VALUE]}."
+            ) from None
+        if value is None:
+            empties += 1
+            value = 0.0
+        sector = clean_label(cells["sektor"])
+        if not sector:
+            raise EmissionsError(f"{path}:{line}: the sector is empty; check column Sektor.")
+        if sector not in known:
+            unknown.add(sector)
+        count += 1
+        zeros += value == 0.0
+        sectors.add(sector)
+        years.add(year)
+        totals[(number, year, sector)].append(value)
+        if number not in names:
+            names[number] = (clean_label(cells["kommune"]), clean_label(cells["fylke"]))
+    if header is None:
+        raise EmissionsError(f"{path}: the file is empty or has no header row with {COLUMNS['kommunenummer']}.")
+    if count == 0:
+        raise EmissionsError(f"{path}: no emission rows under the header; is it the right file?")
+    report = ImportReport(
+        release="",
+        source=path.name,
+        rows=count,
+        municipalities=len(names),
+        years=tuple(sorted(years)),
+        sectors=tuple(sorted(sectors)),
+        unknown_sectors=tuple(sorted(unknown)),
+        zero_rows=zeros,
+        empty_values=empties,
+        ignored_rows=ignored,
+        numbering="",
+    )
+    return {key: math.fsum(values) for key, values in totals.items()}, names, report
+
+
+def _numbering(numbers: Iterable[str], members: tuple[Member, ...]) -> str:
+    """'2024' when the file uses any member's 2024-only number, else '2020'."""
+    new = {m.number_2024 for m in members} - {m.number_2020 for m in members}
+    return "2024" if new & set(numbers) else "2020"
+
+
+def import_emissions(
+    conn: sqlite3.Connection, path: Path, release: str, members: tuple[Member, ...], known_sectors: Iterable[str]
+) -> ImportReport:
+    """Import one file as the named release, replacing a release of the same name atomically."""
+    release = release.strip()
+    if not release:
+        raise EmissionsError("the release label is empty; give one with --release, e.g. --release 2025.")
+    totals, names, report = read_emissions(path, known_sectors)
+    numbering = _numbering(names, members)
+    with conn:  # all or nothing: a failure keeps the previous data
+        conn.execute("DELETE FROM emission_releases WHERE label = ?", (release,))
+        conn.execute(
+            "INSERT INTO emission_releases (label, source, imported_at, numbering, rows) VALUES (?, ?, ?, ?, ?)",
+            (release, str(path.name), timestamp(now()), numbering, report.rows),
+        )
+        conn.executemany(
+            "INSERT INTO emission_municipalities (release, number, name, county) VALUES (?, ?, ?, ?)",
+            [(release, number, name, county) for number, (name, county) in names.items()],
+        )
+        conn.executemany(
+            "INSERT INTO emissions (release, municipality, year, sector, tonnes) VALUES (?, ?, ?, ?, ?)",
+            [(release, number, year, sector, tonnes) for (number, year, sector), tonnes in totals.items()],
+        )
+    return ImportReport(**{**report.__dict__, "release": release, "numbering": numbering})
+
+
+# --- summaries ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Change:
+    """One sector (or the total) in both years, and the change against the from-year."""
+
+    sector: str
+    from_tonnes: float
+    to_tonnes: float
+
+    @property
+    def change_tonnes(self) -> float:
+        """To-year minus from-year."""
+        return self.to_tonnes - self.from_tonnes
+
+    @property
+    def change_pct(self) -> float | None:
+        """Change in percent of the from-year; None when the from-year is zero."""
+        return None if self.from_tonnes == 0 else self.change_tonnes / self.from_tonnes * 100
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Emissions of an area in two years, per sector and in total."""
+
+    area: str
+    numbers: tuple[str, ...]
+    from_year: int
+    to_year: int
+    release: str
+    sectors: tuple[Change, ...]
+    total: Change
+    share_of_all_pct: float | None
+    share_by_sector_pct: dict[str, float]
+    warnings: tuple[str, ...]
+
+    def as_json(self) -> dict:
+        """The documented JSON shape: numbers are numbers, tonnes unrounded, percent to one decimal."""
+
+        def pct(value: float | None) -> float | None:
+            return None if value is None else round(value, 1)
+
+        def change(c: Change) -> dict:
+            return {
+                "from_tonnes": c.from_tonnes,
+                "to_tonnes": c.to_tonnes,
+                "change_tonnes": c.change_tonnes,
+                "change_pct": pct(c.change_pct),
+            }
+
+        return {
+            "area": self.area,
+            "from_year": self.from_year,
+            "to_year": self.to_year,
+            "release": self.release,
+            "sectors": [{"sector": c.sector, **change(c)} for c in self.sectors],
+            "total": change(self.total),
+            "share_of_all_municipalities_pct": pct(self.share_of_all_pct),
+        }
+
+
+def releases(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+    """Imported releases, newest import first."""
+    return conn.execute(
+        "SELECT r.*, (SELECT COUNT(*) FROM emission_municipalities m WHERE m.release = r.label) AS municipalities,"
+        " (SELECT MIN(year) FROM emissions e WHERE e.release = r.label) AS first_year,"
+        " (SELECT MAX(year) FROM emissions e WHERE e.release = r.label) AS last_year"
+        " FROM emission_releases r ORDER BY r.imported_at DESC, r.rowid DESC"
+    ).fetchall()
+
+
+def resolve_release(conn: sqlite3.Connection, release: str | None) -> str:
+    """The named release, or the one imported last."""
+    rows = releases(conn)
+    if not rows:
+        raise EmissionsError("no emission data imported yet; run 'newsletter emissions import FILE' first.")
+    if release is None:
+        return rows[0]["label"]
+    if release not in {r["label"] for r in rows}:
+        raise EmissionsError(f"no release {release!r}; imported: {', '.join(r['label'] for r in rows)}.")
+    return release
+
+
+def latest_years(conn: sqlite3.Connection, release: str) -> tuple[int, int]:
+    """The two newest years of a release ('latest' in front matter)."""
+    years = [
+        r[0]
+        for r in conn.execute(
+            "SELECT DISTINCT year FROM emissions WHERE release = ? ORDER BY year DESC LIMIT 2", (release,)
+        )
+    ]
+    if len(years) < 2:
+        raise EmissionsError(f"release {release!r} has fewer than two years; a change needs two.")
+    return years[1], years[0]
+
+
+def find_municipality(
+    conn: sqlite3.Connection, release: str, wanted: str, members: tuple[Member, ...]
+) -> tuple[str, tuple[str, ...]]:
+    """(name, numbers) of a municipality given by number (either numbering) or by unique name."""
+    wanted = wanted.strip()
+    number = _municipality_number(wanted)
+    known = {
+        r["number"]: r["name"]
+        for r in conn.execute("SELECT number, name FROM emission_municipalities WHERE release = ?", (release,))
+    }
+    if number is not None:
+        member = next((m for m in members if number in m.numbers), None)
+        numbers = tuple(sorted(member.numbers)) if member else (number,)
+        present = [n for n in numbers if n in known]
+        if not present:
+            raise EmissionsError(f"municipality number {number} is not in release {release!r}.")
+        return (member.name if member else known[present[0]]), numbers
+    by_name = [m for m in members if wanted.lower() in (m.name.lower(), m.official_name.lower())]
+    if len(by_name) == 1:
+        return by_name[0].name, tuple(sorted(by_name[0].numbers))
+    matches = [(n, name) for n, name in known.items() if name.lower() == wanted.lower()]
+    if len(matches) == 1:
+        return matches[0][1], (matches[0][0],)
+    if len(matches) > 1 or len(by_name) > 1:
+        choices = ", ".join(f"{name} ({n})" for n, name in matches) or ", ".join(
+            f"{m.official_name} ({m.number_2024})" for m in by_name
+        )
+        raise EmissionsError(f"{wanted!r} names more than one municipality ({choices}); give the number instead.")
+    raise EmissionsError(f"no municipality {wanted!r} in release {release!r}; give its name or number.")
+
+
+def summarize(
+    conn: sqlite3.Connection,
+    release: str,
+    area: str,
+    numbers: Iterable[str],
+    from_year: int,
+    to_year: int,
+    with_share: bool = True,
+) -> Summary:
+    """Per-sector and total emissions of the municipalities ``numbers`` in two years.
+
+    With ``with_share``, also the area's share of all municipalities in the release (None when
+    the release holds no other municipalities)."""
+    numbers = tuple(sorted(set(numbers)))
+    warnings: list[str] = []
+    if from_year > to_year:
+        warnings.append(f"the from-year {from_year} is after the to-year {to_year}; the change runs backwards.")
+    marks = ",".join("?" * len(numbers))
+    rows = conn.execute(
+        f"SELECT sector, year, tonnes FROM emissions WHERE release = ? AND year IN (?, ?) AND municipality IN ({marks})",
+        (release, from_year, to_year, *numbers),
+    ).fetchall()
+    if not rows:
+        raise EmissionsError(f"release {release!r} has no emissions for {area} in {from_year} or {to_year}.")
+    parts: dict[tuple[str, int], list[float]] = defaultdict(list)
+    for sector, year, tonnes in rows:
+        parts[(sector, year)].append(tonnes)
+    values: dict[str, dict[int, float]] = defaultdict(dict)
+    for (sector, year), amounts in parts.items():  # fsum: exact sums, no 599999.9999999999
+        values[sector][year] = math.fsum(amounts)
+    present_years = {y for v in values.values() for y in v}
+    for year in (from_year, to_year):
+        if year not in present_years:
+            raise EmissionsError(f"release {release!r} has no emissions for {area} in {year}.")
+    changes = []
+    for sector in sorted(values):
+        by_year = values[sector]
+        for year in (from_year, to_year):
+            if year not in by_year:
+                warnings.append(f"{area}: sector {sector} has no data for {year} (counted as 0).")
+        change = Change(sector, by_year.get(from_year, 0.0), by_year.get(to_year, 0.0))
+        if change.change_pct is not None and change.change_pct < -100:
+            warnings.append(f"{area}: {sector} falls {change.change_pct:.1f} %, more than 100 %: check the data.")
+        changes.append(change)
+    total = Change("Total", math.fsum(c.from_tonnes for c in changes), math.fsum(c.to_tonnes for c in changes))
+
+    share = None
+    by_sector: dict[str, float] = {}
+    everyone = (
+        with_share
+        and conn.execute(
+            "SELECT COUNT(*) FROM emission_municipalities WHERE release = ? AND number NOT IN (" + marks + ")",
+            (release, *numbers),
+        ).fetchone()[0]
+    )
+    if everyone:
+        by_sector_all: dict[str, list[float]] = defaultdict(list)
+        for sector, tonnes in conn.execute(
+            "SELECT sector, tonnes FROM emissions WHERE release = ? AND year = ?", (release, to_year)
+        ):
+            by_sector_all[sector].append(tonnes)
+        national = {sector: math.fsum(amounts) for sector, amounts in by_sector_all.items()}
+        all_total = math.fsum(national.values())
+        share = total.to_tonnes / all_total * 100 if all_total else None
+        for sector, tonnes in national.items():
+            mine = next((c.to_tonnes for c in changes if c.sector == sector), 0.0)
+            if tonnes:
+                by_sector[sector] = mine / tonnes * 100
+    return Summary(area, numbers, from_year, to_year, release, tuple(changes), total, share, by_sector, tuple(warnings))
+
+
+# --- Norwegian and English numbers -----------------------------------------------------------------
+
+MINUS = "\u2212"
+NBSP = "\u00a0"
+
+
+def format_number(value: float, language: str, decimals: int = 0, sign: bool = False) -> str:
+    """'−562 289' / '4,1' in Norwegian (no-break space, decimal comma, real minus); '−562,289' / '4.1' in English."""
+    rounded = round(value, decimals)
+    if rounded == 0:
+        rounded = 0.0  # no '−0'
+    text = f"{abs(rounded):,.{decimals}f}"
+    if language == "nb":
+        text = text.replace(",", NBSP).replace(".", ",")
+    prefix = MINUS if rounded < 0 else ("+" if sign and rounded > 0 else "")
+    return prefix + text
+
+
+def format_pct(value: float | None, language: str, sign: bool = True) -> str:
+    """A percentage with one decimal and a real minus sign: '−7,1 %' (nb) or '−7.1%' (en)."""
+    if value is None:
+        return "–"
+    number = format_number(value, language, 1, sign)
+    return f"{number}{NBSP}%" if language == "nb" else f"{number}%"
+
+
+def summary_table(summary: Summary, language: str = "nb", sector_names: dict[str, str] | None = None) -> str:
+    """The summary as an aligned text table for documents, in Norwegian number format."""
+    names = sector_names or {}
+    heads = ("Sektor", str(summary.from_year), str(summary.to_year), "Endring (tonn)", "Endring (%)")
+    if language == "en":
+        heads = ("Sector", str(summary.from_year), str(summary.to_year), "Change (tonnes)", "Change (%)")
+    body = [
+        (
+            names.get(c.sector, c.sector) if language == "en" else c.sector,
+            format_number(c.from_tonnes, language),
+            format_number(c.to_tonnes, language),
+            format_number(c.change_tonnes, language, sign=True),
+            format_pct(c.change_pct, language),
+        )
+        for c in (*summary.sectors, summary.total)
+    ]
+    body[-1] = ("Totalt" if language == "nb" else "Total", *body[-1][1:])
+    widths = [max(len(r[i]) for r in (heads, *body)) for i in range(5)]
+    lines = [
+        "  ".join(cell.ljust(widths[0]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(row))
+        for row in (heads, *body)
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines.insert(len(lines) - 1, "  ".join("-" * w for w in widths))
+    title = f"{summary.area}: {summary.from_year}–{summary.to_year} (release {summary.release})"
+    out = [title, "", *lines]
+    if summary.share_of_all_pct is not None:
+        label = (
+            "Andel av utslippene i alle kommuner" if language == "nb" else "Share of emissions in all municipalities"
+        )
+        out += ["", f"{label} {summary.to_year}: {format_pct(summary.share_of_all_pct, language, sign=False)}"]
+    return "\n".join(out)
+
+
+def summary_csv(summary: Summary) -> str:
+    """The summary as plain CSV (comma, decimal point) for other programs."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["sector", "from_tonnes", "to_tonnes", "change_tonnes", "change_pct"])
+    for c in (*summary.sectors, summary.total):
+        pct = "" if c.change_pct is None else f"{c.change_pct:.1f}"
+        writer.writerow([c.sector, repr(c.from_tonnes), repr(c.to_tonnes), repr(c.change_tonnes), pct])
+    return out.getvalue()
+
+
+# --- highlights for an issue ---------------------------------------------------------------------
+
+ROAD = "Veitrafikk"  # the presentation reports the region's share of road-traffic emissions
+
+
+@dataclass(frozen=True)
+class Highlights:
+    """What the issue's emission section shows, in the issue's language."""
+
+    summary: Summary
+    headline: str
+    sentences: tuple[str, ...]
+    rows: tuple[dict, ...]
+    total: dict
+    source: str
+    warnings: tuple[str, ...]
+
+
+def sectors_file(settings) -> Path:
+    """The known-sectors CSV: the project's, or the built-in one."""
+    from .resources import builtin
+
+    return settings.emissions_sectors or builtin("data") / "emission-sectors.csv"
+
+
+def _row(change: Change, language: str, names: dict[str, str], widest: float) -> dict:
+    return {
+        "label": names.get(change.sector, change.sector) if language == "en" else change.sector,
+        "from": format_number(change.from_tonnes, language),
+        "to": format_number(change.to_tonnes, language),
+        "change": format_number(change.change_tonnes, language, sign=True),
+        "pct": format_pct(change.change_pct, language),
+        "falling": change.change_tonnes < 0,
+        "bar": max(1, round(abs(change.change_tonnes) / widest * 100)) if widest else 0,
+    }
+
+
+def highlights(summary: Summary, strings: dict[str, str], language: str, names: dict[str, str]) -> Highlights:
+    """Sentences, table rows and bar widths for a region summary."""
+
+    def label(sector: str) -> str:
+        return names.get(sector, sector) if language == "en" else sector
+
+    total = summary.total
+    values = {"area": summary.area, "from_year": summary.from_year, "to_year": summary.to_year}
+    direction = "down" if total.change_tonnes < 0 else "up"
+    headline = strings[f"emissions_headline_{direction}"].format(
+        pct=format_pct(abs(total.change_pct or 0), language, sign=False),
+        change=format_number(total.change_tonnes, language, sign=True),
+        **values,
+    )
+    sentences = []
+    falls = [c for c in summary.sectors if c.change_tonnes < 0]
+    if falls:
+        most = min(falls, key=lambda c: c.change_tonnes)
+        sentences.append(
+            strings["emissions_largest_fall_tonnes"].format(
+                sector=label(most.sector), change=format_number(most.change_tonnes, language, sign=True)
+            )
+        )
+        relative = [c for c in falls if c.change_pct is not None]
+        if relative:
+            most_pct = min(relative, key=lambda c: c.change_pct)  # type: ignore[arg-type, return-value]
+            sentences.append(
+                strings["emissions_largest_fall_pct"].format(
+                    sector=label(most_pct.sector), pct=format_pct(most_pct.change_pct, language)
+                )
+            )
+    rose = [c for c in summary.sectors if c.change_tonnes > 0]
+    if rose:
+        listed = ", ".join(
+            f"{label(c.sector)} ({format_number(c.change_tonnes, language, sign=True)} {strings['emissions_tonnes']})"
+            for c in sorted(rose, key=lambda c: -c.change_tonnes)
+        )
+        sentences.append(strings["emissions_rose"].format(sectors=listed))
+    if summary.share_of_all_pct is not None:
+        sentences.append(
+            strings["emissions_share"].format(pct=format_pct(summary.share_of_all_pct, language, sign=False), **values)
+        )
+        if ROAD in summary.share_by_sector_pct:
+            sentences.append(
+                strings["emissions_share_road"].format(
+                    pct=format_pct(summary.share_by_sector_pct[ROAD], language, sign=False), **values
+                )
+            )
+    widest = max((abs(c.change_tonnes) for c in summary.sectors), default=0.0)
+    rows = tuple(_row(c, language, names, widest) for c in sorted(summary.sectors, key=lambda c: c.change_tonnes))
+    total_row = _row(total, language, names, 0) | {"label": strings["emissions_total_label"]}
+    return Highlights(
+        summary=summary,
+        headline=headline,
+        sentences=tuple(sentences),
+        rows=rows,
+        total=total_row,
+        source=strings["emissions_source"].format(release=summary.release, **values),
+        warnings=summary.warnings,
+    )
+
+
+def municipal_sentence(summary: Summary, strings: dict[str, str], language: str, names: dict[str, str]) -> str:
+    """One municipality's change in a sentence: 'Lillestrøm: ned 4,1 % fra 2019 til 2020 (−12 345 tonn).'"""
+    total = summary.total
+    key = "emissions_municipal_down" if total.change_tonnes < 0 else "emissions_municipal_up"
+    text = strings[key].format(
+        name=summary.area,
+        pct=format_pct(abs(total.change_pct or 0), language, sign=False),
+        change=format_number(total.change_tonnes, language, sign=True),
+        from_year=summary.from_year,
+        to_year=summary.to_year,
+    )
+    falls = [c for c in summary.sectors if c.change_tonnes < 0]
+    if falls:
+        most = min(falls, key=lambda c: c.change_tonnes)
+        text += " " + strings["emissions_municipal_fall"].format(
+            sector=names.get(most.sector, most.sector) if language == "en" else most.sector
+        )
+    return text

@@ -1,0 +1,301 @@
+"""Emission imports (XLSX and both CSV forms), the reference table, errors, and the highlights."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from html import unescape
+
+import pytest
+import synthetic_emissions as synth
+from conftest import SAMPLE_ISSUE, assert_error, write
+
+from newsletter.build import build_issue, prepare
+from newsletter.compose import Recipient
+from newsletter.config import load_settings
+from newsletter.emissions import (
+    find_municipality,
+    format_number,
+    format_pct,
+    import_emissions,
+    read_members,
+    read_sectors,
+    sectors_file,
+    summarize,
+)
+from newsletter.errors import EmissionsError
+from newsletter.message import build_message
+from newsletter.store import database
+
+# Osloregionen's presentation, 2019 -> 2020: change in tonnes per sector, and the total.
+PRESENTATION = {
+    "Annen mobil forbrenning": -27_366,
+    "Avfall og avløp": -19_969,
+    "Energiforsyning": -21_889,
+    "Industri, olje og gass": -82_123,
+    "Jordbruk": 5_285,
+    "Luftfart": -152_353,
+    "Oppvarming": 487,
+    "Sjøfart": -92_400,
+    "Veitrafikk": -171_962,
+}
+
+
+@pytest.fixture(scope="module")
+def fixture_files(tmp_path_factory):
+    """The same synthetic rows as XLSX (CO₂ header), comma CSV, Norwegian CSV, and in 2020-2023 numbering."""
+    folder = tmp_path_factory.mktemp("emissions")
+    rows_2024 = synth.rows(years=(2019, 2020))
+    rows_2020 = synth.rows(years=(2019, 2020), numbering="2020")
+    return {
+        "xlsx": synth.write_xlsx(folder / "kommune.xlsx", rows_2024),
+        "csv": synth.write_csv(folder / "kommune.csv", rows_2024),
+        "csv-nb": synth.write_csv(folder / "kommune-excel.csv", rows_2024, norwegian=True),
+        "xlsx-2020": synth.write_xlsx(folder / "kommune-2020.xlsx", rows_2020, co2_subscript=False),
+    }
+
+
+def _import(settings, path, release="r"):
+    with database(settings.database) as conn:
+        return import_emissions(
+            conn, path, release, read_members(settings.emissions_members), read_sectors(sectors_file(settings))
+        )
+
+
+def _region(settings, release="r", start=2019, end=2020):
+    members = read_members(settings.emissions_members)
+    with database(settings.database) as conn:
+        return summarize(conn, release, "Osloregionen", [n for m in members for n in m.numbers], start, end)
+
+
+@pytest.mark.parametrize("kind", ["xlsx", "csv", "csv-nb", "xlsx-2020"])
+def test_reference_table_from_every_file_form(project, fixture_files, kind):
+    settings = load_settings()
+    report = _import(settings, fixture_files[kind])
+    assert report.municipalities == 70 and report.years == (2019, 2020)
+    assert report.numbering == ("2020" if kind == "xlsx-2020" else "2024")
+    assert report.zero_rows > report.rows / 4  # about a third are zeros, as in real files
+    assert set(report.sectors) == set(PRESENTATION)  # trailing spaces and _x000D_ are cleaned
+    summary = _region(settings)
+    assert {c.sector: round(c.change_tonnes) for c in summary.sectors} == PRESENTATION
+    assert round(summary.total.change_tonnes) == -562_289
+    assert round(summary.total.change_pct) == -7
+    aviation = next(c for c in summary.sectors if c.sector == "Luftfart")
+    assert round(aviation.change_pct, 1) == -54.5  # against 2019, not the presentation's -120 %
+    assert 21 < summary.share_of_all_pct < 23
+
+
+def test_json_shape(project, run):
+    settings = load_settings()
+    _import(settings, project / "data/klimagassutslipp-syntetisk.csv", "2026-syntetisk")
+    result = run("emissions", "summary", "--from", "2019", "--to", "2020", "--format", "json")
+    data = json.loads(result.stdout)
+    assert list(data) == [
+        "area",
+        "from_year",
+        "to_year",
+        "release",
+        "sectors",
+        "total",
+        "share_of_all_municipalities_pct",
+    ]
+    assert data["area"] == "Osloregionen" and data["release"] == "2026-syntetisk"
+    assert data["from_year"] == 2019 and data["to_year"] == 2020
+    assert list(data["sectors"][0]) == ["sector", "from_tonnes", "to_tonnes", "change_tonnes", "change_pct"]
+    assert all(isinstance(v, float) for s in data["sectors"] for k, v in s.items() if k != "sector")
+    assert data["total"]["change_tonnes"] == pytest.approx(-562_288.8)  # unrounded
+    assert data["total"]["change_pct"] == -7.1
+    aviation = next(s for s in data["sectors"] if s["sector"] == "Luftfart")
+    assert aviation["change_pct"] == -54.5
+    assert isinstance(data["share_of_all_municipalities_pct"], float)
+
+
+def test_table_uses_norwegian_number_format(project, run):
+    _import(load_settings(), project / "data/klimagassutslipp-syntetisk.csv")
+    table = run("emissions", "summary", "--from", "2019", "--to", "2020").stdout
+    assert "Veitrafikk" in table and "\u2212171\u00a0962" in table and "\u221254,5\u00a0%" in table
+    assert "Totalt" in table and "\u2212562\u00a0289" in table and "\u22127,1\u00a0%" in table
+    assert not re.search(r"-\d", table)  # a real minus sign, never a hyphen, before numbers
+    csv_out = run("emissions", "summary", "--from", "2019", "--to", "2020", "--format", "csv").stdout
+    assert csv_out.splitlines()[0] == "sector,from_tonnes,to_tonnes,change_tonnes,change_pct"
+    assert any(
+        line.startswith("Luftfart,279547.0,127194.0,") and line.endswith(",-54.5") for line in csv_out.splitlines()
+    )
+
+
+def test_number_formats():
+    assert format_number(-562289.4, "nb") == "\u2212562\u00a0289"
+    assert format_number(5285, "nb", sign=True) == "+5\u00a0285"
+    assert format_number(-0.2, "nb") == "0"
+    assert format_number(-562289.4, "en") == "\u2212562,289"
+    assert format_pct(-7.14, "nb") == "\u22127,1\u00a0%"
+    assert format_pct(-7.14, "en") == "\u22127.1%"
+    assert format_pct(None, "nb") == "–"
+
+
+def test_municipality_by_number_in_either_numbering_and_by_name(project):
+    settings = load_settings()
+    _import(settings, project / "data/klimagassutslipp-syntetisk.csv")
+    members = read_members(settings.emissions_members)
+    with database(settings.database) as conn:
+        assert find_municipality(conn, "r", "3205", members) == ("Lillestrøm", ("3030", "3205"))
+        assert find_municipality(conn, "r", "3030", members) == ("Lillestrøm", ("3030", "3205"))
+        assert find_municipality(conn, "r", "lillestrøm", members)[0] == "Lillestrøm"
+        assert find_municipality(conn, "r", "Skiptvet", members)[0] == "Skiptvedt"  # official spelling
+        assert find_municipality(conn, "r", "3419", members) == ("Våler", ("3419",))  # the other Våler
+        with pytest.raises(EmissionsError, match="no municipality 'Atlantis'"):
+            find_municipality(conn, "r", "Atlantis", members)
+
+
+def test_share_is_null_when_the_release_holds_only_the_region(project, tmp_path):
+    only_members = [
+        row
+        for row in synth.rows(years=(2019, 2020))
+        if row[2] not in {"Bergen", "Trondheim", "Stavanger", "Bodø", "Tromsø"} and row[1] != "3419"
+    ]
+    settings = load_settings()
+    _import(settings, synth.write_csv(tmp_path / "region.csv", only_members))
+    summary = _region(settings)
+    assert summary.share_of_all_pct is None
+    assert summary.as_json()["share_of_all_municipalities_pct"] is None
+
+
+def test_bad_files_give_clear_errors_and_keep_the_previous_data(project, run, tmp_path):
+    settings = load_settings()
+    _import(settings, project / "data/klimagassutslipp-syntetisk.csv", "2025")
+    before = _region(settings, "2025")
+
+    header = ",".join(synth.HEADER)
+    missing = write(tmp_path / "mangler.csv", "Fylke,Kommunenummer,Kommune,År,Sektor\nOslo,0301,Oslo,2019,Veitrafikk\n")
+    assert_error(run("emissions", "import", str(missing), "--release", "2025"),
+                 "mangler.csv:1: missing column(s) Utslippskilde, Klimagass, Utslipp (tonn CO2-ekvivalenter)")  # fmt: skip
+    bad_value = write(
+        tmp_path / "verdi.csv",
+        f"{header}\nOslo,0301,Oslo,2019,Veitrafikk,Personbiler,CO2,12\nOslo,0301,Oslo,2019,Veitrafikk,Personbiler,CH4,mye\n",
+    )
+    assert_error(
+        run("emissions", "import", str(bad_value), "--release", "2025"), "verdi.csv:3: emission 'mye' is not a number"
+    )
+    bad_year = write(tmp_path / "aar.csv", f"{header}\nOslo,0301,Oslo,i fjor,Veitrafikk,Personbiler,CO2,12\n")
+    assert_error(
+        run("emissions", "import", str(bad_year), "--release", "2025"), "aar.csv:2: year 'i fjor' is not a year"
+    )
+    assert_error(
+        run("emissions", "import", str(write(tmp_path / "tom.csv", "")), "--release", "2025"),
+        "tom.csv: the file is empty",
+    )
+    not_excel = write(tmp_path / "feil.xlsx", "dette er ikke et regneark")
+    assert_error(
+        run("emissions", "import", str(not_excel), "--release", "2025"), "feil.xlsx: not a readable Excel workbook"
+    )
+    assert_error(run("emissions", "import", str(tmp_path / "finnes-ikke.csv")), "finnes-ikke.csv")
+    assert_error(run("emissions", "import", str(write(tmp_path / "data.json", "{}"))), "unknown file type .json")
+
+    import xlsxwriter
+
+    wrong_sheet = tmp_path / "ark.xlsx"
+    workbook = xlsxwriter.Workbook(str(wrong_sheet))
+    workbook.add_worksheet("Ark1").write_row(0, 0, synth.HEADER)
+    workbook.close()
+    assert_error(run("emissions", "import", str(wrong_sheet)), "no sheet named 'Oversikt - detaljert'", "Ark1")
+
+    assert _region(settings, "2025") == before  # every failure left the release as it was
+
+
+def test_unknown_sector_is_imported_and_reported(project, run, tmp_path):
+    rows = synth.rows(years=(2019, 2020)) + [["Oslo", "0301", "Oslo", 2020, "Bruk av produkter med fluorgasser", "Kjøling", "HFK", 10.0],
+                                             ["Oslo", "0301", "Oslo", 2020, "Romfart", "Raketter", "CO2", 5.0]]  # fmt: skip
+    path = synth.write_csv(tmp_path / "ny.csv", rows)
+    result = run("emissions", "import", str(path))
+    assert result.exit_code == 0, result.output
+    assert "Warning: new sector(s) not in the sector list, imported as they are: Romfart" in result.stderr
+    assert "Imported release 'ny'" in result.stdout and "municipalities: 70" in result.stdout
+
+
+def test_warnings_for_impossible_and_missing_data(project, run, tmp_path):
+    rows = [r for r in synth.rows(years=(2019, 2020)) if not (r[4] == "Sjøfart" and r[3] == 2020)]
+    rows += [["Oslo", "0301", "Oslo", 2020, "Luftfart", "Innenriks luftfart", "CO2", -400_000.0]]
+    _import(load_settings(), synth.write_csv(tmp_path / "rar.csv", rows))
+    result = run("emissions", "summary", "--from", "2019", "--to", "2020")
+    assert result.exit_code == 0
+    assert "Osloregionen: sector Sjøfart has no data for 2020 (counted as 0)" in result.stderr
+    assert "Osloregionen: Luftfart falls" in result.stderr and "more than 100 %" in result.stderr
+    backwards = run("emissions", "summary", "--from", "2020", "--to", "2019")
+    assert "the from-year 2020 is after the to-year 2019" in backwards.stderr
+    assert_error(run("emissions", "summary", "--from", "2015", "--to", "2020"), "no emissions for Osloregionen in 2015")
+    assert_error(run("emissions", "summary", "--release", "1999"), "no release '1999'")
+
+
+def test_summary_without_data(project, run):
+    assert_error(run("emissions", "summary"), "no emission data imported yet")
+
+
+def test_highlights_and_municipality_blocks_in_the_issue(project, issue_dir):
+    settings = load_settings()
+    _import(settings, project / "data/klimagassutslipp-syntetisk.csv", "syntetisk")
+    prepared = prepare(settings)
+    assert prepared.warnings == ()
+    rendered = prepared.rendered
+    members = read_members(settings.emissions_members)
+    assert set(rendered.municipal) == {n for m in members for n in m.numbers}  # either numbering
+    assert len({id(block) for block in rendered.municipal.values()}) <= 64  # built once per municipality
+
+    def message(municipality):
+        msg = build_message(settings, rendered, Recipient("a@example.com", municipality=municipality), prepared.strings)
+        text, html = (part.get_content() for part in msg.iter_parts())
+        return text, unescape(html)
+
+    text, html = message("3201")  # Bærum, 2024 number
+    assert "Utslippene i Osloregionen gikk ned 2,6\u00a0% fra 2023 til 2024" in html
+    assert "Størst nedgang i tonn: Veitrafikk" in html and "Økte: Luftfart" in html
+    assert "sto for 22,2\u00a0% av utslippene i alle landets kommuner i 2024" in html
+    assert "Av utslippene fra veitrafikk sto Osloregionen for" in html
+    assert "Kilde: Miljødirektoratet" in html and "utgivelse syntetisk" in html
+    assert html.count('class="bar-fall"') == 8 and html.count('class="bar-rise"') == 1
+    assert "Din kommune" in html and "Bærum: ned" in html and "Bærum: ned" in text
+    assert "Bærum: ned" in message("3024")[1]  # the 2020-2023 number finds the same block
+    for outsider in (None, "4601"):  # no municipality, or not a member
+        text, html = message(outsider)
+        assert "Din kommune" not in html and "Din kommune" not in text
+        assert "Utslippene i Osloregionen gikk ned" in html
+
+
+def test_english_highlights(project, issue_dir):
+    settings = load_settings()
+    _import(settings, project / "data/klimagassutslipp-syntetisk.csv", "syntetisk")
+    path = issue_dir / "issue.md"
+    path.write_text(path.read_text(encoding="utf-8").replace("language: nb", "language: en"), encoding="utf-8")
+    html = unescape((build_issue(settings).out_dir / "email.html").read_text(encoding="utf-8"))
+    assert "Emissions in Osloregionen fell 2.6% from 2023 to 2024" in html
+    assert "Largest fall in tonnes: Road traffic" in html and "Rose: Aviation" in html
+    assert "Your municipality" in html and "Lillestrøm: down" in html
+
+
+def test_front_matter_years_release_and_warnings(project, issue_dir, run):
+    settings = load_settings()
+    _import(settings, project / "data/klimagassutslipp-syntetisk.csv", "syntetisk")
+    path = issue_dir / "issue.md"
+    original = path.read_text(encoding="utf-8")
+    path.write_text(original.replace("emissions: latest", "emissions: {from: 2019, to: 2020}"), encoding="utf-8")
+    result = run("build")
+    assert result.exit_code == 0
+    assert "the newest emission year shown is 2020, more than two years before the issue" in result.stderr
+    html = unescape((project / "build" / SAMPLE_ISSUE / "email.html").read_text(encoding="utf-8"))
+    assert "gikk ned 7,1\u00a0% fra 2019 til 2020 (\u2212562\u00a0289 tonn" in html
+    path.write_text(
+        original.replace("emissions: latest", 'emissions: {from: 2019, to: 2020, release: "2019"}'), encoding="utf-8"
+    )
+    assert_error(run("build"), "issue.md: no release '2019'")
+    path.write_text(original.replace("emissions: latest", "emissions: {from: 2019}"), encoding="utf-8")
+    assert_error(run("build"), "'emissions' must be 'latest' or from/to years")
+    path.write_text(original.replace("emissions: latest", "emissions: {from: i fjor, to: 2020}"), encoding="utf-8")
+    assert_error(run("build"), "emissions from and to must be years")
+
+
+def test_stored_rows_are_per_municipality_year_and_sector(project):
+    settings = load_settings()
+    report = _import(settings, project / "data/klimagassutslipp-syntetisk.csv")
+    conn = sqlite3.connect(settings.database)
+    stored = conn.execute("SELECT COUNT(*) FROM emissions WHERE release = 'r'").fetchone()[0]
+    assert stored == 70 * 4 * 9 < report.rows  # summed over sources and gases
