@@ -204,8 +204,11 @@ def test_bad_files_give_clear_errors_and_keep_the_previous_data(project, run, tm
 
 
 def test_unknown_sector_is_imported_and_reported(project, run, tmp_path):
-    rows = synth.rows(years=(2019, 2020)) + [["Oslo", "0301", "Oslo", 2020, "Bruk av produkter med fluorgasser", "Kjøling", "HFK", 10.0],
-                                             ["Oslo", "0301", "Oslo", 2020, "Romfart", "Raketter", "CO2", 5.0]]  # fmt: skip
+    rows = [
+        *synth.rows(years=(2019, 2020)),
+        ["Oslo", "0301", "Oslo", 2020, "Bruk av produkter med fluorgasser", "Kjøling", "HFK", 10.0],
+        ["Oslo", "0301", "Oslo", 2020, "Romfart", "Raketter", "CO2", 5.0],
+    ]
     path = synth.write_csv(tmp_path / "ny.csv", rows)
     result = run("emissions", "import", str(path))
     assert result.exit_code == 0, result.output
