@@ -192,8 +192,12 @@ def read_emissions(
         raise EmissionsError(f"{path}: no such file.")
 
     header: dict[str, int] | None = None
-    totals: dict[tuple[str, int, str], list[float]] = defaultdict(list)
+    totals: dict[tuple[str, int, str], list[float]] = {}
     names: dict[str, tuple[str, str]] = {}
+    number_cache: dict[object, str | None] = {}
+    year_cache: dict[object, int] = {}
+    label_cache: dict[object, str] = {}
+    i_number = i_year = i_value = i_sector = i_name = i_county = last = 0
     known = set(known_sectors)
     unknown: set[str] = set()
     sectors: set[str] = set()
@@ -210,44 +214,65 @@ def read_emissions(
                         f"{', '.join(COLUMNS.values())}."
                     )
                 header = {k: keys.index(k) for k in _REQUIRED}
+                i_number, i_year, i_value = header["kommunenummer"], header["år"], header[_VALUE]
+                i_sector, i_name, i_county = header["sektor"], header["kommune"], header["fylke"]
+                last = max(header.values())
             elif line > 30:
                 raise EmissionsError(
                     f"{path}: no header row with '{COLUMNS['kommunenummer']}' in the first 30 rows; "
                     f"the file must have the columns {', '.join(COLUMNS.values())}."
                 )
             continue
-        if not any(str(c).strip() for c in row if c is not None):
-            continue
-        cells = {k: (row[i] if i < len(row) else "") for k, i in header.items()}
-        number = _municipality_number(cells["kommunenummer"])
+        # The hot loop of a 600,000-row import: labels, numbers and years repeat, so each
+        # distinct raw value is cleaned once and looked up after that.
+        if len(row) <= last:
+            row = [*row, *([""] * (last + 1 - len(row)))]
+        raw_number = row[i_number]
+        number = number_cache.get(raw_number, "")
+        if number == "":
+            number = number_cache[raw_number] = _municipality_number(raw_number)
         if number is None:
-            ignored += 1  # sum rows ("Hele landet") and notes have no municipality number
+            ignored += 1  # sum rows ("Hele landet"), notes and empty rows have no municipality number
             continue
-        try:
-            year = int(float(str(cells["år"]).strip()))
-        except ValueError:
-            raise EmissionsError(f"{path}:{line}: year {cells['år']!r} is not a year; check column År.") from None
-        try:
-            value = _number(cells[_VALUE])
-        except ValueError:
-            raise EmissionsError(
-                f"{path}:{line}: emission {cells[_VALUE]!r} is not a number; check column {COLUMNS[_VALUE]}."
-            ) from None
-        if value is None:
-            empties += 1
-            value = 0.0
-        sector = clean_label(cells["sektor"])
-        if not sector:
-            raise EmissionsError(f"{path}:{line}: the sector is empty; check column Sektor.")
-        if sector not in known:
-            unknown.add(sector)
+        raw_year = row[i_year]
+        year = year_cache.get(raw_year)
+        if year is None:
+            try:
+                year = year_cache[raw_year] = int(float(str(raw_year).strip()))
+            except ValueError:
+                raise EmissionsError(f"{path}:{line}: year {raw_year!r} is not a year; check column År.") from None
+        value = row[i_value]
+        if value.__class__ is not float:
+            try:
+                value = _number(value)
+            except ValueError:
+                raise EmissionsError(
+                    f"{path}:{line}: emission {row[i_value]!r} is not a number; check column {COLUMNS[_VALUE]}."
+                ) from None
+            if value is None:
+                empties += 1
+                value = 0.0
+        raw_sector = row[i_sector]
+        sector = label_cache.get(raw_sector)
+        if sector is None:
+            sector = label_cache[raw_sector] = clean_label(raw_sector)
+            if not sector:
+                raise EmissionsError(f"{path}:{line}: the sector is empty; check column Sektor.")
+            if sector not in known:
+                unknown.add(sector)
+            sectors.add(sector)
         count += 1
-        zeros += value == 0.0
-        sectors.add(sector)
-        years.add(year)
-        totals[(number, year, sector)].append(value)
-        if number not in names:
-            names[number] = (clean_label(cells["kommune"]), clean_label(cells["fylke"]))
+        if value == 0.0:
+            zeros += 1
+        key = (number, year, sector)
+        bucket = totals.get(key)
+        if bucket is None:
+            totals[key] = [value]
+            years.add(year)
+            if number not in names:
+                names[number] = (clean_label(row[i_name]), clean_label(row[i_county]))
+        else:
+            bucket.append(value)
     if header is None:
         raise EmissionsError(f"{path}: the file is empty or has no header row with {COLUMNS['kommunenummer']}.")
     if count == 0:
