@@ -15,16 +15,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-HEADER = [
-    "Fylke",
-    "Kommunenummer",
-    "Kommune",
-    "År",
-    "Sektor",
-    "Utslippskilde",
-    "Klimagass",
-    "Utslipp (tonn CO₂-ekvivalenter)",
-]
+sys.path.insert(0, str(ROOT))
+from newsletter.emissions import COLUMNS  # noqa: E402
+
+HEADER = [*list(COLUMNS.values())[:7], "Utslipp (tonn CO₂-ekvivalenter)"]  # the published file writes CO₂
 SECTORS = {
     "Annen mobil forbrenning": ["Motorredskaper", "Snøscooter", "Fritidsbåter", "Jernbane"],
     "Avfall og avløp": ["Avfallsdeponigass", "Biologisk behandling", "Avløp", "Forbrenning uten energiutnyttelse"],

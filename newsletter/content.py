@@ -168,16 +168,7 @@ def _issue_date(folder: Path) -> date:
     """The date in an issue's front matter, validated (for choosing the newest issue)."""
     path = folder / ISSUE_FILE
     meta, _, _ = split_front_matter(path)
-    fields = _Fields(path, meta)
-    try:
-        value = _as_date(meta.get("date"))
-    except ValueError:
-        raise fields.fail("date", f"date {meta.get('date')!r} is not a date; write it as YYYY-MM-DD.") from None
-    if value is None:
-        raise ContentError(
-            f"{display(path)}:2: missing required front matter 'date'; add a line 'date: YYYY-MM-DD' between the '---' lines."
-        )
-    return value
+    return _required_date(_Fields(path, meta))
 
 
 # --- front matter -----------------------------------------------------------------------------
@@ -268,6 +259,19 @@ def _as_date(value: Any) -> date | None:
     if value is None:
         return None
     raise ValueError(value)
+
+
+def _required_date(fields: _Fields) -> date:
+    try:
+        value = _as_date(fields.meta.get("date"))
+    except ValueError:
+        raise fields.fail("date", f"date {fields.meta.get('date')!r} is not a date; write it as YYYY-MM-DD.") from None
+    if value is None:
+        raise ContentError(
+            f"{display(fields.path)}:2: missing required front matter 'date'; "
+            "add a line 'date: YYYY-MM-DD' between the '---' lines."
+        )
+    return value
 
 
 class _Fields:
@@ -385,15 +389,7 @@ def load_issue(settings: Settings, folder: Path) -> Issue:
     title = fields.text("title", required=True)
     subject = fields.text("subject", default=title)
     preheader = fields.text("preheader", default="")
-    try:
-        issue_date = _as_date(meta.get("date"))
-    except ValueError:
-        raise fields.fail("date", f"date {meta.get('date')!r} is not a date; write it as YYYY-MM-DD.") from None
-    if issue_date is None:
-        raise ContentError(
-            f"{display(issue_path)}:2: missing required front matter 'date'; "
-            "add a line 'date: YYYY-MM-DD' between the '---' lines."
-        )
+    issue_date = _required_date(fields)
     language = fields.text("language", default=settings.language)
     if language not in LANGUAGES:
         raise fields.fail("language", f"language {language!r} is not supported; use nb or en.")
