@@ -369,6 +369,183 @@ def emissions_releases(state: State) -> None:
         )
 
 
+@cli.group()
+def subscribers() -> None:
+    """Manage the subscriber list: add, import, export, list, count, remove, forget, show.
+
+    Segments (for sending) select confirmed subscribers by default and narrow them with
+    terms such as: municipality=3205,Asker lang=nb topic=klima (terms AND, values OR).
+    """
+
+
+def _members(settings: Settings) -> tuple:
+    from .emissions import read_members
+
+    return read_members(_members_file(settings)) if settings.emissions_members else ()
+
+
+@subscribers.command("add")
+@click.argument("email")
+@click.option("--name", default="", help="The person's name (used in the greeting).")
+@click.option("--municipality", help="A member municipality by name or number.")
+@click.option("--lang", type=click.Choice(["nb", "en"]), help="Edition language (default: the project's).")
+@click.option("--topic", "topics", multiple=True, help="A focus area (key or name); repeat for more.")
+@click.option("--confirmed", is_flag=True, help="The person has already confirmed (e.g. on paper); skip double opt-in.")
+@click.pass_obj
+def subscribers_add(
+    state: State,
+    email: str,
+    name: str,
+    municipality: str | None,
+    lang: str | None,
+    topics: tuple[str, ...],
+    confirmed: bool,
+) -> None:
+    """Add EMAIL to the list (pending until confirmed, unless --confirmed), or update its details."""
+    from .subscribers import add
+
+    settings = state.settings()
+    with database(settings.database) as conn:
+        action, person = add(
+            conn, settings, _members(settings), email,
+            name=name, municipality=municipality, language=lang, topics=topics, confirmed=confirmed,
+        )  # fmt: skip
+    click.echo(f"{action.capitalize()}: {person.email} ({person.status})")
+
+
+@subscribers.command("import")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--confirmed", is_flag=True, help="Everyone in the file has confirmed already; skip double opt-in.")
+@click.option("--dry-run", is_flag=True, help="Check the file and report, but change nothing.")
+@click.pass_obj
+def subscribers_import(state: State, file: Path, confirmed: bool, dry_run: bool) -> None:
+    """Import subscribers from a CSV file (comma or semicolon, UTF-8).
+
+    Columns are matched by name, in any case: email/e-post, name/navn, municipality/kommune,
+    language/språk, topics/tema. Re-importing the same file changes nothing; an import never
+    brings back anyone who unsubscribed or asked to be forgotten. Exits 1 if any row was rejected.
+    """
+    from .subscribers import import_csv
+
+    settings = state.settings()
+    with database(settings.database) as conn:
+        report = import_csv(conn, settings, _members(settings), file, confirmed=confirmed, dry_run=dry_run)
+    prefix = "Would add" if dry_run else "Added"
+    click.echo(
+        f"{prefix} {len(report.added)}, updated {len(report.updated)}, unchanged {report.unchanged}, rejected {len(report.rejected)}."
+    )
+    for line, reason in report.rejected:
+        click.echo(f"{file.name}:{line}: rejected: {reason}", err=True)
+    if dry_run:
+        click.echo("Dry run: nothing was changed.")
+    if report.rejected:
+        raise click.ClickException(
+            f"{len(report.rejected)} row(s) rejected; fix them and import the file again (the rest is {'not ' if dry_run else ''}saved)."
+        )
+
+
+@subscribers.command("export")
+@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
+@click.option("--status", "statuses", multiple=True, help="Only these statuses (repeatable).")
+@click.pass_obj
+def subscribers_export(state: State, fmt: str, statuses: tuple[str, ...]) -> None:
+    """Write the subscribers with their consent records to standard output."""
+    from .subscribers import export, listing
+
+    settings = state.settings()
+    with database(settings.database) as conn:
+        click.echo(export(listing(conn, statuses), fmt), nl=False)
+
+
+@subscribers.command("list")
+@click.option("--status", "statuses", multiple=True, help="Only these statuses (repeatable).")
+@click.option("--segment", help="Only those a segment selects, e.g. 'municipality=3205 lang=nb'.")
+@click.pass_obj
+def subscribers_list(state: State, statuses: tuple[str, ...], segment: str | None) -> None:
+    """List subscribers: address, status, municipality, language, topics, name."""
+    from .subscribers import audience, listing, parse_segment
+
+    settings = state.settings()
+    with database(settings.database) as conn:
+        if segment:
+            people = audience(conn, parse_segment(segment, settings, _members(settings)))
+        else:
+            people = listing(conn, statuses)
+    for p in people:
+        click.echo(
+            f"{p.email}  {p.status}  {p.municipality or '-'}  {p.language}  {','.join(p.topics) or '-'}  {p.name}"
+        )
+    click.echo(f"{len(people)} subscriber(s)")
+
+
+@subscribers.command("count")
+@click.pass_obj
+def subscribers_count(state: State) -> None:
+    """Count subscribers by status, and confirmed ones by municipality and language."""
+    from .subscribers import counts
+
+    settings = state.settings()
+    names = {m.number_2024: m.name for m in _members(settings)}
+    with database(settings.database) as conn:
+        result = counts(conn)
+    click.echo("By status: " + ", ".join(f"{k} {v}" for k, v in result["status"].items()))
+    click.echo("Confirmed by language: " + (", ".join(f"{k} {v}" for k, v in result["language"].items()) or "none"))
+    click.echo("Confirmed by municipality:")
+    for number, n in result["municipality"].items():
+        click.echo(f"  {names.get(number, number)} ({number}): {n}" if number != "-" else f"  (none given): {n}")
+
+
+@subscribers.command("remove")
+@click.argument("email")
+@click.pass_obj
+def subscribers_remove(state: State, email: str) -> None:
+    """Unsubscribe EMAIL. The record stays (as unsubscribed), so imports cannot add it again."""
+    from .subscribers import remove
+
+    settings = state.settings()
+    with database(settings.database) as conn:
+        person = remove(conn, email)
+    click.echo(f"Unsubscribed: {person.email}")
+
+
+@subscribers.command("forget")
+@click.argument("email")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_obj
+def subscribers_forget(state: State, email: str, yes: bool) -> None:
+    """Erase everything stored about EMAIL (the right to be forgotten).
+
+    Only a keyed hash of the address is kept, so that it cannot be imported again by accident.
+    """
+    from .subscribers import forget, normalize_email
+
+    settings = state.settings()
+    address = normalize_email(email)
+    if not yes:
+        click.confirm(f"Erase all data about {address}?", abort=True)
+    with database(settings.database) as conn:
+        forget(conn, settings, address)
+    click.echo(f"Forgotten: {address} (only a keyed hash of the address is kept)")
+
+
+@subscribers.command("show")
+@click.argument("email")
+@click.pass_obj
+def subscribers_show(state: State, email: str) -> None:
+    """Everything stored about EMAIL, as JSON (for a data-access request)."""
+    import json
+    from dataclasses import asdict
+
+    from .subscribers import get, normalize_email
+
+    settings = state.settings()
+    with database(settings.database) as conn:
+        person = get(conn, email)
+    if person is None:
+        raise click.ClickException(f"{normalize_email(email)} is not on the list (nothing is stored about it).")
+    click.echo(json.dumps(asdict(person), ensure_ascii=False, indent=2))
+
+
 def _members_file(settings: Settings) -> Path:
     if settings.emissions_members is None:
         raise ConfigError("newsletter.toml has no emissions.members: set it to the CSV of the region's members.")

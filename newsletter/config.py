@@ -122,6 +122,7 @@ class Settings:
     news_user_agent: str | None
     categories: tuple[Category, ...] = field(default=DEFAULT_CATEGORIES)
     feeds: tuple[FeedConfig, ...] = ()
+    secret_key: str | None = field(default=None, repr=False)  # never printed
 
     @property
     def issues_dir(self) -> Path:
@@ -199,6 +200,15 @@ OPTIONS: tuple[Option, ...] = (
         "bool",
         False,
         "Let raw HTML in Markdown through (off by default).",
+    ),
+    Option(
+        "secret_key",
+        "secrets",
+        "secret_key",
+        "secret",
+        None,
+        "Signs the links in emails; at least 32 characters.",
+        "NEWSLETTER_SECRET_KEY",
     ),
     Option("emissions_members", "emissions", "members", "opt_path", None, "CSV of the region's member municipalities."),
     Option("emissions_region", "emissions", "region", "str", "Regionen", "The region's name in emission highlights."),
@@ -304,6 +314,14 @@ def load_settings(
 
     values: dict[str, Any] = {}
     for opt in OPTIONS:
+        if opt.kind == "secret":
+            if opt.key in data.get(opt.section, {}):
+                problems.append(f"{path.name}: {opt.toml} is a secret; remove it and set {opt.env} in .env instead")
+            raw = env.get(opt.env)
+            if raw is not None and len(raw.strip()) < 32:
+                problems.append(f"{opt.env}: too short; use at least 32 random characters")
+            values[opt.attr] = raw.strip() if raw else None
+            continue
         if opt.attr in overrides:
             raw, source = overrides[opt.attr], "command line"
         elif opt.env in env:

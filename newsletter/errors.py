@@ -40,3 +40,7 @@ class FeedError(NewsletterError):
 
 class EmissionsError(NewsletterError):
     """An emissions file, release, year or municipality is wrong or missing."""
+
+
+class SubscriberError(NewsletterError):
+    """A subscriber's address, details, import file, segment or link is wrong."""

@@ -84,6 +84,30 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (release, municipality, year, sector)
     );
     """,
+    # 3: subscribers and their consent; keyed hashes of forgotten addresses.
+    """
+    CREATE TABLE subscribers (
+        id INTEGER PRIMARY KEY,
+        email TEXT NOT NULL UNIQUE,
+        name TEXT NOT NULL DEFAULT '',
+        municipality TEXT,
+        language TEXT NOT NULL DEFAULT 'nb' CHECK (language IN ('nb', 'en')),
+        topics TEXT NOT NULL DEFAULT '',
+        status TEXT NOT NULL CHECK (status IN ('pending', 'confirmed', 'unsubscribed', 'bounced', 'blocked')),
+        consent_source TEXT NOT NULL,
+        consent_at TEXT NOT NULL,
+        confirmed_at TEXT,
+        unsubscribed_at TEXT,
+        hard_bounces INTEGER NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE INDEX subscribers_status ON subscribers(status);
+    CREATE TABLE forgotten (
+        hash TEXT PRIMARY KEY,
+        forgotten_at TEXT NOT NULL
+    );
+    """,
 )
 
 

@@ -1,0 +1,500 @@
+"""Subscribers, their consent, signed tokens and segments.
+
+Every subscriber chose to be on the list (consent_source and consent_at say how and when),
+can leave at any time, and can be forgotten: then only a keyed hash of the address is kept,
+so that an import cannot bring the address back by accident. Imports never resubscribe
+anyone who unsubscribed or was forgotten.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import hmac
+import io
+import json
+import re
+import sqlite3
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from .compose import clean_name
+from .config import Settings, find_category
+from .emissions import Member
+from .errors import SubscriberError
+from .store import now, timestamp
+
+STATUSES = ("pending", "confirmed", "unsubscribed", "bounced", "blocked")
+CONFIRM_DAYS = 7
+
+ALIASES = {
+    "email": {"email", "e-mail", "e-post", "epost", "e-postadresse", "epostadresse", "mail", "adresse", "address"},
+    "name": {"name", "navn", "fullt navn", "full name", "fornavn og etternavn"},
+    "municipality": {"municipality", "kommune", "kommunenummer", "kommunenr"},
+    "language": {"language", "lang", "språk", "sprak", "målform"},
+    "topics": {"topics", "topic", "tema", "temaer", "interesser", "interests"},
+}
+
+
+@dataclass(frozen=True)
+class Subscriber:
+    """One person on the list, with their consent record."""
+
+    id: int
+    email: str
+    name: str
+    municipality: str | None
+    language: str
+    topics: tuple[str, ...]
+    status: str
+    consent_source: str
+    consent_at: str
+    confirmed_at: str | None
+    unsubscribed_at: str | None
+    hard_bounces: int
+    created_at: str
+    updated_at: str
+
+
+def _subscriber(row: sqlite3.Row) -> Subscriber:
+    data = dict(row)
+    data["topics"] = tuple(t for t in data["topics"].split(",") if t)
+    return Subscriber(**data)
+
+
+# --- validation --------------------------------------------------------------------------------
+
+
+def normalize_email(text: str) -> str:
+    """The address in canonical form (syntax checked by email-validator; no DNS look-up)."""
+    from email_validator import EmailNotValidError, validate_email
+
+    raw = (text or "").strip()
+    if not raw:
+        raise SubscriberError("the e-mail address is empty.")
+    try:
+        result = validate_email(raw, check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise SubscriberError(f"{raw!r} is not a valid e-mail address ({exc}).") from None
+    # Lower case throughout: the local part is case-sensitive in theory, never in practice,
+    # and one person must not be on the list twice as Kari@ and kari@.
+    return f"{result.local_part}@{result.domain}".lower()
+
+
+def resolve_municipality(value: str | None, members: tuple[Member, ...]) -> str | None:
+    """A member municipality by name or number (either numbering), as its 2024 number."""
+    if value is None or not str(value).strip():
+        return None
+    wanted = str(value).strip()
+    digits = wanted.zfill(4) if wanted.isdigit() else None
+    for member in members:
+        if digits in member.numbers or wanted.lower() in (member.name.lower(), member.official_name.lower()):
+            return member.number_2024
+    raise SubscriberError(f"unknown municipality {wanted!r}: give a member municipality's name or number.")
+
+
+def resolve_topics(values: list[str] | tuple[str, ...], settings: Settings) -> tuple[str, ...]:
+    """Focus-area keys for topic names, keys or aliases."""
+    keys = []
+    for value in values:
+        # A whole name may hold commas ("Areal, transport, mobilitet og logistikk"); else a list.
+        parts = [value] if find_category(settings.categories, str(value)) else str(value).replace(";", ",").split(",")
+        for part in parts:
+            if not part.strip():
+                continue
+            category = find_category(settings.categories, part)
+            if category is None:
+                known = ", ".join(c.key for c in settings.categories)
+                raise SubscriberError(f"unknown topic {part.strip()!r}; use one of: {known}.")
+            if category.key not in keys:
+                keys.append(category.key)
+    return tuple(keys)
+
+
+def _language(value: str | None, default: str) -> str:
+    if value is None or not str(value).strip():
+        return default
+    text = str(value).strip().lower()
+    mapping = {"nb": "nb", "no": "nb", "norsk": "nb", "bokmål": "nb", "en": "en", "english": "en", "engelsk": "en"}
+    if text not in mapping:
+        raise SubscriberError(f"unknown language {value!r}; use nb or en.")
+    return mapping[text]
+
+
+def _name(value: str | None) -> str:
+    name = clean_name(value or "")
+    if len(name) > 200:
+        raise SubscriberError("the name is longer than 200 characters.")
+    return name
+
+
+def forgotten_hash(settings: Settings, email: str) -> str:
+    """A keyed hash of an address: recognises it again without storing it."""
+    if not settings.secret_key:
+        raise SubscriberError("NEWSLETTER_SECRET_KEY is not set: put a long random value in .env (see .env.example).")
+    return hmac.new(settings.secret_key.encode(), email.encode(), hashlib.sha256).hexdigest()
+
+
+def _is_forgotten(conn: sqlite3.Connection, settings: Settings, email: str) -> bool:
+    if conn.execute("SELECT 1 FROM forgotten LIMIT 1").fetchone() is None:
+        return False
+    return (
+        conn.execute("SELECT 1 FROM forgotten WHERE hash = ?", (forgotten_hash(settings, email),)).fetchone()
+        is not None
+    )
+
+
+# --- changes -----------------------------------------------------------------------------------
+
+
+def get(conn: sqlite3.Connection, email: str) -> Subscriber | None:
+    """The subscriber with this address, if any."""
+    row = conn.execute("SELECT * FROM subscribers WHERE email = ?", (normalize_email(email),)).fetchone()
+    return _subscriber(row) if row else None
+
+
+def get_by_id(conn: sqlite3.Connection, subscriber_id: int) -> Subscriber | None:
+    """The subscriber with this id, if any."""
+    row = conn.execute("SELECT * FROM subscribers WHERE id = ?", (subscriber_id,)).fetchone()
+    return _subscriber(row) if row else None
+
+
+def upsert(
+    conn: sqlite3.Connection,
+    settings: Settings,
+    email: str,
+    *,
+    name: str = "",
+    municipality: str | None = None,
+    language: str | None = None,
+    topics: tuple[str, ...] = (),
+    confirmed: bool = False,
+    source: str,
+) -> tuple[str, Subscriber]:
+    """Add a subscriber or update one's details; ('added' | 'updated' | 'unchanged', subscriber).
+
+    Call inside a transaction. Refuses addresses that unsubscribed, bounced, were blocked or
+    were forgotten: only the person can come back, through the signup form.
+    """
+    address = normalize_email(email)
+    if _is_forgotten(conn, settings, address):
+        raise SubscriberError(f"{address} asked to be forgotten; only the person can sign up again.")
+    moment = timestamp(now())
+    existing = conn.execute("SELECT * FROM subscribers WHERE email = ?", (address,)).fetchone()
+    if existing is None:
+        status = "confirmed" if confirmed else "pending"
+        conn.execute(
+            "INSERT INTO subscribers (email, name, municipality, language, topics, status, consent_source, consent_at,"
+            " confirmed_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (address, name, municipality, language or settings.language, ",".join(topics), status, source, moment,
+             moment if confirmed else None, moment, moment),
+        )  # fmt: skip
+        return "added", get(conn, address)  # type: ignore[return-value]
+    current = _subscriber(existing)
+    if current.status in ("unsubscribed", "bounced", "blocked"):
+        raise SubscriberError(
+            f"{address} is {current.status}; it is not added again (only the person can sign up again)."
+        )
+    changes: dict[str, Any] = {}
+    if name and name != current.name:
+        changes["name"] = name
+    if municipality and municipality != current.municipality:
+        changes["municipality"] = municipality
+    if language and language != current.language:
+        changes["language"] = language
+    if topics and topics != current.topics:
+        changes["topics"] = ",".join(topics)
+    if confirmed and current.status == "pending":
+        changes["status"] = "confirmed"
+        changes["confirmed_at"] = moment
+    if not changes:
+        return "unchanged", current
+    changes["updated_at"] = moment
+    conn.execute(
+        f"UPDATE subscribers SET {', '.join(f'{k} = ?' for k in changes)} WHERE id = ?", (*changes.values(), current.id)
+    )
+    return "updated", get(conn, address)  # type: ignore[return-value]
+
+
+def add(
+    conn: sqlite3.Connection,
+    settings: Settings,
+    members: tuple[Member, ...],
+    email: str,
+    *,
+    name: str = "",
+    municipality: str | None = None,
+    language: str | None = None,
+    topics: tuple[str, ...] = (),
+    confirmed: bool = False,
+    source: str = "added by staff (cli)",
+) -> tuple[str, Subscriber]:
+    """Validate and add (or update) one subscriber, in one transaction."""
+    values = dict(
+        name=_name(name),
+        municipality=resolve_municipality(municipality, members),
+        language=_language(language, settings.language),
+        topics=resolve_topics(topics, settings),
+    )
+    with conn:
+        return upsert(conn, settings, email, confirmed=confirmed, source=source, **values)
+
+
+def set_status(conn: sqlite3.Connection, subscriber_id: int, status: str) -> None:
+    """Change a subscriber's status (confirm, unsubscribe, bounce, block), with its timestamp."""
+    moment = timestamp(now())
+    extra = {"confirmed": ", confirmed_at = ?", "unsubscribed": ", unsubscribed_at = ?"}.get(status, "")
+    params = (status, moment, moment) if extra else (status, moment)
+    with conn:
+        conn.execute(f"UPDATE subscribers SET status = ?, updated_at = ?{extra} WHERE id = ?", (*params, subscriber_id))
+
+
+def remove(conn: sqlite3.Connection, email: str) -> Subscriber:
+    """Unsubscribe an address (it stays on record as unsubscribed)."""
+    current = get(conn, email)
+    if current is None:
+        raise SubscriberError(f"{normalize_email(email)} is not on the list.")
+    if current.status != "unsubscribed":
+        set_status(conn, current.id, "unsubscribed")
+    return get_by_id(conn, current.id)  # type: ignore[return-value]
+
+
+def forget(conn: sqlite3.Connection, settings: Settings, email: str) -> None:
+    """Erase a person's data, keeping only a keyed hash of the address."""
+    address = normalize_email(email)
+    digest = forgotten_hash(settings, address)
+    with conn:
+        conn.execute("DELETE FROM subscribers WHERE email = ?", (address,))
+        conn.execute(
+            "INSERT INTO forgotten (hash, forgotten_at) VALUES (?, ?) ON CONFLICT(hash) DO NOTHING",
+            (digest, timestamp(now())),
+        )
+
+
+# --- import and export ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    """What a CSV import did, row by row."""
+
+    added: tuple[tuple[int, str], ...]
+    updated: tuple[tuple[int, str], ...]
+    unchanged: int
+    rejected: tuple[tuple[int, str], ...]
+    dry_run: bool
+
+
+def _columns(header: list[str], path: Path) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for index, raw in enumerate(header):
+        key = raw.strip().lower()
+        for field, aliases in ALIASES.items():
+            if key in aliases and field not in found:
+                found[field] = index
+    if "email" not in found:
+        raise SubscriberError(
+            f"{path}:1: no e-mail column; name one of the columns 'email' or 'e-post' (found: {', '.join(header)})."
+        )
+    return found
+
+
+def import_csv(
+    conn: sqlite3.Connection,
+    settings: Settings,
+    members: tuple[Member, ...],
+    path: Path,
+    *,
+    confirmed: bool = False,
+    dry_run: bool = False,
+) -> ImportReport:
+    """Import subscribers from a CSV file in one transaction (rolled back with ``dry_run``)."""
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except OSError as exc:
+        raise SubscriberError(f"{path}: cannot be read ({exc.strerror}).") from exc
+    except UnicodeDecodeError:
+        raise SubscriberError(f"{path}: not UTF-8 text; save the CSV as UTF-8 (Excel: 'CSV UTF-8').") from None
+    first = text.split("\n", 1)[0]
+    delimiter = ";" if first.count(";") > first.count(",") else ","
+    try:
+        rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
+    except csv.Error as exc:
+        raise SubscriberError(f"{path}: not a readable CSV file ({exc}).") from exc
+    if not rows:
+        raise SubscriberError(f"{path}: the file is empty.")
+    columns = _columns(rows[0], path)
+    added, updated, rejected = [], [], []
+    unchanged = 0
+    seen: dict[str, int] = {}
+    source = f"imported from {path.name}" + (" (consent confirmed by staff)" if confirmed else "")
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for line, row in enumerate(rows[1:], 2):
+            if not any(cell.strip() for cell in row):
+                continue
+
+            def cell(field: str, row: list[str] = row) -> str | None:
+                index = columns.get(field)
+                return row[index] if index is not None and index < len(row) else None
+
+            try:
+                email = normalize_email(cell("email") or "")
+                if email in seen:
+                    raise SubscriberError(f"{email} appears again (first on line {seen[email]}).")
+                seen[email] = line
+                values = dict(
+                    name=_name(cell("name")),
+                    municipality=resolve_municipality(cell("municipality"), members),
+                    language=_language(cell("language"), settings.language),
+                    topics=resolve_topics([cell("topics") or ""], settings),
+                )
+                action, _ = upsert(conn, settings, email, confirmed=confirmed, source=source, **values)
+            except SubscriberError as exc:
+                rejected.append((line, str(exc)))
+                continue
+            if action == "added":
+                added.append((line, email))
+            elif action == "updated":
+                updated.append((line, email))
+            else:
+                unchanged += 1
+        conn.execute("ROLLBACK" if dry_run else "COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return ImportReport(tuple(added), tuple(updated), unchanged, tuple(rejected), dry_run)
+
+
+def listing(conn: sqlite3.Connection, statuses: tuple[str, ...] = ()) -> list[Subscriber]:
+    """Subscribers (with the given statuses, or all), by address."""
+    for status in statuses:
+        if status not in STATUSES:
+            raise SubscriberError(f"unknown status {status!r}; use one of: {', '.join(STATUSES)}.")
+    if statuses:
+        marks = ",".join("?" * len(statuses))
+        rows = conn.execute(f"SELECT * FROM subscribers WHERE status IN ({marks}) ORDER BY email", statuses)
+    else:
+        rows = conn.execute("SELECT * FROM subscribers ORDER BY email")
+    return [_subscriber(r) for r in rows]
+
+
+def export(subscribers: list[Subscriber], fmt: str) -> str:
+    """CSV (re-importable) or JSON of subscribers with their consent records."""
+    records = [asdict(s) | {"topics": list(s.topics)} for s in subscribers]
+    if fmt == "json":
+        return json.dumps(records, ensure_ascii=False, indent=2) + "\n"
+    out = io.StringIO()
+    fields = [f for f in Subscriber.__dataclass_fields__ if f != "id"]
+    writer = csv.DictWriter(out, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for record in records:
+        writer.writerow(record | {"topics": ",".join(record["topics"])})
+    return out.getvalue()
+
+
+def counts(conn: sqlite3.Connection) -> dict[str, dict[str, int]]:
+    """Numbers of subscribers by status, and of confirmed ones by municipality and language."""
+    result: dict[str, dict[str, int]] = {"status": dict.fromkeys(STATUSES, 0), "municipality": {}, "language": {}}
+    for status, n in conn.execute("SELECT status, COUNT(*) FROM subscribers GROUP BY status"):
+        result["status"][status] = n
+    for key, column in (("municipality", "municipality"), ("language", "language")):
+        for value, n in conn.execute(
+            f"SELECT COALESCE({column}, '-'), COUNT(*) FROM subscribers WHERE status = 'confirmed' GROUP BY 1 ORDER BY 2 DESC"
+        ):
+            result[key][value] = n
+    return result
+
+
+# --- segments ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Who a send goes to: confirmed subscribers by default, narrowed by municipality, language, topic."""
+
+    statuses: tuple[str, ...] = ("confirmed",)
+    municipalities: tuple[str, ...] = ()
+    languages: tuple[str, ...] = ()
+    topics: tuple[str, ...] = ()
+
+
+_TERM = re.compile(r"^\s*(\w+)\s*=\s*(.+?)\s*$")
+
+
+def parse_segment(text: str | None, settings: Settings, members: tuple[Member, ...]) -> Segment:
+    """'municipality=3205,Asker lang=nb topic=klima status=confirmed' -> Segment (terms AND, values OR)."""
+    if not text or not text.strip():
+        return Segment()
+    fields: dict[str, tuple[str, ...]] = {}
+    for term in text.split():
+        match = _TERM.match(term)
+        if not match:
+            raise SubscriberError(
+                f"segment term {term!r} is not name=value; e.g. municipality=3205,3207 lang=nb topic=klima."
+            )
+        name, values = match.group(1).lower(), [v for v in match.group(2).split(",") if v]
+        if name in ("municipality", "kommune"):
+            fields["municipalities"] = tuple(resolve_municipality(v, members) for v in values)  # type: ignore[misc]
+        elif name in ("lang", "language", "språk"):
+            fields["languages"] = tuple(_language(v, settings.language) for v in values)
+        elif name in ("topic", "topics", "tema"):
+            fields["topics"] = resolve_topics(values, settings)
+        elif name == "status":
+            for value in values:
+                if value not in STATUSES:
+                    raise SubscriberError(f"unknown status {value!r}; use one of: {', '.join(STATUSES)}.")
+            fields["statuses"] = tuple(values)
+        else:
+            raise SubscriberError(f"unknown segment field {name!r}; use municipality, lang, topic or status.")
+    return Segment(**fields)
+
+
+def audience(conn: sqlite3.Connection, segment: Segment) -> list[Subscriber]:
+    """The subscribers a segment selects, by address."""
+    where, params = [f"status IN ({','.join('?' * len(segment.statuses))})"], list(segment.statuses)
+    if segment.municipalities:
+        where.append(f"municipality IN ({','.join('?' * len(segment.municipalities))})")
+        params += segment.municipalities
+    if segment.languages:
+        where.append(f"language IN ({','.join('?' * len(segment.languages))})")
+        params += segment.languages
+    rows = conn.execute(f"SELECT * FROM subscribers WHERE {' AND '.join(where)} ORDER BY email", params)
+    found = [_subscriber(r) for r in rows]
+    if segment.topics:
+        found = [s for s in found if set(s.topics) & set(segment.topics)]
+    return found
+
+
+# --- tokens --------------------------------------------------------------------------------------
+
+
+def make_token(settings: Settings, subscriber_id: int, purpose: str) -> str:
+    """A signed token for one subscriber and purpose ('confirm', 'unsubscribe', 'preferences').
+
+    It carries the subscriber's number, never the address."""
+    from itsdangerous import URLSafeTimedSerializer
+
+    if not settings.secret_key:
+        raise SubscriberError("NEWSLETTER_SECRET_KEY is not set: put a long random value in .env (see .env.example).")
+    return URLSafeTimedSerializer(settings.secret_key, salt=f"newsletter-{purpose}").dumps(subscriber_id)
+
+
+def read_token(settings: Settings, token: str, purpose: str) -> int:
+    """The subscriber number in a token; SubscriberError if forged, changed or (confirm) older than 7 days."""
+    from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+
+    if not settings.secret_key:
+        raise SubscriberError("NEWSLETTER_SECRET_KEY is not set.")
+    serializer = URLSafeTimedSerializer(settings.secret_key, salt=f"newsletter-{purpose}")
+    max_age = CONFIRM_DAYS * 86400 if purpose == "confirm" else None
+    try:
+        value = serializer.loads(token, max_age=max_age)
+    except SignatureExpired:
+        raise SubscriberError("the link has expired.") from None
+    except BadSignature:
+        raise SubscriberError("the link is not valid.") from None
+    if not isinstance(value, int):
+        raise SubscriberError("the link is not valid.")
+    return value

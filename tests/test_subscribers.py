@@ -1,0 +1,193 @@
+"""Subscribers from the command line: add, import, export, list, count, remove, forget, show, segments, tokens."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+from conftest import assert_error, write
+
+from newsletter.config import load_settings
+from newsletter.errors import SubscriberError
+from newsletter.store import database
+from newsletter.subscribers import audience, make_token, parse_segment, read_token
+
+KEY = "k" * 40
+
+
+@pytest.fixture(autouse=True)
+def secret(project, monkeypatch):
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", KEY)
+
+
+def rows(project, sql, *params):
+    conn = sqlite3.connect(project / "newsletter.db")
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+def test_add_validates_and_normalises(run, project):
+    result = run("subscribers", "add", "  Kari.Nordmann@EXAMPLE.no ", "--name", "Kari Nordmann", "--municipality", "Lillestrøm",
+                 "--topic", "klima", "--topic", "Areal, transport, mobilitet og logistikk")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "Added: kari.nordmann@example.no (pending)" in result.stdout
+    (row,) = rows(
+        project, "SELECT email, name, municipality, language, topics, status, consent_source FROM subscribers"
+    )
+    assert row == (
+        "kari.nordmann@example.no",
+        "Kari Nordmann",
+        "3205",
+        "nb",
+        "klima,areal",
+        "pending",
+        "added by staff (cli)",
+    )
+    assert "Unchanged" in run("subscribers", "add", "kari.nordmann@example.no").stdout
+    assert (
+        "Updated: kari.nordmann@example.no (confirmed)"
+        in run("subscribers", "add", "Kari.Nordmann@example.no", "--confirmed").stdout
+    )
+
+
+def test_add_errors(run, project):
+    assert_error(run("subscribers", "add", "ikke-en-adresse"), "'ikke-en-adresse' is not a valid e-mail address")
+    assert_error(
+        run("subscribers", "add", "a@example.com", "--municipality", "Bergen"), "unknown municipality 'Bergen'"
+    )
+    assert_error(run("subscribers", "add", "a@example.com", "--topic", "sport"), "unknown topic 'sport'")
+    assert rows(project, "SELECT COUNT(*) FROM subscribers") == [(0,)]
+
+
+def test_names_with_line_breaks_are_made_safe(run, project):
+    run("subscribers", "add", "a@example.com", "--name", "Ola\r\nBcc: alle@example.com")
+    assert rows(project, "SELECT name FROM subscribers") == [("Ola Bcc: alle@example.com",)]
+
+
+CSV = """E-post;Navn;Kommune;Språk;Tema
+kari@example.no;Kari Nordmann;3205;nb;klima
+ola@example.no;Ola Nordmann;Asker;en;areal,klima
+ikke-en-adresse;Feil;;;
+kari@example.no;Kari igjen;;;
+per@example.no;Per;Bergen;;
+åse@eksempel.no;Åse Ås;3030;;
+"""
+
+
+def test_import_reports_line_by_line_and_is_idempotent(run, project, tmp_path):
+    path = write(tmp_path / "liste.csv", "\ufeff" + CSV)
+    result = run("subscribers", "import", str(path), "--confirmed")
+    assert result.exit_code == 1  # some rows were rejected
+    assert "Added 3, updated 0, unchanged 0, rejected 3." in result.stdout
+    assert "liste.csv:4: rejected: 'ikke-en-adresse' is not a valid e-mail address" in result.stderr
+    assert "liste.csv:5: rejected: kari@example.no appears again (first on line 2)." in result.stderr
+    assert "liste.csv:6: rejected: unknown municipality 'Bergen'" in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("Error: 3 row(s) rejected")
+    assert rows(project, "SELECT email, municipality, language, topics, status FROM subscribers ORDER BY email") == [
+        ("kari@example.no", "3205", "nb", "klima", "confirmed"),
+        ("ola@example.no", "3203", "en", "areal,klima", "confirmed"),
+        ("åse@eksempel.no", "3205", "nb", "", "confirmed"),
+    ]
+    again = run("subscribers", "import", str(path), "--confirmed")
+    assert "Added 0, updated 0, unchanged 3, rejected 3." in again.stdout
+
+
+def test_dry_run_changes_nothing(run, project, tmp_path):
+    path = write(tmp_path / "liste.csv", "email,name\nkari@example.no,Kari\n")
+    result = run("subscribers", "import", str(path), "--dry-run")
+    assert "Would add 1" in result.stdout and "Dry run: nothing was changed." in result.stdout
+    assert rows(project, "SELECT COUNT(*) FROM subscribers") == [(0,)]
+
+
+def test_import_never_resubscribes_the_unsubscribed_or_forgotten(run, project, tmp_path):
+    path = write(tmp_path / "liste.csv", "email,name\nkari@example.no,Kari\nola@example.no,Ola\n")
+    run("subscribers", "import", str(path), "--confirmed")
+    assert "Unsubscribed: kari@example.no" in run("subscribers", "remove", "kari@example.no").stdout
+    assert "Forgotten: ola@example.no" in run("subscribers", "forget", "ola@example.no", "--yes").stdout
+    result = run("subscribers", "import", str(path), "--confirmed")
+    assert "kari@example.no is unsubscribed; it is not added again" in result.stderr
+    assert "ola@example.no asked to be forgotten" in result.stderr
+    assert rows(project, "SELECT email, status FROM subscribers") == [("kari@example.no", "unsubscribed")]
+    assert rows(project, "SELECT COUNT(*) FROM forgotten") == [(1,)]
+    assert not any("ola@example.no" in str(r) for r in rows(project, "SELECT * FROM forgotten"))  # only a hash
+    assert_error(run("subscribers", "add", "ola@example.no"), "asked to be forgotten")
+
+
+def test_malformed_csv(run, project, tmp_path):
+    assert_error(
+        run("subscribers", "import", str(write(tmp_path / "a.csv", "navn,kommune\nKari,3205\n"))),
+        "a.csv:1: no e-mail column",
+    )
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("email,navn\nkari@example.no,Kåre\n".encode("latin-1"))
+    assert_error(run("subscribers", "import", str(latin)), "latin.csv: not UTF-8 text")
+    assert_error(run("subscribers", "import", str(write(tmp_path / "tom.csv", ""))), "tom.csv: the file is empty")
+
+
+def test_export_list_count_show(run, project, tmp_path):
+    path = write(tmp_path / "liste.csv", CSV)
+    run("subscribers", "import", str(path), "--confirmed")
+    run("subscribers", "add", "ny@example.no")
+    exported = run("subscribers", "export", "--format", "json", "--status", "confirmed").stdout
+    data = json.loads(exported)
+    assert [d["email"] for d in data] == ["kari@example.no", "ola@example.no", "åse@eksempel.no"]
+    assert data[0]["consent_source"] == "imported from liste.csv (consent confirmed by staff)" and data[0]["consent_at"]
+    csv_out = run("subscribers", "export").stdout
+    assert csv_out.splitlines()[0].startswith("email,name,municipality,language,topics,status,consent_source")
+    reimport = write(tmp_path / "eksport.csv", csv_out)
+    assert "unchanged 4" in run("subscribers", "import", str(reimport)).stdout  # an export imports back unchanged
+    listing = run("subscribers", "list", "--segment", "municipality=Lillestrøm").stdout
+    assert "kari@example.no" in listing and "åse@eksempel.no" in listing and "ola@" not in listing
+    count = run("subscribers", "count").stdout
+    assert "By status: pending 1, confirmed 3, unsubscribed 0, bounced 0, blocked 0" in count
+    assert "Lillestrøm (3205): 2" in count and "Asker (3203): 1" in count and "nb 2, en 1" in count
+    shown = json.loads(run("subscribers", "show", "Ola@Example.no").stdout)
+    assert shown["name"] == "Ola Nordmann" and shown["topics"] == ["areal", "klima"]
+    assert_error(run("subscribers", "show", "ingen@example.no"), "not on the list")
+
+
+def test_segments(project, run, tmp_path):
+    run("subscribers", "import", str(write(tmp_path / "l.csv", CSV)), "--confirmed")
+    settings = load_settings()
+    from newsletter.emissions import read_members
+
+    members = read_members(settings.emissions_members)
+    with database(settings.database) as conn:
+
+        def emails(text):
+            return [s.email for s in audience(conn, parse_segment(text, settings, members))]
+
+        assert emails(None) == ["kari@example.no", "ola@example.no", "åse@eksempel.no"]
+        assert emails("municipality=3205,3203 lang=nb") == ["kari@example.no", "åse@eksempel.no"]
+        assert emails("topic=klima") == ["kari@example.no", "ola@example.no"]
+        assert emails("kommune=Asker tema=areal") == ["ola@example.no"]
+        assert emails("status=pending") == []
+        for bad, message in (("by=Oslo", "unknown segment field 'by'"), ("municipality", "is not name=value"),
+                             ("status=aktiv", "unknown status 'aktiv'")):  # fmt: skip
+            with pytest.raises(SubscriberError, match=message):
+                parse_segment(bad, settings, members)
+
+
+def test_tokens(project, monkeypatch):
+    settings = load_settings()
+    token = make_token(settings, 42, "unsubscribe")
+    assert read_token(settings, token, "unsubscribe") == 42
+    assert "42" not in token.split(".")[0] or True  # the payload is signed, not secret; it holds no address
+    with pytest.raises(SubscriberError, match="not valid"):
+        read_token(settings, token, "confirm")  # a token is for one purpose
+    with pytest.raises(SubscriberError, match="not valid"):
+        read_token(settings, token[:-2] + ("AA" if token[-2:] != "AA" else "BB"), "unsubscribe")
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", "x" * 40)
+    with pytest.raises(SubscriberError, match="not valid"):
+        read_token(load_settings(), token, "unsubscribe")  # another key
+
+
+def test_forget_needs_the_secret_key(run, project, monkeypatch):
+    monkeypatch.delenv("NEWSLETTER_SECRET_KEY")
+    run("subscribers", "add", "a@example.com")
+    assert_error(run("subscribers", "forget", "a@example.com", "--yes"), "NEWSLETTER_SECRET_KEY is not set")
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", "kort")
+    assert_error(run("subscribers", "list"), "NEWSLETTER_SECRET_KEY: too short")
