@@ -546,6 +546,32 @@ def subscribers_show(state: State, email: str) -> None:
     click.echo(json.dumps(asdict(person), ensure_ascii=False, indent=2))
 
 
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=int, help="Port to listen on.")
+@click.option(
+    "--forwarded-allow-ips",
+    default="127.0.0.1",
+    show_default=True,
+    help="Reverse proxies whose X-Forwarded-For/-Proto headers are trusted (for rate limits and https).",
+)
+@click.pass_obj
+def serve(state: State, host: str, port: int, forwarded_allow_ips: str) -> None:
+    """Serve the public pages: signup, confirm, preferences, unsubscribe (one-click) and /health.
+
+    Run it behind a reverse proxy that terminates HTTPS at the public base_url (see README).
+    """
+    import uvicorn
+
+    from .web import create_app
+
+    app = create_app(state.settings())
+    click.echo(f"Serving on http://{host}:{port}/ (public address {state.settings().base_url}); Ctrl-C stops.")
+    uvicorn.run(
+        app, host=host, port=port, proxy_headers=True, forwarded_allow_ips=forwarded_allow_ips, log_level="info"
+    )
+
+
 def _members_file(settings: Settings) -> Path:
     if settings.emissions_members is None:
         raise ConfigError("newsletter.toml has no emissions.members: set it to the CSV of the region's members.")

@@ -25,11 +25,12 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")
 
 @dataclass(frozen=True)
 class Recipient:
-    """Who one message is for. ``token`` signs their unsubscribe and preference links."""
+    """Who one message is for, with the signed tokens of their unsubscribe and preference links."""
 
     email: str
     name: str = ""
-    token: str = "preview"
+    unsubscribe_token: str = "preview"
+    preferences_token: str = "preview"
     municipality: str | None = None
     language: str | None = None
 
@@ -170,9 +171,14 @@ def recipient_values(
         "municipality_text": block_text,
         "greeting": greeting,
         "email": recipient.email,
-        "unsubscribe_url": unsubscribe_url(settings, recipient.token),
-        "preferences_url": preferences_url(settings, recipient.token),
+        "unsubscribe_url": unsubscribe_url(settings, recipient.unsubscribe_token),
+        "preferences_url": preferences_url(settings, recipient.preferences_token),
     }
+
+
+def confirm_url(settings: Settings, token: str) -> str:
+    """The double opt-in confirmation link for a subscriber's token."""
+    return f"{settings.base_url}/confirm/{token}"
 
 
 def unsubscribe_url(settings: Settings, token: str) -> str:

@@ -110,6 +110,12 @@ class Settings:
     allow_raw_html: bool
     html_warn_kb: int
     database: Path
+    outbox_dir: Path
+    smtp_host: str | None
+    smtp_port: int
+    smtp_security: str
+    smtp_username: str | None
+    smtp_timeout: int
     emissions_members: Path | None
     emissions_region: str
     emissions_sectors: Path | None
@@ -123,6 +129,7 @@ class Settings:
     categories: tuple[Category, ...] = field(default=DEFAULT_CATEGORIES)
     feeds: tuple[FeedConfig, ...] = ()
     secret_key: str | None = field(default=None, repr=False)  # never printed
+    smtp_password: str | None = field(default=None, repr=False)
 
     @property
     def issues_dir(self) -> Path:
@@ -210,6 +217,13 @@ OPTIONS: tuple[Option, ...] = (
         "Signs the links in emails; at least 32 characters.",
         "NEWSLETTER_SECRET_KEY",
     ),
+    Option("outbox_dir", "paths", "outbox", "path", "outbox", "Maildir where messages go when no SMTP host is set."),
+    Option("smtp_host", "smtp", "host", "opt_str", None, "SMTP server; unset: messages go to the local outbox."),
+    Option("smtp_port", "smtp", "port", "int", 587, "SMTP port."),
+    Option("smtp_security", "smtp", "security", "str", "starttls", "starttls, tls or none."),
+    Option("smtp_username", "smtp", "username", "opt_str", None, "SMTP login name."),
+    Option("smtp_password", "smtp", "password", "secret", None, "SMTP password (environment or .env only)."),
+    Option("smtp_timeout", "smtp", "timeout", "int", 30, "Seconds to wait for the SMTP server."),
     Option("emissions_members", "emissions", "members", "opt_path", None, "CSV of the region's member municipalities."),
     Option("emissions_region", "emissions", "region", "str", "Regionen", "The region's name in emission highlights."),
     Option(
@@ -317,8 +331,8 @@ def load_settings(
         if opt.kind == "secret":
             if opt.key in data.get(opt.section, {}):
                 problems.append(f"{path.name}: {opt.toml} is a secret; remove it and set {opt.env} in .env instead")
-            raw = env.get(opt.env)
-            if raw is not None and len(raw.strip()) < 32:
+            raw = (env.get(opt.env) or "").strip() or None  # an empty line in .env means unset
+            if opt.attr == "secret_key" and raw is not None and len(raw.strip()) < 32:
                 problems.append(f"{opt.env}: too short; use at least 32 random characters")
             values[opt.attr] = raw.strip() if raw else None
             continue
@@ -400,6 +414,8 @@ def _convert(opt: Option, raw: Any, root: Path) -> Any:
         return f"{local}@{domain.lower()}"
     if base == "path":
         return (root / text).resolve()
+    if opt.attr == "smtp_security" and text not in ("starttls", "tls", "none"):
+        raise ValueError(f"{text!r} must be starttls, tls or none")
     if opt.key == "list_id" and not _LIST_ID.match(text):
         raise ValueError(f"{text!r} must be a domain-like name such as news.example.org")
     return text

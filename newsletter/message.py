@@ -56,3 +56,36 @@ def build_message(
     msg.set_content(rendered.text.fill(values), subtype="plain", charset="utf-8", cte="quoted-printable")
     msg.add_alternative(rendered.html.fill(values), subtype="html", charset="utf-8", cte="quoted-printable")
     return msg
+
+
+def confirmation_message(
+    settings: Settings, strings: dict[str, str], language: str, email: str, name: str, url: str
+) -> EmailMessage:
+    """The double opt-in email: one link that confirms the subscription."""
+    from markupsafe import escape
+
+    msg = EmailMessage(policy=policy.SMTP)
+    msg["From"] = Address(display_name=settings.sender_name, addr_spec=settings.sender_address)
+    msg["To"] = _address(name, email)
+    msg["Subject"] = clean_name(strings["confirm_subject"].format(name=settings.name))
+    msg["Date"] = format_datetime(datetime.now(UTC))
+    msg["Message-ID"] = make_msgid(domain=settings.list_domain)
+    if settings.reply_to:
+        msg["Reply-To"] = settings.reply_to
+    msg["Auto-Submitted"] = "auto-generated"
+    text = strings["confirm_text"].format(name=settings.name, url=url)
+    msg.set_content(text, subtype="plain", charset="utf-8", cte="quoted-printable")
+    paragraphs = "".join(
+        f"<p>{escape(p)}</p>"
+        if p != url
+        else f'<p><a href="{escape(url)}" style="display:inline-block;background:#0b3a5b;color:#ffffff;padding:12px 20px;'
+        f'border-radius:4px;font-weight:bold;text-decoration:none;">{escape(strings["confirm_button"])}</a></p>'
+        for p in text.split("\n\n")
+    )
+    html = (
+        f'<!doctype html><html lang="{language}">'
+        f'<body style="font-family:Helvetica,Arial,sans-serif;font-size:16px;line-height:1.5;color:#1f2933;">'
+        f"{paragraphs}</body></html>"
+    )
+    msg.add_alternative(html, subtype="html", charset="utf-8", cte="quoted-printable")
+    return msg

@@ -110,7 +110,9 @@ database = "newsletter.db"
 
 ENV_EXAMPLE = """# Secrets and machine-specific settings. Copy to .env and fill in; .env is never committed.
 # Any setting in newsletter.toml can also be set here as NEWSLETTER_<NAME> (see README).
-# The secrets below are for signed links and sending, which later releases read.
+# NEWSLETTER_SECRET_KEY signs the links in emails: at least 32 random characters, e.g. from
+#   python -c "import secrets; print(secrets.token_urlsafe(48))"
+# Without NEWSLETTER_SMTP_HOST, mail goes to the local outbox/ folder instead of being sent.
 NEWSLETTER_SECRET_KEY=
 NEWSLETTER_SMTP_HOST=
 NEWSLETTER_SMTP_PORT=587

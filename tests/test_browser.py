@@ -143,3 +143,34 @@ def test_readable_with_images_off(browser, built, tmp_path):
     assert page.evaluate("[...document.images].every(i => i.naturalWidth === 0)")  # really off
     assert page.evaluate("document.documentElement.lang") == "nb"
     page.close()
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_public_pages_on_a_phone(browser, project, monkeypatch, tmp_path, scheme):
+    """Signup and unsubscribe pages at 375 px: no sideways scrolling, readable contrast, labelled fields."""
+    from test_web import KEY, LiveServer
+
+    from newsletter.store import database
+    from newsletter.subscribers import add, make_token
+    from newsletter.web import create_app
+
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", KEY)
+    settings = load_settings()
+    with database(settings.database) as conn:
+        _, person = add(conn, settings, (), "kari@example.no", confirmed=True)
+    token = make_token(settings, person.id, "unsubscribe")
+    with LiveServer(create_app(settings)) as live:
+        for path, name in (("/signup", "signup"), (f"/unsubscribe/{token}", "unsubscribe")):
+            page = browser.new_page(viewport={"width": 375, "height": 800}, color_scheme=scheme)
+            page.goto(live.url + path)
+            page.screenshot(path=str(tmp_path / f"{name}-375-{scheme}.png"), full_page=True)
+            width = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+            assert width[0] <= width[1], (name, width)
+            result = page.evaluate(CONTRAST_JS, scheme)
+            assert result["failures"] == [], (name, result["failures"])
+            unlabelled = page.evaluate(
+                """[...document.querySelectorAll('input:not([type=hidden]), select')]
+                   .filter(e => !(e.labels && e.labels.length)).map(e => e.name)"""
+            )
+            assert unlabelled == [], (name, unlabelled)
+            page.close()

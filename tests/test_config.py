@@ -98,3 +98,24 @@ def test_find_project_walks_upwards(project):
     assert find_project(deep) == project
     with pytest.raises(ProjectError, match="No newsletter.toml"):
         find_project(project.parent)
+
+
+def test_empty_lines_from_env_example_mean_unset(project):
+    (project / ".env").write_text("NEWSLETTER_SECRET_KEY=\nNEWSLETTER_SMTP_HOST=\n", encoding="utf-8")
+    settings = load_settings()
+    assert settings.secret_key is None and settings.smtp_host is None
+
+
+def test_secrets_only_from_the_environment_and_never_printed(project):
+    path = project / "newsletter.toml"
+    path.write_text(path.read_text(encoding="utf-8") + '\n[smtp]\npassword = "hemmelig"\n', encoding="utf-8")
+    with pytest.raises(
+        ConfigError, match="smtp.password is a secret; remove it and set NEWSLETTER_SMTP_PASSWORD in .env"
+    ):
+        load_settings()
+    path.write_text(path.read_text(encoding="utf-8").replace('password = "hemmelig"', ""), encoding="utf-8")
+    settings = load_settings(
+        environ={"NEWSLETTER_SMTP_PASSWORD": "hemmelig-passord", "NEWSLETTER_SECRET_KEY": "n" * 40}
+    )
+    assert settings.smtp_password == "hemmelig-passord"
+    assert "hemmelig-passord" not in repr(settings) and "n" * 40 not in repr(settings)

@@ -67,7 +67,9 @@ def test_marker_text_in_content_stays_text(project, issue_dir):
     )
     settings = load_settings()
     _, strings, rendered = _render(settings)
-    values = recipient_values(settings, strings, Recipient("hemmelig@example.com", token="tok"))
+    values = recipient_values(
+        settings, strings, Recipient("hemmelig@example.com", unsubscribe_token="tok", preferences_token="tok")
+    )
     html, text = rendered.html.fill(values), rendered.text.fill(values)
     assert "hemmelig@example.com" not in html and "hemmelig@example.com" not in text
     assert html.count("/unsubscribe/tok") == 1  # the footer link only
@@ -78,8 +80,16 @@ def test_mjml_compiled_once_per_issue_and_filled_per_recipient(project):
     settings = load_settings()
     _, strings, rendered = _render(settings)
     assert set(rendered.html.slots) == {"greeting", "unsubscribe_url", "preferences_url"}
-    a = rendered.html.fill(recipient_values(settings, strings, Recipient("a@example.com", "Åse", token="A1")))
-    b = rendered.html.fill(recipient_values(settings, strings, Recipient("b@example.com", "", token="B2")))
+    a = rendered.html.fill(
+        recipient_values(
+            settings, strings, Recipient("a@example.com", "Åse", unsubscribe_token="A1", preferences_token="A1")
+        )
+    )
+    b = rendered.html.fill(
+        recipient_values(
+            settings, strings, Recipient("b@example.com", "", unsubscribe_token="B2", preferences_token="B2")
+        )
+    )
     assert "Hei, Åse!" in a and "/unsubscribe/A1" in a and "/preferences/A1" in a
     assert "Hei!" in b and "/unsubscribe/B2" in b and "A1" not in b
 

@@ -191,3 +191,16 @@ def test_forget_needs_the_secret_key(run, project, monkeypatch):
     assert_error(run("subscribers", "forget", "a@example.com", "--yes"), "NEWSLETTER_SECRET_KEY is not set")
     monkeypatch.setenv("NEWSLETTER_SECRET_KEY", "kort")
     assert_error(run("subscribers", "list"), "NEWSLETTER_SECRET_KEY: too short")
+
+
+def test_database_migrations_are_versioned(project, tmp_path):
+    from newsletter.store import MIGRATIONS, connect
+
+    conn = connect(tmp_path / "ny.db")
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    conn.close()
+    with pytest.raises(Exception, match="newer than this program"):
+        connect(tmp_path / "ny.db")

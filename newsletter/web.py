@@ -1,0 +1,353 @@
+"""The public pages: signup, confirm, preferences, unsubscribe (one-click too) and health.
+
+Starlette, served by uvicorn (`newsletter serve`). The URLs are the ones the emails link to:
+``/signup``, ``/confirm/{token}``, ``/preferences/{token}``, ``/unsubscribe/{token}``.
+Forms carry a CSRF token (double-submit cookie); signup answers the same whether or not the
+address is known, and is rate-limited per client address. A changed or forged link changes
+nothing and gets a friendly page.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import threading
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass
+from typing import Any
+
+import jinja2
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from .compose import clean_name, confirm_url, preferences_url, unsubscribe_url
+from .config import Settings
+from .emissions import Member, read_members
+from .errors import NewsletterError, SubscriberError
+from .i18n import load_strings
+from .message import confirmation_message
+from .render import template_folders
+from .send import transport
+from .store import connect, now, timestamp
+from .subscribers import (
+    forgotten_hash,
+    get,
+    get_by_id,
+    make_token,
+    normalize_email,
+    read_token,
+    resolve_topics,
+    set_status,
+    upsert,
+)
+
+CSRF_COOKIE = "nl_csrf"
+TITLES = {
+    "web/signup.html.j2": "web_signup_title",
+    "web/preferences.html.j2": "web_preferences_title",
+    "web/unsubscribe.html.j2": "web_unsubscribe_title",
+}
+
+
+class RateLimiter:
+    """At most ``limit`` events per ``window`` seconds per key (client address), in memory."""
+
+    def __init__(self, limit: int, window: float) -> None:
+        self.limit, self.window = limit, window
+        self.events: dict[str, deque[float]] = defaultdict(deque)
+        self.lock = threading.Lock()
+
+    def allow(self, key: str) -> bool:
+        moment = time.monotonic()
+        with self.lock:
+            events = self.events[key]
+            while events and events[0] <= moment - self.window:
+                events.popleft()
+            if len(events) >= self.limit:
+                return False
+            events.append(moment)
+            return True
+
+
+@dataclass
+class Site:
+    """What the pages need, made once when the app starts."""
+
+    settings: Settings
+    members: tuple[Member, ...]
+    env: jinja2.Environment
+    strings: dict[str, dict[str, str]]
+    limiter: RateLimiter
+
+    def page(self, request: Request, template: str, lang: str, status: int = 200, **values: Any) -> HTMLResponse:
+        token = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(32)
+        other = "en" if lang == "nb" else "nb"
+        context = {
+            "lang": lang,
+            "t": self.strings[lang],
+            "newsletter_name": self.settings.name,
+            "sender_name": self.settings.sender_name,
+            "postal_address": self.settings.postal_address,
+            "home": f"{self.settings.base_url}/signup",
+            "other_language_url": f"{request.url.path}?lang={other}",
+            "csrf": token,
+            **values,
+        }
+        context.setdefault("title", self.strings[lang][TITLES.get(template, "web_signup_title")])
+        response = HTMLResponse(self.env.get_template(template).render(context), status_code=status)
+        response.set_cookie(
+            CSRF_COOKIE,
+            token,
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+            path="/",
+        )
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["X-Frame-Options"] = "DENY"
+        response.headers["Referrer-Policy"] = "no-referrer"  # tokens are in the URL
+        return response
+
+    def message(
+        self, request: Request, lang: str, title_key: str, text: str, status: int = 200, link: dict | None = None
+    ) -> HTMLResponse:
+        return self.page(
+            request,
+            "web/message.html.j2",
+            lang,
+            status,
+            title=self.strings[lang][title_key],
+            message=text,
+            link=link,
+            notice=status == 200,
+        )
+
+    def municipalities(self) -> list[dict[str, str]]:
+        return sorted(({"number": m.number_2024, "name": m.name} for m in self.members), key=lambda m: m["name"])
+
+    def topics(self, lang: str) -> list[dict[str, str]]:
+        return [{"key": c.key, "label": c.label(lang)} for c in self.settings.categories]
+
+
+def _lang(request: Request, default: str = "nb") -> str:
+    wanted = request.query_params.get("lang")
+    return wanted if wanted in ("nb", "en") else default
+
+
+def _csrf_ok(request: Request, form: Any) -> bool:
+    cookie = request.cookies.get(CSRF_COOKIE, "")
+    sent = str(form.get("csrf", ""))
+    return bool(cookie) and hmac.compare_digest(cookie, sent)
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def create_app(settings: Settings, *, rate_limit: tuple[int, float] = (5, 600.0)) -> Starlette:
+    """The ASGI app for the public pages."""
+    if not settings.secret_key:
+        raise NewsletterError(
+            "NEWSLETTER_SECRET_KEY is not set: the pages sign their links with it; put a long random value in .env."
+        )
+    connect(settings.database).close()  # create and migrate the database before the first request
+    folders = template_folders(settings)
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader([str(p) for p in reversed(folders)]),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    site = Site(
+        settings=settings,
+        members=read_members(settings.emissions_members) if settings.emissions_members else (),
+        env=env,
+        strings={lang: load_strings(folders, lang) for lang in ("nb", "en")},
+        limiter=RateLimiter(*rate_limit),
+    )
+
+    def db():
+        return connect(settings.database)
+
+    async def signup(request: Request) -> Response:
+        lang = _lang(request)
+        form_values = {"email": "", "name": "", "municipality": "", "topics": [], "language": lang}
+        if request.method == "GET":
+            return site.page(request, "web/signup.html.j2", lang, action=f"/signup?lang={lang}", form=form_values,
+                             municipalities=site.municipalities(), topics=site.topics(lang), error=None)  # fmt: skip
+        form = await request.form()
+        if not _csrf_ok(request, form):
+            return site.message(request, lang, "web_bad_link_title", site.strings[lang]["web_bad_form"], 403)
+        if not site.limiter.allow(_client(request)):
+            return site.message(request, lang, "web_bad_link_title", site.strings[lang]["web_too_many"], 429)
+        values = {
+            "email": str(form.get("email", ""))[:320],
+            "name": clean_name(str(form.get("name", "")))[:200],
+            "municipality": str(form.get("municipality", "")),
+            "topics": [str(t) for t in form.getlist("topics")],
+            "language": str(form.get("language", lang)) if form.get("language") in ("nb", "en") else lang,
+        }
+        try:
+            email = normalize_email(values["email"])
+            municipality = (
+                values["municipality"] if values["municipality"] in {m.number_2024 for m in site.members} else None
+            )
+            topics = resolve_topics(values["topics"], settings)
+        except SubscriberError:
+            return site.page(request, "web/signup.html.j2", lang, 400, action=f"/signup?lang={lang}", form=values,
+                             municipalities=site.municipalities(), topics=site.topics(lang),
+                             error=site.strings[lang]["web_invalid_email"])  # fmt: skip
+        await run_in_threadpool(_subscribe, email, values["name"], municipality, values["language"], topics)
+        # The same answer whether the address was new, known, confirmed or blocked: no enumeration.
+        return site.message(request, lang, "web_check_email_title", site.strings[lang]["web_check_email"])
+
+    def _subscribe(email: str, name: str, municipality: str | None, language: str, topics: tuple[str, ...]) -> None:
+        conn = db()
+        try:
+            person = get(conn, email)
+            if person is not None and person.status in ("confirmed", "blocked"):
+                return  # nothing to do, and nothing to tell
+            with conn:
+                conn.execute("DELETE FROM forgotten WHERE hash = ?", (forgotten_hash(settings, email),))
+                if person is not None and person.status in ("unsubscribed", "bounced"):
+                    moment = timestamp(now())
+                    conn.execute(
+                        "UPDATE subscribers SET status = 'pending', consent_source = 'signup form (web)', consent_at = ?,"
+                        " unsubscribed_at = NULL, hard_bounces = 0, updated_at = ? WHERE id = ?",
+                        (moment, moment, person.id),
+                    )
+                elif person is None:
+                    upsert(conn, settings, email, name=name, municipality=municipality, language=language,
+                           topics=topics, source="signup form (web)")  # fmt: skip
+            person = get(conn, email)
+            assert person is not None
+            url = confirm_url(settings, make_token(settings, person.id, "confirm"))
+            message = confirmation_message(
+                settings, site.strings[person.language], person.language, person.email, person.name, url
+            )
+            transport(settings).send(message)
+        finally:
+            conn.close()
+
+    def _person(token: str, purpose: str):
+        subscriber_id = read_token(settings, token, purpose)
+        conn = db()
+        try:
+            person = get_by_id(conn, subscriber_id)
+        finally:
+            conn.close()
+        if person is None:
+            raise SubscriberError("the subscriber no longer exists.")
+        return person
+
+    async def confirm(request: Request) -> Response:
+        lang = _lang(request)
+        try:
+            person = _person(request.path_params["token"], "confirm")
+        except SubscriberError:
+            return site.message(request, lang, "web_bad_link_title", site.strings[lang]["web_bad_link"], 400)
+        lang = _lang(request, person.language)
+        if person.status == "pending":
+            conn = db()
+            try:
+                set_status(conn, person.id, "confirmed")
+            finally:
+                conn.close()
+        elif person.status != "confirmed":
+            return site.message(request, lang, "web_bad_link_title", site.strings[lang]["web_bad_link"], 400)
+        link = {"url": preferences_url(settings, make_token(settings, person.id, "preferences")),
+                "text": site.strings[lang]["web_preferences_link"]}  # fmt: skip
+        return site.message(request, lang, "web_confirmed_title", site.strings[lang]["web_confirmed"], link=link)
+
+    async def preferences(request: Request) -> Response:
+        token = request.path_params["token"]
+        lang = _lang(request)
+        try:
+            person = _person(token, "preferences")
+        except SubscriberError:
+            return site.message(request, lang, "web_bad_link_title", site.strings[lang]["web_bad_link"], 400)
+        lang = _lang(request, person.language)
+        saved = False
+        if request.method == "POST":
+            form = await request.form()
+            if not _csrf_ok(request, form):
+                return site.message(request, lang, "web_bad_link_title", site.strings[lang]["web_bad_form"], 403)
+            municipality = str(form.get("municipality", ""))
+            try:
+                topics = resolve_topics([str(t) for t in form.getlist("topics")], settings)
+            except SubscriberError:
+                topics = person.topics
+            language = str(form.get("language")) if form.get("language") in ("nb", "en") else person.language
+            conn = db()
+            try:
+                with conn:
+                    conn.execute(
+                        "UPDATE subscribers SET name = ?, municipality = ?, language = ?, topics = ?, updated_at = ? WHERE id = ?",
+                        (clean_name(str(form.get("name", "")))[:200],
+                         municipality if municipality in {m.number_2024 for m in site.members} else None,
+                         language, ",".join(topics), timestamp(now()), person.id),
+                    )  # fmt: skip
+                person = get_by_id(conn, person.id)  # type: ignore[assignment]
+            finally:
+                conn.close()
+            lang, saved = person.language, True
+        form_values = {"name": person.name, "municipality": person.municipality or "", "topics": list(person.topics),
+                       "language": person.language}  # fmt: skip
+        return site.page(request, "web/preferences.html.j2", lang, email=person.email, form=form_values, saved=saved,
+                         action=f"/preferences/{token}", municipalities=site.municipalities(), topics=site.topics(lang),
+                         unsubscribe_url=unsubscribe_url(settings, make_token(settings, person.id, "unsubscribe")))  # fmt: skip
+
+    async def unsubscribe(request: Request) -> Response:
+        token = request.path_params["token"]
+        lang = _lang(request)
+        try:
+            person = _person(token, "unsubscribe")
+        except SubscriberError:
+            if request.method == "POST" and "csrf" not in (await request.form()):
+                return PlainTextResponse("invalid link\n", status_code=400)
+            return site.message(request, lang, "web_bad_link_title", site.strings[lang]["web_bad_link"], 400)
+        lang = _lang(request, person.language)
+        if request.method == "GET":
+            # A page with a button: link scanners that follow GET links cannot unsubscribe anyone.
+            return site.page(
+                request, "web/unsubscribe.html.j2", lang, email=person.email, action=f"/unsubscribe/{token}"
+            )
+        form = await request.form()
+        one_click = form.get("List-Unsubscribe") == "One-Click"  # RFC 8058: no cookie, no login
+        if not one_click and not _csrf_ok(request, form):
+            return site.message(request, lang, "web_bad_link_title", site.strings[lang]["web_bad_form"], 403)
+        if person.status != "unsubscribed":
+            conn = db()
+            try:
+                set_status(conn, person.id, "unsubscribed")
+            finally:
+                conn.close()
+        if one_click:
+            return PlainTextResponse("unsubscribed\n")
+        return site.message(request, lang, "web_unsubscribed_title", site.strings[lang]["web_unsubscribed"])
+
+    async def health(request: Request) -> Response:
+        try:
+            conn = db()
+            conn.execute("SELECT 1").fetchone()
+            conn.close()
+        except NewsletterError:
+            return JSONResponse({"status": "error", "database": "unavailable"}, status_code=503)
+        return JSONResponse({"status": "ok"})
+
+    async def home(request: Request) -> Response:
+        return RedirectResponse("/signup", status_code=307)
+
+    return Starlette(
+        routes=[
+            Route("/", home),
+            Route("/signup", signup, methods=["GET", "POST"]),
+            Route("/confirm/{token}", confirm),
+            Route("/preferences/{token}", preferences, methods=["GET", "POST"]),
+            Route("/unsubscribe/{token}", unsubscribe, methods=["GET", "POST"]),
+            Route("/health", health),
+        ]
+    )

@@ -1,0 +1,218 @@
+"""The public pages, driven through a real uvicorn server on loopback with a real HTTP client.
+
+Confirmation emails are read from the real outbox (a Maildir) that the server writes to.
+"""
+
+from __future__ import annotations
+
+import mailbox
+import re
+import sqlite3
+import threading
+import time
+from email import policy
+from email.parser import BytesParser
+
+import httpx
+import pytest
+import uvicorn
+
+from newsletter.config import load_settings
+from newsletter.web import create_app
+
+KEY = "s" * 40
+
+
+class LiveServer:
+    def __init__(self, app):
+        self.config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
+        self.server = uvicorn.Server(self.config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("server did not start")
+            time.sleep(0.02)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@pytest.fixture
+def server(project, monkeypatch):
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", KEY)
+    with LiveServer(create_app(load_settings(), rate_limit=(5, 600))) as live:
+        yield live
+
+
+def outbox(project):
+    box = mailbox.Maildir(project / "outbox", create=False) if (project / "outbox").exists() else None
+    messages = (
+        [BytesParser(policy=policy.default).parsebytes(box.get_bytes(key)) for key in box.iterkeys()] if box else []
+    )
+    return sorted(messages, key=lambda m: m["Date"].datetime)
+
+
+def csrf(page: str) -> str:
+    return re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+
+
+def link(message, path: str) -> str:
+    text = next(p for p in message.iter_parts() if p.get_content_type() == "text/plain").get_content()
+    return re.search(rf"https://nyhetsbrev\.osloregionen\.no(/{path}/\S+)", text).group(1)
+
+
+def status(project, email):
+    conn = sqlite3.connect(project / "newsletter.db")
+    try:
+        row = conn.execute(
+            "SELECT status, name, municipality, language, topics FROM subscribers WHERE email = ?", (email,)
+        ).fetchone()
+        return row
+    finally:
+        conn.close()
+
+
+def signup(client, **fields):
+    page = client.get("/signup").text
+    data = {"csrf": csrf(page), "email": "", "name": "", "municipality": "", "language": "nb", **fields}
+    return client.post("/signup", data=data)
+
+
+def test_signup_confirm_preferences_one_click_unsubscribe(server, project):
+    with httpx.Client(base_url=server.url) as client:
+        form = client.get("/signup")
+        assert form.status_code == 200 and 'lang="nb"' in form.text
+        assert form.text.count("<option value=") == 65  # 64 members + "choose"
+        answer = signup(
+            client, email="Kari@Example.no", name="Kari Nordmann", municipality="3205", topics=["klima", "areal"]
+        )
+        assert answer.status_code == 200 and "Sjekk e-posten din" in answer.text
+        assert status(project, "kari@example.no") == ("pending", "Kari Nordmann", "3205", "nb", "klima,areal")
+
+        (mail,) = outbox(project)
+        assert mail["To"] == "Kari Nordmann <kari@example.no>"
+        assert mail["Subject"] == "Bekreft påmeldingen til Nyhetsbrev fra Osloregionen"
+        confirm_path = link(mail, "confirm")
+        assert "kari" not in confirm_path.lower()  # no address in the token
+
+        confirmed = client.get(confirm_path)
+        assert confirmed.status_code == 200 and "Du er påmeldt" in confirmed.text
+        assert status(project, "kari@example.no")[0] == "confirmed"
+
+        preferences_path = re.search(
+            r'href="https://nyhetsbrev\.osloregionen\.no(/preferences/[^"]+)"', confirmed.text
+        ).group(1)
+        page = client.get(preferences_path)
+        assert "kari@example.no" in page.text and 'value="3205" selected' in page.text
+        saved = client.post(preferences_path, data={"csrf": csrf(page.text), "name": "Kari N.", "municipality": "3201",
+                                                    "topics": ["fellesskap"], "language": "en"})  # fmt: skip
+        assert saved.status_code == 200 and "Your preferences are saved." in saved.text
+        assert status(project, "kari@example.no") == ("confirmed", "Kari N.", "3201", "en", "fellesskap")
+
+        unsubscribe_path = re.search(
+            r'href="https://nyhetsbrev\.osloregionen\.no(/unsubscribe/[^"]+)"', saved.text
+        ).group(1)
+        shown = client.get(unsubscribe_path)
+        assert shown.status_code == 200 and '<form method="post"' in shown.text
+        assert status(project, "kari@example.no")[0] == "confirmed"  # a GET changes nothing
+
+    # RFC 8058: a POST with this body unsubscribes at once, without cookies or a login.
+    one_click = httpx.post(server.url + unsubscribe_path, content=b"List-Unsubscribe=One-Click",
+                           headers={"Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
+    assert one_click.status_code == 200
+    assert status(project, "kari@example.no")[0] == "unsubscribed"
+
+
+def test_unsubscribe_button(server, project):
+    with httpx.Client(base_url=server.url) as client:
+        signup(client, email="ola@example.no")
+        client.get(link(outbox(project)[0], "confirm"))
+        from newsletter.subscribers import make_token
+
+        settings = load_settings()
+        path = f"/unsubscribe/{make_token(settings, 1, 'unsubscribe')}"
+        page = client.get(path)
+        done = client.post(path, data={"csrf": csrf(page.text)})
+        assert done.status_code == 200 and "Du er meldt av" in done.text
+        assert status(project, "ola@example.no")[0] == "unsubscribed"
+
+
+def test_same_answer_whether_known_or_not(server, project):
+    with httpx.Client(base_url=server.url) as client:
+        first = signup(client, email="kjent@example.no")
+        client.get(link(outbox(project)[0], "confirm"))
+        known = signup(client, email="kjent@example.no")
+        unknown = signup(client, email="ukjent@example.no")
+    strip = lambda html: re.sub(r'value="[^"]*"', "", html)  # noqa: E731
+    assert first.status_code == known.status_code == unknown.status_code == 200
+    assert strip(known.text) == strip(unknown.text)
+    assert len(outbox(project)) == 2  # no second email to the confirmed address
+
+
+def test_forged_changed_and_expired_tokens_change_nothing(server, project, monkeypatch):
+    from itsdangerous import URLSafeTimedSerializer
+
+    with httpx.Client(base_url=server.url) as client:
+        signup(client, email="per@example.no")
+        confirm_path = link(outbox(project)[0], "confirm")
+        for bad in (
+            confirm_path[:-3] + "abc",
+            "/confirm/123.abc.def",
+            "/confirm/" + URLSafeTimedSerializer("feil" * 10, salt="newsletter-confirm").dumps(1),
+        ):
+            response = client.get(bad)
+            assert response.status_code == 400 and "Lenken virker ikke" in response.text
+        assert client.post("/unsubscribe/forfalsket", content=b"List-Unsubscribe=One-Click",
+                           headers={"Content-Type": "application/x-www-form-urlencoded"}).status_code == 400  # fmt: skip
+        assert client.get(confirm_path.replace("/confirm/", "/unsubscribe/")).status_code == 400  # wrong purpose
+        assert status(project, "per@example.no")[0] == "pending"
+        # Eight days later the confirmation link has expired (a controlled clock, not a real wait).
+        import itsdangerous.timed
+
+        real = time.time
+        monkeypatch.setattr(itsdangerous.timed.time, "time", lambda: real() + 8 * 86400)
+        assert client.get(confirm_path).status_code == 400
+        monkeypatch.setattr(itsdangerous.timed.time, "time", real)
+        assert client.get(confirm_path).status_code == 200
+
+
+def test_csrf_is_required_on_forms(server, project):
+    with httpx.Client(base_url=server.url) as client:
+        client.get("/signup")
+        forged = client.post("/signup", data={"csrf": "gjettet", "email": "a@example.no"})
+        assert forged.status_code == 403
+    no_cookie = httpx.post(server.url + "/signup", data={"csrf": "x", "email": "a@example.no"})
+    assert no_cookie.status_code == 403
+    assert status(project, "a@example.no") is None
+
+
+def test_rate_limit_per_client(server, project):
+    with httpx.Client(base_url=server.url) as client:
+        codes = [signup(client, email=f"p{n}@example.no").status_code for n in range(7)]
+    assert codes == [200] * 5 + [429, 429]
+
+
+def test_invalid_address_and_header_injection(server, project):
+    with httpx.Client(base_url=server.url) as client:
+        bad = signup(client, email="ikke en adresse")
+        assert (
+            bad.status_code == 400 and "Skriv en gyldig e-postadresse" in bad.text and 'aria-invalid="true"' in bad.text
+        )
+        signup(client, email="x@example.no", name="Eva\r\nBcc: alle@example.com\r\nSubject: hei")
+    (mail,) = outbox(project)
+    assert mail["Bcc"] is None and mail["To"].addresses[0].addr_spec == "x@example.no"
+    assert "\n" not in mail["To"].addresses[0].display_name
+
+
+def test_health_and_english(server):
+    assert httpx.get(server.url + "/health").json() == {"status": "ok"}
+    page = httpx.get(server.url + "/signup?lang=en").text
+    assert 'lang="en"' in page and "Subscribe to the newsletter" in page and "Climate and environment" in page
