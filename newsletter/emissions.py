@@ -177,120 +177,235 @@ def _number(value: object) -> float | None:
     return result
 
 
-def read_emissions(
-    path: Path, known_sectors: Iterable[str]
-) -> tuple[dict[tuple[str, int, str], float], dict[str, tuple[str, str]], ImportReport]:
-    """Read and validate a whole file, summed per (municipality, year, sector). Writes nothing."""
-    suffix = path.suffix.lower()
-    if suffix in (".xlsx", ".xlsm", ".xls", ".ods"):
-        rows = _rows_xlsx(path)
-    elif suffix in (".csv", ".txt"):
-        rows = _rows_csv(path)
-    else:
-        raise EmissionsError(f"{path}: unknown file type {suffix or '(none)'}; give an .xlsx workbook or a .csv file.")
-    if not path.is_file():
-        raise EmissionsError(f"{path}: no such file.")
+def _find_header(path: Path, line: int, row: list[object]) -> dict[str, int] | None:
+    """The column positions if this row is the header; None for rows above it."""
+    keys = [_header_key(cell) for cell in row]
+    if "kommunenummer" in keys:
+        missing = [COLUMNS[k] for k in _REQUIRED if k not in keys]
+        if missing:
+            raise EmissionsError(
+                f"{path}:{line}: missing column(s) {', '.join(missing)}; the file must have {', '.join(COLUMNS.values())}."
+            )
+        return {k: keys.index(k) for k in _REQUIRED}
+    if line > 30:
+        raise EmissionsError(
+            f"{path}: no header row with '{COLUMNS['kommunenummer']}' in the first 30 rows; "
+            f"the file must have the columns {', '.join(COLUMNS.values())}."
+        )
+    return None
 
-    header: dict[str, int] | None = None
-    totals: dict[tuple[str, int, str], list[float]] = {}
-    names: dict[str, tuple[str, str]] = {}
-    number_cache: dict[object, str | None] = {}
-    year_cache: dict[object, int] = {}
-    label_cache: dict[object, str] = {}
-    i_number = i_year = i_value = i_sector = i_name = i_county = last = 0
-    known = set(known_sectors)
-    unknown: set[str] = set()
-    sectors: set[str] = set()
-    years: set[int] = set()
-    count = zeros = empties = ignored = 0
-    for line, row in rows:
-        if header is None:
-            keys = [_header_key(cell) for cell in row]
-            if "kommunenummer" in keys:
-                missing = [COLUMNS[k] for k in _REQUIRED if k not in keys]
-                if missing:
-                    raise EmissionsError(
-                        f"{path}:{line}: missing column(s) {', '.join(missing)}; the file must have "
-                        f"{', '.join(COLUMNS.values())}."
-                    )
-                header = {k: keys.index(k) for k in _REQUIRED}
-                i_number, i_year, i_value = header["kommunenummer"], header["år"], header[_VALUE]
-                i_sector, i_name, i_county = header["sektor"], header["kommune"], header["fylke"]
-                last = max(header.values())
-            elif line > 30:
-                raise EmissionsError(
-                    f"{path}: no header row with '{COLUMNS['kommunenummer']}' in the first 30 rows; "
-                    f"the file must have the columns {', '.join(COLUMNS.values())}."
-                )
-            continue
-        # The hot loop of a 600,000-row import: labels, numbers and years repeat, so each
-        # distinct raw value is cleaned once and looked up after that.
-        if len(row) <= last:
-            row = [*row, *([""] * (last + 1 - len(row)))]
-        raw_number = row[i_number]
-        number = number_cache.get(raw_number, "")
+
+class _Aggregator:
+    """Validates rows and sums them per (municipality, year, sector)."""
+
+    def __init__(self, path: Path, header: dict[str, int], known: set[str]) -> None:
+        self.path, self.known = path, known
+        self.i_number, self.i_year, self.i_value = header["kommunenummer"], header["år"], header[_VALUE]
+        self.i_sector, self.i_name, self.i_county = header["sektor"], header["kommune"], header["fylke"]
+        self.last = max(header.values())
+        self.totals: dict[tuple[str, int, str], list[float]] = {}
+        self.names: dict[str, tuple[str, str]] = {}
+        self.number_cache: dict[object, str | None] = {}
+        self.year_cache: dict[object, int] = {}
+        self.label_cache: dict[object, str] = {}
+        self.unknown: set[str] = set()
+        self.sectors: set[str] = set()
+        self.years: set[int] = set()
+        self.count = self.zeros = self.empties = self.ignored = 0
+
+    def add(self, line: int, row: list[object]) -> None:
+        """One data row. The hot path of a 600,000-row import: labels, numbers and years
+        repeat, so each distinct raw value is cleaned once and looked up after that."""
+        if len(row) <= self.last:
+            row = [*row, *([""] * (self.last + 1 - len(row)))]
+        raw_number = row[self.i_number]
+        number = self.number_cache.get(raw_number, "")
         if number == "":
-            number = number_cache[raw_number] = _municipality_number(raw_number)
+            number = self.number_cache[raw_number] = _municipality_number(raw_number)
         if number is None:
-            ignored += 1  # sum rows ("Hele landet"), notes and empty rows have no municipality number
-            continue
-        raw_year = row[i_year]
-        year = year_cache.get(raw_year)
+            self.ignored += 1  # sum rows ("Hele landet"), notes and empty rows have no municipality number
+            return
+        raw_year = row[self.i_year]
+        year = self.year_cache.get(raw_year)
         if year is None:
             try:
-                year = year_cache[raw_year] = int(float(str(raw_year).strip()))
+                year = self.year_cache[raw_year] = int(float(str(raw_year).strip()))
             except ValueError:
-                raise EmissionsError(f"{path}:{line}: year {raw_year!r} is not a year; check column År.") from None
-        value = row[i_value]
+                raise EmissionsError(f"{self.path}:{line}: year {raw_year!r} is not a year; check column År.") from None
+        value = row[self.i_value]
         if value.__class__ is not float:
             try:
                 value = _number(value)
             except ValueError:
                 raise EmissionsError(
-                    f"{path}:{line}: emission {row[i_value]!r} is not a number; check column {COLUMNS[_VALUE]}."
+                    f"{self.path}:{line}: emission {row[self.i_value]!r} is not a number; check column {COLUMNS[_VALUE]}."
                 ) from None
             if value is None:
-                empties += 1
+                self.empties += 1
                 value = 0.0
-        raw_sector = row[i_sector]
-        sector = label_cache.get(raw_sector)
+        raw_sector = row[self.i_sector]
+        sector = self.label_cache.get(raw_sector)
         if sector is None:
-            sector = label_cache[raw_sector] = clean_label(raw_sector)
+            sector = self.label_cache[raw_sector] = clean_label(raw_sector)
             if not sector:
-                raise EmissionsError(f"{path}:{line}: the sector is empty; check column Sektor.")
-            if sector not in known:
-                unknown.add(sector)
-            sectors.add(sector)
-        count += 1
+                raise EmissionsError(f"{self.path}:{line}: the sector is empty; check column Sektor.")
+            if sector not in self.known:
+                self.unknown.add(sector)
+            self.sectors.add(sector)
+        self.count += 1
         if value == 0.0:
-            zeros += 1
+            self.zeros += 1
         key = (number, year, sector)
-        bucket = totals.get(key)
+        bucket = self.totals.get(key)
         if bucket is None:
-            totals[key] = [value]
-            years.add(year)
-            if number not in names:
-                names[number] = (clean_label(row[i_name]), clean_label(row[i_county]))
+            self.totals[key] = [value]
+            self.years.add(year)
+            if number not in self.names:
+                self.names[number] = (clean_label(row[self.i_name]), clean_label(row[self.i_county]))
         else:
             bucket.append(value)
-    if header is None:
+
+    def add_block(self, block: bytes, strings: list[str], width: int) -> None:
+        """All rows of a block of sheet XML. Rows of the usual shape skip building cell lists:
+        each distinct raw cell is converted once (shared-string indexes repeat all the time)."""
+        from .sheets import cell_value, full_rows, rows
+
+        wanted = tuple(sorted({self.i_number, self.i_year, self.i_value, self.i_sector, self.i_name, self.i_county}))
+        matched = full_rows(block, width, wanted)
+        if matched is None:
+            for line, row in rows(block, strings):
+                self.add(line, row)
+            return
+        place = {column: 1 + 2 * rank for rank, column in enumerate(wanted)}  # column -> its attrs in a match
+
+        def value_of(match: tuple[bytes, ...], i: int) -> object:
+            return cell_value(match[place[i]], match[place[i] + 1], strings)
+
+        def slow(match: tuple[bytes, ...]) -> None:
+            row: list[object] = [""] * (self.last + 1)
+            for i in wanted:
+                row[i] = value_of(match, i)
+            self.add(int(match[0]), row)
+
+        # Per column: raw cell value -> what add() would make of it, for text (t="s") and other cells.
+        numbers: tuple[dict, dict] = ({}, {})
+        years: tuple[dict, dict] = ({}, {})
+        sectors: tuple[dict, dict] = ({}, {})
+        bn, by, bv, bs = place[self.i_number], place[self.i_year], place[self.i_value], place[self.i_sector]
+        totals, names = self.totals, self.names
+        for match in matched:
+            attrs = match[bn]
+            cache = numbers[b't="s"' in attrs]
+            number = cache.get(match[bn + 1], "")
+            if number == "":
+                number = cache[match[bn + 1]] = _municipality_number(value_of(match, self.i_number))
+            if number is None:
+                self.ignored += 1
+                continue
+            attrs = match[by]
+            cache = years[b't="s"' in attrs]
+            year = cache.get(match[by + 1])
+            attrs = match[bs]
+            sector_cache = sectors[b't="s"' in attrs]
+            sector = sector_cache.get(match[bs + 1])
+            raw_value = match[bv + 1]
+            if year is None or sector is None or not raw_value or b't="' in match[bv]:
+                slow(match)  # first sight of a year or sector, or an unusual value: the full checks
+                cache[match[by + 1]] = self.year_cache[value_of(match, self.i_year)]
+                sector_cache[match[bs + 1]] = self.label_cache[value_of(match, self.i_sector)]
+                continue
+            value = float(raw_value)
+            self.count += 1
+            if value == 0.0:
+                self.zeros += 1
+            key = (number, year, sector)
+            bucket = totals.get(key)
+            if bucket is None:
+                totals[key] = [value]
+                self.years.add(year)
+                if number not in names:
+                    names[number] = (
+                        clean_label(value_of(match, self.i_name)),
+                        clean_label(value_of(match, self.i_county)),
+                    )
+            else:
+                bucket.append(value)
+
+
+def _read_xlsx_streaming(path: Path, known: set[str]) -> _Aggregator | None:
+    """Read the sheet block by block with the streaming reader (flat memory).
+    None when this reader cannot handle the workbook (calamine takes over)."""
+    from .sheets import UnsupportedSheet, XlsxSheet, rows
+
+    try:
+        sheet = XlsxSheet(path, SHEET)
+    except UnsupportedSheet:
+        return None
+    if sheet.part is None:
+        raise EmissionsError(
+            f"{path}: no sheet named '{SHEET}' (the workbook has: {', '.join(sheet.sheet_names)}); "
+            "use Miljødirektoratet's file as published."
+        )
+    blocks = sheet.blocks()
+    header = aggregate = None
+    width = 0
+    for block in blocks:  # the header, and the rest of its block, in this process
+        for line, row in rows(block, sheet.strings):
+            if aggregate is not None:
+                aggregate.add(line, row)
+            else:
+                header = _find_header(path, line, row)
+                if header is not None:
+                    aggregate, width = _Aggregator(path, header, known), len(row)
+        if aggregate is not None:
+            break
+    if aggregate is None or header is None:
+        return _Aggregator(path, {k: 0 for k in _REQUIRED}, known) if header else None
+    for block in blocks:
+        aggregate.add_block(block, sheet.strings, width)
+    return aggregate
+
+
+def read_emissions(
+    path: Path, known_sectors: Iterable[str]
+) -> tuple[dict[tuple[str, int, str], float], dict[str, tuple[str, str]], ImportReport]:
+    """Read and validate a whole file, summed per (municipality, year, sector). Writes nothing."""
+    suffix = path.suffix.lower()
+    if suffix not in (".xlsx", ".xlsm", ".xls", ".ods", ".csv", ".txt"):
+        raise EmissionsError(f"{path}: unknown file type {suffix or '(none)'}; give an .xlsx workbook or a .csv file.")
+    if not path.is_file():
+        raise EmissionsError(f"{path}: no such file.")
+    known = set(known_sectors)
+    aggregate = None
+    if suffix in (".xlsx", ".xlsm"):
+        aggregate = _read_xlsx_streaming(path, known)
+    if aggregate is None:
+        rows = _rows_csv(path) if suffix in (".csv", ".txt") else _rows_xlsx(path)
+        for line, row in rows:
+            if aggregate is not None:
+                aggregate.add(line, row)
+            else:
+                header = _find_header(path, line, row)
+                if header is not None:
+                    aggregate = _Aggregator(path, header, known)
+    if aggregate is None:
         raise EmissionsError(f"{path}: the file is empty or has no header row with {COLUMNS['kommunenummer']}.")
-    if count == 0:
+    if aggregate.count == 0:
         raise EmissionsError(f"{path}: no emission rows under the header; is it the right file?")
     report = ImportReport(
         release="",
         source=path.name,
-        rows=count,
-        municipalities=len(names),
-        years=tuple(sorted(years)),
-        sectors=tuple(sorted(sectors)),
-        unknown_sectors=tuple(sorted(unknown)),
-        zero_rows=zeros,
-        empty_values=empties,
-        ignored_rows=ignored,
+        rows=aggregate.count,
+        municipalities=len(aggregate.names),
+        years=tuple(sorted(aggregate.years)),
+        sectors=tuple(sorted(aggregate.sectors)),
+        unknown_sectors=tuple(sorted(aggregate.unknown)),
+        zero_rows=aggregate.zeros,
+        empty_values=aggregate.empties,
+        ignored_rows=aggregate.ignored,
         numbering="",
     )
-    return {key: math.fsum(values) for key, values in totals.items()}, names, report
+    return {key: math.fsum(values) for key, values in aggregate.totals.items()}, aggregate.names, report
 
 
 def _numbering(numbers: Iterable[str], members: tuple[Member, ...]) -> str:

@@ -144,12 +144,14 @@ def write_csv(path: Path, data: list[list[object]], norwegian: bool = False) -> 
     return path
 
 
-def write_xlsx(path: Path, data: list[list[object]], co2_subscript: bool = True) -> Path:
-    """A workbook like the published one: an overview sheet first, then 'Oversikt - detaljert'."""
+def write_xlsx(path: Path, data: list[list[object]], co2_subscript: bool = True, shared_strings: bool = False) -> Path:
+    """A workbook like the published one: an overview sheet first, then 'Oversikt - detaljert'.
+
+    Text as inline strings (xlsxwriter's constant-memory mode), or as shared strings like Excel."""
     import xlsxwriter
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    workbook = xlsxwriter.Workbook(str(path), {"constant_memory": True})
+    workbook = xlsxwriter.Workbook(str(path), {"constant_memory": not shared_strings})
     overview = workbook.add_worksheet("Oversikt - sektorfordelt")
     overview.write_row(0, 0, ["SYNTETISKE DATA – ikke Miljødirektoratets tall"])
     sheet = workbook.add_worksheet("Oversikt - detaljert")

@@ -53,6 +53,7 @@ def fixture_files(tmp_path_factory):
         "csv": synth.write_csv(folder / "kommune.csv", rows_2024),
         "csv-nb": synth.write_csv(folder / "kommune-excel.csv", rows_2024, norwegian=True),
         "xlsx-2020": synth.write_xlsx(folder / "kommune-2020.xlsx", rows_2020, co2_subscript=False),
+        "xlsx-shared": synth.write_xlsx(folder / "kommune-delt.xlsx", rows_2024, shared_strings=True),
     }
 
 
@@ -69,7 +70,7 @@ def _region(settings, release="r", start=2019, end=2020):
         return summarize(conn, release, "Osloregionen", [n for m in members for n in m.numbers], start, end)
 
 
-@pytest.mark.parametrize("kind", ["xlsx", "csv", "csv-nb", "xlsx-2020"])
+@pytest.mark.parametrize("kind", ["xlsx", "csv", "csv-nb", "xlsx-2020", "xlsx-shared"])
 def test_reference_table_from_every_file_form(project, fixture_files, kind):
     settings = load_settings()
     report = _import(settings, fixture_files[kind])
@@ -302,3 +303,40 @@ def test_stored_rows_are_per_municipality_year_and_sector(project):
     conn = sqlite3.connect(settings.database)
     stored = conn.execute("SELECT COUNT(*) FROM emissions WHERE release = 'r'").fetchone()[0]
     assert stored == 70 * 4 * 9 < report.rows  # summed over sources and gases
+
+
+@pytest.mark.parametrize("kind", ["xlsx", "xlsx-shared", "xlsx-2020"])
+def test_streaming_reader_agrees_with_calamine(fixture_files, kind):
+    """The streaming .xlsx reader (fast and general paths) gives exactly what calamine gives."""
+    from newsletter.emissions import _Aggregator, _find_header, _rows_xlsx, read_emissions
+
+    path = fixture_files[kind]
+    totals, names, report = read_emissions(path, synth.REFERENCE)
+    aggregate = None
+    for line, row in _rows_xlsx(path):
+        if aggregate is not None:
+            aggregate.add(line, row)
+        elif (header := _find_header(path, line, row)) is not None:
+            aggregate = _Aggregator(path, header, set(synth.REFERENCE))
+    assert {k: round(v, 6) for k, v in totals.items()} == {k: round(sum(v), 6) for k, v in aggregate.totals.items()}
+    assert names == aggregate.names and report.rows == aggregate.count and report.zero_rows == aggregate.zeros
+
+
+def test_streaming_reader_handles_gaps_formulas_and_escapes(tmp_path):
+    """Rows with empty cells left out, formulas, inline and escaped strings take the general path."""
+    import xlsxwriter
+
+    from newsletter.emissions import read_emissions
+
+    path = tmp_path / "rar.xlsx"
+    workbook = xlsxwriter.Workbook(str(path))
+    sheet = workbook.add_worksheet("Oversikt - detaljert")
+    sheet.write_row(0, 0, synth.HEADER)
+    sheet.write_row(1, 0, ["Oslo", "0301", "Oslo", 2020, "Veitrafikk", "Personbiler", "CO2", 10.5])
+    sheet.write_row(2, 1, ["0301", "Oslo", 2020, "Veitrafikk_x000D_", "Personbiler", "CH4"])  # no county, no value
+    sheet.write_formula(2, 7, "=1+1", None, 2)
+    sheet.write_row(3, 0, ["Oslo", "0301", "Oslo", 2020, "Luftfart & co", "Fly", "CO2", 1])
+    workbook.close()
+    totals, names, report = read_emissions(path, ["Veitrafikk", "Luftfart & co"])
+    assert totals == {("0301", 2020, "Veitrafikk"): 12.5, ("0301", 2020, "Luftfart & co"): 1.0}
+    assert report.unknown_sectors == () and names["0301"] == ("Oslo", "Oslo")
