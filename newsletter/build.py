@@ -41,6 +41,7 @@ class Prepared:
     rendered: RenderedIssue
     strings: dict[str, str]
     logo: Path | None
+    news: tuple[FeedItem, ...]
     warnings: tuple[str, ...]
 
 
@@ -92,7 +93,7 @@ def prepare(settings: Settings, ref: str | None = None) -> Prepared:
         warnings.append(
             f"{display(issue.path / 'issue.md')}: no preheader; add 'preheader: ...', the line inboxes show after the subject."
         )
-    return Prepared(issue, rendered, strings, logo, tuple(warnings))
+    return Prepared(issue, rendered, strings, logo, news, tuple(warnings))
 
 
 def issue_news(settings: Settings, issue: Issue) -> tuple[FeedItem, ...]:

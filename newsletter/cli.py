@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import traceback
 from dataclasses import dataclass
 from datetime import date
@@ -570,6 +571,118 @@ def serve(state: State, host: str, port: int, forwarded_allow_ips: str) -> None:
     uvicorn.run(
         app, host=host, port=port, proxy_headers=True, forwarded_allow_ips=forwarded_allow_ips, log_level="info"
     )
+
+
+@cli.command()
+@click.argument("issue", required=False)
+@click.option(
+    "--segment", help="Who gets it: e.g. 'municipality=3205,Asker lang=nb topic=klima' (default: all confirmed)."
+)
+@click.option(
+    "--test",
+    "tests",
+    multiple=True,
+    metavar="ADDRESS",
+    help="Send only to this address, subject [TEST]; repeatable. Records nothing.",
+)
+@click.option(
+    "--limit", type=click.IntRange(min=1), help="Send at most N messages in this run; the rest wait for the next."
+)
+@click.option("--dry-run", is_flag=True, help="Show who would get it; send and record nothing.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation (for scripts and cron).")
+@click.option("--retry-failed", is_flag=True, help="Try the recipients that failed temporarily once more.")
+@click.pass_obj
+def send(
+    state: State,
+    issue: str | None,
+    segment: str | None,
+    tests: tuple[str, ...],
+    limit: int | None,
+    dry_run: bool,
+    yes: bool,
+    retry_failed: bool,
+) -> None:
+    """Send ISSUE (default: the newest) to the subscribers, or resume its interrupted delivery.
+
+    Every recipient is recorded before the first message leaves, so running the same command
+    again after a crash or Ctrl-C goes on where it stopped. Exits 0 only when nobody is left.
+    Without NEWSLETTER_SMTP_HOST the messages go to the local outbox/ folder.
+    """
+    import signal
+    import sys
+    import threading
+
+    from .send import execute_send, plan_send, send_test
+
+    settings = state.settings()
+    if tests:
+        for address, where in send_test(settings, issue, tests):
+            click.echo(f"Test sent to {address} ({where})")
+        return
+    plan, prepared = plan_send(settings, issue, segment, retry_failed)
+    _warn(prepared.warnings)
+    what = "resume delivery" if plan.resuming else "send"
+    click.echo(f"{plan.issue}: {plan.subject!r} -> {plan.audience} recipient(s) via {plan.via}")
+    if dry_run:
+        for address in plan.sample:
+            click.echo(f"  {address}")
+        if plan.audience > len(plan.sample):
+            click.echo(f"  ... and {plan.audience - len(plan.sample)} more")
+        click.echo("Dry run: nothing was sent or recorded.")
+        return
+    if not yes:
+        if not sys.stdin.isatty():
+            raise click.ClickException("not on a terminal: add --yes to send without being asked.")
+        click.confirm(f"{what.capitalize()} {plan.issue} to {plan.audience} recipient(s)?", abort=True)
+    stop = threading.Event()
+
+    def graceful(signum, frame):
+        click.echo("\nStopping after the messages in flight (Ctrl-C again to stop at once) ...", err=True)
+        stop.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous = signal.signal(signal.SIGINT, graceful)
+    started, last = time.monotonic(), [0.0]
+
+    def progress(now_summary) -> None:
+        done = now_summary.sent + now_summary.failed + now_summary.gave_up + now_summary.skipped
+        elapsed = max(time.monotonic() - started, 1e-6)
+        if time.monotonic() - last[0] >= (1 if sys.stdout.isatty() else 10):
+            last[0] = time.monotonic()
+            rate = now_summary.sent / elapsed
+            eta = (now_summary.pending / rate) if rate else 0
+            end = "\r" if sys.stdout.isatty() else "\n"
+            click.echo(f"{done}/{now_summary.total} done, {rate:.1f} msg/s, about {eta:.0f} s left", nl=False)
+            click.echo(end, nl=False)
+
+    try:
+        result = execute_send(
+            settings, plan, prepared, segment, limit=limit, retry_failed=retry_failed, stop=stop, progress=progress
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    click.echo(result.line)
+    for address, reason in result.failures[:20]:
+        click.echo(f"  failed {address}: {reason}", err=True)
+    if "outbox" in plan.via:
+        click.echo(f"The messages are in {settings.outbox_dir} (a Maildir); set NEWSLETTER_SMTP_HOST to send for real.")
+    if result.pending:
+        raise click.ClickException(
+            f"{result.pending} recipient(s) left for retry; run the same command again (or let 'newsletter run-due' do it)."
+        )
+
+
+@cli.command()
+@click.argument("issue", required=False)
+@click.pass_obj
+def status(state: State, issue: str | None) -> None:
+    """Show the delivery of ISSUE (default: the newest): counts, and every failure with its reason."""
+    from .send import delivery_status
+
+    result = delivery_status(state.settings(), issue)
+    click.echo(result.line)
+    for address, reason in result.failures:
+        click.echo(f"  failed {address}: {reason}")
 
 
 def _members_file(settings: Settings) -> Path:

@@ -116,6 +116,12 @@ class Settings:
     smtp_security: str
     smtp_username: str | None
     smtp_timeout: int
+    send_connections: int
+    send_per_second: int
+    send_per_hour: int
+    send_max_attempts: int
+    send_retry_seconds: int
+    send_bounce_after: int
     emissions_members: Path | None
     emissions_region: str
     emissions_sectors: Path | None
@@ -224,6 +230,21 @@ OPTIONS: tuple[Option, ...] = (
     Option("smtp_username", "smtp", "username", "opt_str", None, "SMTP login name."),
     Option("smtp_password", "smtp", "password", "secret", None, "SMTP password (environment or .env only)."),
     Option("smtp_timeout", "smtp", "timeout", "int", 30, "Seconds to wait for the SMTP server."),
+    Option("send_connections", "sending", "connections", "int", 4, "SMTP connections used at once."),
+    Option("send_per_second", "sending", "per_second", "int0", 0, "At most this many messages a second (0: no limit)."),
+    Option("send_per_hour", "sending", "per_hour", "int0", 0, "At most this many messages an hour (0: no limit)."),
+    Option("send_max_attempts", "sending", "max_attempts", "int", 5, "Tries per recipient for temporary failures."),
+    Option(
+        "send_retry_seconds", "sending", "retry_seconds", "int0", 30, "First wait before a retry; doubles each time."
+    ),
+    Option(
+        "send_bounce_after",
+        "sending",
+        "bounce_after",
+        "int",
+        2,
+        "Permanent failures before a subscriber is marked bounced.",
+    ),
     Option("emissions_members", "emissions", "members", "opt_path", None, "CSV of the region's member municipalities."),
     Option("emissions_region", "emissions", "region", "str", "Regionen", "The region's name in emission highlights."),
     Option(

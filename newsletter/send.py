@@ -7,15 +7,25 @@ delivery job for whole issues builds on it.
 
 from __future__ import annotations
 
+import hashlib
 import mailbox
 import smtplib
+import sqlite3
 import ssl
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 from .config import Settings
 from .errors import NewsletterError
+from .store import now, parse_timestamp, timestamp
 
 
 class SendError(NewsletterError):
@@ -103,3 +113,568 @@ def transport(settings: Settings) -> Outbox | SMTP:
             settings.smtp_timeout,
         )
     return Outbox(settings.outbox_dir)
+
+
+# --- the delivery job ------------------------------------------------------------------------------
+
+TEMPORARY = "temporary"
+PERMANENT = "permanent"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one message."""
+
+    subscriber: int
+    ok: bool
+    kind: str = ""  # TEMPORARY or PERMANENT when not ok
+    error: str = ""
+    message_id: str = ""
+
+
+@dataclass(frozen=True)
+class Summary:
+    """A delivery's counts after a run."""
+
+    delivery: int
+    issue: str
+    total: int
+    sent: int
+    failed: int  # permanently: the server refused the address
+    gave_up: int  # temporary failures, retried until max_attempts; --retry-failed tries again
+    pending: int
+    skipped: int
+    uncertain: int
+    failures: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def line(self) -> str:
+        """The one-line summary printed at the end of a send."""
+        gave_up = f", {self.gave_up} gave up after retries" if self.gave_up else ""
+        return (
+            f"{self.issue}: {self.sent} sent, {self.failed} failed permanently{gave_up}, {self.pending} left for retry, "
+            f"{self.uncertain} uncertain, {self.skipped} skipped (unsubscribed meanwhile) of {self.total}."
+        )
+
+
+def classify(exc: BaseException) -> tuple[str, str]:
+    """(TEMPORARY | PERMANENT, the server's words) for an exception raised while sending."""
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        code, reply = next(iter(exc.recipients.values()))
+        text = reply.decode(errors="replace") if isinstance(reply, bytes) else str(reply)
+        return (PERMANENT if 500 <= code < 600 else TEMPORARY), f"{code} {text}"
+    if isinstance(exc, smtplib.SMTPResponseException):
+        text = exc.smtp_error.decode(errors="replace") if isinstance(exc.smtp_error, bytes) else str(exc.smtp_error)
+        return (PERMANENT if 500 <= exc.smtp_code < 600 else TEMPORARY), f"{exc.smtp_code} {text}"
+    if isinstance(exc, SendError):
+        return TEMPORARY, str(exc)
+    return TEMPORARY, f"{type(exc).__name__}: {exc}"  # timeouts, dropped connections, refused connections
+
+
+class RateLimit:
+    """Shared by all connections: at most ``per_second`` and ``per_hour`` messages (0: no limit)."""
+
+    def __init__(self, per_second: int, per_hour: int, clock=time.monotonic, sleep=time.sleep) -> None:
+        self.per_second, self.per_hour = per_second, per_hour
+        self.clock, self.sleep = clock, sleep
+        self.sent: deque[float] = deque()
+        self.lock = threading.Lock()
+
+    def wait(self) -> None:
+        """Block until one more message may go."""
+        if not (self.per_second or self.per_hour):
+            return
+        while True:
+            with self.lock:
+                moment = self.clock()
+                while self.sent and self.sent[0] <= moment - 3600:
+                    self.sent.popleft()
+                last_second = sum(1 for t in reversed(self.sent) if t > moment - 1) if self.per_second else 0
+                delay = 0.0
+                if self.per_second and last_second >= self.per_second:
+                    delay = max(delay, self.sent[-self.per_second] + 1 - moment)
+                if self.per_hour and len(self.sent) >= self.per_hour:
+                    delay = max(delay, self.sent[-self.per_hour] + 3600 - moment)
+                if delay <= 0:
+                    self.sent.append(moment)
+                    return
+            self.sleep(min(delay, 1.0))
+
+
+class _Connection:
+    """One persistent connection of a worker thread, reopened after any failure."""
+
+    def __init__(self, via: Outbox | SMTP) -> None:
+        self.via = via
+        self.client: smtplib.SMTP | None = None
+
+    def send(self, message: EmailMessage) -> None:
+        if isinstance(self.via, Outbox):
+            self.via.send(message)
+            return
+        if self.client is None:
+            self.client = self.via.connect()
+        try:
+            refused = self.client.send_message(message)
+        except smtplib.SMTPRecipientsRefused:
+            self.reset()  # the session is still usable, but RSET keeps it clean
+            raise
+        except (smtplib.SMTPServerDisconnected, OSError):
+            self.close()
+            raise
+        except smtplib.SMTPResponseException:
+            self.reset()
+            raise
+        if refused:
+            raise smtplib.SMTPRecipientsRefused(refused)
+
+    def reset(self) -> None:
+        try:
+            if self.client is not None:
+                self.client.rset()
+        except (smtplib.SMTPException, OSError):
+            self.close()
+
+    def close(self) -> None:
+        if self.client is not None:
+            try:
+                self.client.quit()
+            except (smtplib.SMTPException, OSError):
+                self.client.close()
+        self.client = None
+
+
+def content_hash(rendered: Any) -> str:
+    """A fingerprint of what recipients get (subject, HTML and text), to notice later edits."""
+    digest = hashlib.sha256()
+    for piece in (rendered.subject, *rendered.html.parts, *rendered.html.slots, *rendered.text.parts):
+        digest.update(piece.encode("utf-8"))
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+@contextmanager
+def delivery_lock(settings: Settings, issue_id: str) -> Iterator[None]:
+    """One sender per issue at a time: a lock file the OS releases when the process dies."""
+    import fcntl
+
+    folder = settings.build_dir / ".locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = (folder / f"{issue_id}.lock").open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise SendError(
+            f"another send of {issue_id} is running right now; wait for it to finish (see 'newsletter status {issue_id}')."
+        ) from None
+    try:
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+def summary(conn: sqlite3.Connection, delivery: int) -> Summary:
+    """Counts and failures of a delivery."""
+    row = conn.execute("SELECT issue FROM deliveries WHERE id = ?", (delivery,)).fetchone()
+    counts = dict.fromkeys(("pending", "sending", "sent", "failed", "skipped"), 0)
+    for status, n in conn.execute(
+        "SELECT status, COUNT(*) FROM delivery_recipients WHERE delivery = ? GROUP BY status", (delivery,)
+    ):
+        counts[status] = n
+    uncertain, permanent = conn.execute(
+        "SELECT COALESCE(SUM(uncertain), 0), COALESCE(SUM(status = 'failed' AND permanent = 1), 0)"
+        " FROM delivery_recipients WHERE delivery = ?",
+        (delivery,),
+    ).fetchone()
+    failures = tuple(
+        (r[0], f"{'permanent' if r[1] else 'temporary, gave up'}: {r[2]}")
+        for r in conn.execute(
+            "SELECT email, permanent, last_error FROM delivery_recipients WHERE delivery = ? AND status = 'failed'"
+            " ORDER BY email",
+            (delivery,),
+        )
+    )
+    return Summary(
+        delivery=delivery,
+        issue=row["issue"],
+        total=sum(counts.values()),
+        sent=counts["sent"],
+        failed=permanent,
+        gave_up=counts["failed"] - permanent,
+        pending=counts["pending"] + counts["sending"],
+        skipped=counts["skipped"],
+        uncertain=uncertain,
+        failures=failures,
+    )
+
+
+def _recover(conn: sqlite3.Connection, delivery: int) -> int:
+    """After a crash: messages marked 'sending' may or may not have left. Send them again
+    (nobody is lost) and mark them uncertain (they may get two copies). Returns how many."""
+    with conn:
+        cursor = conn.execute(
+            "UPDATE delivery_recipients SET status = 'pending', uncertain = 1, next_attempt = ''"
+            " WHERE delivery = ? AND status = 'sending'",
+            (delivery,),
+        )
+    return cursor.rowcount
+
+
+def create_delivery(
+    conn: sqlite3.Connection,
+    issue_id: str,
+    segment: str,
+    subscribers: list[Any],
+    fingerprint: str,
+    *,
+    status: str = "running",
+    scheduled_at: str | None = None,
+    news_items: tuple[int, ...] = (),
+) -> int:
+    """Record the delivery and every recipient in one transaction, before any message leaves."""
+    from .feeds import mark_sent
+
+    moment = timestamp(now())
+    with conn:
+        cursor = conn.execute(
+            "INSERT INTO deliveries (issue, segment, content_hash, status, scheduled_at, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (issue_id, segment, fingerprint, status, scheduled_at, moment),
+        )
+        delivery = cursor.lastrowid
+        conn.executemany(
+            "INSERT INTO delivery_recipients (delivery, subscriber, email, status) VALUES (?, ?, ?, 'pending')",
+            [(delivery, s.id, s.email) for s in subscribers],
+        )
+    if news_items:
+        mark_sent(conn, issue_id, news_items)  # the issue's news counts as used from now on
+    return delivery  # type: ignore[return-value]
+
+
+def run_delivery(
+    settings: Settings,
+    conn: sqlite3.Connection,
+    delivery: int,
+    prepared: Any,
+    *,
+    limit: int | None = None,
+    stop: threading.Event | None = None,
+    progress: Any = None,
+    max_wait: float = 900.0,
+) -> Summary:
+    """Send what is due in a delivery over several persistent connections, with the rate limit,
+    retries with backoff, and a record of every outcome. Safe to call again after any crash."""
+    from queue import Empty, Queue
+
+    from .compose import Recipient
+    from .message import build_message
+    from .subscribers import make_token
+
+    stop = stop or threading.Event()
+    uncertain = _recover(conn, delivery)
+    with conn:
+        conn.execute(
+            "UPDATE deliveries SET status = 'running', started_at = COALESCE(started_at, ?) WHERE id = ?",
+            (timestamp(now()), delivery),
+        )
+    via = transport(settings)
+    jobs: Queue = Queue()
+    results: Queue = Queue()
+    limiter = RateLimit(settings.send_per_second, settings.send_per_hour)
+    workers = 1 if isinstance(via, Outbox) else settings.send_connections
+
+    def work() -> None:
+        connection = _Connection(via)
+        try:
+            while True:
+                job = jobs.get()
+                if job is None:
+                    return
+                subscriber, message = job
+                limiter.wait()
+                try:
+                    connection.send(message)
+                    results.put(Outcome(subscriber, True, message_id=message["Message-ID"]))
+                except Exception as exc:
+                    kind, text = classify(exc)
+                    results.put(Outcome(subscriber, False, kind, text))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=work, daemon=True) for _ in range(workers)]
+    for thread in threads:
+        thread.start()
+
+    def record(outcome: Outcome) -> None:
+        moment = now()
+        if outcome.ok:
+            conn.execute(
+                "UPDATE delivery_recipients SET status = 'sent', attempts = attempts + 1, sent_at = ?, message_id = ?,"
+                " last_error = NULL WHERE delivery = ? AND subscriber = ?",
+                (timestamp(moment), outcome.message_id, delivery, outcome.subscriber),
+            )
+            return
+        attempts = conn.execute(
+            "SELECT attempts + 1 FROM delivery_recipients WHERE delivery = ? AND subscriber = ?",
+            (delivery, outcome.subscriber),
+        ).fetchone()[0]
+        if outcome.kind == PERMANENT or attempts >= settings.send_max_attempts:
+            conn.execute(
+                "UPDATE delivery_recipients SET status = 'failed', permanent = ?, attempts = ?, last_error = ?"
+                " WHERE delivery = ? AND subscriber = ?",
+                (int(outcome.kind == PERMANENT), attempts, outcome.error, delivery, outcome.subscriber),
+            )
+            if outcome.kind == PERMANENT:
+                conn.execute(
+                    "UPDATE subscribers SET hard_bounces = hard_bounces + 1, status = CASE WHEN hard_bounces + 1 >= ?"
+                    " AND status = 'confirmed' THEN 'bounced' ELSE status END, updated_at = ? WHERE id = ?",
+                    (settings.send_bounce_after, timestamp(moment), outcome.subscriber),
+                )
+        else:
+            wait = settings.send_retry_seconds * 2 ** (attempts - 1)
+            conn.execute(
+                "UPDATE delivery_recipients SET status = 'pending', attempts = ?, last_error = ?, next_attempt = ?"
+                " WHERE delivery = ? AND subscriber = ?",
+                (attempts, outcome.error, timestamp(moment + timedelta(seconds=wait)), delivery, outcome.subscriber),
+            )
+
+    in_flight: set[int] = set()
+    dispatched = 0
+    try:
+        while True:
+            # Record whatever finished; block briefly only when every connection is busy.
+            block = len(in_flight) >= workers
+            finished = []
+            try:
+                finished.append(results.get(timeout=0.5) if block else results.get_nowait())
+                while True:
+                    finished.append(results.get_nowait())
+            except Empty:
+                pass
+            if finished:
+                with conn:
+                    for outcome in finished:
+                        record(outcome)
+                        in_flight.discard(outcome.subscriber)
+                if progress:
+                    progress(summary(conn, delivery))
+            if stop.is_set() or (limit is not None and dispatched >= limit):
+                if not in_flight:
+                    break
+                continue
+            room = workers - len(in_flight)
+            if room <= 0:
+                continue
+            if limit is not None:
+                room = min(room, limit - dispatched)
+            due = conn.execute(
+                "SELECT r.subscriber, r.email, s.name, s.municipality, s.status FROM delivery_recipients r"
+                " LEFT JOIN subscribers s ON s.id = r.subscriber WHERE r.delivery = ? AND r.status = 'pending'"
+                " AND r.next_attempt <= ? ORDER BY r.next_attempt, r.subscriber LIMIT ?",
+                (delivery, timestamp(now()), room + len(in_flight)),
+            ).fetchall()
+            due = [row for row in due if row["subscriber"] not in in_flight][:room]
+            if not due:
+                if in_flight:
+                    continue
+                nxt = conn.execute(
+                    "SELECT MIN(next_attempt) FROM delivery_recipients WHERE delivery = ? AND status = 'pending'",
+                    (delivery,),
+                ).fetchone()[0]
+                if nxt is None:
+                    break
+                delay = (parse_timestamp(nxt) - now()).total_seconds()
+                if delay > max_wait:
+                    break  # left for retry: the next 'send' or 'run-due' picks it up
+                stop.wait(max(0.05, min(delay, 5.0)))
+                continue
+            batch = []
+            with conn:
+                for row in due:
+                    if row["status"] != "confirmed":  # unsubscribed (or bounced, blocked, forgotten) meanwhile
+                        conn.execute(
+                            "UPDATE delivery_recipients SET status = 'skipped' WHERE delivery = ? AND subscriber = ?",
+                            (delivery, row["subscriber"]),
+                        )
+                        continue
+                    recipient = Recipient(
+                        email=row["email"],
+                        name=row["name"] or "",
+                        unsubscribe_token=make_token(settings, row["subscriber"], "unsubscribe"),
+                        preferences_token=make_token(settings, row["subscriber"], "preferences"),
+                        municipality=row["municipality"],
+                    )
+                    message = build_message(settings, prepared.rendered, recipient, prepared.strings)
+                    conn.execute(  # recorded before it leaves: a crash after this is resent, as uncertain
+                        "UPDATE delivery_recipients SET status = 'sending' WHERE delivery = ? AND subscriber = ?",
+                        (delivery, row["subscriber"]),
+                    )
+                    batch.append((row["subscriber"], message))
+            for subscriber, message in batch:
+                in_flight.add(subscriber)
+                jobs.put((subscriber, message))
+                dispatched += 1
+    finally:
+        for _ in threads:
+            jobs.put(None)
+        for thread in threads:
+            thread.join(timeout=60)
+    result = summary(conn, delivery)
+    if result.pending == 0:
+        with conn:
+            conn.execute(
+                "UPDATE deliveries SET status = 'done', finished_at = ? WHERE id = ?", (timestamp(now()), delivery)
+            )
+    return Summary(**{**result.__dict__, "uncertain": max(result.uncertain, uncertain)})
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a send would do, for the confirmation question and --dry-run."""
+
+    issue: str
+    subject: str
+    audience: int
+    via: str
+    resuming: int | None  # the delivery being resumed, if any
+    sample: tuple[str, ...] = ()
+
+
+def _active(conn: sqlite3.Connection, issue_id: str) -> sqlite3.Row | None:
+    return conn.execute("SELECT * FROM deliveries WHERE issue = ? AND status != 'cancelled'", (issue_id,)).fetchone()
+
+
+def plan_send(settings: Settings, ref: str | None, segment: str | None, retry_failed: bool = False) -> tuple[Plan, Any]:
+    """Check that the issue can be sent to this audience, and say to how many, without sending."""
+    from .build import prepare
+    from .emissions import read_members
+    from .store import connect
+    from .subscribers import audience, parse_segment
+
+    if not settings.secret_key:
+        raise SendError(
+            "NEWSLETTER_SECRET_KEY is not set: the unsubscribe links are signed with it; put a long random value in .env."
+        )
+    prepared = prepare(settings, ref)
+    issue = prepared.issue
+    conn = connect(settings.database)
+    try:
+        existing = _active(conn, issue.id)
+        via = transport(settings).describe()
+        if existing is None:
+            members = read_members(settings.emissions_members) if settings.emissions_members else ()
+            people = audience(conn, parse_segment(segment, settings, members))
+            if not people:
+                raise SendError(
+                    f"nobody to send {issue.id} to: the audience ({segment or 'all confirmed subscribers'}) is empty."
+                )
+            return Plan(issue.id, issue.subject, len(people), via, None, tuple(p.email for p in people[:5])), prepared
+        _check_existing(existing, prepared, segment, retry_failed)
+        left = conn.execute(
+            "SELECT COUNT(*) FROM delivery_recipients WHERE delivery = ? AND status IN ('pending', 'sending')"
+            + (" OR (delivery = ? AND status = 'failed' AND permanent = 0)" if retry_failed else ""),
+            (existing["id"], existing["id"]) if retry_failed else (existing["id"],),
+        ).fetchone()[0]
+        return Plan(issue.id, issue.subject, left, via, existing["id"]), prepared
+    finally:
+        conn.close()
+
+
+def _check_existing(existing: sqlite3.Row, prepared: Any, segment: str | None, retry_failed: bool) -> None:
+    issue = prepared.issue.id
+    if existing["status"] == "scheduled":
+        raise SendError(
+            f"{issue} is scheduled for {existing['scheduled_at']} (UTC); cancel it with 'newsletter schedule cancel {issue}' to send now."
+        )
+    if existing["status"] == "done" and not retry_failed:
+        raise SendError(
+            f"{issue} has been sent already (delivery {existing['id']}); 'newsletter status {issue}' shows the result, "
+            "'--retry-failed' tries temporary failures again."
+        )
+    if segment is not None and segment != existing["segment"]:
+        raise SendError(
+            f"{issue} is being sent to the segment {existing['segment'] or '(all confirmed)'!r}; it cannot change to {segment!r} halfway."
+        )
+    if content_hash(prepared.rendered) != existing["content_hash"]:
+        raise SendError(
+            f"{issue} has changed since its delivery started; some recipients already have the earlier version. "
+            "Undo the change to finish the delivery."
+        )
+
+
+def execute_send(
+    settings: Settings,
+    plan: Plan,
+    prepared: Any,
+    segment: str | None,
+    *,
+    limit: int | None = None,
+    retry_failed: bool = False,
+    stop: threading.Event | None = None,
+    progress: Any = None,
+) -> Summary:
+    """Create (or resume) the delivery of a planned send and run it."""
+    from .emissions import read_members
+    from .store import connect
+    from .subscribers import audience, parse_segment
+
+    conn = connect(settings.database)
+    try:
+        with delivery_lock(settings, plan.issue):
+            existing = _active(conn, plan.issue)
+            if existing is None:
+                members = read_members(settings.emissions_members) if settings.emissions_members else ()
+                people = audience(conn, parse_segment(segment, settings, members))
+                delivery = create_delivery(
+                    conn, plan.issue, segment or "", people, content_hash(prepared.rendered),
+                    news_items=tuple(item.id for item in prepared.news),
+                )  # fmt: skip
+            else:
+                _check_existing(existing, prepared, segment, retry_failed)
+                delivery = existing["id"]
+                if retry_failed:
+                    with conn:
+                        conn.execute(
+                            "UPDATE delivery_recipients SET status = 'pending', attempts = 0, next_attempt = ''"
+                            " WHERE delivery = ? AND status = 'failed' AND permanent = 0",
+                            (delivery,),
+                        )
+                        conn.execute("UPDATE deliveries SET status = 'running' WHERE id = ?", (delivery,))
+            return run_delivery(settings, conn, delivery, prepared, limit=limit, stop=stop, progress=progress)
+    finally:
+        conn.close()
+
+
+def send_test(settings: Settings, ref: str | None, addresses: tuple[str, ...]) -> list[tuple[str, str]]:
+    """Send the issue to test addresses, subject prefixed [TEST]; records nothing."""
+    from .build import prepare
+    from .compose import Recipient
+    from .message import build_message
+    from .subscribers import normalize_email
+
+    prepared = prepare(settings, ref)
+    via = transport(settings)
+    done = []
+    for address in addresses:
+        email = normalize_email(address)
+        message = build_message(settings, prepared.rendered, Recipient(email=email, unsubscribe_token="test",
+                                preferences_token="test"), prepared.strings, subject_prefix="[TEST] ")  # fmt: skip
+        done.append((email, via.send(message)))
+    return done
+
+
+def delivery_status(settings: Settings, ref: str | None) -> Summary:
+    """The latest delivery of an issue (the newest issue by default)."""
+    from .content import find_issue
+    from .store import connect
+
+    issue_id = find_issue(settings, ref).name
+    conn = connect(settings.database)
+    try:
+        row = conn.execute("SELECT id FROM deliveries WHERE issue = ? ORDER BY id DESC LIMIT 1", (issue_id,)).fetchone()
+        if row is None:
+            raise SendError(f"{issue_id} has not been sent or scheduled.")
+        return summary(conn, row["id"])
+    finally:
+        conn.close()

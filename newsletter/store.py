@@ -108,6 +108,36 @@ MIGRATIONS: tuple[str, ...] = (
         forgotten_at TEXT NOT NULL
     );
     """,
+    # 4: deliveries of issues, with every recipient recorded before the first message leaves.
+    """
+    CREATE TABLE deliveries (
+        id INTEGER PRIMARY KEY,
+        issue TEXT NOT NULL,
+        segment TEXT NOT NULL DEFAULT '',
+        content_hash TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('scheduled', 'running', 'done', 'cancelled')),
+        scheduled_at TEXT,
+        created_at TEXT NOT NULL,
+        started_at TEXT,
+        finished_at TEXT
+    );
+    CREATE UNIQUE INDEX deliveries_active ON deliveries(issue) WHERE status != 'cancelled';
+    CREATE TABLE delivery_recipients (
+        delivery INTEGER NOT NULL REFERENCES deliveries(id) ON DELETE CASCADE,
+        subscriber INTEGER NOT NULL,
+        email TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('pending', 'sending', 'sent', 'failed', 'skipped')),
+        permanent INTEGER NOT NULL DEFAULT 0,
+        uncertain INTEGER NOT NULL DEFAULT 0,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt TEXT NOT NULL DEFAULT '',
+        last_error TEXT,
+        message_id TEXT,
+        sent_at TEXT,
+        PRIMARY KEY (delivery, subscriber)
+    );
+    CREATE INDEX delivery_recipients_status ON delivery_recipients(delivery, status, next_attempt);
+    """,
 )
 
 
