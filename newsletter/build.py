@@ -194,10 +194,14 @@ def build_issue(settings: Settings, ref: str | None = None, out: Path | None = N
         copies = [(a.source, a.filename) for a in issue.assets]
         if prepared.logo:
             copies.append((prepared.logo, prepared.logo.name))
-        if images.is_dir():  # our own output: drop images the issue no longer uses
+        marker = images / ".built-by-newsletter"
+        if marker.is_file():  # our own output from an earlier build: drop images no longer used
             shutil.rmtree(images)
+        elif images.exists() and copies:
+            raise ProjectError(f"{display(images)} exists and was not made by newsletter; choose another --out folder.")
         if copies:
             images.mkdir()
+            marker.write_text("Made by 'newsletter build'; emptied by the next build.\n", encoding="utf-8")
         for source, name in copies:
             shutil.copyfile(source, images / name)
             written.append(images / name)

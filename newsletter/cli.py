@@ -432,8 +432,10 @@ def subscribers_import(state: State, file: Path, confirmed: bool, dry_run: bool)
     with database(settings.database) as conn:
         report = import_csv(conn, settings, _members(settings), file, confirmed=confirmed, dry_run=dry_run)
     prefix = "Would add" if dry_run else "Added"
+    skipped = f", skipped {report.skipped} (unsubscribed, bounced or blocked)" if report.skipped else ""
     click.echo(
-        f"{prefix} {len(report.added)}, updated {len(report.updated)}, unchanged {report.unchanged}, rejected {len(report.rejected)}."
+        f"{prefix} {len(report.added)}, updated {len(report.updated)}, unchanged {report.unchanged}{skipped}, "
+        f"rejected {len(report.rejected)}."
     )
     for line, reason in report.rejected:
         click.echo(f"{file.name}:{line}: rejected: {reason}", err=True)
@@ -568,8 +570,15 @@ def serve(state: State, host: str, port: int, forwarded_allow_ips: str) -> None:
 
     app = create_app(state.settings())
     click.echo(f"Serving on http://{host}:{port}/ (public address {state.settings().base_url}); Ctrl-C stops.")
+    # No access log: the URLs hold subscribers' tokens.
     uvicorn.run(
-        app, host=host, port=port, proxy_headers=True, forwarded_allow_ips=forwarded_allow_ips, log_level="info"
+        app,
+        host=host,
+        port=port,
+        proxy_headers=True,
+        forwarded_allow_ips=forwarded_allow_ips,
+        log_level="info",
+        access_log=False,
     )
 
 

@@ -320,6 +320,10 @@ class _Assets:
     def add(self, target: str, kind: str, origin: str) -> str:
         relative = unquote(target.split("#")[0].split("?")[0])
         source = (self.issue_dir / relative).resolve()
+        if not source.is_relative_to(self.issue_dir):
+            raise ContentError(
+                f"{origin}: '{relative}' is outside the issue folder; only files in {display(self.issue_dir)} are published."
+            )
         if not source.is_file() and re.match(r"^(www\.|[\w-]+\.(no|com|org|net|eu)(/|$))", relative):
             raise ContentError(f"{origin}: '{relative}' looks like a web address; write it with https:// in front.")
         if not source.is_file():
@@ -410,6 +414,14 @@ def load_issue(settings: Settings, folder: Path) -> Issue:
         if path.name == ISSUE_FILE or path.name.startswith(("_", ".")):
             continue
         articles.append(_load_article(settings, assets, path, warnings))
+    seen: dict[str, Path] = {}
+    for article in articles:
+        if article.id in seen:
+            raise ContentError(
+                f"{display(article.path)}: has the same name as {seen[article.id].name} once æøå and spaces are "
+                "simplified; rename one of them."
+            )
+        seen[article.id] = article.path
     # Reading order: loose articles first, then by section, then 'order', then file name.
     position = {c.key: n for n, c in enumerate(sections, 1)}
     articles.sort(

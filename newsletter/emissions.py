@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import math
 import re
 import sqlite3
+import zipfile
+import zlib
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -21,6 +24,8 @@ from pathlib import Path
 
 from .errors import EmissionsError
 from .store import now, timestamp
+
+log = logging.getLogger(__name__)
 
 SHEET = "Oversikt - detaljert"
 COLUMNS = {
@@ -81,8 +86,13 @@ def read_members(path: Path) -> tuple[Member, ...]:
 
 def read_sectors(path: Path) -> dict[str, str]:
     """Known sectors (Norwegian name -> English name), from a CSV with columns sector,en."""
-    with path.open(encoding="utf-8-sig", newline="") as handle:
-        return {row["sector"].strip(): row["en"].strip() for row in csv.DictReader(handle)}
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as handle:
+            return {row["sector"].strip(): (row.get("en") or "").strip() for row in csv.DictReader(handle)}
+    except (OSError, UnicodeDecodeError, KeyError, csv.Error) as exc:
+        raise EmissionsError(
+            f"{path}: cannot read the sector list ({exc}); check emissions.sectors (a UTF-8 CSV with columns sector,en)."
+        ) from exc
 
 
 def _municipality_number(value: object) -> str | None:
@@ -339,7 +349,8 @@ def _read_xlsx_streaming(path: Path, known: set[str]) -> _Aggregator | None:
 
     try:
         sheet = XlsxSheet(path, SHEET)
-    except UnsupportedSheet:
+    except UnsupportedSheet as exc:
+        log.debug("streaming reader cannot open %s (%s); using calamine", path, exc)
         return None
     if sheet.part is None:
         raise EmissionsError(
@@ -361,8 +372,12 @@ def _read_xlsx_streaming(path: Path, known: set[str]) -> _Aggregator | None:
             break
     if aggregate is None or header is None:
         return _Aggregator(path, {k: 0 for k in _REQUIRED}, known) if header else None
-    for block in blocks:
-        aggregate.add_block(block, sheet.strings, width)
+    try:
+        for block in blocks:
+            aggregate.add_block(block, sheet.strings, width)
+    except (IndexError, ValueError, OSError, EOFError, zlib.error, zipfile.BadZipFile) as exc:
+        log.debug("streaming reader gave up on %s (%s); using calamine", path, exc)
+        return None
     return aggregate
 
 

@@ -159,9 +159,19 @@ def parse_norwegian_date(text: str) -> datetime | None:
     clock = (match["time"] or "00:00:00").replace(".", ":")
     if clock.count(":") == 1:
         clock += ":00"
-    zone = match["zone"] or "+0100"  # Norwegian feeds without a zone mean Norwegian time
+    zone = {"CET": "+0100", "CEST": "+0200", "MET": "+0100", "MEST": "+0200"}.get(
+        (match["zone"] or "").upper(), match["zone"]
+    )
     try:
-        return parsedate_to_datetime(f"{int(match['day']):02d} {month} {match['year']} {clock} {zone}").astimezone(UTC)
+        if zone is None:  # Norwegian feeds without a zone mean Norwegian time, summer or winter
+            from zoneinfo import ZoneInfo
+
+            local = parsedate_to_datetime(f"{int(match['day']):02d} {month} {match['year']} {clock}")
+            return local.replace(tzinfo=ZoneInfo("Europe/Oslo")).astimezone(UTC)
+        parsed = parsedate_to_datetime(f"{int(match['day']):02d} {month} {match['year']} {clock} {zone}")
+        if parsed.tzinfo is None:  # a zone name email.utils does not know
+            return None
+        return parsed.astimezone(UTC)
     except (TypeError, ValueError):
         return None
 

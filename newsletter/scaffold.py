@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from datetime import date
 from pathlib import Path
@@ -84,7 +85,7 @@ PROJECT_TOML = """# Settings for this newsletter. Secrets (SMTP password, keys) 
 # Every setting can be overridden by an environment variable: see README, "Configuration".
 
 [newsletter]
-name = "{name}"
+name = {name}
 language = "nb"                      # default edition language: nb or en
 base_url = "https://nyhetsbrev.example.org"   # public address: archive, images, unsubscribe pages
 list_id = "nyhetsbrev.example.org"   # List-Id header
@@ -93,7 +94,7 @@ website = "https://www.example.org"
 logo = "templates/images/logo.png"
 
 [sender]
-name = "{name}"
+name = {name}
 address = "nyhetsbrev@example.org"
 reply_to = "post@example.org"
 unsubscribe_mailto = "avmelding@example.org"
@@ -161,7 +162,12 @@ def init_project(dest: Path, name: str = "Nyhetsbrev") -> list[Path]:
         raise ProjectError(
             f"{display(dest)} already has templates/ or content/; nothing was changed. Choose an empty folder."
         )
-    name = " ".join(name.split()).replace('"', "'")
+    name = " ".join(name.split())
+    existing = [p.name for p in (dest / ".env.example", dest / ".gitignore") if p.exists()]
+    if existing:
+        raise ProjectError(
+            f"{display(dest)} already has {', '.join(existing)}; nothing was changed. Choose an empty folder."
+        )
     dest.mkdir(parents=True, exist_ok=True)
     created = [dest / CONFIG_FILE, dest / ".env.example", dest / ".gitignore", dest / "templates"]
     categories = "\n".join(
@@ -170,7 +176,8 @@ def init_project(dest: Path, name: str = "Nyhetsbrev") -> list[Path]:
         )
         for c in DEFAULT_CATEGORIES
     )
-    (dest / CONFIG_FILE).write_text(PROJECT_TOML.format(name=name, categories=categories), encoding="utf-8")
+    quoted = json.dumps(name, ensure_ascii=False)  # a TOML basic string: quotes and backslashes escaped
+    (dest / CONFIG_FILE).write_text(PROJECT_TOML.format(name=quoted, categories=categories), encoding="utf-8")
     (dest / ".env.example").write_text(ENV_EXAMPLE, encoding="utf-8")
     (dest / ".gitignore").write_text(".env\nbuild/\n*.db\noutbox/\n", encoding="utf-8")
     shutil.copytree(

@@ -68,7 +68,10 @@ class XlsxSheet:
             )
             if self.part not in self.zip.namelist():
                 raise UnsupportedSheet(f"sheet part {self.part} missing")
-        self.strings = self._shared_strings()
+        try:
+            self.strings = self._shared_strings()
+        except (ET.ParseError, zipfile.BadZipFile, OSError) as exc:
+            raise UnsupportedSheet(f"shared strings: {exc}") from exc
 
     def _shared_strings(self) -> list[str]:
         try:

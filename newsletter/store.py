@@ -87,7 +87,7 @@ MIGRATIONS: tuple[str, ...] = (
     # 3: subscribers and their consent; keyed hashes of forgotten addresses.
     """
     CREATE TABLE subscribers (
-        id INTEGER PRIMARY KEY,
+        id INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: old links must not reach a new person
         email TEXT NOT NULL UNIQUE,
         name TEXT NOT NULL DEFAULT '',
         municipality TEXT,

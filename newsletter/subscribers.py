@@ -34,6 +34,7 @@ ALIASES = {
     "municipality": {"municipality", "kommune", "kommunenummer", "kommunenr"},
     "language": {"language", "lang", "språk", "sprak", "målform"},
     "topics": {"topics", "topic", "tema", "temaer", "interesser", "interests"},
+    "status": {"status"},
 }
 
 
@@ -171,6 +172,7 @@ def upsert(
     topics: tuple[str, ...] = (),
     confirmed: bool = False,
     source: str,
+    allow_forgotten: bool = False,
 ) -> tuple[str, Subscriber]:
     """Add a subscriber or update one's details; ('added' | 'updated' | 'unchanged', subscriber).
 
@@ -178,7 +180,7 @@ def upsert(
     were forgotten: only the person can come back, through the signup form.
     """
     address = normalize_email(email)
-    if _is_forgotten(conn, settings, address):
+    if not allow_forgotten and _is_forgotten(conn, settings, address):
         raise SubscriberError(f"{address} asked to be forgotten; only the person can sign up again.")
     moment = timestamp(now())
     existing = conn.execute("SELECT * FROM subscribers WHERE email = ?", (address,)).fetchone()
@@ -255,7 +257,7 @@ def remove(conn: sqlite3.Connection, email: str) -> Subscriber:
     current = get(conn, email)
     if current is None:
         raise SubscriberError(f"{normalize_email(email)} is not on the list.")
-    if current.status != "unsubscribed":
+    if current.status in ("pending", "confirmed"):  # bounced and blocked stay as they are
         set_status(conn, current.id, "unsubscribed")
     return get_by_id(conn, current.id)  # type: ignore[return-value]
 
@@ -282,6 +284,7 @@ class ImportReport:
     added: tuple[tuple[int, str], ...]
     updated: tuple[tuple[int, str], ...]
     unchanged: int
+    skipped: int  # rows whose status column says unsubscribed, bounced or blocked
     rejected: tuple[tuple[int, str], ...]
     dry_run: bool
 
@@ -326,7 +329,7 @@ def import_csv(
         raise SubscriberError(f"{path}: the file is empty.")
     columns = _columns(rows[0], path)
     added, updated, rejected = [], [], []
-    unchanged = 0
+    unchanged = skipped = 0
     seen: dict[str, int] = {}
     source = f"imported from {path.name}" + (" (consent confirmed by staff)" if confirmed else "")
     conn.execute("BEGIN IMMEDIATE")
@@ -344,13 +347,21 @@ def import_csv(
                 if email in seen:
                     raise SubscriberError(f"{email} appears again (first on line {seen[email]}).")
                 seen[email] = line
+                row_status = (cell("status") or "").strip().lower()
+                if row_status and row_status not in STATUSES:
+                    raise SubscriberError(f"unknown status {row_status!r}; use one of: {', '.join(STATUSES)}.")
+                if row_status in ("unsubscribed", "bounced", "blocked"):
+                    skipped += 1  # e.g. an export: such rows never (re)subscribe anyone
+                    continue
                 values = dict(
                     name=_name(cell("name")),
                     municipality=resolve_municipality(cell("municipality"), members),
                     language=_language(cell("language"), settings.language),
                     topics=resolve_topics([cell("topics") or ""], settings),
                 )
-                action, _ = upsert(conn, settings, email, confirmed=confirmed, source=source, **values)
+                action, _ = upsert(
+                    conn, settings, email, confirmed=confirmed or row_status == "confirmed", source=source, **values
+                )
             except SubscriberError as exc:
                 rejected.append((line, str(exc)))
                 continue
@@ -364,7 +375,7 @@ def import_csv(
     except BaseException:
         conn.execute("ROLLBACK")
         raise
-    return ImportReport(tuple(added), tuple(updated), unchanged, tuple(rejected), dry_run)
+    return ImportReport(tuple(added), tuple(updated), unchanged, skipped, tuple(rejected), dry_run)
 
 
 def listing(conn: sqlite3.Connection, statuses: tuple[str, ...] = ()) -> list[Subscriber]:
@@ -427,14 +438,20 @@ def parse_segment(text: str | None, settings: Settings, members: tuple[Member, .
     """'municipality=3205,Asker lang=nb topic=klima status=confirmed' -> Segment (terms AND, values OR)."""
     if not text or not text.strip():
         return Segment()
+    import shlex
+
     fields: dict[str, tuple[str, ...]] = {}
-    for term in text.split():
+    try:
+        terms = shlex.split(text)
+    except ValueError as exc:
+        raise SubscriberError(f"segment {text!r}: {exc}; close the quotes.") from None
+    for term in terms:
         match = _TERM.match(term)
         if not match:
             raise SubscriberError(
                 f"segment term {term!r} is not name=value; e.g. municipality=3205,3207 lang=nb topic=klima."
             )
-        name, values = match.group(1).lower(), [v for v in match.group(2).split(",") if v]
+        name, values = match.group(1).lower(), [v.strip() for v in match.group(2).split(",") if v.strip()]
         if name in ("municipality", "kommune"):
             fields["municipalities"] = tuple(resolve_municipality(v, members) for v in values)  # type: ignore[misc]
         elif name in ("lang", "language", "språk"):

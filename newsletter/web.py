@@ -10,6 +10,7 @@ nothing and gets a friendly page.
 from __future__ import annotations
 
 import hmac
+import logging
 import secrets
 import threading
 import time
@@ -19,6 +20,7 @@ from typing import Any
 
 import jinja2
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
@@ -50,7 +52,9 @@ TITLES = {
     "web/signup.html.j2": "web_signup_title",
     "web/preferences.html.j2": "web_preferences_title",
     "web/unsubscribe.html.j2": "web_unsubscribe_title",
+    "web/confirm.html.j2": "web_confirm_title",
 }
+log = logging.getLogger(__name__)
 
 
 class RateLimiter:
@@ -200,37 +204,43 @@ def create_app(settings: Settings, *, rate_limit: tuple[int, float] = (5, 600.0)
             return site.page(request, "web/signup.html.j2", lang, 400, action=f"/signup?lang={lang}", form=values,
                              municipalities=site.municipalities(), topics=site.topics(lang),
                              error=site.strings[lang]["web_invalid_email"])  # fmt: skip
-        await run_in_threadpool(_subscribe, email, values["name"], municipality, values["language"], topics)
-        # The same answer whether the address was new, known, confirmed or blocked: no enumeration.
-        return site.message(request, lang, "web_check_email_title", site.strings[lang]["web_check_email"])
+        # The same answer, at once, whether the address was new, known, confirmed or blocked: the
+        # database work and the email happen after the response, so neither content nor timing tells.
+        response = site.message(request, lang, "web_check_email_title", site.strings[lang]["web_check_email"])
+        response.background = BackgroundTask(
+            _subscribe, email, values["name"], municipality, values["language"], topics
+        )
+        return response
 
     def _subscribe(email: str, name: str, municipality: str | None, language: str, topics: tuple[str, ...]) -> None:
-        conn = db()
         try:
-            person = get(conn, email)
-            if person is not None and person.status in ("confirmed", "blocked"):
-                return  # nothing to do, and nothing to tell
-            with conn:
-                conn.execute("DELETE FROM forgotten WHERE hash = ?", (forgotten_hash(settings, email),))
-                if person is not None and person.status in ("unsubscribed", "bounced"):
-                    moment = timestamp(now())
-                    conn.execute(
-                        "UPDATE subscribers SET status = 'pending', consent_source = 'signup form (web)', consent_at = ?,"
-                        " unsubscribed_at = NULL, hard_bounces = 0, updated_at = ? WHERE id = ?",
-                        (moment, moment, person.id),
-                    )
-                elif person is None:
-                    upsert(conn, settings, email, name=name, municipality=municipality, language=language,
-                           topics=topics, source="signup form (web)")  # fmt: skip
-            person = get(conn, email)
+            conn = db()
+            try:
+                person = get(conn, email)
+                if person is not None and person.status in ("confirmed", "blocked"):
+                    return  # nothing to do, and nothing to tell
+                with conn:
+                    if person is not None and person.status in ("unsubscribed", "bounced"):
+                        moment = timestamp(now())
+                        conn.execute(
+                            "UPDATE subscribers SET status = 'pending', consent_source = 'signup form (web)',"
+                            " consent_at = ?, unsubscribed_at = NULL, hard_bounces = 0, updated_at = ? WHERE id = ?",
+                            (moment, moment, person.id),
+                        )
+                    elif person is None:  # also an address that was forgotten: the person asks again
+                        upsert(conn, settings, email, name=name, municipality=municipality, language=language,
+                               topics=topics, source="signup form (web)", allow_forgotten=True)  # fmt: skip
+                person = get(conn, email)
+            finally:
+                conn.close()
             assert person is not None
             url = confirm_url(settings, make_token(settings, person.id, "confirm"))
             message = confirmation_message(
                 settings, site.strings[person.language], person.language, person.email, person.name, url
             )
             transport(settings).send(message)
-        finally:
-            conn.close()
+        except NewsletterError as exc:  # logged for the operator; the visitor already has the neutral answer
+            log.warning("signup: the confirmation email was not sent: %s", exc)
 
     def _person(token: str, purpose: str):
         subscriber_id = read_token(settings, token, purpose)
@@ -243,21 +253,33 @@ def create_app(settings: Settings, *, rate_limit: tuple[int, float] = (5, 600.0)
             raise SubscriberError("the subscriber no longer exists.")
         return person
 
+    def _confirm(person_id: int, email: str) -> None:
+        conn = db()
+        try:
+            set_status(conn, person_id, "confirmed")
+            with conn:  # now that the person has confirmed, a former 'forget' no longer applies
+                conn.execute("DELETE FROM forgotten WHERE hash = ?", (forgotten_hash(settings, email),))
+        finally:
+            conn.close()
+
     async def confirm(request: Request) -> Response:
+        token = request.path_params["token"]
         lang = _lang(request)
         try:
-            person = _person(request.path_params["token"], "confirm")
+            person = await run_in_threadpool(_person, token, "confirm")
         except SubscriberError:
             return site.message(request, lang, "web_bad_link_title", site.strings[lang]["web_bad_link"], 400)
         lang = _lang(request, person.language)
-        if person.status == "pending":
-            conn = db()
-            try:
-                set_status(conn, person.id, "confirmed")
-            finally:
-                conn.close()
-        elif person.status != "confirmed":
+        if person.status not in ("pending", "confirmed"):
             return site.message(request, lang, "web_bad_link_title", site.strings[lang]["web_bad_link"], 400)
+        if person.status == "pending":
+            if request.method == "GET":
+                # A page with a button: link scanners that open every link cannot confirm for anyone.
+                return site.page(request, "web/confirm.html.j2", lang, email=person.email, action=f"/confirm/{token}")
+            form = await request.form()
+            if not _csrf_ok(request, form):
+                return site.message(request, lang, "web_bad_link_title", site.strings[lang]["web_bad_form"], 403)
+            await run_in_threadpool(_confirm, person.id, person.email)
         link = {"url": preferences_url(settings, make_token(settings, person.id, "preferences")),
                 "text": site.strings[lang]["web_preferences_link"]}  # fmt: skip
         return site.message(request, lang, "web_confirmed_title", site.strings[lang]["web_confirmed"], link=link)
@@ -266,7 +288,7 @@ def create_app(settings: Settings, *, rate_limit: tuple[int, float] = (5, 600.0)
         token = request.path_params["token"]
         lang = _lang(request)
         try:
-            person = _person(token, "preferences")
+            person = await run_in_threadpool(_person, token, "preferences")
         except SubscriberError:
             return site.message(request, lang, "web_bad_link_title", site.strings[lang]["web_bad_link"], 400)
         lang = _lang(request, person.language)
@@ -281,18 +303,23 @@ def create_app(settings: Settings, *, rate_limit: tuple[int, float] = (5, 600.0)
             except SubscriberError:
                 topics = person.topics
             language = str(form.get("language")) if form.get("language") in ("nb", "en") else person.language
-            conn = db()
-            try:
-                with conn:
-                    conn.execute(
-                        "UPDATE subscribers SET name = ?, municipality = ?, language = ?, topics = ?, updated_at = ? WHERE id = ?",
-                        (clean_name(str(form.get("name", "")))[:200],
-                         municipality if municipality in {m.number_2024 for m in site.members} else None,
-                         language, ",".join(topics), timestamp(now()), person.id),
-                    )  # fmt: skip
-                person = get_by_id(conn, person.id)  # type: ignore[assignment]
-            finally:
-                conn.close()
+
+            def save() -> Any:
+                conn = db()
+                try:
+                    with conn:
+                        conn.execute(
+                            "UPDATE subscribers SET name = ?, municipality = ?, language = ?, topics = ?, updated_at = ?"
+                            " WHERE id = ?",
+                            (clean_name(str(form.get("name", "")))[:200],
+                             municipality if municipality in {m.number_2024 for m in site.members} else None,
+                             language, ",".join(topics), timestamp(now()), person.id),
+                        )  # fmt: skip
+                    return get_by_id(conn, person.id)
+                finally:
+                    conn.close()
+
+            person = await run_in_threadpool(save)
             lang, saved = person.language, True
         form_values = {"name": person.name, "municipality": person.municipality or "", "topics": list(person.topics),
                        "language": person.language}  # fmt: skip
@@ -304,7 +331,7 @@ def create_app(settings: Settings, *, rate_limit: tuple[int, float] = (5, 600.0)
         token = request.path_params["token"]
         lang = _lang(request)
         try:
-            person = _person(token, "unsubscribe")
+            person = await run_in_threadpool(_person, token, "unsubscribe")
         except SubscriberError:
             if request.method == "POST" and "csrf" not in (await request.form()):
                 return PlainTextResponse("invalid link\n", status_code=400)
@@ -319,21 +346,30 @@ def create_app(settings: Settings, *, rate_limit: tuple[int, float] = (5, 600.0)
         one_click = form.get("List-Unsubscribe") == "One-Click"  # RFC 8058: no cookie, no login
         if not one_click and not _csrf_ok(request, form):
             return site.message(request, lang, "web_bad_link_title", site.strings[lang]["web_bad_form"], 403)
-        if person.status != "unsubscribed":
-            conn = db()
-            try:
-                set_status(conn, person.id, "unsubscribed")
-            finally:
-                conn.close()
+        if person.status in ("pending", "confirmed"):  # bounced and blocked stay as they are
+
+            def leave() -> None:
+                conn = db()
+                try:
+                    set_status(conn, person.id, "unsubscribed")
+                finally:
+                    conn.close()
+
+            await run_in_threadpool(leave)
         if one_click:
             return PlainTextResponse("unsubscribed\n")
         return site.message(request, lang, "web_unsubscribed_title", site.strings[lang]["web_unsubscribed"])
 
+    def ping() -> None:
+        conn = db()
+        try:
+            conn.execute("SELECT 1").fetchone()
+        finally:
+            conn.close()
+
     async def health(request: Request) -> Response:
         try:
-            conn = db()
-            conn.execute("SELECT 1").fetchone()
-            conn.close()
+            await run_in_threadpool(ping)
         except NewsletterError:
             return JSONResponse({"status": "error", "database": "unavailable"}, status_code=503)
         return JSONResponse({"status": "ok"})
@@ -345,7 +381,7 @@ def create_app(settings: Settings, *, rate_limit: tuple[int, float] = (5, 600.0)
         routes=[
             Route("/", home),
             Route("/signup", signup, methods=["GET", "POST"]),
-            Route("/confirm/{token}", confirm),
+            Route("/confirm/{token}", confirm, methods=["GET", "POST"]),
             Route("/preferences/{token}", preferences, methods=["GET", "POST"]),
             Route("/unsubscribe/{token}", unsubscribe, methods=["GET", "POST"]),
             Route("/health", health),

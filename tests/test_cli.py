@@ -252,3 +252,22 @@ def test_python_dash_m(project):
     done = subprocess.run([sys.executable, "-m", "newsletter", "build"], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     assert Path(project / "build" / SAMPLE_ISSUE / "email.html").is_file()
+
+
+def test_build_out_never_deletes_files_it_did_not_make(run, project, tmp_path):
+    site = tmp_path / "site"
+    write(site / "images" / "keep-me.jpg", "bilde")
+    assert_error(run("build", "--out", str(site)), "was not made by newsletter")
+    assert (site / "images" / "keep-me.jpg").is_file()
+    assert run("build", "--out", str(tmp_path / "ny")).exit_code == 0
+    assert run("build", "--out", str(tmp_path / "ny")).exit_code == 0  # its own images are replaced
+
+
+def test_init_never_overwrites_and_escapes_the_name(run, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "a" / ".gitignore", "secret.key\n")
+    assert_error(run("init", "a"), "already has .gitignore")
+    assert (tmp_path / "a" / ".gitignore").read_text(encoding="utf-8") == "secret.key\n"
+    assert run("init", "b", "--name", 'Nytt\\q "sitat"').exit_code == 0
+    monkeypatch.chdir(tmp_path / "b")
+    assert run("build").exit_code == 0

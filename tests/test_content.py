@@ -185,3 +185,17 @@ def test_web_address_without_scheme(project, issue_dir):
         ContentError, match=r"06-a\.md:3: 'www.osloregionen.no/' looks like a web address; write it with https://"
     ):
         _load()
+
+
+def test_links_cannot_publish_files_outside_the_issue(project, issue_dir):
+    write(project / ".env", "NEWSLETTER_SECRET_KEY=" + "h" * 40 + "\n")
+    write(issue_dir / "06-a.md", "---\ntitle: A\n---\nSe [vedlegget](../../../.env)\n")
+    with pytest.raises(ContentError, match=r"06-a\.md:4: '\.\./\.\./\.\./\.env' is outside the issue folder"):
+        _load()
+
+
+def test_two_articles_with_the_same_simplified_name(project, issue_dir):
+    write(issue_dir / "07-møte.md", "---\ntitle: A\n---\nTEKST-A\n")
+    write(issue_dir / "07-mote.md", "---\ntitle: B\n---\nTEKST-B\n")
+    with pytest.raises(ContentError, match="has the same name as"):
+        _load()

@@ -340,3 +340,20 @@ def test_streaming_reader_handles_gaps_formulas_and_escapes(tmp_path):
     totals, names, report = read_emissions(path, ["Veitrafikk", "Luftfart & co"])
     assert totals == {("0301", 2020, "Veitrafikk"): 12.5, ("0301", 2020, "Luftfart & co"): 1.0}
     assert report.unknown_sectors == () and names["0301"] == ("Oslo", "Oslo")
+
+
+def test_damaged_workbooks_and_sector_lists_give_clear_errors(project, run, tmp_path, fixture_files, monkeypatch):
+    import shutil
+    import zipfile
+
+    damaged = tmp_path / "skadet.xlsx"
+    with zipfile.ZipFile(fixture_files["xlsx-shared"]) as source, zipfile.ZipFile(damaged, "w") as target:
+        for item in source.infolist():
+            data = source.read(item.filename)
+            if item.filename == "xl/sharedStrings.xml":
+                data = data[: len(data) // 2]  # cut off in the middle
+            target.writestr(item, data)
+    assert_error(run("emissions", "import", str(damaged)), "skadet.xlsx: not a readable Excel workbook")
+    monkeypatch.setenv("NEWSLETTER_EMISSIONS_SECTORS", str(tmp_path / "finnes-ikke.csv"))
+    shutil.copy(fixture_files["csv"], tmp_path / "ok.csv")
+    assert_error(run("emissions", "import", str(tmp_path / "ok.csv")), "finnes-ikke.csv: cannot read the sector list")

@@ -231,6 +231,9 @@ def test_items_without_dates_and_norwegian_dates(project, server):
     assert parse_norwegian_date("5. desember 2025 kl. 14.30") == datetime(2025, 12, 5, 13, 30, tzinfo=UTC)
     assert parse_norwegian_date("lør, 06 des 2025 10:00:00 GMT") == datetime(2025, 12, 6, 10, 0, tzinfo=UTC)
     assert parse_norwegian_date("ikke en dato") is None
+    assert parse_norwegian_date("fre, 20 nov 2026 10:00 CET") == datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
+    assert parse_norwegian_date("ons, 1 jul 2026 10:00 CEST") == datetime(2026, 7, 1, 8, 0, tzinfo=UTC)
+    assert parse_norwegian_date("1. juli 2026 10:00") == datetime(2026, 7, 1, 8, 0, tzinfo=UTC)  # Oslo summer time
 
 
 def test_first_fetch_does_not_flood_and_repeats_are_stored_once(project, server):

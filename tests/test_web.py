@@ -52,12 +52,24 @@ def server(project, monkeypatch):
         yield live
 
 
-def outbox(project):
-    box = mailbox.Maildir(project / "outbox", create=False) if (project / "outbox").exists() else None
-    messages = (
-        [BytesParser(policy=policy.default).parsebytes(box.get_bytes(key)) for key in box.iterkeys()] if box else []
-    )
-    return sorted(messages, key=lambda m: m["Date"].datetime)
+def outbox(project, expect: int | None = None):
+    """The messages in the outbox; with ``expect``, wait (up to 10 s) until that many are there,
+    since signup sends its email after answering."""
+    deadline = time.monotonic() + 10
+    while True:
+        box = mailbox.Maildir(project / "outbox", create=False) if (project / "outbox").exists() else None
+        keys = list(box.iterkeys()) if box else []
+        if expect is None or len(keys) >= expect or time.monotonic() > deadline:
+            messages = [BytesParser(policy=policy.default).parsebytes(box.get_bytes(k)) for k in keys] if box else []
+            return sorted(messages, key=lambda m: m["Date"].datetime)
+        time.sleep(0.02)
+
+
+def confirm(client, path):
+    """Open the confirmation link and press its button, as a person does."""
+    page = client.get(path)
+    assert page.status_code == 200 and "Bekreft påmeldingen" in page.text, page.text
+    return client.post(path, data={"csrf": csrf(page.text)})
 
 
 def csrf(page: str) -> str:
@@ -95,15 +107,15 @@ def test_signup_confirm_preferences_one_click_unsubscribe(server, project):
             client, email="Kari@Example.no", name="Kari Nordmann", municipality="3205", topics=["klima", "areal"]
         )
         assert answer.status_code == 200 and "Sjekk e-posten din" in answer.text
+        (mail,) = outbox(project, 1)
         assert status(project, "kari@example.no") == ("pending", "Kari Nordmann", "3205", "nb", "klima,areal")
-
-        (mail,) = outbox(project)
         assert mail["To"] == "Kari Nordmann <kari@example.no>"
         assert mail["Subject"] == "Bekreft påmeldingen til Nyhetsbrev fra Osloregionen"
         confirm_path = link(mail, "confirm")
         assert "kari" not in confirm_path.lower()  # no address in the token
 
-        confirmed = client.get(confirm_path)
+        assert status(project, "kari@example.no")[0] == "pending"  # opening the link alone confirms nothing
+        confirmed = confirm(client, confirm_path)
         assert confirmed.status_code == 200 and "Du er påmeldt" in confirmed.text
         assert status(project, "kari@example.no")[0] == "confirmed"
 
@@ -134,7 +146,7 @@ def test_signup_confirm_preferences_one_click_unsubscribe(server, project):
 def test_unsubscribe_button(server, project):
     with httpx.Client(base_url=server.url) as client:
         signup(client, email="ola@example.no")
-        client.get(link(outbox(project)[0], "confirm"))
+        confirm(client, link(outbox(project, 1)[0], "confirm"))
         from newsletter.subscribers import make_token
 
         settings = load_settings()
@@ -148,9 +160,10 @@ def test_unsubscribe_button(server, project):
 def test_same_answer_whether_known_or_not(server, project):
     with httpx.Client(base_url=server.url) as client:
         first = signup(client, email="kjent@example.no")
-        client.get(link(outbox(project)[0], "confirm"))
+        confirm(client, link(outbox(project, 1)[0], "confirm"))
         known = signup(client, email="kjent@example.no")
         unknown = signup(client, email="ukjent@example.no")
+        outbox(project, 2)
     strip = lambda html: re.sub(r'value="[^"]*"', "", html)  # noqa: E731
     assert first.status_code == known.status_code == unknown.status_code == 200
     assert strip(known.text) == strip(unknown.text)
@@ -162,7 +175,7 @@ def test_forged_changed_and_expired_tokens_change_nothing(server, project, monke
 
     with httpx.Client(base_url=server.url) as client:
         signup(client, email="per@example.no")
-        confirm_path = link(outbox(project)[0], "confirm")
+        confirm_path = link(outbox(project, 1)[0], "confirm")
         for bad in (
             confirm_path[:-3] + "abc",
             "/confirm/123.abc.def",
@@ -181,7 +194,7 @@ def test_forged_changed_and_expired_tokens_change_nothing(server, project, monke
         monkeypatch.setattr(itsdangerous.timed.time, "time", lambda: real() + 8 * 86400)
         assert client.get(confirm_path).status_code == 400
         monkeypatch.setattr(itsdangerous.timed.time, "time", real)
-        assert client.get(confirm_path).status_code == 200
+        assert confirm(client, confirm_path).status_code == 200
 
 
 def test_csrf_is_required_on_forms(server, project):
@@ -207,7 +220,7 @@ def test_invalid_address_and_header_injection(server, project):
             bad.status_code == 400 and "Skriv en gyldig e-postadresse" in bad.text and 'aria-invalid="true"' in bad.text
         )
         signup(client, email="x@example.no", name="Eva\r\nBcc: alle@example.com\r\nSubject: hei")
-    (mail,) = outbox(project)
+    (mail,) = outbox(project, 1)
     assert mail["Bcc"] is None and mail["To"].addresses[0].addr_spec == "x@example.no"
     assert "\n" not in mail["To"].addresses[0].display_name
 
@@ -216,3 +229,79 @@ def test_health_and_english(server):
     assert httpx.get(server.url + "/health").json() == {"status": "ok"}
     page = httpx.get(server.url + "/signup?lang=en").text
     assert 'lang="en"' in page and "Subscribe to the newsletter" in page and "Climate and environment" in page
+
+
+def test_blocked_stays_blocked_and_forget_is_undone_only_by_the_person(server, project):
+    """A blocked person cannot be put back through unsubscribe + signup, and a stranger's signup
+    of a forgotten address keeps the 'forget' until the person confirms."""
+    from newsletter.store import database
+    from newsletter.subscribers import add, forget, make_token, set_status
+
+    settings = load_settings()
+    with database(settings.database) as conn:
+        _, blocked = add(conn, settings, (), "sperret@example.no", confirmed=True)
+        set_status(conn, blocked.id, "blocked")
+        add(conn, settings, (), "glemt@example.no", confirmed=True)
+        forget(conn, settings, "glemt@example.no")
+    one_click = {
+        "content": b"List-Unsubscribe=One-Click",
+        "headers": {"Content-Type": "application/x-www-form-urlencoded"},
+    }
+    httpx.post(f"{server.url}/unsubscribe/{make_token(settings, blocked.id, 'unsubscribe')}", **one_click)
+    assert status(project, "sperret@example.no")[0] == "blocked"
+    with httpx.Client(base_url=server.url) as client:
+        signup(client, email="sperret@example.no")
+        signup(client, email="glemt@example.no")
+        (mail,) = outbox(project, 1)  # only the forgotten address gets a confirmation email
+    assert mail["To"] == "glemt@example.no"
+    assert status(project, "sperret@example.no")[0] == "blocked"
+    conn = sqlite3.connect(project / "newsletter.db")
+    assert conn.execute("SELECT COUNT(*) FROM forgotten").fetchone()[0] == 1  # still forgotten until confirmed
+    conn.close()
+    with httpx.Client(base_url=server.url) as client:
+        confirm(client, link(mail, "confirm"))
+    conn = sqlite3.connect(project / "newsletter.db")
+    assert conn.execute("SELECT COUNT(*) FROM forgotten").fetchone()[0] == 0
+    conn.close()
+    assert status(project, "glemt@example.no")[0] == "confirmed"
+
+
+def test_ids_are_never_reused_so_old_links_reach_nobody(server, project):
+    from newsletter.store import database
+    from newsletter.subscribers import add, forget, make_token
+
+    settings = load_settings()
+    with database(settings.database) as conn:
+        _, old = add(conn, settings, (), "gammel@example.no", confirmed=True)
+        token = make_token(settings, old.id, "preferences")
+        forget(conn, settings, "gammel@example.no")
+        _, new = add(conn, settings, (), "ny@example.no", confirmed=True)
+    assert new.id != old.id
+    page = httpx.get(f"{server.url}/preferences/{token}")
+    assert page.status_code == 400 and "ny@example.no" not in page.text
+
+
+def test_signup_answers_the_same_when_the_email_cannot_be_sent(project, monkeypatch):
+    """An SMTP failure must not turn into a different answer (that would tell who is on the list)."""
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", KEY)
+    monkeypatch.setenv("NEWSLETTER_SMTP_HOST", "127.0.0.1")
+    monkeypatch.setenv("NEWSLETTER_SMTP_PORT", "9")  # nothing listens there
+    monkeypatch.setenv("NEWSLETTER_SMTP_SECURITY", "none")
+    with LiveServer(create_app(load_settings())) as live, httpx.Client(base_url=live.url) as client:
+        answer = signup(client, email="ukjent@example.no")
+    assert answer.status_code == 200 and "Sjekk e-posten din" in answer.text
+
+
+def test_serve_keeps_tokens_out_of_the_log(project, monkeypatch):
+    """'newsletter serve' runs uvicorn without its access log, which would record token URLs."""
+    import uvicorn as real_uvicorn
+    from click.testing import CliRunner
+
+    from newsletter.cli import cli
+
+    seen = {}
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", KEY)
+    monkeypatch.setattr(real_uvicorn, "run", lambda app, **options: seen.update(options))
+    result = CliRunner().invoke(cli, ["serve", "--port", "8123"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert seen["access_log"] is False and seen["port"] == 8123 and seen["proxy_headers"] is True
