@@ -694,6 +694,89 @@ def status(state: State, issue: str | None) -> None:
         click.echo(f"  failed {address}: {reason}")
 
 
+class _ScheduleGroup(click.Group):
+    """'schedule ISSUE --at ...' as well as 'schedule list' and 'schedule cancel ISSUE'."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
+            args = ["add", *args]
+        return super().parse_args(ctx, args)
+
+
+@cli.group(cls=_ScheduleGroup)
+def schedule() -> None:
+    """Schedule an issue to be sent later; list and cancel schedules.
+
+    \b
+      newsletter schedule ISSUE --at "2026-12-01 09:00" [--segment SEGMENT]
+      newsletter schedule list
+      newsletter schedule cancel ISSUE
+    Times are Oslo time unless a zone is given. 'newsletter run-due', run by cron every
+    minute, sends what is due.
+    """
+
+
+@schedule.command("add", hidden=True)
+@click.argument("issue")
+@click.option("--at", "at", required=True, help="When: 'YYYY-MM-DD HH:MM' in Oslo time, or ISO 8601 with a zone.")
+@click.option("--segment", help="Who gets it (default: all confirmed subscribers at sending time).")
+@click.pass_obj
+def schedule_add(state: State, issue: str, at: str, segment: str | None) -> None:
+    """Schedule ISSUE for --at."""
+    from .schedule import oslo
+    from .schedule import schedule as make_schedule
+
+    made = make_schedule(state.settings(), issue, at, segment)
+    click.echo(f"Scheduled {made.issue} for {oslo(made.at)} ({made.at:%Y-%m-%d %H:%M} UTC).")  # type: ignore[arg-type]
+    click.echo(
+        "It is sent by 'newsletter run-due' (cron, every minute); an edit before then stops it until rescheduled."
+    )
+
+
+@schedule.command("list")
+@click.pass_obj
+def schedule_list(state: State) -> None:
+    """List scheduled deliveries and unfinished ones."""
+    from .schedule import listing, oslo
+
+    found = listing(state.settings())
+    if not found:
+        click.echo("Nothing scheduled.")
+    for item in found:
+        when = oslo(item.at) if item.at else "now"
+        click.echo(f"{item.issue}  {item.status}  {when}  {item.segment or 'all confirmed'}")
+
+
+@schedule.command("cancel")
+@click.argument("issue")
+@click.pass_obj
+def schedule_cancel(state: State, issue: str) -> None:
+    """Cancel the scheduled delivery of ISSUE (before it starts)."""
+    from .schedule import cancel, oslo
+
+    done = cancel(state.settings(), issue)
+    click.echo(f"Cancelled {done.issue} (was scheduled for {oslo(done.at) if done.at else '-'}).")
+
+
+@cli.command("run-due")
+@click.pass_obj
+def run_due_command(state: State) -> None:
+    """Send the scheduled issues that are due and resume interrupted deliveries (for cron).
+
+    Safe to run every minute: one run at a time, silent when there is nothing to do. Exits 1
+    (so cron reports it) when a delivery was refused or is left unfinished.
+    """
+    from .schedule import run_due
+
+    result = run_due(state.settings())
+    for line in result.lines:
+        click.echo(line)
+    for problem in result.problems:
+        click.echo(f"Error: {problem}", err=True)
+    if result.problems:
+        raise SystemExit(1)
+
+
 def _members_file(settings: Settings) -> Path:
     if settings.emissions_members is None:
         raise ConfigError("newsletter.toml has no emissions.members: set it to the CSV of the region's members.")

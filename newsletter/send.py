@@ -584,8 +584,11 @@ def plan_send(settings: Settings, ref: str | None, segment: str | None, retry_fa
 def _check_existing(existing: sqlite3.Row, prepared: Any, segment: str | None, retry_failed: bool) -> None:
     issue = prepared.issue.id
     if existing["status"] == "scheduled":
+        from .schedule import oslo
+
         raise SendError(
-            f"{issue} is scheduled for {existing['scheduled_at']} (UTC); cancel it with 'newsletter schedule cancel {issue}' to send now."
+            f"{issue} is scheduled for {oslo(parse_timestamp(existing['scheduled_at']))}; "
+            f"cancel it with 'newsletter schedule cancel {issue}' first."
         )
     if existing["status"] == "done" and not retry_failed:
         raise SendError(

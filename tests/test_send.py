@@ -282,3 +282,56 @@ def test_sigkill_in_the_middle_and_resume(project, sink):
     duplicates = len(received) - len(set(received))
     uncertain = int(re.search(r"(\d+) uncertain", done.stdout).group(1))
     assert duplicates <= uncertain <= 2  # every second copy is reported; at most one per connection
+
+
+def test_schedule_and_run_due_with_a_controlled_clock(run, project, sink, issue_dir):
+    from datetime import UTC, datetime
+
+    from newsletter.schedule import _run_lock, run_due
+
+    subscribe("a@example.no", "b@example.no")
+    made = run("schedule", "ordforer", "--at", "2030-01-15 09:00")
+    assert made.exit_code == 0, made.output
+    assert f"Scheduled {SAMPLE_ISSUE} for 2030-01-15 09:00 (Oslo) (2030-01-15 08:00 UTC)" in made.stdout
+    assert "2030-01-15 09:00 (Oslo)" in run("schedule", "list").stdout
+    assert_error(run("send", "--yes"), "is scheduled for", "schedule cancel")
+    assert_error(run("schedule", "ordforer", "--at", "2030-01-16 09:00"), "is scheduled for 2030-01-15 09:00 (Oslo)")
+
+    settings = load_settings()
+    quiet = run("run-due")  # today is long before 2030: nothing to do, and nothing said
+    assert quiet.exit_code == 0 and quiet.output == ""
+    assert run_due(settings, datetime(2030, 1, 15, 7, 59, tzinfo=UTC)).lines == ()
+    with _run_lock(settings):
+        assert run_due(settings, datetime(2030, 1, 15, 8, 1, tzinfo=UTC)).busy  # one run-due at a time
+    done = run_due(settings, datetime(2030, 1, 15, 8, 1, tzinfo=UTC))
+    assert done.problems == () and "2 sent" in done.lines[0]
+    assert sink.to() == ["a@example.no", "b@example.no"]
+    assert run_due(settings, datetime(2030, 1, 15, 8, 2, tzinfo=UTC)).lines == ()  # nothing sent twice
+
+
+def test_run_due_refuses_an_issue_changed_after_scheduling(run, project, sink, issue_dir):
+    from datetime import UTC, datetime
+
+    from newsletter.schedule import run_due
+
+    subscribe("a@example.no")
+    run("schedule", SAMPLE_ISSUE, "--at", "2030-01-15 09:00")
+    path = issue_dir / "02-klemetsrud.md"
+    path.write_text(path.read_text(encoding="utf-8") + "\nEn setning til.\n", encoding="utf-8")
+    result = run_due(load_settings(), datetime(2030, 1, 16, tzinfo=UTC))
+    assert result.lines == () and "the issue changed after it was scheduled" in result.problems[0]
+    assert sink.messages == []
+    cron = run("run-due")
+    assert cron.exit_code == 0  # not due yet by the real clock
+    assert "Cancelled" in run("schedule", "cancel", SAMPLE_ISSUE).stdout
+    assert run("schedule", SAMPLE_ISSUE, "--at", "2030-01-15 10:00").exit_code == 0
+    assert "1 sent" in run_due(load_settings(), datetime(2030, 1, 16, tzinfo=UTC)).lines[0]
+
+
+def test_schedule_errors(run, project, sink):
+    subscribe("a@example.no")
+    assert_error(run("schedule", SAMPLE_ISSUE, "--at", "i morgen"), "is not a time; write it as 'YYYY-MM-DD HH:MM'")
+    assert_error(run("schedule", SAMPLE_ISSUE, "--at", "2001-01-01 09:00"), "is in the past")
+    assert_error(run("schedule", "cancel", SAMPLE_ISSUE), "is not scheduled")
+    made = run("schedule", SAMPLE_ISSUE, "--at", "2030-06-01T09:00+00:00")
+    assert "2030-06-01 11:00 (Oslo) (2030-06-01 09:00 UTC)" in made.stdout  # Oslo is UTC+2 in summer
