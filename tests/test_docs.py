@@ -15,6 +15,8 @@ GUIDE = (ROOT / "docs" / "redaktorveiledning.md").read_text(encoding="utf-8")
 
 def _commands(group=cli, prefix="newsletter"):
     for name, command in group.commands.items():
+        if command.hidden:  # 'schedule add' is what 'schedule ISSUE --at' runs
+            continue
         yield f"{prefix} {name}", command
         if hasattr(command, "commands"):
             yield from _commands(command, f"{prefix} {name}")
