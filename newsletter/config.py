@@ -116,12 +116,16 @@ class Settings:
     smtp_security: str
     smtp_username: str | None
     smtp_timeout: int
+    smtp_ca_file: Path | None
     send_connections: int
     send_per_second: int
     send_per_hour: int
     send_max_attempts: int
     send_retry_seconds: int
     send_bounce_after: int
+    dkim_domain: str | None
+    dkim_selector: str | None
+    dkim_key_file: Path | None
     emissions_members: Path | None
     emissions_region: str
     emissions_sectors: Path | None
@@ -230,6 +234,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("smtp_username", "smtp", "username", "opt_str", None, "SMTP login name."),
     Option("smtp_password", "smtp", "password", "secret", None, "SMTP password (environment or .env only)."),
     Option("smtp_timeout", "smtp", "timeout", "int", 30, "Seconds to wait for the SMTP server."),
+    Option("smtp_ca_file", "smtp", "ca_file", "opt_path", None, "Extra CA certificate(s) to trust (a private CA)."),
     Option("send_connections", "sending", "connections", "int", 4, "SMTP connections used at once."),
     Option("send_per_second", "sending", "per_second", "int0", 0, "At most this many messages a second (0: no limit)."),
     Option("send_per_hour", "sending", "per_hour", "int0", 0, "At most this many messages an hour (0: no limit)."),
@@ -244,6 +249,23 @@ OPTIONS: tuple[Option, ...] = (
         "int",
         2,
         "Permanent failures before a subscriber is marked bounced.",
+    ),
+    Option("dkim_domain", "dkim", "domain", "opt_str", None, "Sign with DKIM for this domain (d=)."),
+    Option(
+        "dkim_selector",
+        "dkim",
+        "selector",
+        "opt_str",
+        None,
+        "DKIM selector (s=): the DNS name <selector>._domainkey.<domain>.",
+    ),
+    Option(
+        "dkim_key_file",
+        "dkim",
+        "key_file",
+        "opt_path",
+        None,
+        "PEM file with the DKIM private key (keep it out of git).",
     ),
     Option("emissions_members", "emissions", "members", "opt_path", None, "CSV of the region's member municipalities."),
     Option("emissions_region", "emissions", "region", "str", "Regionen", "The region's name in emission highlights."),
@@ -385,6 +407,9 @@ def load_settings(
         except ValueError as exc:
             problems.append(f"{path.name} [[feeds]]: {exc}")
 
+    dkim = [values.get("dkim_domain"), values.get("dkim_selector"), values.get("dkim_key_file")]
+    if any(dkim) and not all(dkim):
+        problems.append("dkim: set all of dkim.domain, dkim.selector and dkim.key_file, or none")
     if problems:
         raise ConfigError(f"{len(problems)} problem(s) in the settings: " + "; ".join(problems))
     return Settings(project_dir=root, categories=categories, feeds=feeds, **values)

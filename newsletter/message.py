@@ -89,3 +89,44 @@ def confirmation_message(
     )
     msg.add_alternative(html, subtype="html", charset="utf-8", cte="quoted-printable")
     return msg
+
+
+DKIM_HEADERS = (
+    b"from", b"to", b"subject", b"date", b"message-id", b"reply-to", b"list-id",
+    b"list-unsubscribe", b"list-unsubscribe-post", b"mime-version", b"content-type",
+)  # fmt: skip
+
+
+def dkim_key(settings: Settings) -> bytes | None:
+    """The DKIM private key, read once per send; None when DKIM is not configured."""
+    if not settings.dkim_key_file:
+        return None
+    try:
+        key = settings.dkim_key_file.read_bytes()
+    except OSError as exc:
+        raise NewsletterError(
+            f"{settings.dkim_key_file}: cannot read the DKIM key ({exc.strerror}); check dkim.key_file."
+        ) from exc
+    if b"PRIVATE KEY" not in key:
+        raise NewsletterError(f"{settings.dkim_key_file}: not a PEM private key; check dkim.key_file.")
+    return key
+
+
+def wire_bytes(settings: Settings, message: EmailMessage, key: bytes | None) -> bytes:
+    """The message as sent: CRLF line ends, and a DKIM-Signature on top when a key is given.
+
+    The signature covers List-Unsubscribe and List-Unsubscribe-Post, as Gmail and Yahoo require."""
+    raw = message.as_bytes(policy=policy.SMTP)
+    if key is None:
+        return raw
+    import dkim
+
+    present = {name.lower().encode() for name in message}
+    signature = dkim.sign(
+        raw,
+        settings.dkim_selector.encode(),  # type: ignore[union-attr]
+        settings.dkim_domain.encode(),  # type: ignore[union-attr]
+        key,
+        include_headers=[h for h in DKIM_HEADERS if h in present],
+    )
+    return signature + raw

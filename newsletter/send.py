@@ -32,6 +32,10 @@ class SendError(NewsletterError):
     """A message could not be handed to the transport."""
 
 
+class ConnectFailed(SendError):
+    """No connection to the SMTP server (refused, login, certificate): stop the run, keep everyone pending."""
+
+
 @dataclass(frozen=True)
 class Outbox:
     """Messages written to a Maildir instead of being sent (open it with any mail program)."""
@@ -40,9 +44,13 @@ class Outbox:
 
     def send(self, message: EmailMessage) -> str:
         """Store the message; return where it went."""
+        return self.send_bytes(message.as_bytes())
+
+    def send_bytes(self, raw: bytes) -> str:
+        """Store a message given as bytes (as signed); return where it went."""
         try:
             box = mailbox.Maildir(self.path, create=True)
-            key = box.add(message)
+            key = box.add(raw)
         except OSError as exc:
             raise SendError(f"cannot write to the outbox {self.path} ({exc.strerror}).") from exc
         return f"outbox {self.path}/new/{key}"
@@ -61,11 +69,14 @@ class SMTP:
     username: str | None
     password: str | None
     timeout: float
-    context: ssl.SSLContext | None = None
+    ca_file: Path | None = None
 
     def connect(self) -> smtplib.SMTP:
-        """An open, authenticated connection."""
-        context = self.context or ssl.create_default_context()
+        """An open, authenticated connection. Certificates are always verified."""
+        try:
+            context = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
+        except (OSError, ssl.SSLError) as exc:
+            raise SendError(f"cannot use the CA file {self.ca_file} ({exc}); check smtp.ca_file.") from exc
         try:
             if self.security == "tls":
                 client: smtplib.SMTP = smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout, context=context)
@@ -75,6 +86,10 @@ class SMTP:
                     client.starttls(context=context)
             if self.username:
                 client.login(self.username, self.password or "")
+        except smtplib.SMTPNotSupportedError as exc:
+            raise SendError(
+                f"the SMTP server {self.host} does not offer {exc}; check NEWSLETTER_SMTP_SECURITY."
+            ) from exc
         except smtplib.SMTPAuthenticationError as exc:
             raise SendError(
                 f"the SMTP server {self.host} refused the login ({exc.smtp_code}); check NEWSLETTER_SMTP_USERNAME and _PASSWORD."
@@ -111,6 +126,7 @@ def transport(settings: Settings) -> Outbox | SMTP:
             settings.smtp_username,
             settings.smtp_password,
             settings.smtp_timeout,
+            settings.smtp_ca_file,
         )
     return Outbox(settings.outbox_dir)
 
@@ -119,6 +135,7 @@ def transport(settings: Settings) -> Outbox | SMTP:
 
 TEMPORARY = "temporary"
 PERMANENT = "permanent"
+ABORT = "abort"  # no connection at all: not the recipient's fault
 
 
 @dataclass(frozen=True)
@@ -208,14 +225,17 @@ class _Connection:
         self.via = via
         self.client: smtplib.SMTP | None = None
 
-    def send(self, message: EmailMessage) -> None:
+    def send(self, sender: str, recipient: str, raw: bytes) -> None:
         if isinstance(self.via, Outbox):
-            self.via.send(message)
+            self.via.send_bytes(raw)
             return
         if self.client is None:
-            self.client = self.via.connect()
+            try:
+                self.client = self.via.connect()
+            except SendError as exc:
+                raise ConnectFailed(str(exc)) from exc
         try:
-            refused = self.client.send_message(message)
+            refused = self.client.sendmail(sender, [recipient], raw)
         except smtplib.SMTPRecipientsRefused:
             self.reset()  # the session is still usable, but RSET keeps it clean
             raise
@@ -368,10 +388,11 @@ def run_delivery(
     from queue import Empty, Queue
 
     from .compose import Recipient
-    from .message import build_message
+    from .message import build_message, dkim_key, wire_bytes
     from .subscribers import make_token
 
     stop = stop or threading.Event()
+    key = dkim_key(settings)
     uncertain = _recover(conn, delivery)
     with conn:
         conn.execute(
@@ -391,12 +412,14 @@ def run_delivery(
                 job = jobs.get()
                 if job is None:
                     return
-                subscriber, message = job
+                subscriber, recipient, raw, message_id = job
                 limiter.wait()
                 try:
-                    connection.send(message)
-                    results.put(Outcome(subscriber, True, message_id=message["Message-ID"]))
-                except Exception as exc:
+                    connection.send(settings.sender_address, recipient, raw)
+                    results.put(Outcome(subscriber, True, message_id=message_id))
+                except ConnectFailed as exc:
+                    results.put(Outcome(subscriber, False, ABORT, str(exc)))
+                except Exception as exc:  # every other failure is recorded against the recipient
                     kind, text = classify(exc)
                     results.put(Outcome(subscriber, False, kind, text))
         finally:
@@ -406,8 +429,19 @@ def run_delivery(
     for thread in threads:
         thread.start()
 
+    aborted: list[str] = []
+
     def record(outcome: Outcome) -> None:
         moment = now()
+        if outcome.kind == ABORT:  # back in the queue, no attempt counted; the run stops
+            conn.execute(
+                "UPDATE delivery_recipients SET status = 'pending' WHERE delivery = ? AND subscriber = ?",
+                (delivery, outcome.subscriber),
+            )
+            if not aborted:
+                aborted.append(outcome.error)
+            stop.set()
+            return
         if outcome.ok:
             conn.execute(
                 "UPDATE delivery_recipients SET status = 'sent', attempts = attempts + 1, sent_at = ?, message_id = ?,"
@@ -506,20 +540,23 @@ def run_delivery(
                         municipality=row["municipality"],
                     )
                     message = build_message(settings, prepared.rendered, recipient, prepared.strings)
+                    raw = wire_bytes(settings, message, key)
                     conn.execute(  # recorded before it leaves: a crash after this is resent, as uncertain
                         "UPDATE delivery_recipients SET status = 'sending' WHERE delivery = ? AND subscriber = ?",
                         (delivery, row["subscriber"]),
                     )
-                    batch.append((row["subscriber"], message))
-            for subscriber, message in batch:
-                in_flight.add(subscriber)
-                jobs.put((subscriber, message))
+                    batch.append((row["subscriber"], row["email"], raw, message["Message-ID"]))
+            for job in batch:
+                in_flight.add(job[0])
+                jobs.put(job)
                 dispatched += 1
     finally:
         for _ in threads:
             jobs.put(None)
         for thread in threads:
             thread.join(timeout=60)
+    if aborted:
+        raise SendError(f"{aborted[0]} Nothing more was sent; the same command goes on where it stopped.")
     result = summary(conn, delivery)
     if result.pending == 0:
         with conn:
@@ -653,17 +690,27 @@ def send_test(settings: Settings, ref: str | None, addresses: tuple[str, ...]) -
     """Send the issue to test addresses, subject prefixed [TEST]; records nothing."""
     from .build import prepare
     from .compose import Recipient
-    from .message import build_message
+    from .message import build_message, dkim_key, wire_bytes
     from .subscribers import normalize_email
 
     prepared = prepare(settings, ref)
     via = transport(settings)
+    key = dkim_key(settings)
     done = []
     for address in addresses:
         email = normalize_email(address)
         message = build_message(settings, prepared.rendered, Recipient(email=email, unsubscribe_token="test",
                                 preferences_token="test"), prepared.strings, subject_prefix="[TEST] ")  # fmt: skip
-        done.append((email, via.send(message)))
+        raw = wire_bytes(settings, message, key)
+        if isinstance(via, Outbox):
+            done.append((email, via.send_bytes(raw)))
+        else:
+            connection = _Connection(via)
+            try:
+                connection.send(settings.sender_address, email, raw)
+            finally:
+                connection.close()
+            done.append((email, via.describe()))
     return done
 
 

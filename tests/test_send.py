@@ -335,3 +335,138 @@ def test_schedule_errors(run, project, sink):
     assert_error(run("schedule", "cancel", SAMPLE_ISSUE), "is not scheduled")
     made = run("schedule", SAMPLE_ISSUE, "--at", "2030-06-01T09:00+00:00")
     assert "2030-06-01 11:00 (Oslo) (2030-06-01 09:00 UTC)" in made.stdout  # Oslo is UTC+2 in summer
+
+
+def test_dkim_signature_covers_the_unsubscribe_headers_and_verifies(run, project, sink, monkeypatch, tmp_path):
+    import base64
+
+    import dkim
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    key_file = tmp_path / "dkim.pem"
+    key_file.write_bytes(private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))  # fmt: skip
+    public = private.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    record = b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
+    monkeypatch.setenv("NEWSLETTER_DKIM_DOMAIN", "osloregionen.no")
+    monkeypatch.setenv("NEWSLETTER_DKIM_SELECTOR", "nyhetsbrev")
+    monkeypatch.setenv("NEWSLETTER_DKIM_KEY_FILE", str(key_file))
+    subscribe(("kari@example.no", "Kåre Ø. Åsen", "Asker"))
+    assert run("send", "--yes").exit_code == 0
+    (raw,) = sink.messages
+    looked_up = []
+
+    def dns(name, timeout=5):  # a stub DNS: the public key as the TXT record
+        looked_up.append(name)
+        return record if name == b"nyhetsbrev._domainkey.osloregionen.no." else None
+
+    assert dkim.verify(raw, dnsfunc=dns)
+    assert looked_up == [b"nyhetsbrev._domainkey.osloregionen.no."]
+    signature = raw.split(b"\r\n\r\n")[0].decode()
+    signed = re.search(r"h=([^;]+);", signature.replace("\r\n", "").replace(" ", "").replace("\t", "")).group(1).lower()
+    assert {"list-unsubscribe", "list-unsubscribe-post", "from", "subject", "to"} <= set(signed.split(":"))
+    tampered = raw.replace(b"List-Unsubscribe-Post: List-Unsubscribe=One-Click", b"List-Unsubscribe-Post: nothing")
+    assert not dkim.verify(tampered, dnsfunc=dns)
+
+
+def test_dkim_settings_go_together(run, project, sink, monkeypatch):
+    monkeypatch.setenv("NEWSLETTER_DKIM_DOMAIN", "osloregionen.no")
+    assert_error(run("send", "--yes"), "set all of dkim.domain, dkim.selector and dkim.key_file")
+
+
+@pytest.fixture
+def tls_sink(project, monkeypatch, tmp_path):
+    """An SMTP server that requires STARTTLS (self-signed certificate) and AUTH."""
+    import datetime as dt
+    import ipaddress
+    import ssl
+
+    from aiosmtpd.smtp import AuthResult
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(dt.datetime.now(dt.UTC) - dt.timedelta(days=1))
+        .not_valid_after(dt.datetime.now(dt.UTC) + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_file, key_file)
+
+    def authenticator(server, session, envelope, mechanism, auth_data):
+        ok = auth_data.login == b"nyhetsbrev" and auth_data.password == b"riktig-passord"
+        return AuthResult(success=ok)
+
+    handler = Sink()
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port, tls_context=context, require_starttls=True,
+                            auth_required=True, auth_require_tls=True, authenticator=authenticator)  # fmt: skip
+    controller.start()
+    load_sample_data(project)
+    for env, value in {
+        "NEWSLETTER_SECRET_KEY": KEY,
+        "NEWSLETTER_SMTP_HOST": "127.0.0.1",
+        "NEWSLETTER_SMTP_PORT": str(port),
+        "NEWSLETTER_SMTP_SECURITY": "starttls",
+        "NEWSLETTER_SMTP_USERNAME": "nyhetsbrev",
+        "NEWSLETTER_SMTP_PASSWORD": "riktig-passord",
+        "NEWSLETTER_SMTP_CA_FILE": str(cert_file),
+        "NEWSLETTER_SENDING_RETRY_SECONDS": "0",
+        "NEWSLETTER_SENDING_MAX_ATTEMPTS": "2",
+    }.items():
+        monkeypatch.setenv(env, value)
+    yield handler
+    controller.stop()
+
+
+def test_starttls_and_auth(run, project, tls_sink, monkeypatch):
+    subscribe("a@example.no", "b@example.no")
+    result = run("send", "--yes")
+    assert result.exit_code == 0, result.output
+    assert tls_sink.to() == ["a@example.no", "b@example.no"]
+    assert "riktig-passord" not in result.output  # the password is never printed
+
+
+def test_wrong_password_and_untrusted_certificate(run, project, tls_sink, monkeypatch):
+    subscribe("a@example.no")
+    monkeypatch.setenv("NEWSLETTER_SMTP_PASSWORD", "feil-passord")
+    monkeypatch.setenv("NEWSLETTER_SMTP_TIMEOUT", "2")
+    # smtplib tries PLAIN (535) and then LOGIN, which aiosmtpd leaves unanswered: either way the
+    # run stops with one line, and the recipient is not blamed.
+    line = assert_error(run("send", "--yes"), "SMTP server", "goes on where it stopped")
+    assert "refused the login (535)" in line or "cannot connect" in line
+    assert rows(project, "SELECT status, attempts FROM delivery_recipients") == [("pending", 0)]  # not its fault
+    monkeypatch.setenv("NEWSLETTER_SMTP_PASSWORD", "riktig-passord")
+    monkeypatch.delenv("NEWSLETTER_SMTP_CA_FILE")  # the self-signed certificate is not trusted now
+    assert_error(run("send", "--yes"), "CERTIFICATE_VERIFY_FAILED")
+    assert tls_sink.messages == []
+    monkeypatch.setenv("NEWSLETTER_SMTP_CA_FILE", str(project / "finnes-ikke.pem"))
+    assert_error(run("send", "--yes"), "check smtp.ca_file")
+
+
+def test_slow_server_times_out_and_is_retried(run, project, sink, monkeypatch):
+    monkeypatch.setenv("NEWSLETTER_SMTP_TIMEOUT", "1")
+    subscribe("treg@example.no")
+    sink.delay = 2.5  # longer than the timeout
+    first = run("send", "--yes")
+    assert first.exit_code == 0 and "1 gave up after retries" in first.stdout
+    assert "TimeoutError" in first.stderr or "timed out" in first.stderr
+    sink.delay = 0
+    again = run("send", "--yes", "--retry-failed")
+    assert again.exit_code == 0 and "1 sent" in again.stdout
