@@ -120,14 +120,18 @@ def _run_lock(settings: Settings) -> Iterator[bool]:
     folder = settings.build_dir / ".locks"
     folder.mkdir(parents=True, exist_ok=True)
     with (folder / "run-due.lock").open("a+") as handle:
+        from .send import HELD_LOCKS
+
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             yield False
             return
+        HELD_LOCKS.add(handle.fileno())
         try:
             yield True
         finally:
+            HELD_LOCKS.discard(handle.fileno())
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 

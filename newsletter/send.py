@@ -16,7 +16,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import timedelta
 from email.message import EmailMessage
@@ -273,6 +273,9 @@ def content_hash(rendered: Any) -> str:
     return digest.hexdigest()
 
 
+HELD_LOCKS: set[int] = set()  # file descriptors of the lock files this process holds
+
+
 @contextmanager
 def delivery_lock(settings: Settings, issue_id: str) -> Iterator[None]:
     """One sender per issue at a time: a lock file the OS releases when the process dies."""
@@ -283,6 +286,7 @@ def delivery_lock(settings: Settings, issue_id: str) -> Iterator[None]:
     handle = (folder / f"{issue_id}.lock").open("a+")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        HELD_LOCKS.add(handle.fileno())
     except BlockingIOError:
         handle.close()
         raise SendError(
@@ -291,6 +295,7 @@ def delivery_lock(settings: Settings, issue_id: str) -> Iterator[None]:
     try:
         yield
     finally:
+        HELD_LOCKS.discard(handle.fileno())
         fcntl.flock(handle, fcntl.LOCK_UN)
         handle.close()
 
@@ -342,6 +347,83 @@ def _recover(conn: sqlite3.Connection, delivery: int) -> int:
     return cursor.rowcount
 
 
+def _work(via: Outbox | SMTP, sender: str, jobs: Any, results: Any, parent: int, make: Any) -> None:
+    """One connection: build and send the messages it is given and report each outcome (thread or
+    process). ``make(job)`` builds (Message-ID, bytes) for a job; in a process it uses another core."""
+    import os
+    from queue import Empty
+
+    if os.getpid() != parent:  # a forked worker: let go of the lock files, so only the sender holds them
+        for fd in list(HELD_LOCKS):
+            with suppress(OSError):
+                os.close(fd)
+    connection = _Connection(via)
+    try:
+        while True:
+            try:
+                job = jobs.get(timeout=1)
+            except Empty:
+                if os.getppid() != parent and parent != os.getpid():
+                    return  # the sender died (even kill -9): stop rather than linger
+                continue
+            if job is None:
+                return
+            subscriber, recipient = job[0], job[1]
+            try:
+                message_id, raw = make(job)
+                connection.send(sender, recipient, raw)
+                results.put(Outcome(subscriber, True, message_id=message_id))
+            except ConnectFailed as exc:
+                results.put(Outcome(subscriber, False, ABORT, str(exc)))
+            except Exception as exc:  # every other failure is recorded against the recipient
+                kind, text = classify(exc)
+                results.put(Outcome(subscriber, False, kind, text))
+    finally:
+        connection.close()
+
+
+@dataclass
+class _Workers:
+    """The connections of a run: processes where that is safe (they use the other cores), else threads."""
+
+    jobs: Any
+    results: Any
+    members: list
+
+    def stop(self) -> None:
+        for _ in self.members:
+            self.jobs.put(None)
+        for member in self.members:
+            member.join(timeout=60)
+            if hasattr(member, "terminate") and member.is_alive():
+                member.terminate()
+
+
+def _start_workers(via: Outbox | SMTP, sender: str, count: int, make: Any) -> _Workers:
+    import multiprocessing
+    import os
+    from queue import Queue
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    forkable = "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1
+    if isinstance(via, SMTP) and count > 1 and cores > 1 and forkable:
+        context = multiprocessing.get_context("fork")
+        jobs, results = context.Queue(), context.Queue()
+        members = [
+            context.Process(target=_work, args=(via, sender, jobs, results, os.getpid(), make), daemon=True)
+            for _ in range(count)
+        ]
+    else:
+        jobs, results = Queue(), Queue()
+        members = [
+            threading.Thread(target=_work, args=(via, sender, jobs, results, os.getpid(), make), daemon=True)
+            for _ in range(count)
+        ]
+    for member in members:
+        member.start()
+    return _Workers(jobs, results, members)
+
+
 def create_delivery(
     conn: sqlite3.Connection,
     issue_id: str,
@@ -388,11 +470,12 @@ def run_delivery(
     from queue import Empty, Queue
 
     from .compose import Recipient
-    from .message import build_message, dkim_key, wire_bytes
+    from .message import MessageFactory, dkim_key, sign
     from .subscribers import make_token
 
     stop = stop or threading.Event()
     key = dkim_key(settings)
+    factory = MessageFactory(settings, prepared.rendered, prepared.strings)  # the shared parts, encoded once
     uncertain = _recover(conn, delivery)
     with conn:
         conn.execute(
@@ -405,29 +488,20 @@ def run_delivery(
     limiter = RateLimit(settings.send_per_second, settings.send_per_hour)
     workers = 1 if isinstance(via, Outbox) else settings.send_connections
 
-    def work() -> None:
-        connection = _Connection(via)
-        try:
-            while True:
-                job = jobs.get()
-                if job is None:
-                    return
-                subscriber, recipient, raw, message_id = job
-                limiter.wait()
-                try:
-                    connection.send(settings.sender_address, recipient, raw)
-                    results.put(Outcome(subscriber, True, message_id=message_id))
-                except ConnectFailed as exc:
-                    results.put(Outcome(subscriber, False, ABORT, str(exc)))
-                except Exception as exc:  # every other failure is recorded against the recipient
-                    kind, text = classify(exc)
-                    results.put(Outcome(subscriber, False, kind, text))
-        finally:
-            connection.close()
+    def make(job: tuple) -> tuple[str, bytes]:
+        subscriber, email, name, municipality = job
+        recipient = Recipient(
+            email=email,
+            name=name or "",
+            unsubscribe_token=make_token(settings, subscriber, "unsubscribe"),
+            preferences_token=make_token(settings, subscriber, "preferences"),
+            municipality=municipality,
+        )
+        message_id, raw = factory.build(recipient)
+        return message_id, sign(settings, raw, key)
 
-    threads = [threading.Thread(target=work, daemon=True) for _ in range(workers)]
-    for thread in threads:
-        thread.start()
+    pool = _start_workers(via, settings.sender_address, workers, make)
+    jobs, results = pool.jobs, pool.results
 
     aborted: list[str] = []
 
@@ -474,7 +548,9 @@ def run_delivery(
             )
 
     in_flight: set[int] = set()
+    ready: deque = deque()  # read ahead, not yet recorded as leaving
     dispatched = 0
+    last_progress = 0.0
     try:
         while True:
             # Record whatever finished; block briefly only when every connection is busy.
@@ -491,25 +567,44 @@ def run_delivery(
                     for outcome in finished:
                         record(outcome)
                         in_flight.discard(outcome.subscriber)
-                if progress:
+                if progress and time.monotonic() - last_progress >= 1:  # counting is O(recipients)
+                    last_progress = time.monotonic()
                     progress(summary(conn, delivery))
             if stop.is_set() or (limit is not None and dispatched >= limit):
                 if not in_flight:
                     break
                 continue
             room = workers - len(in_flight)
-            if room <= 0:
-                continue
             if limit is not None:
                 room = min(room, limit - dispatched)
-            due = conn.execute(
-                "SELECT r.subscriber, r.email, s.name, s.municipality, s.status FROM delivery_recipients r"
-                " LEFT JOIN subscribers s ON s.id = r.subscriber WHERE r.delivery = ? AND r.status = 'pending'"
-                " AND r.next_attempt <= ? ORDER BY r.next_attempt, r.subscriber LIMIT ?",
-                (delivery, timestamp(now()), room + len(in_flight)),
-            ).fetchall()
-            due = [row for row in due if row["subscriber"] not in in_flight][:room]
-            if not due:
+            if room <= 0:
+                continue
+            if len(ready) < room:
+                # The next recipients, read ahead (nothing is recorded for them yet: a crash now
+                # loses no one and doubles no one). Index order: no sort of the whole delivery.
+                want = max(workers * 8, room)
+                rows = conn.execute(
+                    "SELECT r.subscriber, r.email, s.name, s.municipality, s.status FROM delivery_recipients r"
+                    " LEFT JOIN subscribers s ON s.id = r.subscriber WHERE r.delivery = ? AND r.status = 'pending'"
+                    " AND r.next_attempt <= ? ORDER BY r.next_attempt LIMIT ?",
+                    (delivery, timestamp(now()), want + len(ready)),
+                ).fetchall()
+                queued = {job[0] for job in ready}
+                gone = []
+                for row in rows:
+                    if row["subscriber"] in queued:
+                        continue
+                    if row["status"] != "confirmed":  # unsubscribed (or bounced, blocked, forgotten) meanwhile
+                        gone.append((delivery, row["subscriber"]))
+                        continue
+                    ready.append((row["subscriber"], row["email"], row["name"], row["municipality"]))
+                if gone:
+                    with conn:
+                        conn.executemany(
+                            "UPDATE delivery_recipients SET status = 'skipped' WHERE delivery = ? AND subscriber = ?",
+                            gone,
+                        )
+            if not ready:
                 if in_flight:
                     continue
                 nxt = conn.execute(
@@ -523,38 +618,19 @@ def run_delivery(
                     break  # left for retry: the next 'send' or 'run-due' picks it up
                 stop.wait(max(0.05, min(delay, 5.0)))
                 continue
-            batch = []
-            with conn:
-                for row in due:
-                    if row["status"] != "confirmed":  # unsubscribed (or bounced, blocked, forgotten) meanwhile
-                        conn.execute(
-                            "UPDATE delivery_recipients SET status = 'skipped' WHERE delivery = ? AND subscriber = ?",
-                            (delivery, row["subscriber"]),
-                        )
-                        continue
-                    recipient = Recipient(
-                        email=row["email"],
-                        name=row["name"] or "",
-                        unsubscribe_token=make_token(settings, row["subscriber"], "unsubscribe"),
-                        preferences_token=make_token(settings, row["subscriber"], "preferences"),
-                        municipality=row["municipality"],
-                    )
-                    message = build_message(settings, prepared.rendered, recipient, prepared.strings)
-                    raw = wire_bytes(settings, message, key)
-                    conn.execute(  # recorded before it leaves: a crash after this is resent, as uncertain
-                        "UPDATE delivery_recipients SET status = 'sending' WHERE delivery = ? AND subscriber = ?",
-                        (delivery, row["subscriber"]),
-                    )
-                    batch.append((row["subscriber"], row["email"], raw, message["Message-ID"]))
+            batch = [ready.popleft() for _ in range(min(room, len(ready)))]
+            with conn:  # recorded before they leave: after a crash these are resent, as uncertain
+                conn.executemany(
+                    "UPDATE delivery_recipients SET status = 'sending' WHERE delivery = ? AND subscriber = ?",
+                    [(delivery, job[0]) for job in batch],
+                )
             for job in batch:
+                limiter.wait()  # the rate limit, for all connections together
                 in_flight.add(job[0])
                 jobs.put(job)
                 dispatched += 1
     finally:
-        for _ in threads:
-            jobs.put(None)
-        for thread in threads:
-            thread.join(timeout=60)
+        pool.stop()
     if aborted:
         raise SendError(f"{aborted[0]} Nothing more was sent; the same command goes on where it stopped.")
     result = summary(conn, delivery)

@@ -16,6 +16,7 @@ import json
 import re
 import sqlite3
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -491,11 +492,17 @@ def make_token(settings: Settings, subscriber_id: int, purpose: str) -> str:
     """A signed token for one subscriber and purpose ('confirm', 'unsubscribe', 'preferences').
 
     It carries the subscriber's number, never the address."""
-    from itsdangerous import URLSafeTimedSerializer
-
     if not settings.secret_key:
         raise SubscriberError("NEWSLETTER_SECRET_KEY is not set: put a long random value in .env (see .env.example).")
-    return URLSafeTimedSerializer(settings.secret_key, salt=f"newsletter-{purpose}").dumps(subscriber_id)
+    return _serializer(settings.secret_key, purpose).dumps(subscriber_id)
+
+
+@lru_cache(maxsize=16)
+def _serializer(secret: str, purpose: str):
+    """One serializer per key and purpose: a send makes two tokens per recipient."""
+    from itsdangerous import URLSafeTimedSerializer
+
+    return URLSafeTimedSerializer(secret, salt=f"newsletter-{purpose}")
 
 
 def read_token(settings: Settings, token: str, purpose: str) -> int:

@@ -99,3 +99,39 @@ def test_test_prefix(project):
     )
     assert msg["Subject"].startswith("[TEST] Osloregionen: ny ordførererklæring")
     assert "Hei!" in list(msg.iter_parts())[0].get_content()
+
+
+def test_the_fast_factory_makes_the_same_message(project):
+    """The delivery's MessageFactory and build_message agree on every header and decoded part."""
+    from datetime import UTC, datetime
+
+    from newsletter.message import MessageFactory
+
+    settings = load_settings()
+    prepared = prepare(settings)
+    moment = datetime(2026, 12, 3, 8, 0, tzinfo=UTC)
+    for person in (
+        Recipient("kari@example.com", 'Kåre "K" Ø. Nordmann-Åsen', "tok1", "tok2", municipality="3205"),
+        Recipient("b@example.com", "<b>Åse</b> & co", municipality="0301"),
+        Recipient("c@example.com"),
+    ):
+        slow = BytesParser(policy=policy.default).parsebytes(
+            build_message(
+                settings, prepared.rendered, person, prepared.strings, now=moment, message_id="<x@y>"
+            ).as_bytes()
+        )
+        message_id, raw = MessageFactory(settings, prepared.rendered, prepared.strings).build(
+            person, now=moment, message_id="<x@y>"
+        )
+        fast = BytesParser(policy=policy.default).parsebytes(raw)
+        assert message_id == "<x@y>"
+
+        def headers(message):
+            return {k: str(v) for k, v in message.items() if k != "Content-Type"}
+
+        assert headers(fast) == headers(slow)
+        assert fast.get_content_type() == "multipart/alternative"
+        assert [p.get_content_type() for p in fast.iter_parts()] == ["text/plain", "text/html"]
+        for a, b in zip(fast.iter_parts(), slow.iter_parts(), strict=True):
+            assert a.get_content() == b.get_content()
+        assert all(len(line) <= 78 for line in raw.split(b"\r\n")[20:])  # 76 + CRLF

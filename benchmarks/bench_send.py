@@ -1,0 +1,209 @@
+"""Benchmark: `newsletter send` of personalised messages to a local SMTP sink.
+
+- Sink: Postfix's `smtp-sink` on loopback where installed (apt-get install postfix), else an
+  aiosmtpd sink in a subprocess.
+- Ours: `newsletter send --yes` of the sample issue (news and emission highlights included) to
+  N confirmed subscribers, as a whole process, over 4 SMTP connections.
+- Baselines, same sink, same message size, same run:
+  * Postfix's `smtp-source` sending N messages over 4 sessions (target: ours at least half its rate);
+  * mailmerge (a Python mail-merge tool that opens a connection per message) sending a sample
+    of the same size (target: ours at least 10x its rate).
+- With --memory, also a 100,000-recipient delivery: peak memory (target under 150 MB) and the
+  cost per message against the N-recipient run (linear cost: about the same).
+
+    python benchmarks/bench_send.py [--recipients 10000] [--mailmerge 500] [--memory]
+
+Only loopback traffic. mailmerge is installed with pip on first use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+KEY = "benchmark-" + "k" * 40
+
+MEASURE = (
+    "import resource, subprocess, sys, time\n"
+    "start = time.perf_counter()\n"
+    "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+    "print(time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+)
+
+AIOSMTPD_SINK = """
+import asyncio, sys
+from aiosmtpd.controller import Controller
+class Sink:
+    async def handle_DATA(self, server, session, envelope):
+        return "250 OK"
+c = Controller(Sink(), hostname="127.0.0.1", port=int(sys.argv[1]))
+c.start()
+import time
+while True:
+    time.sleep(3600)
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(port: int) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise SystemExit(f"the sink did not start on port {port}")
+
+
+def start_sink(port: int) -> tuple[subprocess.Popen, str]:
+    sink = shutil.which("smtp-sink") or ("/usr/sbin/smtp-sink" if Path("/usr/sbin/smtp-sink").exists() else None)
+    if sink:
+        args = [sink, "-u", "root"] if os.geteuid() == 0 else [sink]
+        process = subprocess.Popen(
+            [*args, f"127.0.0.1:{port}", "256"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        name = "Postfix smtp-sink"
+    else:
+        process = subprocess.Popen([sys.executable, "-c", AIOSMTPD_SINK, str(port)])
+        name = "aiosmtpd sink"
+    wait_for(port)
+    return process, name
+
+
+def measure(command: list[str], env: dict, cwd: Path | None = None) -> tuple[float, float]:
+    """Wall time (s) and peak RSS (MB) of a command in a fresh process."""
+    out = subprocess.run(
+        [sys.executable, "-c", MEASURE, *command], check=True, capture_output=True, text=True, env=env, cwd=cwd
+    )
+    seconds, kilobytes = out.stdout.split()
+    return float(seconds), int(kilobytes) / 1024
+
+
+def make_project(folder: Path, recipients: int, env: dict) -> int:
+    """A copy of the sample project with its news, emissions and N confirmed subscribers; the message size."""
+    for name in ("newsletter.toml", "templates", "content", "data"):
+        source = ROOT / name
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, folder / name)
+    run = [sys.executable, "-m", "newsletter", "--project", str(folder)]
+    subprocess.run([*run, "feeds", "fetch"], check=True, env=env, stdout=subprocess.DEVNULL)
+    subprocess.run([*run, "emissions", "import", str(folder / "data" / "klimagassutslipp-syntetisk.csv")],
+                   check=True, env=env, stdout=subprocess.DEVNULL)  # fmt: skip
+    sys.path.insert(0, str(ROOT))
+    from newsletter.config import load_settings
+    from newsletter.store import database
+    from newsletter.subscribers import upsert
+
+    settings = load_settings(folder, environ=env)
+    with database(settings.database) as conn:
+        with conn:
+            for n in range(recipients):
+                upsert(conn, settings, f"abonnent{n:06d}@example.no", name=f"Abonnent {n}", municipality="3205",
+                       confirmed=True, source="benchmark")  # fmt: skip
+    subprocess.run([*run, "build", "--out", str(folder / "out")], check=True, env=env, stdout=subprocess.DEVNULL)
+    return (folder / "out" / "message.eml").stat().st_size
+
+
+def ensure_mailmerge() -> str:
+    if importlib.util.find_spec("mailmerge") is None:
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "mailmerge"], check=True)
+    return shutil.which("mailmerge") or str(Path(sys.executable).with_name("mailmerge"))
+
+
+def mailmerge_rate(port: int, size: int, count: int, folder: Path) -> float:
+    folder.mkdir()
+    body = ("Hei {{navn}}! " + "x" * 70 + "\n") * (size // 86)
+    (folder / "mailmerge_template.txt").write_text(
+        f"TO: {{{{epost}}}}\nSUBJECT: Nyhetsbrev\nFROM: nyhetsbrev@osloregionen.no\n\n{body}", encoding="utf-8"
+    )
+    (folder / "mailmerge_database.csv").write_text(
+        "epost,navn\n" + "".join(f"p{n}@example.no,Person {n}\n" for n in range(count)), encoding="utf-8"
+    )
+    (folder / "mailmerge_server.conf").write_text(
+        f"[smtp_server]\nhost = 127.0.0.1\nport = {port}\nsecurity = Never\nratelimit = 0\n", encoding="utf-8"
+    )
+    start = time.perf_counter()
+    subprocess.run([ensure_mailmerge(), "--no-dry-run", "--no-limit", "--output-format", "raw"], cwd=folder, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    return count / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--recipients", type=int, default=10_000)
+    parser.add_argument("--mailmerge", type=int, default=500, help="messages mailmerge sends (its rate is what counts)")
+    parser.add_argument("--memory", action="store_true", help="also run a 100,000-recipient delivery")
+    args = parser.parse_args()
+    import compileall
+
+    compileall.compile_dir(str(ROOT / "newsletter"), quiet=1)  # as installing a wheel does
+    port = free_port()
+    sink, sink_name = start_sink(port)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp_path = Path(tmp)
+            env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+            env |= {"NEWSLETTER_SECRET_KEY": KEY, "NEWSLETTER_SMTP_HOST": "127.0.0.1", "NEWSLETTER_SMTP_PORT": str(port),
+                    "NEWSLETTER_SMTP_SECURITY": "none", "NEWSLETTER_SENDING_CONNECTIONS": "4"}  # fmt: skip
+            project = tmp_path / "project"
+            project.mkdir()
+            size = make_project(project, args.recipients, env)
+            ours_s, ours_mb = measure(
+                [sys.executable, "-m", "newsletter", "--project", str(project), "send", "--yes"], env
+            )
+            ours = args.recipients / ours_s
+
+            source = shutil.which("smtp-source") or (
+                "/usr/sbin/smtp-source" if Path("/usr/sbin/smtp-source").exists() else None
+            )
+            if source:
+                start = time.perf_counter()
+                subprocess.run([source, "-s", "4", "-m", str(args.recipients), "-l", str(size), "-f", "nyhetsbrev@osloregionen.no",
+                                "-t", "mottaker@example.no", f"127.0.0.1:{port}"], check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+                baseline = args.recipients / (time.perf_counter() - start)
+            else:
+                baseline = None
+            merge = mailmerge_rate(port, size, args.mailmerge, tmp_path / "mailmerge")
+
+            print(f"sink: {sink_name}; message size {size / 1024:.0f} KB; 4 connections")
+            print(
+                f"newsletter send ({args.recipients} recipients, whole process): {ours:8.0f} msg/s   peak {ours_mb:.0f} MB"
+            )
+            if baseline:
+                print(f"Postfix smtp-source (same size, 4 sessions)        : {baseline:8.0f} msg/s   <- baseline")
+                print(f"ratio ours / smtp-source                           : {ours / baseline:8.2f}   (target >= 0.50)")
+            else:
+                print("Postfix smtp-source: not installed (apt-get install postfix); no ratio")
+            print(f"mailmerge ({args.mailmerge} messages, same size)         : {merge:8.0f} msg/s   <- baseline")
+            print(f"ratio ours / mailmerge                             : {ours / merge:8.1f}x  (target >= 10x)")
+
+            if args.memory:
+                big = tmp_path / "big"
+                big.mkdir()
+                make_project(big, 100_000, env)
+                big_s, big_mb = measure(
+                    [sys.executable, "-m", "newsletter", "--project", str(big), "send", "--yes"], env
+                )
+                print(f"100,000 recipients: {big_s:.0f} s, peak {big_mb:.0f} MB (target < 150 MB); "
+                      f"{big_s / 100_000 * 1000:.2f} ms per message vs {ours_s / args.recipients * 1000:.2f} ms at {args.recipients}")  # fmt: skip
+    finally:
+        sink.terminate()
+        sink.wait()
+
+
+if __name__ == "__main__":
+    main()
