@@ -109,11 +109,10 @@ def make_project(folder: Path, recipients: int, env: dict) -> int:
     from newsletter.subscribers import upsert
 
     settings = load_settings(folder, environ=env)
-    with database(settings.database) as conn:
-        with conn:
-            for n in range(recipients):
-                upsert(conn, settings, f"abonnent{n:06d}@example.no", name=f"Abonnent {n}", municipality="3205",
-                       confirmed=True, source="benchmark")  # fmt: skip
+    with database(settings.database) as conn, conn:
+        for n in range(recipients):
+            upsert(conn, settings, f"abonnent{n:06d}@example.no", name=f"Abonnent {n}", municipality="3205",
+                   confirmed=True, source="benchmark")  # fmt: skip
     subprocess.run([*run, "build", "--out", str(folder / "out")], check=True, env=env, stdout=subprocess.DEVNULL)
     return (folder / "out" / "message.eml").stat().st_size
 

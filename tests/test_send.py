@@ -470,3 +470,44 @@ def test_slow_server_times_out_and_is_retried(run, project, sink, monkeypatch):
     sink.delay = 0
     again = run("send", "--yes", "--retry-failed")
     assert again.exit_code == 0 and "1 sent" in again.stdout
+
+
+def test_rate_limit_per_second_and_per_hour():
+    from newsletter.send import RateLimit
+
+    clock = [0.0]
+    waits = []
+
+    def sleep(seconds):
+        waits.append(seconds)
+        clock[0] += seconds
+
+    per_second = RateLimit(per_second=3, per_hour=0, clock=lambda: clock[0], sleep=sleep)
+    for _ in range(7):
+        per_second.wait()
+    assert clock[0] >= 2.0  # 7 messages at 3 a second need at least two seconds
+    clock[0], waits[:] = 0.0, []
+    per_hour = RateLimit(per_second=0, per_hour=2, clock=lambda: clock[0], sleep=sleep)
+    for _ in range(3):
+        per_hour.wait()
+    assert clock[0] >= 3600  # the third message waits for the hour to pass
+
+
+def test_ctrl_c_stops_after_the_messages_in_flight(project, sink):
+    """SIGINT: the send stops dispatching, records what was in flight, and exits 1 with the rest pending."""
+    subscribe(*(f"c{n:02d}@example.no" for n in range(40)))
+    sink.delay = 0.05
+    process = subprocess.Popen([sys.executable, "-m", "newsletter", "send", "--yes"], cwd=project, env={**os.environ},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 20
+    while len(sink.messages) < 5 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 1, err
+    assert "Stopping after the messages in flight" in err and "left for retry" in out
+    sent, pending, sending = (
+        rows(project, f"SELECT COUNT(*) FROM delivery_recipients WHERE status = '{s}'")[0][0]
+        for s in ("sent", "pending", "sending")
+    )
+    assert sending == 0 and sent == len(sink.messages) and sent + pending == 40  # nothing uncertain, nothing lost
