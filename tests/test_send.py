@@ -511,3 +511,15 @@ def test_ctrl_c_stops_after_the_messages_in_flight(project, sink):
         for s in ("sent", "pending", "sending")
     )
     assert sending == 0 and sent == len(sink.messages) and sent + pending == 40  # nothing uncertain, nothing lost
+
+
+def test_lines_starting_with_a_dot_arrive_intact(run, project, sink, issue_dir):
+    """SMTP dot-stuffing: a line that starts with '.' (here in the text part) must not be lost."""
+    path = issue_dir / "issue.md"
+    path.write_text(path.read_text(encoding="utf-8") + "\n.punktum først\n\n.\n", encoding="utf-8")
+    subscribe("a@example.no")
+    assert run("send", "--yes").exit_code == 0
+    (raw,) = sink.messages
+    assert b"\r\n.punktum f" in raw and b"\r\n.\r\n" in raw  # the dots stood at line starts on the wire
+    text = next(p for p in sink.parsed()[0].iter_parts() if p.get_content_type() == "text/plain").get_content()
+    assert ".punktum først" in text and "\n.\n" in text.replace("\r\n", "\n")
