@@ -30,6 +30,18 @@ class State:
     def settings(self, **overrides: object) -> Settings:
         return load_settings(self.project, overrides)
 
+    def settings_with_key(self) -> Settings:
+        """Settings for commands that sign links: a missing secret key is made and kept in .env."""
+        from .config import ensure_secret_key
+
+        settings, created = ensure_secret_key(self.settings())
+        if created:
+            click.echo(
+                f"Made a new NEWSLETTER_SECRET_KEY in {settings.project_dir / '.env'} (keep that file secret).",
+                err=True,
+            )
+        return settings
+
 
 class _Group(click.Group):
     """Turns NewsletterError into 'Error: ...' and exit 1; tracebacks only with --verbose."""
@@ -522,7 +534,7 @@ def subscribers_forget(state: State, email: str, yes: bool) -> None:
     """
     from .subscribers import forget, normalize_email
 
-    settings = state.settings()
+    settings = state.settings_with_key()
     address = normalize_email(email)
     if not yes:
         click.confirm(f"Erase all data about {address}?", abort=True)
@@ -568,7 +580,7 @@ def serve(state: State, host: str, port: int, forwarded_allow_ips: str) -> None:
 
     from .web import create_app
 
-    app = create_app(state.settings())
+    app = create_app(state.settings_with_key())
     click.echo(f"Serving on http://{host}:{port}/ (public address {state.settings().base_url}); Ctrl-C stops.")
     # No access log: the URLs hold subscribers' tokens.
     uvicorn.run(
@@ -623,7 +635,7 @@ def send(
 
     from .send import execute_send, plan_send, send_test
 
-    settings = state.settings()
+    settings = state.settings_with_key()
     if tests:
         for address, where in send_test(settings, issue, tests):
             click.echo(f"Test sent to {address} ({where})")
@@ -726,7 +738,7 @@ def schedule_add(state: State, issue: str, at: str, segment: str | None) -> None
     from .schedule import oslo
     from .schedule import schedule as make_schedule
 
-    made = make_schedule(state.settings(), issue, at, segment)
+    made = make_schedule(state.settings_with_key(), issue, at, segment)
     click.echo(f"Scheduled {made.issue} for {oslo(made.at)} ({made.at:%Y-%m-%d %H:%M} UTC).")  # type: ignore[arg-type]
     click.echo(
         "It is sent by 'newsletter run-due' (cron, every minute); an edit before then stops it until rescheduled."

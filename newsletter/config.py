@@ -544,3 +544,29 @@ def _feeds(raw: Any, root: Path, categories: tuple[Category, ...]) -> tuple[Feed
 def env_names() -> dict[str, str]:
     """Map each setting's newsletter.toml name to its environment variable (for docs and tests)."""
     return {o.toml: o.env for o in OPTIONS}
+
+
+def ensure_secret_key(settings: Settings) -> tuple[Settings, bool]:
+    """The settings with a secret key: when none is set, a new random one is appended to the
+    project's .env (created readable by its owner only). Returns (settings, whether it was created)."""
+    import dataclasses
+    import secrets
+
+    if settings.secret_key:
+        return settings, False
+    key = secrets.token_urlsafe(48)
+    path = settings.project_dir / ".env"
+    try:
+        existed = path.exists()
+        with path.open("a", encoding="utf-8") as handle:
+            if not existed:
+                path.chmod(0o600)
+            handle.write(
+                "\n# Signs the links in emails. Made by newsletter; keep it secret, and keep it:\n"
+                f"# changing it breaks the links in emails already sent.\nNEWSLETTER_SECRET_KEY={key}\n"
+            )
+    except OSError as exc:
+        raise ConfigError(
+            f"{path}: cannot store a new NEWSLETTER_SECRET_KEY ({exc.strerror}); set it yourself."
+        ) from exc
+    return dataclasses.replace(settings, secret_key=key), True

@@ -50,7 +50,7 @@ def test_quick_start_has_exactly_two_commands_and_ci_runs_the_test_command():
     quick = README.split("## Quick start", 1)[1].split("\n## ", 1)[0]
     commands = re.findall(r"```sh\n(.+?)\n```", quick)
     assert commands == [
-        "python -m pip install -e . && newsletter feeds fetch && newsletter emissions import data/klimagassutslipp-syntetisk.csv && newsletter build",
+        "python -m pip install -e . && newsletter feeds fetch && newsletter emissions import data/klimagassutslipp-syntetisk.csv && newsletter subscribers import data/abonnenter-eksempel.csv --confirmed && newsletter build && newsletter send --yes",
         "python -m pip install -e '.[test]' && python -m pytest",
     ]
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")

@@ -188,10 +188,20 @@ def test_tokens(project, monkeypatch):
         read_token(load_settings(), token, "unsubscribe")  # another key
 
 
-def test_forget_needs_the_secret_key(run, project, monkeypatch):
+def test_a_missing_secret_key_is_made_once_and_kept_in_dotenv(run, project, monkeypatch):
+    import stat
+
     monkeypatch.delenv("NEWSLETTER_SECRET_KEY")
     run("subscribers", "add", "a@example.com")
-    assert_error(run("subscribers", "forget", "a@example.com", "--yes"), "NEWSLETTER_SECRET_KEY is not set")
+    result = run("subscribers", "forget", "a@example.com", "--yes")
+    assert result.exit_code == 0 and "Made a new NEWSLETTER_SECRET_KEY in" in result.stderr
+    env = (project / ".env").read_text(encoding="utf-8")
+    key = env.split("NEWSLETTER_SECRET_KEY=")[1].strip()
+    assert len(key) >= 32 and key not in result.output  # never printed
+    assert stat.S_IMODE((project / ".env").stat().st_mode) == 0o600
+    assert load_settings().secret_key == key  # read back from .env next time
+    again = run("subscribers", "forget", "b@example.com", "--yes")
+    assert "Made a new" not in again.stderr and (project / ".env").read_text(encoding="utf-8") == env
     monkeypatch.setenv("NEWSLETTER_SECRET_KEY", "kort")
     assert_error(run("subscribers", "list"), "NEWSLETTER_SECRET_KEY: too short")
 
