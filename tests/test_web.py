@@ -57,11 +57,14 @@ def outbox(project, expect: int | None = None):
     since signup sends its email after answering."""
     deadline = time.monotonic() + 10
     while True:
-        box = mailbox.Maildir(project / "outbox", create=False) if (project / "outbox").exists() else None
-        keys = list(box.iterkeys()) if box else []
-        if expect is None or len(keys) >= expect or time.monotonic() > deadline:
-            messages = [BytesParser(policy=policy.default).parsebytes(box.get_bytes(k)) for k in keys] if box else []
-            return sorted(messages, key=lambda m: m["Date"].datetime)
+        try:  # the server may be creating the Maildir (outbox/, then tmp/, new/, cur/) right now
+            box = mailbox.Maildir(project / "outbox", create=False) if (project / "outbox" / "cur").exists() else None
+            keys = list(box.iterkeys()) if box else []
+            if expect is None or len(keys) >= expect or time.monotonic() > deadline:
+                messages = [BytesParser(policy=policy.default).parsebytes(box.get_bytes(k)) for k in keys] if box else []
+                return sorted(messages, key=lambda m: m["Date"].datetime)
+        except FileNotFoundError:
+            pass
         time.sleep(0.02)
 
 
