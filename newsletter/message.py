@@ -184,15 +184,19 @@ class MessageFactory:
         values = recipient_values(self.settings, self.strings, recipient, self.rendered.municipal)
         address = _address(recipient.name, recipient.email)  # checks the address
         # Written directly (the header classes cost more than the rest of the message): the name
-        # has no control characters left (clean_name) and is RFC 2047-encoded when not ASCII.
-        to = formataddr((address.display_name, address.addr_spec), charset="utf-8")
+        # has no control characters left (clean_name); when it is not ASCII it becomes RFC 2047
+        # encoded words of at most 75 characters, folded.
+        if address.display_name.isascii():
+            to_line = f"To: {formataddr((address.display_name, address.addr_spec))}\r\n"
+        else:  # the email package's own folding, as build_message gets it
+            to_line = policy.SMTP.fold(*policy.SMTP.header_store_parse("To", address))
         message_id = message_id or make_msgid(domain=self.settings.list_domain)
         unsubscribe = [f"<{values['unsubscribe_url']}>"]
         if self.settings.unsubscribe_mailto:
             unsubscribe.append(f"<mailto:{self.settings.unsubscribe_mailto}?subject=unsubscribe>")
         folded = ",\r\n ".join(unsubscribe)
         personal = (
-            f"To: {to}\r\nDate: {format_datetime(now or datetime.now(UTC))}\r\nMessage-ID: {message_id}\r\n"
+            f"{to_line}Date: {format_datetime(now or datetime.now(UTC))}\r\nMessage-ID: {message_id}\r\n"
             f"List-Unsubscribe: {folded}\r\n"
         ).encode("ascii")
         body = b"".join(

@@ -8,6 +8,7 @@ there is nothing to do, and it refuses to send an issue that changed after it wa
 from __future__ import annotations
 
 import fcntl
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -98,8 +99,14 @@ def listing(settings: Settings) -> list[Scheduled]:
 def cancel(settings: Settings, ref: str | None) -> Scheduled:
     """Cancel a scheduled delivery that has not started."""
     from .content import find_issue
+    from .errors import ProjectError
 
-    issue = find_issue(settings, ref).name
+    try:
+        issue = find_issue(settings, ref).name
+    except ProjectError:
+        if not ref:
+            raise
+        issue = ref  # the issue folder is gone: cancel its schedule by name
     conn = connect(settings.database)
     try:
         with conn:
@@ -171,15 +178,26 @@ def run_due(settings: Settings, moment: datetime | None = None, stop=None) -> Du
                 try:
                     prepared = prepare(settings, row["issue"])
                     if content_hash(prepared.rendered) != row["content_hash"]:
-                        problems.append(
-                            f"{row['issue']}: not sent: the issue changed after it was scheduled; check it and "
-                            f"schedule it again ('newsletter schedule cancel {row['issue']}', then 'newsletter schedule')."
+                        again = (
+                            f"schedule it again ('newsletter schedule cancel {row['issue']}', then 'newsletter schedule')"
+                            if row["status"] == "scheduled"
+                            else "undo the change to finish the delivery (some recipients have the earlier version)"
                         )
+                        problems.append(f"{row['issue']}: not sent: the issue changed after it was scheduled; {again}.")
                         continue
                     with delivery_lock(settings, row["issue"]):
+                        row = conn.execute("SELECT * FROM deliveries WHERE id = ?", (row["id"],)).fetchone()
+                        if row["status"] not in ("scheduled", "running"):
+                            continue  # cancelled (or finished) since this run looked
                         if row["status"] == "scheduled":
                             members = read_members(settings.emissions_members) if settings.emissions_members else ()
                             people = audience(conn, parse_segment(row["segment"] or None, settings, members))
+                            if not people:
+                                problems.append(
+                                    f"{row['issue']}: not sent: nobody is in its audience "
+                                    f"({row['segment'] or 'all confirmed subscribers'}); it stays scheduled."
+                                )
+                                continue
                             with conn:  # every recipient recorded before the first message
                                 conn.executemany(
                                     "INSERT INTO delivery_recipients (delivery, subscriber, email, status)"
@@ -197,6 +215,10 @@ def run_due(settings: Settings, moment: datetime | None = None, stop=None) -> Du
                         lines.append(f"{row['issue']}: {result.pending} left for retry; the next run-due goes on.")
                 except NewsletterError as exc:
                     problems.append(f"{row['issue']}: {exc}")
+                except sqlite3.Error as exc:  # e.g. a manual 'send' started it meanwhile
+                    problems.append(
+                        f"{row['issue']}: the database refused a change ({exc}); the next run-due tries again."
+                    )
         finally:
             conn.close()
     return DueResult(tuple(lines), tuple(problems))

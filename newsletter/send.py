@@ -33,7 +33,12 @@ class SendError(NewsletterError):
 
 
 class ConnectFailed(SendError):
-    """No connection to the SMTP server (refused, login, certificate): stop the run, keep everyone pending."""
+    """No connection to the SMTP server (refused, login, certificate), or the server refuses our
+    sender address: stop the run, keep everyone pending, blame no recipient."""
+
+
+class AfterData(SendError):
+    """The connection failed after the whole message was handed over: it may have been delivered."""
 
 
 @dataclass(frozen=True)
@@ -144,9 +149,11 @@ class Outcome:
 
     subscriber: int
     ok: bool
-    kind: str = ""  # TEMPORARY or PERMANENT when not ok
+    kind: str = ""  # TEMPORARY, PERMANENT or ABORT when not ok
     error: str = ""
     message_id: str = ""
+    bounce: bool = False  # the server refused the address itself (RCPT 5xx)
+    uncertain: bool = False  # it may have been delivered although it failed
 
 
 @dataclass(frozen=True)
@@ -197,11 +204,18 @@ class RateLimit:
         self.sent: deque[float] = deque()
         self.lock = threading.Lock()
 
-    def wait(self) -> None:
-        """Block until one more message may go."""
-        if not (self.per_second or self.per_hour):
-            return
+    @property
+    def active(self) -> bool:
+        """Whether any limit is set."""
+        return bool(self.per_second or self.per_hour)
+
+    def wait(self, stop: threading.Event | None = None) -> bool:
+        """Block until one more message may go; False if ``stop`` was set meanwhile."""
+        if not self.active:
+            return True
         while True:
+            if stop is not None and stop.is_set():
+                return False
             with self.lock:
                 moment = self.clock()
                 while self.sent and self.sent[0] <= moment - 3600:
@@ -214,8 +228,11 @@ class RateLimit:
                     delay = max(delay, self.sent[-self.per_hour] + 3600 - moment)
                 if delay <= 0:
                     self.sent.append(moment)
-                    return
-            self.sleep(min(delay, 1.0))
+                    return True
+            if stop is not None:
+                stop.wait(min(delay, 1.0))
+            else:
+                self.sleep(min(delay, 1.0))
 
 
 class _Connection:
@@ -239,7 +256,7 @@ class _Connection:
         except smtplib.SMTPRecipientsRefused:
             self.reset()  # the session is still usable, but RSET keeps it clean
             raise
-        except (smtplib.SMTPServerDisconnected, OSError):
+        except (smtplib.SMTPServerDisconnected, OSError, AfterData):
             self.close()
             raise
         except smtplib.SMTPResponseException:
@@ -256,6 +273,11 @@ class _Connection:
         client.ehlo_or_helo_if_needed()
         code, reply = client.mail(sender)
         if code != 250:
+            text = reply.decode(errors="replace") if isinstance(reply, bytes) else str(reply)
+            if 500 <= code < 600:  # our sender address is refused: no recipient's fault
+                raise ConnectFailed(
+                    f"the SMTP server refused the sender {sender} ({code} {text}); check sender.address."
+                )
             raise smtplib.SMTPSenderRefused(code, reply, sender)
         code, reply = client.rcpt(recipient)
         if code not in (250, 251):
@@ -269,7 +291,10 @@ class _Connection:
         if not body.endswith(b"\r\n"):
             body += b"\r\n"
         client.send(body + b".\r\n")
-        code, reply = client.getreply()
+        try:
+            code, reply = client.getreply()
+        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+            raise AfterData(f"no answer after the message was sent ({exc})") from exc
         if code != 250:
             raise smtplib.SMTPDataError(code, reply)
         return {}
@@ -401,9 +426,12 @@ def _work(via: Outbox | SMTP, sender: str, jobs: Any, results: Any, parent: int,
                 results.put(Outcome(subscriber, True, message_id=message_id))
             except ConnectFailed as exc:
                 results.put(Outcome(subscriber, False, ABORT, str(exc)))
+            except AfterData as exc:
+                results.put(Outcome(subscriber, False, TEMPORARY, str(exc), uncertain=True))
             except Exception as exc:  # every other failure is recorded against the recipient
                 kind, text = classify(exc)
-                results.put(Outcome(subscriber, False, kind, text))
+                bounce = kind == PERMANENT and isinstance(exc, smtplib.SMTPRecipientsRefused)
+                results.put(Outcome(subscriber, False, kind, text, bounce=bounce))
     finally:
         connection.close()
 
@@ -415,6 +443,10 @@ class _Workers:
     jobs: Any
     results: Any
     members: list
+
+    def alive(self) -> bool:
+        """Whether every connection is still running."""
+        return all(member.is_alive() for member in self.members)
 
     def stop(self) -> None:
         for _ in self.members:
@@ -559,7 +591,7 @@ def run_delivery(
                 " WHERE delivery = ? AND subscriber = ?",
                 (int(outcome.kind == PERMANENT), attempts, outcome.error, delivery, outcome.subscriber),
             )
-            if outcome.kind == PERMANENT:
+            if outcome.bounce:  # only a refused address counts towards 'bounced'
                 conn.execute(
                     "UPDATE subscribers SET hard_bounces = hard_bounces + 1, status = CASE WHEN hard_bounces + 1 >= ?"
                     " AND status = 'confirmed' THEN 'bounced' ELSE status END, updated_at = ? WHERE id = ?",
@@ -568,19 +600,27 @@ def run_delivery(
         else:
             wait = settings.send_retry_seconds * 2 ** (attempts - 1)
             conn.execute(
-                "UPDATE delivery_recipients SET status = 'pending', attempts = ?, last_error = ?, next_attempt = ?"
-                " WHERE delivery = ? AND subscriber = ?",
-                (attempts, outcome.error, timestamp(moment + timedelta(seconds=wait)), delivery, outcome.subscriber),
-            )
+                "UPDATE delivery_recipients SET status = 'pending', attempts = ?, last_error = ?, next_attempt = ?,"
+                " uncertain = MAX(uncertain, ?) WHERE delivery = ? AND subscriber = ?",
+                (attempts, outcome.error, timestamp(moment + timedelta(seconds=wait)), int(outcome.uncertain),
+                 delivery, outcome.subscriber),
+            )  # fmt: skip
 
     in_flight: set[int] = set()
+    idle = False
+    lost = False
     ready: deque = deque()  # read ahead, not yet recorded as leaving
     dispatched = 0
     last_progress = 0.0
     try:
         while True:
-            # Record whatever finished; block briefly only when every connection is busy.
-            block = len(in_flight) >= workers
+            # Record whatever finished; block briefly when every connection is busy or nothing
+            # could be dispatched last time (no busy loop at the tail, in retries, or stopping).
+            block = bool(in_flight) and (len(in_flight) >= workers or idle or stop.is_set())
+            if block and not pool.alive():
+                lost = True  # a worker process died (killed, out of memory): its message is uncertain
+                break
+            idle = True
             finished = []
             try:
                 finished.append(results.get(timeout=0.5) if block else results.get_nowait())
@@ -644,19 +684,30 @@ def run_delivery(
                     break  # left for retry: the next 'send' or 'run-due' picks it up
                 stop.wait(max(0.05, min(delay, 5.0)))
                 continue
-            batch = [ready.popleft() for _ in range(min(room, len(ready)))]
+            if limiter.active:  # one at a time: wait first (Ctrl-C can stop the wait), then record and hand over
+                if not limiter.wait(stop):
+                    continue
+                batch = [ready.popleft()]
+            else:
+                batch = [ready.popleft() for _ in range(min(room, len(ready)))]
             with conn:  # recorded before they leave: after a crash these are resent, as uncertain
                 conn.executemany(
                     "UPDATE delivery_recipients SET status = 'sending' WHERE delivery = ? AND subscriber = ?",
                     [(delivery, job[0]) for job in batch],
                 )
             for job in batch:
-                limiter.wait()  # the rate limit, for all connections together
                 in_flight.add(job[0])
                 jobs.put(job)
                 dispatched += 1
+            idle = False
     finally:
         pool.stop()
+    if lost:
+        _recover(conn, delivery)
+        raise SendError(
+            "a sending process stopped unexpectedly; run the same command again (messages that were in flight "
+            "are sent again and reported as uncertain)."
+        )
     if aborted:
         raise SendError(f"{aborted[0]} Nothing more was sent; the same command goes on where it stopped.")
     result = summary(conn, delivery)

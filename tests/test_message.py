@@ -114,6 +114,7 @@ def test_the_fast_factory_makes_the_same_message(project):
         Recipient("kari@example.com", 'Kåre "K" Ø. Nordmann-Åsen', "tok1", "tok2", municipality="3205"),
         Recipient("b@example.com", "<b>Åse</b> & co", municipality="0301"),
         Recipient("c@example.com"),
+        Recipient("lang@example.com", "Åsmund Øverbø-Kristiansen Ærlighetsdal fra Sør-Aurdal og Østre Toten kommune"),
     ):
         slow = BytesParser(policy=policy.default).parsebytes(
             build_message(

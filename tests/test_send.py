@@ -523,3 +523,53 @@ def test_lines_starting_with_a_dot_arrive_intact(run, project, sink, issue_dir):
     assert b"\r\n.punktum f" in raw and b"\r\n.\r\n" in raw  # the dots stood at line starts on the wire
     text = next(p for p in sink.parsed()[0].iter_parts() if p.get_content_type() == "text/plain").get_content()
     assert ".punktum først" in text and "\n.\n" in text.replace("\r\n", "\n")
+
+
+def test_a_refused_sender_stops_the_run_and_bounces_nobody(run, project, sink, monkeypatch):
+    monkeypatch.setenv("NEWSLETTER_SENDING_BOUNCE_AFTER", "1")
+    subscribe("a@example.no", "b@example.no")
+
+    async def refuse(server, session, envelope, address, mail_options):
+        return "553 5.7.1 sender not authorised"
+
+    sink.handle_MAIL = refuse
+    assert_error(run("send", "--yes"), "refused the sender nyhetsbrev@osloregionen.no (553")
+    assert rows(project, "SELECT DISTINCT status FROM subscribers") == [("confirmed",)]
+    assert rows(project, "SELECT DISTINCT status, attempts FROM delivery_recipients") == [("pending", 0)]
+
+
+def test_run_due_edge_cases(run, project, sink, issue_dir):
+    """An empty audience at due time keeps the schedule; a cancel between look and lock is
+    honoured; a schedule whose issue folder was deleted can still be cancelled."""
+    import shutil
+    from datetime import UTC, datetime
+
+    from newsletter.schedule import run_due
+
+    (kari,) = subscribe("kari@example.no")
+    run("schedule", SAMPLE_ISSUE, "--at", "2030-01-15 09:00")
+    settings = load_settings()
+    with database(settings.database) as conn:
+        set_status(conn, kari, "unsubscribed")
+    result = run_due(settings, datetime(2030, 1, 16, tzinfo=UTC))
+    assert "nobody is in its audience" in result.problems[0] and sink.messages == []
+    assert rows(project, "SELECT status FROM deliveries") == [("scheduled",)]
+    shutil.rmtree(issue_dir)
+    assert "Unknown issue" in run_due(settings, datetime(2030, 1, 16, tzinfo=UTC)).problems[0]
+    assert "Cancelled" in run("schedule", "cancel", SAMPLE_ISSUE).stdout
+    assert run_due(settings, datetime(2030, 1, 16, tzinfo=UTC)).problems == ()
+
+
+def test_the_sender_does_not_spin_while_waiting(project, sink):
+    """At the tail of a send (one slow message in flight) the sender waits instead of polling."""
+    import resource
+
+    subscribe("treg@example.no")
+    sink.delay = 2
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    done = subprocess.run([sys.executable, "-m", "newsletter", "send", "--yes"], cwd=project, env={**os.environ},
+                          capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    used = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    assert used < 1.5, f"the sender used {used:.1f} s of CPU while waiting 2 s for the server"

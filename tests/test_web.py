@@ -61,7 +61,9 @@ def outbox(project, expect: int | None = None):
             box = mailbox.Maildir(project / "outbox", create=False) if (project / "outbox" / "cur").exists() else None
             keys = list(box.iterkeys()) if box else []
             if expect is None or len(keys) >= expect or time.monotonic() > deadline:
-                messages = [BytesParser(policy=policy.default).parsebytes(box.get_bytes(k)) for k in keys] if box else []
+                messages = (
+                    [BytesParser(policy=policy.default).parsebytes(box.get_bytes(k)) for k in keys] if box else []
+                )
                 return sorted(messages, key=lambda m: m["Date"].datetime)
         except FileNotFoundError:
             pass
