@@ -71,10 +71,11 @@ def _warn(messages: tuple[str, ...] | list[str]) -> None:
 @click.option("-v", "--verbose", is_flag=True, help="Show debug logging and full tracebacks.")
 @click.pass_context
 def cli(ctx: click.Context, project: Path | None, verbose: bool) -> None:
-    """Compose Osloregionen's newsletter from Markdown and news feeds.
+    """Compose Osloregionen's newsletter from Markdown, news feeds and climate data, and send it.
 
-    Start with 'newsletter build' in a project folder (one with newsletter.toml) to build
-    the newest issue into build/<issue>/; 'newsletter feeds fetch' brings in the news.
+    In a project folder (one with newsletter.toml): 'newsletter feeds fetch' brings in the
+    news, 'newsletter build' builds the newest issue into build/<issue>/, 'newsletter send'
+    sends it to the subscribers (to the local outbox/ until NEWSLETTER_SMTP_HOST is set).
     """
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
