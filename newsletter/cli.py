@@ -613,6 +613,7 @@ def serve(state: State, host: str, port: int, forwarded_allow_ips: str) -> None:
 @click.option("--dry-run", is_flag=True, help="Show who would get it; send and record nothing.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation (for scripts and cron).")
 @click.option("--retry-failed", is_flag=True, help="Try the recipients that failed temporarily once more.")
+@click.option("--force", is_flag=True, help="Send even if 'newsletter check' finds errors.")
 @click.pass_obj
 def send(
     state: State,
@@ -623,6 +624,7 @@ def send(
     dry_run: bool,
     yes: bool,
     retry_failed: bool,
+    force: bool,
 ) -> None:
     """Send ISSUE (default: the newest) to the subscribers, or resume its interrupted delivery.
 
@@ -643,6 +645,7 @@ def send(
         return
     plan, prepared = plan_send(settings, issue, segment, retry_failed)
     _warn(prepared.warnings)
+    _gate(settings, prepared, force)
     what = "resume delivery" if plan.resuming else "send"
     click.echo(f"{plan.issue}: {plan.subject!r} -> {plan.audience} recipient(s) via {plan.via}")
     if dry_run:
@@ -696,6 +699,48 @@ def send(
 
 @cli.command()
 @click.argument("issue", required=False)
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.pass_obj
+def check(state: State, issue: str | None, fmt: str) -> None:
+    """Check ISSUE (default: the newest) before sending: one line per finding; exit 1 on errors.
+
+    Errors: HTML over Gmail's 102 KB, an image without alt text, no unsubscribe link, an empty
+    subject, a link that is not http(s) or mailto, a missing file, emission figures that cannot
+    be right. Warnings: a long subject, a missing or short preheader, images without width or
+    over 200 KB, vague link texts such as 'klikk her', an almost empty text part.
+    'send' and 'schedule' run the same check and refuse on errors unless --force.
+    """
+    import json
+
+    from .check import as_json, check_issue
+
+    found = check_issue(state.settings(), issue)
+    if fmt == "json":
+        click.echo(json.dumps(as_json(found), ensure_ascii=False, indent=2))
+    else:
+        for finding in found:
+            click.echo(finding.line)
+        errors = sum(f.level == "error" for f in found)
+        click.echo(f"{errors} error(s), {len(found) - errors} warning(s).")
+    if any(f.level == "error" for f in found):
+        raise SystemExit(1)
+
+
+def _gate(settings: Settings, prepared, force: bool) -> None:
+    """The pre-send check: refuse on errors unless --force."""
+    from .check import findings
+
+    errors = [f for f in findings(settings, prepared) if f.level == "error"]
+    if errors and not force:
+        for finding in errors:
+            click.echo(finding.line, err=True)
+        raise click.ClickException(
+            f"{len(errors)} error(s) found by 'newsletter check'; fix them, or add --force to send anyway."
+        )
+
+
+@cli.command()
+@click.argument("issue", required=False)
 @click.pass_obj
 def status(state: State, issue: str | None) -> None:
     """Show the delivery of ISSUE (default: the newest): counts, and every failure with its reason."""
@@ -733,13 +778,17 @@ def schedule() -> None:
 @click.argument("issue")
 @click.option("--at", "at", required=True, help="When: 'YYYY-MM-DD HH:MM' in Oslo time, or ISO 8601 with a zone.")
 @click.option("--segment", help="Who gets it (default: all confirmed subscribers at sending time).")
+@click.option("--force", is_flag=True, help="Schedule even if 'newsletter check' finds errors.")
 @click.pass_obj
-def schedule_add(state: State, issue: str, at: str, segment: str | None) -> None:
+def schedule_add(state: State, issue: str, at: str, segment: str | None, force: bool) -> None:
     """Schedule ISSUE for --at."""
+    from .build import prepare
     from .schedule import oslo
     from .schedule import schedule as make_schedule
 
-    made = make_schedule(state.settings_with_key(), issue, at, segment)
+    settings = state.settings_with_key()
+    _gate(settings, prepare(settings, issue), force)
+    made = make_schedule(settings, issue, at, segment)
     click.echo(f"Scheduled {made.issue} for {oslo(made.at)} ({made.at:%Y-%m-%d %H:%M} UTC).")  # type: ignore[arg-type]
     click.echo(
         "It is sent by 'newsletter run-due' (cron, every minute); an edit before then stops it until rescheduled."
