@@ -65,3 +65,21 @@ def test_send_refuses_on_errors_unless_forced(run, project, issue_dir, monkeypat
     )
     forced = run("send", "--yes", "--force")
     assert forced.exit_code == 0 and "1 sent" in forced.stdout
+
+
+def test_impossible_emission_figures_are_errors(run, project, issue_dir, tmp_path):
+    import synthetic_emissions as synth
+
+    rows = [
+        *synth.rows(years=(2019, 2020)),
+        ["Oslo", "0301", "Oslo", 2020, "Luftfart", "Innenriks luftfart", "CO2", -400_000.0],
+    ]
+    assert run("emissions", "import", str(synth.write_csv(tmp_path / "rar.csv", rows))).exit_code == 0
+    path = issue_dir / "issue.md"
+    path.write_text(
+        path.read_text(encoding="utf-8").replace("emissions: latest", "emissions: {from: 2019, to: 2020}"),
+        encoding="utf-8",
+    )
+    result = run("check")
+    assert result.exit_code == 1
+    assert "error: build:" in result.stdout and "Luftfart falls" in result.stdout and "more than 100 %" in result.stdout
