@@ -541,11 +541,6 @@ def _feeds(raw: Any, root: Path, categories: tuple[Category, ...]) -> tuple[Feed
     return tuple(result)
 
 
-def env_names() -> dict[str, str]:
-    """Map each setting's newsletter.toml name to its environment variable (for docs and tests)."""
-    return {o.toml: o.env for o in OPTIONS}
-
-
 def ensure_secret_key(settings: Settings) -> tuple[Settings, bool]:
     """The settings with a secret key: when none is set, a new random one is appended to the
     project's .env (created readable by its owner only). Returns (settings, whether it was created)."""

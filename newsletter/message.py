@@ -112,13 +112,6 @@ def dkim_key(settings: Settings) -> bytes | None:
     return key
 
 
-def wire_bytes(settings: Settings, message: EmailMessage, key: bytes | None) -> bytes:
-    """The message as sent: CRLF line ends, and a DKIM-Signature on top when a key is given.
-
-    The signature covers List-Unsubscribe and List-Unsubscribe-Post, as Gmail and Yahoo require."""
-    return sign(settings, message.as_bytes(policy=policy.SMTP), key)
-
-
 def _qp(text: str, maxlinelen: int = 75) -> bytes:
     """Quoted-printable of UTF-8 text with CRLF line ends, lines kept one short so that a soft
     line break added at the end still fits in 76."""

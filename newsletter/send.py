@@ -252,7 +252,7 @@ class _Connection:
             except SendError as exc:
                 raise ConnectFailed(str(exc)) from exc
         try:
-            refused = self._transaction(sender, recipient, raw)
+            self._transaction(sender, recipient, raw)
         except smtplib.SMTPRecipientsRefused:
             self.reset()  # the session is still usable, but RSET keeps it clean
             raise
@@ -262,10 +262,8 @@ class _Connection:
         except smtplib.SMTPResponseException:
             self.reset()
             raise
-        if refused:
-            raise smtplib.SMTPRecipientsRefused(refused)
 
-    def _transaction(self, sender: str, recipient: str, raw: bytes) -> dict:
+    def _transaction(self, sender: str, recipient: str, raw: bytes) -> None:
         """MAIL, RCPT and DATA as smtplib.sendmail does them, but with the dot-stuffing done by a
         byte replace: smtplib's regular expression costs as much as building the message."""
         client = self.client
@@ -297,7 +295,6 @@ class _Connection:
             raise AfterData(f"no answer after the message was sent ({exc})") from exc
         if code != 250:
             raise smtplib.SMTPDataError(code, reply)
-        return {}
 
     def reset(self) -> None:
         try:
@@ -843,18 +840,19 @@ def send_test(settings: Settings, ref: str | None, addresses: tuple[str, ...]) -
     """Send the issue to test addresses, subject prefixed [TEST]; records nothing."""
     from .build import prepare
     from .compose import Recipient
-    from .message import build_message, dkim_key, wire_bytes
+    from .message import MessageFactory, dkim_key, sign
     from .subscribers import normalize_email
 
     prepared = prepare(settings, ref)
     via = transport(settings)
     key = dkim_key(settings)
+    # The same message factory as a real send, so a test shows exactly what subscribers get.
+    factory = MessageFactory(settings, prepared.rendered, prepared.strings, subject_prefix="[TEST] ")
     done = []
     for address in addresses:
         email = normalize_email(address)
-        message = build_message(settings, prepared.rendered, Recipient(email=email, unsubscribe_token="test",
-                                preferences_token="test"), prepared.strings, subject_prefix="[TEST] ")  # fmt: skip
-        raw = wire_bytes(settings, message, key)
+        recipient = Recipient(email=email, unsubscribe_token="test", preferences_token="test")
+        raw = sign(settings, factory.build(recipient)[1], key)
         if isinstance(via, Outbox):
             done.append((email, via.send_bytes(raw)))
         else:

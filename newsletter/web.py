@@ -130,6 +130,10 @@ class Site:
             notice=status == 200,
         )
 
+    def refusal(self, request: Request, lang: str, text_key: str, status: int) -> HTMLResponse:
+        """The friendly page for a bad link (400), an expired form (403) or too many tries (429)."""
+        return self.message(request, lang, "web_bad_link_title", self.strings[lang][text_key], status)
+
     def municipalities(self) -> list[dict[str, str]]:
         return sorted(({"number": m.number_2024, "name": m.name} for m in self.members), key=lambda m: m["name"])
 
@@ -184,9 +188,9 @@ def create_app(settings: Settings, *, rate_limit: tuple[int, float] = (5, 600.0)
                              municipalities=site.municipalities(), topics=site.topics(lang), error=None)  # fmt: skip
         form = await request.form()
         if not _csrf_ok(request, form):
-            return site.message(request, lang, "web_bad_link_title", site.strings[lang]["web_bad_form"], 403)
+            return site.refusal(request, lang, "web_bad_form", 403)
         if not site.limiter.allow(_client(request)):
-            return site.message(request, lang, "web_bad_link_title", site.strings[lang]["web_too_many"], 429)
+            return site.refusal(request, lang, "web_too_many", 429)
         values = {
             "email": str(form.get("email", ""))[:320],
             "name": clean_name(str(form.get("name", "")))[:200],
@@ -268,17 +272,17 @@ def create_app(settings: Settings, *, rate_limit: tuple[int, float] = (5, 600.0)
         try:
             person = await run_in_threadpool(_person, token, "confirm")
         except SubscriberError:
-            return site.message(request, lang, "web_bad_link_title", site.strings[lang]["web_bad_link"], 400)
+            return site.refusal(request, lang, "web_bad_link", 400)
         lang = _lang(request, person.language)
         if person.status not in ("pending", "confirmed"):
-            return site.message(request, lang, "web_bad_link_title", site.strings[lang]["web_bad_link"], 400)
+            return site.refusal(request, lang, "web_bad_link", 400)
         if person.status == "pending":
             if request.method == "GET":
                 # A page with a button: link scanners that open every link cannot confirm for anyone.
                 return site.page(request, "web/confirm.html.j2", lang, email=person.email, action=f"/confirm/{token}")
             form = await request.form()
             if not _csrf_ok(request, form):
-                return site.message(request, lang, "web_bad_link_title", site.strings[lang]["web_bad_form"], 403)
+                return site.refusal(request, lang, "web_bad_form", 403)
             await run_in_threadpool(_confirm, person.id, person.email)
         link = {"url": preferences_url(settings, make_token(settings, person.id, "preferences")),
                 "text": site.strings[lang]["web_preferences_link"]}  # fmt: skip
@@ -290,13 +294,13 @@ def create_app(settings: Settings, *, rate_limit: tuple[int, float] = (5, 600.0)
         try:
             person = await run_in_threadpool(_person, token, "preferences")
         except SubscriberError:
-            return site.message(request, lang, "web_bad_link_title", site.strings[lang]["web_bad_link"], 400)
+            return site.refusal(request, lang, "web_bad_link", 400)
         lang = _lang(request, person.language)
         saved = False
         if request.method == "POST":
             form = await request.form()
             if not _csrf_ok(request, form):
-                return site.message(request, lang, "web_bad_link_title", site.strings[lang]["web_bad_form"], 403)
+                return site.refusal(request, lang, "web_bad_form", 403)
             municipality = str(form.get("municipality", ""))
             try:
                 topics = resolve_topics([str(t) for t in form.getlist("topics")], settings)
@@ -335,7 +339,7 @@ def create_app(settings: Settings, *, rate_limit: tuple[int, float] = (5, 600.0)
         except SubscriberError:
             if request.method == "POST" and "csrf" not in (await request.form()):
                 return PlainTextResponse("invalid link\n", status_code=400)
-            return site.message(request, lang, "web_bad_link_title", site.strings[lang]["web_bad_link"], 400)
+            return site.refusal(request, lang, "web_bad_link", 400)
         lang = _lang(request, person.language)
         if request.method == "GET":
             # A page with a button: link scanners that follow GET links cannot unsubscribe anyone.
@@ -345,7 +349,7 @@ def create_app(settings: Settings, *, rate_limit: tuple[int, float] = (5, 600.0)
         form = await request.form()
         one_click = form.get("List-Unsubscribe") == "One-Click"  # RFC 8058: no cookie, no login
         if not one_click and not _csrf_ok(request, form):
-            return site.message(request, lang, "web_bad_link_title", site.strings[lang]["web_bad_form"], 403)
+            return site.refusal(request, lang, "web_bad_form", 403)
         if person.status in ("pending", "confirmed"):  # bounced and blocked stay as they are
 
             def leave() -> None:
