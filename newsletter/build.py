@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .compose import PLACEHOLDER, Recipient, compose, recipient_values
+from .compose import PLACEHOLDER, Composition, Recipient, compose, recipient_values
 from .config import Settings
 from .content import Issue, display, find_issue, load_issue
 from .emissions import (
@@ -43,6 +43,7 @@ class Prepared:
     logo: Path | None
     news: tuple[FeedItem, ...]
     warnings: tuple[str, ...]
+    composition: Composition
 
 
 @dataclass(frozen=True)
@@ -56,9 +57,13 @@ class BuildResult:
     warnings: tuple[str, ...]
 
 
-def prepare(settings: Settings, ref: str | None = None) -> Prepared:
-    """Load, validate, compose and compile one issue (the newest if ``ref`` is None). No writes."""
+def prepare(settings: Settings, ref: str | None = None, *, language: str | None = None) -> Prepared:
+    """Load, validate, compose and compile one issue (the newest if ``ref`` is None). No writes.
+
+    ``language`` renders the issue as that edition (the preview's language choice)."""
     issue = load_issue(settings, find_issue(settings, ref))
+    if language is not None and language != issue.language:
+        issue = replace(issue, language=language)
     strings = load_strings(template_folders(settings), issue.language)
     logo = settings.logo
     if logo is not None and not logo.is_file():
@@ -93,7 +98,26 @@ def prepare(settings: Settings, ref: str | None = None) -> Prepared:
         warnings.append(
             f"{display(issue.path / 'issue.md')}: no preheader; add 'preheader: ...', the line inboxes show after the subject."
         )
-    return Prepared(issue, rendered, strings, logo, news, tuple(warnings))
+    return Prepared(issue, rendered, strings, logo, news, tuple(warnings), composition)
+
+
+def web_html(settings: Settings, prepared: Prepared) -> str:
+    """The web version of an issue (its archive page): the same email without personal parts.
+
+    The templates see ``web`` true: no unsubscribe or preference links, a signup link instead;
+    the greeting is the general one and no municipality's block is shown."""
+    composition = prepared.composition
+    rendered = render_issue(settings, replace(composition, context={**composition.context, "web": True}))
+    signup = settings.signup_url()
+    values = {
+        "greeting": prepared.strings["greeting"],
+        "email": "",
+        "unsubscribe_url": signup,  # only a project template that ignores 'web' still asks for these
+        "preferences_url": signup,
+        "municipality_html": "",
+        "municipality_text": "",
+    }
+    return rendered.html.fill(values)
 
 
 def issue_news(settings: Settings, issue: Issue) -> tuple[FeedItem, ...]:

@@ -689,6 +689,7 @@ def send(
     click.echo(result.line)
     for address, reason in result.failures[:20]:
         click.echo(f"  failed {address}: {reason}", err=True)
+    _refresh_archive(settings)
     if "outbox" in plan.via:
         click.echo(f"The messages are in {settings.outbox_dir} (a Maildir); set NEWSLETTER_SMTP_HOST to send for real.")
     if result.pending:
@@ -830,13 +831,61 @@ def run_due_command(state: State) -> None:
     """
     from .schedule import run_due
 
-    result = run_due(state.settings())
+    settings = state.settings()
+    result = run_due(settings)
     for line in result.lines:
         click.echo(line)
+    if result.lines:
+        _refresh_archive(settings)
     for problem in result.problems:
         click.echo(f"Error: {problem}", err=True)
     if result.problems:
         raise SystemExit(1)
+
+
+@cli.command()
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Output folder (default: paths.archive, build/archive).",
+)
+@click.option("--hide", metavar="ISSUE", help="Take a sent issue out of the archive (it stays stored), then write it.")
+@click.option("--unhide", metavar="ISSUE", help="Put a hidden issue back, then write the archive.")
+@click.pass_obj
+def archive(state: State, out: Path | None, hide: str | None, unhide: str | None) -> None:
+    """Write the public web archive of sent issues: index.html (newest first, by year), one page
+    per issue without personal parts, feed.xml (Atom) and sitemap.xml.
+
+    Each issue's page is stored when its delivery starts, so the archive shows what was sent.
+    'send' and 'run-due' update the archive themselves; 'serve' serves it at /archive/.
+    """
+    from .archive import set_hidden, write_archive
+    from .content import display
+
+    settings = state.settings()
+    if hide and unhide:
+        raise click.UsageError("use --hide or --unhide, not both.")
+    if hide or unhide:
+        set_hidden(settings, hide or unhide, hidden=bool(hide))
+        click.echo(f"{hide or unhide} is {'hidden from' if hide else 'back in'} the archive.")
+    result = write_archive(settings, out)
+    click.echo(
+        f"Wrote the archive of {len(result.issues)} issue(s) to {display(result.out_dir)}: index.html, feed.xml, "
+        f"sitemap.xml. Publish it at {settings.archive_index_url()} (or run 'newsletter serve')."
+    )
+
+
+def _refresh_archive(settings: Settings) -> None:
+    """After a delivery has started: bring the archive folder up to date; a failure is only a warning."""
+    from .archive import write_archive
+    from .content import display
+
+    try:
+        result = write_archive(settings)
+    except NewsletterError as exc:
+        click.echo(f"Warning: the archive was not updated: {exc}", err=True)
+    else:
+        click.echo(f"Archive updated: {display(result.out_dir)} ({len(result.issues)} issue(s)).")
 
 
 def _members_file(settings: Settings) -> Path:

@@ -121,6 +121,7 @@ def compose(
 
     context = {
         "lang": lang,
+        "web": False,  # True for the web version (the archive): no personal parts
         "t": strings,
         "newsletter": {
             "name": settings.name,
@@ -128,6 +129,7 @@ def compose(
             "postal_address": settings.postal_address,
             "website": settings.website,
             "logo_url": logo_url,
+            "signup_url": settings.signup_url(),
         },
         "issue": {
             "id": issue.id,
@@ -137,6 +139,7 @@ def compose(
             "date": format_date(issue.date, lang),
             "month": format_month(issue.date, lang),
             "archive_url": settings.archive_url(issue.id),
+            "archive_index_url": settings.archive_index_url(),
             "has_intro": bool(issue.intro_html),
         },
         "loose_articles": loose,

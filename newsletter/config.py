@@ -107,6 +107,7 @@ class Settings:
     content_dir: Path
     templates_dir: Path
     build_dir: Path
+    archive_dir: Path
     allow_raw_html: bool
     html_warn_kb: int
     database: Path
@@ -150,6 +151,14 @@ class Settings:
     def list_domain(self) -> str:
         """The domain part used for Message-IDs."""
         return self.sender_address.rpartition("@")[2]
+
+    def archive_index_url(self) -> str:
+        """Public web address of the archive of sent issues (``newsletter archive`` writes it)."""
+        return f"{self.base_url}/archive/"
+
+    def signup_url(self) -> str:
+        """Public web address of the signup page (``newsletter serve``)."""
+        return f"{self.base_url}/signup"
 
     def archive_url(self, issue_id: str) -> str:
         """Public web address of an issue's archive page (its images live below it)."""
@@ -209,6 +218,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("content_dir", "paths", "content", "path", "content", "Folder with issues/ inside."),
     Option("templates_dir", "paths", "templates", "path", "templates", "Templates that override the built-in ones."),
     Option("build_dir", "paths", "build", "path", "build", "Where builds are written."),
+    Option(
+        "archive_dir", "paths", "archive", "path", "build/archive", "Where the public archive is written (and served)."
+    ),
     Option("database", "paths", "database", "path", "newsletter.db", "The SQLite database.", "NEWSLETTER_DATABASE"),
     Option(
         "allow_raw_html",

@@ -153,6 +153,7 @@ class DueResult:
 
 def run_due(settings: Settings, moment: datetime | None = None, stop=None) -> DueResult:
     """Start the deliveries that are due and resume interrupted ones. Safe to run every minute."""
+    from .archive import save_snapshot, snapshot
     from .build import prepare
     from .emissions import read_members
     from .send import content_hash, delivery_lock, run_delivery
@@ -198,7 +199,9 @@ def run_due(settings: Settings, moment: datetime | None = None, stop=None) -> Du
                                     f"({row['segment'] or 'all confirmed subscribers'}); it stays scheduled."
                                 )
                                 continue
+                            page = snapshot(settings, prepared)
                             with conn:  # every recipient recorded before the first message
+                                save_snapshot(conn, page)
                                 conn.executemany(
                                     "INSERT INTO delivery_recipients (delivery, subscriber, email, status)"
                                     " VALUES (?, ?, ?, 'pending')",

@@ -489,8 +489,11 @@ def create_delivery(
     status: str = "running",
     scheduled_at: str | None = None,
     news_items: tuple[int, ...] = (),
+    snapshot: Any = None,
 ) -> int:
-    """Record the delivery and every recipient in one transaction, before any message leaves."""
+    """Record the delivery and every recipient in one transaction, before any message leaves.
+    ``snapshot`` (archive.Snapshot) is stored with them: the issue's page in the archive."""
+    from .archive import save_snapshot
     from .feeds import mark_sent
 
     moment = timestamp(now())
@@ -504,6 +507,8 @@ def create_delivery(
             "INSERT INTO delivery_recipients (delivery, subscriber, email, status) VALUES (?, ?, ?, 'pending')",
             [(delivery, s.id, s.email) for s in subscribers],
         )
+        if snapshot is not None:
+            save_snapshot(conn, snapshot)
     if news_items:
         mark_sent(conn, issue_id, news_items)  # the issue's news counts as used from now on
     return delivery  # type: ignore[return-value]
@@ -805,6 +810,7 @@ def execute_send(
     progress: Any = None,
 ) -> Summary:
     """Create (or resume) the delivery of a planned send and run it."""
+    from .archive import snapshot
     from .emissions import read_members
     from .store import connect
     from .subscribers import audience, parse_segment
@@ -818,7 +824,7 @@ def execute_send(
                 people = audience(conn, parse_segment(segment, settings, members))
                 delivery = create_delivery(
                     conn, plan.issue, segment or "", people, content_hash(prepared.rendered),
-                    news_items=tuple(item.id for item in prepared.news),
+                    news_items=tuple(item.id for item in prepared.news), snapshot=snapshot(settings, prepared),
                 )  # fmt: skip
             else:
                 _check_existing(existing, prepared, segment, retry_failed)

@@ -138,6 +138,26 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX delivery_recipients_status ON delivery_recipients(delivery, status, next_attempt);
     """,
+    # 5: the archive: each issue's web version and images, stored when its delivery starts.
+    """
+    CREATE TABLE archive_issues (
+        issue TEXT PRIMARY KEY,
+        language TEXT NOT NULL,
+        title TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        preheader TEXT NOT NULL,
+        issue_date TEXT NOT NULL,
+        html TEXT NOT NULL,
+        feed_html TEXT NOT NULL,
+        hidden INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE archive_files (
+        issue TEXT NOT NULL REFERENCES archive_issues(issue) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        data BLOB NOT NULL,
+        PRIMARY KEY (issue, name)
+    );
+    """,
 )
 
 

@@ -1,4 +1,4 @@
-"""The public pages: signup, confirm, preferences, unsubscribe (one-click too) and health.
+"""The public pages: signup, confirm, preferences, unsubscribe (one-click too), health, and the archive.
 
 Starlette, served by uvicorn (`newsletter serve`). The URLs are the ones the emails link to:
 ``/signup``, ``/confirm/{token}``, ``/preferences/{token}``, ``/unsubscribe/{token}``.
@@ -24,7 +24,8 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 
 from .compose import clean_name, confirm_url, preferences_url, unsubscribe_url
 from .config import Settings
@@ -389,5 +390,7 @@ def create_app(settings: Settings, *, rate_limit: tuple[int, float] = (5, 600.0)
             Route("/preferences/{token}", preferences, methods=["GET", "POST"]),
             Route("/unsubscribe/{token}", unsubscribe, methods=["GET", "POST"]),
             Route("/health", health),
+            # The archive that 'newsletter archive' (and every send) writes; a folder swapped whole.
+            Mount("/archive", StaticFiles(directory=settings.archive_dir, html=True, check_dir=False)),
         ]
     )

@@ -1,0 +1,348 @@
+"""The public archive of sent issues: a page per issue, an index by year, an Atom feed, a sitemap.
+
+When a delivery starts, ``save_snapshot`` stores the issue's web version (the email without
+personal parts) and its images in the database, in the same transaction that records the
+recipients. ``write_archive`` turns the stored snapshots into static files, so the archive shows
+what was sent, even if the issue folder is edited or removed later. ``newsletter serve`` serves
+the folder at ``/archive/``; any static web server can too.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sqlite3
+import tempfile
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from datetime import date
+from html import escape
+from pathlib import Path
+
+import jinja2
+
+from .config import Settings
+from .content import display
+from .errors import ProjectError
+from .i18n import format_date, load_strings
+from .render import template_folders
+from .store import database, parse_timestamp, timestamp
+
+MARKER = ".built-by-newsletter"
+ATOM = "http://www.w3.org/2005/Atom"
+SITEMAP = "http://www.sitemaps.org/schemas/sitemap/0.9"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One issue as the archive shows it: the web version and what it needs."""
+
+    issue: str
+    language: str
+    title: str
+    subject: str
+    preheader: str
+    issue_date: str  # YYYY-MM-DD
+    html: str  # the web version; images as relative 'images/<file>' links
+    feed_html: str  # intro and articles, for the Atom feed (absolute links)
+    files: tuple[tuple[str, bytes], ...]  # images/<name> -> bytes
+
+
+@dataclass(frozen=True)
+class ArchivedIssue:
+    """A snapshot with the time its delivery started."""
+
+    snapshot: Snapshot
+    sent_at: str
+
+    @property
+    def date(self) -> date:
+        return date.fromisoformat(self.snapshot.issue_date)
+
+
+@dataclass(frozen=True)
+class ArchiveResult:
+    """What ``write_archive`` wrote."""
+
+    out_dir: Path
+    issues: tuple[str, ...]
+    files: int
+
+
+def snapshot(settings: Settings, prepared) -> Snapshot:
+    """The archive's copy of a prepared issue (see ``build.web_html``)."""
+    from .build import web_html
+
+    issue = prepared.issue
+    html = web_html(settings, prepared)
+    html = html.replace(settings.asset_url(issue.id, ""), "images/")
+    html = html.replace(f'href="{settings.archive_index_url()}"', 'href="../"')
+    files = [(asset.filename, asset.source.read_bytes()) for asset in issue.assets]
+    if prepared.logo is not None:
+        files.append((prepared.logo.name, prepared.logo.read_bytes()))
+    parts = [issue.intro_html]
+    for article in issue.articles:
+        parts.append(f"<h2>{escape(article.title)}</h2>")
+        if article.image is not None:
+            parts.append(f'<p><img src="{escape(article.image.url)}" alt="{escape(article.image.alt)}"></p>')
+        parts.append(article.html)
+        if article.link:
+            text = article.link_text or prepared.strings["read_more"]
+            parts.append(f'<p><a href="{escape(article.link)}">{escape(text)}</a></p>')
+    return Snapshot(
+        issue=issue.id,
+        language=issue.language,
+        title=issue.title,
+        subject=issue.subject,
+        preheader=issue.preheader,
+        issue_date=issue.date.isoformat(),
+        html=html,
+        feed_html="\n".join(p for p in parts if p),
+        files=tuple(dict(files).items()),
+    )
+
+
+def save_snapshot(conn: sqlite3.Connection, snap: Snapshot) -> None:
+    """Store (or replace) an issue's snapshot. Call inside the transaction that starts its delivery."""
+    conn.execute(
+        "INSERT INTO archive_issues (issue, language, title, subject, preheader, issue_date, html, feed_html)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(issue) DO UPDATE SET language = excluded.language,"
+        " title = excluded.title, subject = excluded.subject, preheader = excluded.preheader,"
+        " issue_date = excluded.issue_date, html = excluded.html, feed_html = excluded.feed_html",
+        (snap.issue, snap.language, snap.title, snap.subject, snap.preheader, snap.issue_date, snap.html,
+         snap.feed_html),
+    )  # fmt: skip
+    conn.execute("DELETE FROM archive_files WHERE issue = ?", (snap.issue,))
+    conn.executemany(
+        "INSERT INTO archive_files (issue, name, data) VALUES (?, ?, ?)",
+        [(snap.issue, name, data) for name, data in snap.files],
+    )
+
+
+def archived(conn: sqlite3.Connection) -> list[ArchivedIssue]:
+    """The issues whose delivery has started and that are not hidden, newest first."""
+    rows = conn.execute(
+        "SELECT a.*, MIN(COALESCE(d.started_at, d.created_at)) AS sent_at FROM archive_issues a"
+        " JOIN deliveries d ON d.issue = a.issue AND d.status IN ('running', 'done')"
+        " WHERE a.hidden = 0 GROUP BY a.issue ORDER BY a.issue_date DESC, sent_at DESC"
+    ).fetchall()
+    result = []
+    for row in rows:
+        files = conn.execute("SELECT name, data FROM archive_files WHERE issue = ? ORDER BY name", (row["issue"],))
+        snap = Snapshot(
+            issue=row["issue"],
+            language=row["language"],
+            title=row["title"],
+            subject=row["subject"],
+            preheader=row["preheader"],
+            issue_date=row["issue_date"],
+            html=row["html"],
+            feed_html=row["feed_html"],
+            files=tuple((name, bytes(data)) for name, data in files),
+        )
+        result.append(ArchivedIssue(snap, row["sent_at"]))
+    return result
+
+
+def set_hidden(settings: Settings, issue_id: str, hidden: bool) -> None:
+    """Take an issue out of the archive (or put it back); its snapshot is kept."""
+    with database(settings.database) as conn:
+        with conn:
+            changed = conn.execute(
+                "UPDATE archive_issues SET hidden = ? WHERE issue = ?", (int(hidden), issue_id)
+            ).rowcount
+        if not changed:
+            known = [r[0] for r in conn.execute("SELECT issue FROM archive_issues ORDER BY issue DESC LIMIT 5")]
+            raise ProjectError(
+                f"{issue_id} is not in the archive (only sent issues are); archived issues: {', '.join(known) or 'none yet'}."
+            )
+
+
+def _environment(settings: Settings) -> jinja2.Environment:
+    folders = template_folders(settings)
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader([str(p) for p in reversed(folders)]),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+
+
+def _page_html(settings: Settings, item: ArchivedIssue, strings: dict[str, str]) -> str:
+    """The stored web version with what a web page needs: canonical address, description, feed
+    link, and a short navigation bar back to the archive."""
+    snap = item.snapshot
+    url = settings.archive_url(snap.issue)
+    head = (
+        f'<link rel="canonical" href="{escape(url)}">\n'
+        f'<meta name="description" content="{escape(snap.preheader or snap.title)}">\n'
+        f'<meta property="og:title" content="{escape(snap.subject)}">\n'
+        f'<meta property="og:type" content="article">\n'
+        f'<meta property="og:url" content="{escape(url)}">\n'
+        f'<link rel="alternate" type="application/atom+xml" title="{escape(settings.name)}" href="../feed.xml">\n'
+    )
+    nav = (
+        '<nav aria-label="{label}" style="background:#0b3a5b;padding:10px 16px;font:15px/1.5 Helvetica,Arial,sans-serif;">'
+        '<a href="../" style="color:#ffffff;font-weight:bold;">{back}</a>'
+        '<span style="color:#ffffff;"> · </span>'
+        '<a href="{signup}" style="color:#ffffff;">{subscribe}</a></nav>'
+    ).format(
+        label=escape(strings["archive_nav"]),
+        back=escape(f"← {strings['archive']}"),
+        signup=escape(settings.signup_url()),
+        subscribe=escape(strings["web_version_signup_link"]),
+    )
+    html = snap.html
+    html = re.sub(r"<title>.*?</title>", f"<title>{escape(snap.subject)} – {escape(settings.name)}</title>", html,
+                  count=1, flags=re.S)  # fmt: skip
+    html = html.replace("</head>", head + "</head>", 1)
+    return re.sub(r"(<body[^>]*>)", lambda m: m.group(1) + nav, html, count=1)
+
+
+def _atom(settings: Settings, items: list[ArchivedIssue]) -> bytes:
+    ET.register_namespace("", ATOM)
+
+    def sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
+        element = ET.SubElement(parent, f"{{{ATOM}}}{tag}", attrs)
+        if text is not None:
+            element.text = text
+        return element
+
+    feed = ET.Element(f"{{{ATOM}}}feed", {"{http://www.w3.org/XML/1998/namespace}lang": settings.language})
+    index = settings.archive_index_url()
+    sub(feed, "id", index)
+    sub(feed, "title", settings.name)
+    sub(feed, "subtitle", settings.sender_name)
+    sub(feed, "link", rel="self", type="application/atom+xml", href=f"{index}feed.xml")
+    sub(feed, "link", rel="alternate", type="text/html", href=index)
+    newest = max((i.sent_at for i in items), default=None)
+    sub(feed, "updated", _rfc3339(newest) if newest else f"{date.today().isoformat()}T00:00:00Z")
+    author = sub(feed, "author")
+    sub(author, "name", settings.sender_name)
+    sub(feed, "generator", "newsletter")
+    for item in items:
+        snap = item.snapshot
+        url = settings.archive_url(snap.issue)
+        entry = sub(feed, "entry")
+        if snap.language != settings.language:
+            entry.set("{http://www.w3.org/XML/1998/namespace}lang", snap.language)
+        sub(entry, "id", url)
+        sub(entry, "title", snap.subject)
+        sub(entry, "link", rel="alternate", type="text/html", href=url)
+        sub(entry, "published", _rfc3339(item.sent_at))
+        sub(entry, "updated", _rfc3339(item.sent_at))
+        if snap.preheader:
+            sub(entry, "summary", snap.preheader)
+        sub(entry, "content", snap.feed_html, type="html")
+    return b'<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(feed, encoding="utf-8", xml_declaration=False)
+
+
+def _sitemap(settings: Settings, items: list[ArchivedIssue]) -> bytes:
+    ET.register_namespace("", SITEMAP)
+    urlset = ET.Element(f"{{{SITEMAP}}}urlset")
+    newest = max((i.sent_at for i in items), default=None)
+    pages = [(settings.archive_index_url(), newest)] + [
+        (settings.archive_url(i.snapshot.issue), i.sent_at) for i in items
+    ]
+    for loc, moment in pages:
+        url = ET.SubElement(urlset, f"{{{SITEMAP}}}url")
+        ET.SubElement(url, f"{{{SITEMAP}}}loc").text = loc
+        if moment:
+            ET.SubElement(url, f"{{{SITEMAP}}}lastmod").text = moment[:10]
+    return b'<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(urlset, encoding="utf-8", xml_declaration=False)
+
+
+def _rfc3339(value: str) -> str:
+    moment = parse_timestamp(value)
+    assert moment is not None
+    return timestamp(moment)  # already RFC 3339 in UTC: 2026-12-03T08:00:00Z
+
+
+def _index(settings: Settings, items: list[ArchivedIssue]) -> str:
+    lang = settings.language
+    strings = load_strings(template_folders(settings), lang)
+    years: dict[int, list[dict]] = {}
+    for item in items:
+        snap = item.snapshot
+        years.setdefault(item.date.year, []).append(
+            {
+                "url": f"{snap.issue}/",
+                "subject": snap.subject,
+                "preheader": snap.preheader,
+                "date": format_date(item.date, lang),
+                "datetime": snap.issue_date,
+                "lang": snap.language if snap.language != lang else None,
+            }
+        )
+    context = {
+        "lang": lang,
+        "t": strings,
+        "title": strings["archive"],
+        "newsletter_name": settings.name,
+        "sender_name": settings.sender_name,
+        "postal_address": settings.postal_address,
+        "home": settings.archive_index_url(),
+        "other_language_url": None,
+        "years": sorted(years.items(), reverse=True),
+        "signup_url": settings.signup_url(),
+        "feed_url": "feed.xml",
+        "canonical": settings.archive_index_url(),
+    }
+    return _environment(settings).get_template("web/archive.html.j2").render(context)
+
+
+def write_archive(settings: Settings, out: Path | None = None) -> ArchiveResult:
+    """Write the archive of sent issues to ``out`` (default: paths.archive), replacing an earlier
+    archive there in one step. Refuses a folder that newsletter did not make."""
+    out_dir = (out or settings.archive_dir).resolve()
+    if out_dir.exists() and not (out_dir / MARKER).is_file() and any(out_dir.iterdir()):
+        raise ProjectError(f"{display(out_dir)} exists and was not made by newsletter; choose another --out folder.")
+    if settings.database.is_file():
+        with database(settings.database) as conn:
+            items = archived(conn)
+    else:
+        items = []
+    strings = load_strings(template_folders(settings), settings.language)
+    pages: dict[str, bytes] = {
+        MARKER: b"Made by 'newsletter archive'; replaced by the next run.\n",
+        "index.html": _index(settings, items).encode("utf-8"),
+        "feed.xml": _atom(settings, items),
+        "sitemap.xml": _sitemap(settings, items),
+    }
+    for item in items:
+        snap = item.snapshot
+        page_strings = strings if snap.language == settings.language else load_strings(
+            template_folders(settings), snap.language
+        )  # fmt: skip
+        pages[f"{snap.issue}/index.html"] = _page_html(settings, item, page_strings).encode("utf-8")
+        for name, data in snap.files:
+            pages[f"{snap.issue}/images/{name}"] = data
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        fresh = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+        try:
+            for name, data in pages.items():
+                path = fresh / name
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(data)
+            fresh.chmod(0o755)
+            _swap(fresh, out_dir)
+        finally:
+            shutil.rmtree(fresh, ignore_errors=True)
+    except OSError as exc:
+        raise ProjectError(
+            f"cannot write the archive to {display(out_dir)} ({exc.strerror}); check the folder."
+        ) from exc
+    return ArchiveResult(out_dir, tuple(i.snapshot.issue for i in items), len(pages))
+
+
+def _swap(fresh: Path, out_dir: Path) -> None:
+    """Put ``fresh`` where ``out_dir`` is; a server reading the old folder never sees a half-written one."""
+    if not out_dir.exists():
+        os.replace(fresh, out_dir)
+        return
+    old = out_dir.with_name(f".{out_dir.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    os.replace(out_dir, old)
+    os.replace(fresh, out_dir)
+    shutil.rmtree(old, ignore_errors=True)

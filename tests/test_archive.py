@@ -1,0 +1,177 @@
+"""The public archive: what a delivery stores, what 'newsletter archive' writes, what 'serve' serves."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from datetime import UTC, datetime
+from pathlib import Path
+
+import feedparser
+import httpx
+import pytest
+from conftest import SAMPLE_ISSUE, assert_error, load_sample_data, write
+from test_send import KEY, subscribe
+from test_web import LiveServer
+
+from newsletter.config import load_settings
+
+ATOM = "{http://www.w3.org/2005/Atom}"
+BASE = "https://nyhetsbrev.osloregionen.no"
+
+
+@pytest.fixture
+def sent(run, project, monkeypatch):
+    """The sample issue sent to two subscribers (through the outbox), one of them with a name and
+    a municipality, so that the personal parts would show if the archive leaked them."""
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", KEY)
+    load_sample_data(project)
+    subscribe(("kari@example.no", "Kari Nordmann", "3205"), "per@example.no")
+    result = run("send", "--yes")
+    assert result.exit_code == 0, result.output
+    assert "Archive updated: build/archive (1 issue(s))." in result.stdout
+    return project / "build" / "archive"
+
+
+def older_issue(run, project) -> str:
+    """A second, older issue with one article."""
+    made = run("new", "Høstmøtet i Osloregionen", "--date", "2025-10-16")
+    assert made.exit_code == 0, made.output
+    folder = project / "content" / "issues" / "2025-10-hostmotet-i-osloregionen"
+    write(
+        folder / "issue.md",
+        '---\ntitle: Høstmøtet i Osloregionen\nsubject: "Høstmøtet: rådet samlet på Lillestrøm"\n'
+        "preheader: Hva rådet ble enige om, og hva som skjer videre i regionen.\ndate: 2025-10-16\nfeeds: false\n---\n"
+        "Rådet i Osloregionen møttes til høstmøte. Her er et kort referat fra dagen, med lenker videre.\n",
+    )
+    for stale in folder.glob("0*.md"):
+        stale.unlink()
+    write(
+        folder / "01-referat.md",
+        "---\ntitle: Referat fra høstmøtet\n---\n" + "Rådet drøftet areal, transport og klima i regionen. " * 8 + "\n",
+    )
+    return folder.name
+
+
+def test_a_sent_issue_has_a_page_without_personal_parts(sent):
+    page = (sent / SAMPLE_ISSUE / "index.html").read_text(encoding="utf-8")
+    assert "<title>Osloregionen: ny ordførererklæring" in page
+    assert f'<link rel="canonical" href="{BASE}/archive/{SAMPLE_ISSUE}/">' in page
+    assert '<html lang="nb"' in page
+    assert 'href="../"' in page and "Tidligere utgaver" in page  # back to the index
+    assert f'href="{BASE}/signup"' in page and "Meld deg på nyhetsbrevet" in page
+    # Nobody's name, address, municipality block or personal links
+    for personal in ("Kari", "kari@example.no", "per@example.no", "/unsubscribe/", "/preferences/", "Meld deg av",
+                     "Din kommune", "Se nyhetsbrevet i nettleseren"):  # fmt: skip
+        assert personal not in page, personal
+    assert "Hei!" in page  # the general greeting
+    # Images are stored with the page and linked relatively, so the folder works anywhere.
+    assert 'src="images/ordforererklaeringen.png"' in page
+    assert (sent / SAMPLE_ISSUE / "images" / "ordforererklaeringen.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_atom_feed_parses_and_has_the_required_elements(sent):
+    raw = (sent / "feed.xml").read_bytes()
+    parsed = feedparser.parse(raw)
+    assert parsed.bozo == 0, parsed.get("bozo_exception")
+    assert parsed.version == "atom10"
+    assert parsed.feed.title == "Nyhetsbrev fra Osloregionen"
+    assert parsed.feed.id == f"{BASE}/archive/"
+    entry = parsed.entries[0]
+    assert entry.title.startswith("Osloregionen: ny ordførererklæring")
+    assert entry.link == f"{BASE}/archive/{SAMPLE_ISSUE}/"
+    assert entry.summary.startswith("64 ordførere står bak")
+    assert "Ordførererklæringen" in entry.content[0].value and "Kari" not in entry.content[0].value
+    # RFC 4287: feed and entries each need id, title and updated; the feed needs an author
+    # (or every entry does) and should link to itself.
+    root = ET.fromstring(raw)
+    assert root.tag == f"{ATOM}feed"
+    for element in (root, *root.findall(f"{ATOM}entry")):
+        for required in ("id", "title", "updated"):
+            assert (element.findtext(f"{ATOM}{required}") or "").strip(), required
+        datetime.strptime(element.findtext(f"{ATOM}updated"), "%Y-%m-%dT%H:%M:%SZ")
+    assert root.find(f"{ATOM}author/{ATOM}name").text == "Osloregionen"
+    assert root.find(f"{ATOM}link[@rel='self']").get("href") == f"{BASE}/archive/feed.xml"
+    sitemap = ET.fromstring((sent / "sitemap.xml").read_bytes())
+    locations = [e.text for e in sitemap.iter("{http://www.sitemaps.org/schemas/sitemap/0.9}loc")]
+    assert locations == [f"{BASE}/archive/", f"{BASE}/archive/{SAMPLE_ISSUE}/"]
+
+
+def test_the_index_lists_sent_issues_newest_first_by_year(run, project, sent):
+    older = older_issue(run, project)
+    result = run("send", older, "--yes")
+    assert result.exit_code == 0, result.output
+    index = (sent / "index.html").read_text(encoding="utf-8")
+    assert index.index('<h2 id="y2026">2026</h2>') < index.index(SAMPLE_ISSUE) < index.index('<h2 id="y2025">')
+    assert index.index('<h2 id="y2025">2025</h2>') < index.index(f'href="{older}/"')
+    assert '<time class="muted" datetime="2025-10-16">16. oktober 2025</time>' in index
+    assert '<link rel="alternate" type="application/atom+xml"' in index
+    entries = feedparser.parse((sent / "feed.xml").read_bytes()).entries
+    assert [e.link.rsplit("/", 2)[-2] for e in entries] == [SAMPLE_ISSUE, older]
+
+
+def test_the_archive_shows_what_was_sent_even_after_the_issue_is_edited(run, project, sent, issue_dir):
+    text = (issue_dir / "issue.md").read_text(encoding="utf-8")
+    write(issue_dir / "issue.md", text.replace("subject: Osloregionen: ny", "subject: Endret etterpå: ny"))
+    (issue_dir / "ordforererklaeringen.png").unlink()
+    result = run("archive")
+    assert result.exit_code == 0, result.output
+    assert "Wrote the archive of 1 issue(s) to build/archive" in result.stdout
+    page = (sent / SAMPLE_ISSUE / "index.html").read_text(encoding="utf-8")
+    assert "Osloregionen: ny ordførererklæring" in page and "Endret etterpå" not in page
+    assert (sent / SAMPLE_ISSUE / "images" / "ordforererklaeringen.png").is_file()
+
+
+def test_only_issues_whose_delivery_started_are_archived(run, project, sent):
+    from newsletter.schedule import run_due
+
+    older = older_issue(run, project)
+    assert run("send", older, "--test", "redaksjonen@example.no").exit_code == 0  # a test send is not a send
+    assert run("schedule", older, "--at", "2030-01-15 09:00").exit_code == 0
+    assert run("archive").exit_code == 0
+    assert older not in (sent / "index.html").read_text(encoding="utf-8")
+    assert not (sent / older).exists()
+    done = run_due(load_settings(), datetime(2030, 1, 15, 8, 1, tzinfo=UTC))
+    assert done.problems == ()
+    assert run("archive").exit_code == 0
+    assert f'href="{older}/"' in (sent / "index.html").read_text(encoding="utf-8")
+
+
+def test_hide_and_unhide(run, project, sent):
+    hidden = run("archive", "--hide", SAMPLE_ISSUE)
+    assert hidden.exit_code == 0, hidden.output
+    assert f"{SAMPLE_ISSUE} is hidden from the archive." in hidden.stdout
+    assert not (sent / SAMPLE_ISSUE).exists()
+    assert "Ingen utgaver er sendt ennå." in (sent / "index.html").read_text(encoding="utf-8")
+    assert feedparser.parse((sent / "feed.xml").read_bytes()).entries == []
+    assert run("archive", "--unhide", SAMPLE_ISSUE).exit_code == 0
+    assert (sent / SAMPLE_ISSUE / "index.html").is_file()
+    assert_error(run("archive", "--hide", "2031-01-ukjent"), "2031-01-ukjent is not in the archive", SAMPLE_ISSUE)
+
+
+def test_an_empty_archive_and_a_folder_that_is_not_ours(run, project):
+    result = run("archive")
+    assert result.exit_code == 0, result.output
+    assert "Wrote the archive of 0 issue(s)" in result.stdout
+    assert feedparser.parse((project / "build/archive/feed.xml").read_bytes()).bozo == 0
+    write(project / "site" / "index.html", "<p>The organisation's own site</p>")
+    assert_error(run("archive", "--out", "site"), "site exists and was not made by newsletter", "--out")
+    assert (project / "site" / "index.html").read_text(encoding="utf-8") == "<p>The organisation's own site</p>"
+    again = run("archive", "--out", "build/archive")  # our own folder is replaced whole
+    assert again.exit_code == 0, again.output
+    assert not list(Path(project / "build").glob(".archive.*"))  # no temporary folders left behind
+
+
+def test_serve_serves_the_archive(run, project, sent, monkeypatch):
+    from newsletter.web import create_app
+
+    with LiveServer(create_app(load_settings())) as live:
+        index = httpx.get(f"{live.url}/archive/")
+        assert index.status_code == 200 and "Tidligere utgaver" in index.text
+        page = httpx.get(f"{live.url}/archive/{SAMPLE_ISSUE}/")
+        assert page.status_code == 200 and "ordførererklæring" in page.text
+        assert httpx.get(f"{live.url}/archive/{SAMPLE_ISSUE}/images/ordforererklaeringen.png").status_code == 200
+        feed = httpx.get(f"{live.url}/archive/feed.xml")
+        assert feed.status_code == 200 and feedparser.parse(feed.content).entries
+        assert httpx.get(f"{live.url}/archive/2031-01-ukjent/").status_code == 404
+        redirect = httpx.get(f"{live.url}/archive")
+        assert redirect.status_code in (301, 307) and redirect.headers["location"].endswith("/archive/")
