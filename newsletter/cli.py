@@ -597,6 +597,77 @@ def serve(state: State, host: str, port: int, forwarded_allow_ips: str) -> None:
 
 @cli.command()
 @click.argument("issue", required=False)
+@click.option("--port", default=8001, show_default=True, type=int, help="Port to listen on.")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on. The preview has no login: keep it on loopback unless you mean to share it.",
+)
+@click.option("--open", "open_browser", is_flag=True, help="Open the preview in the web browser.")
+@click.pass_obj
+def preview(state: State, issue: str | None, port: int, host: str, open_browser: bool) -> None:
+    """Preview ISSUE (default: the newest) live in the browser while you write.
+
+    Shows the email at desktop and mobile widths side by side, the inbox line, the headers, the
+    text part and what 'check' finds; choose the issue, the language edition and the
+    municipality for the emissions block. Saving any file of the issue, the templates,
+    newsletter.toml or .env rebuilds and refreshes the page; build errors show on the page.
+    """
+    import socket
+    import threading
+    import webbrowser
+
+    import uvicorn
+
+    from .content import find_issue
+    from .preview import LOOPBACK, Preview, create_preview_app
+
+    settings = state.settings()  # broken settings or an unknown ISSUE: a one-line error now, not a page later
+    if issue is not None:
+        folder = find_issue(settings, issue)
+        issue = folder.name if folder.parent == settings.issues_dir else str(folder)
+    live = Preview(lambda: state.settings(), issue)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise click.ClickException(
+                f"cannot listen on {host}:{port} ({exc.strerror}); choose another port with --port."
+            ) from exc
+    loopback = host in LOOPBACK
+    allowed = LOOPBACK if loopback else ("*",)
+    if not loopback:
+        click.echo(
+            f"Warning: the preview has no login; anyone who can reach {host}:{port} can read the issue.", err=True
+        )
+    shown = "localhost" if loopback else host
+    url = f"http://{shown}:{port}/"
+    server = uvicorn.Server(
+        uvicorn.Config(create_preview_app(live, allowed_hosts=allowed), host=host, port=port, log_level="warning",
+                       access_log=False, lifespan="off")
+    )  # fmt: skip
+    if open_browser:
+
+        def opener() -> None:
+            while not server.started and not server.should_exit:
+                time.sleep(0.05)
+            if server.started:
+                webbrowser.open(url)
+
+        threading.Thread(target=opener, daemon=True).start()
+    live.start_watching()
+    click.echo(f"Preview on {url} ; it refreshes when you save a file. Ctrl-C stops.")
+    try:
+        server.run()
+    finally:
+        live.stop_watching()
+
+
+@cli.command()
+@click.argument("issue", required=False)
 @click.option(
     "--segment", help="Who gets it: e.g. 'municipality=3205,Asker lang=nb topic=klima' (default: all confirmed)."
 )

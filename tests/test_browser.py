@@ -174,3 +174,87 @@ def test_public_pages_on_a_phone(browser, project, monkeypatch, tmp_path, scheme
             )
             assert unlabelled == [], (name, unlabelled)
             page.close()
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def _fits_and_reads(page, name: str, width: int, tmp_path: Path, scheme: str = "light") -> None:
+    """No sideways scrolling, readable contrast, and a full-page screenshot of the right width."""
+    scroll_width, inner_width = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+    assert scroll_width <= inner_width, f"{name}: {scroll_width}px wide in a {inner_width}px window"
+    result = page.evaluate(CONTRAST_JS, scheme)
+    assert result["checked"] > 3 and result["failures"] == [], (name, result)
+    shot = tmp_path / f"{name}-{width}.png"
+    page.screenshot(path=str(shot), full_page=True)
+    shot_width, shot_height = _png_size(shot)
+    assert shot_width == width and shot_height >= 600, (name, shot_width, shot_height)
+
+
+@pytest.mark.parametrize("width", [375, 1280])
+def test_the_live_preview_in_a_browser(browser, project, tmp_path, width):
+    """Both frames show the email; choosing a municipality re-renders its block; the page fits."""
+    from test_web import LiveServer
+
+    from newsletter.preview import Preview, create_preview_app
+
+    load_sample_data(project)
+    live = Preview(lambda: load_settings(project), None)
+    with LiveServer(create_preview_app(live)) as server:
+        page = browser.new_page(viewport={"width": width, "height": 900})
+        page.goto(server.url + "/")
+        page.wait_for_load_state("load")
+        frames = [f for f in page.frames if f != page.main_frame]
+        assert len(frames) == 2
+        for frame in frames:
+            assert "Oppdatert ordførererklæring for klima og miljø" in frame.locator("body").inner_text()
+            assert frame.evaluate("[...document.images].every(i => i.complete && i.naturalWidth > 0)")
+        boxes = [page.locator("iframe").nth(i).bounding_box() for i in range(2)]
+        if width == 1280:  # side by side: desktop at 700 px, mobile at 375 px
+            assert round(boxes[0]["width"]) == 700 and round(boxes[1]["width"]) == 375
+            assert abs(boxes[0]["y"] - boxes[1]["y"]) < 1 and boxes[1]["x"] > boxes[0]["x"] + 700
+        _fits_and_reads(page, "preview", width, tmp_path)
+        with page.expect_navigation():
+            page.select_option("select[name=municipality]", "0301")  # the form submits on change
+        page.wait_for_load_state("load")
+        mobile = [f for f in page.frames if f != page.main_frame][1]
+        assert "Oslo: " in mobile.locator("body").inner_text()
+        page.close()
+
+
+@pytest.mark.parametrize("width", [375, 1280])
+def test_the_archive_in_a_browser(browser, run, project, monkeypatch, tmp_path, width):
+    """The archive's index and an issue page, served by 'serve': they fit, read well, and link up."""
+    from conftest import SAMPLE_ISSUE
+    from test_web import KEY, LiveServer
+
+    from newsletter.store import database
+    from newsletter.subscribers import add
+    from newsletter.web import create_app
+
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", KEY)
+    load_sample_data(project)
+    settings = load_settings()
+    with database(settings.database) as conn:
+        add(conn, settings, (), "kari@example.no", name="Kari", confirmed=True)
+    assert run("send", "--yes").exit_code == 0
+    with LiveServer(create_app(load_settings())) as live:
+        page = browser.new_page(viewport={"width": width, "height": 900})
+        page.goto(live.url + "/archive/")
+        assert page.evaluate("document.documentElement.lang") == "nb"
+        _fits_and_reads(page, "archive-index", width, tmp_path)
+        page.keyboard.press("Tab")
+        assert page.evaluate("document.activeElement.tagName") == "A"  # reachable by keyboard
+        page.click("ol.issues a")
+        page.wait_for_load_state("load")
+        assert page.url.endswith(f"/archive/{SAMPLE_ISSUE}/")
+        assert page.evaluate("[...document.images].every(i => i.complete && i.naturalWidth > 0)")
+        assert "Kari" not in page.locator("body").inner_text()
+        _fits_and_reads(page, "archive-issue", width, tmp_path)
+        page.click("nav a[href='../']")
+        page.wait_for_load_state("load")
+        assert page.url.endswith("/archive/")
+        page.close()

@@ -1,0 +1,296 @@
+"""The live preview for staff (`newsletter preview`): the issue as subscribers will see it.
+
+One page shows the email at desktop and mobile widths side by side, the inbox line (sender,
+subject, preheader), the headers, the text part and the findings of ``check``, for a chosen
+issue, language edition and municipality. A file watcher (watchfiles) bumps a version number
+when anything under content/, templates/, newsletter.toml or .env changes; the page asks for
+the version every second and reloads, and the next request rebuilds. A build that fails shows
+its error on the page. Served on loopback by default, and only to Host names of this machine.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.requests import Request
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from .config import CONFIG_FILE, Settings
+from .errors import NewsletterError
+
+log = logging.getLogger(__name__)
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+NO_MUNICIPALITY = "-"
+SHOWN_HEADERS = ("From", "To", "Reply-To", "Subject", "List-Id", "List-Unsubscribe", "List-Unsubscribe-Post",
+                 "Content-Language")  # fmt: skip
+
+
+@dataclass
+class Build:
+    """The outcome of preparing one issue in one language: the prepared issue, or the error."""
+
+    prepared: Any = None
+    findings: list = field(default_factory=list)
+    error: str | None = None
+
+
+class Preview:
+    """The state behind the preview page: settings, a cache of builds, and a version number
+    that the file watcher increases on every change."""
+
+    def __init__(self, load_settings: Callable[[], Settings], ref: str | None = None) -> None:
+        self.load_settings = load_settings
+        self.ref = ref
+        self.version = 0
+        self.lock = threading.Lock()
+        self.cache: dict[tuple[str | None, str | None], Build] = {}
+        self.settings_error: str | None = None
+        self._settings = load_settings()  # broken settings at start: the CLI reports the error
+        self._stale = False
+        self.stop = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def settings(self) -> Settings:
+        """The current settings, read again after a change. If they no longer load, the last good
+        ones are kept and ``settings_error`` says why (the page shows it)."""
+        with self.lock:
+            if self._stale:
+                self._stale = False
+                try:
+                    self._settings = self.load_settings()
+                    self.settings_error = None
+                except NewsletterError as exc:
+                    self.settings_error = str(exc)
+            return self._settings
+
+    def changed(self) -> None:
+        """A watched file changed: forget every build, and read the settings again."""
+        with self.lock:
+            self.version += 1
+            self.cache.clear()
+            self._stale = True
+
+    def build(self, ref: str | None, language: str | None) -> Build:
+        """The issue prepared and checked (cached until the next change)."""
+        from .build import prepare
+        from .check import findings
+
+        key = (ref or self.ref, language)
+        with self.lock:
+            if key in self.cache:
+                return self.cache[key]
+        try:
+            settings = self.settings()
+            if self.settings_error:
+                return Build(error=self.settings_error)
+            prepared = prepare(settings, key[0], language=language)
+            outcome = Build(prepared=prepared, findings=findings(settings, prepared))
+        except NewsletterError as exc:
+            outcome = Build(error=str(exc))
+        except Exception as exc:  # a preview must survive whatever a half-saved file does
+            log.exception("preview build failed")
+            outcome = Build(error=f"unexpected error: {exc!r}; run 'newsletter --verbose build' for details.")
+        with self.lock:
+            self.cache[key] = outcome
+        return outcome
+
+    def watched(self) -> list[Path]:
+        """What the watcher watches: content, templates, the settings file and .env."""
+        settings = self.settings()
+        paths = [settings.content_dir, settings.templates_dir, settings.project_dir / CONFIG_FILE,
+                 settings.project_dir / ".env", settings.project_dir]  # fmt: skip
+        return [p for p in paths if p.exists()]
+
+    def start_watching(self) -> None:
+        """Watch the files in a background thread until ``stop_watching``."""
+        import watchfiles
+
+        paths = self.watched()
+        settings = self.settings()
+        interesting = {p.resolve() for p in paths if p != settings.project_dir}
+        project = settings.project_dir.resolve()
+
+        def relevant(change: watchfiles.Change, path: str) -> bool:
+            resolved = Path(path).resolve()
+            if resolved.parent == project:  # the project folder itself: only newsletter.toml and .env
+                return resolved.name in (CONFIG_FILE, ".env")
+            return any(resolved == p or p in resolved.parents for p in interesting)
+
+        def run() -> None:
+            for _ in watchfiles.watch(
+                *paths, watch_filter=relevant, stop_event=self.stop, debounce=200, step=50, raise_interrupt=False
+            ):
+                self.changed()
+
+        self.thread = threading.Thread(target=run, name="preview-watcher", daemon=True)
+        self.thread.start()
+
+    def stop_watching(self) -> None:
+        self.stop.set()
+        if self.thread is not None:
+            self.thread.join(5)
+
+
+def _inbox_time(language: str) -> str:
+    """Now, as an inbox shows it: '27. november 2026 10:41' (Oslo time)."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from .i18n import format_date
+
+    moment = datetime.now(ZoneInfo("Europe/Oslo"))
+    return f"{format_date(moment.date(), language)} {moment:%H:%M}"
+
+
+def _issue_choices(settings: Settings) -> list[str]:
+    from .content import issue_folders
+
+    return [p.name for p in sorted(issue_folders(settings), reverse=True)]
+
+
+def _recipient(settings: Settings, municipality: str | None):
+    from .compose import PLACEHOLDER
+
+    return replace(PLACEHOLDER, municipality=municipality)
+
+
+def _email_html(settings: Settings, build: Build, municipality: str | None) -> str:
+    from .compose import recipient_values
+
+    prepared = build.prepared
+    values = recipient_values(
+        settings, prepared.strings, _recipient(settings, municipality), prepared.rendered.municipal
+    )
+    issue_id = prepared.issue.id
+    html = prepared.rendered.html.fill(values).replace(settings.asset_url(issue_id, ""), f"/images/{issue_id}/")
+    # Links open outside the frame; the frame is sandboxed and runs no scripts.
+    return re.sub(r"(<head[^>]*>)", r'\1<base target="_blank">', html, count=1)
+
+
+def create_preview_app(preview: Preview, *, allowed_hosts: tuple[str, ...] = LOOPBACK) -> Starlette:
+    """The ASGI app of the preview page."""
+    from .compose import PLACEHOLDER
+    from .i18n import load_strings
+    from .render import template_folders
+
+    def env() -> jinja2.Environment:
+        folders = template_folders(preview.settings())
+        return jinja2.Environment(
+            loader=jinja2.FileSystemLoader([str(p) for p in reversed(folders)]),
+            autoescape=True,
+            undefined=jinja2.StrictUndefined,
+        )
+
+    def choices(request: Request) -> dict[str, Any]:
+        settings = preview.settings()
+        language = request.query_params.get("lang")
+        municipality = request.query_params.get("municipality", PLACEHOLDER.municipality or NO_MUNICIPALITY)
+        return {
+            "issue": request.query_params.get("issue") or preview.ref,
+            "lang": language if language in ("nb", "en") else None,
+            "municipality": None if municipality == NO_MUNICIPALITY else municipality,
+            "settings": settings,
+        }
+
+    def page_context(request: Request) -> dict[str, Any]:
+        from .emissions import read_members
+        from .message import build_message
+
+        chosen = choices(request)
+        settings: Settings = chosen["settings"]
+        build = preview.build(chosen["issue"], chosen["lang"])
+        members = []
+        if settings.emissions_members is not None:
+            try:
+                members = sorted(read_members(settings.emissions_members), key=lambda m: m.name)
+            except NewsletterError as exc:
+                build = Build(error=str(exc)) if build.error is None else build
+        query = {"issue": chosen["issue"] or "", "lang": chosen["lang"] or "",
+                 "municipality": chosen["municipality"] or NO_MUNICIPALITY}  # fmt: skip
+        context: dict[str, Any] = {
+            "t": load_strings(template_folders(settings), settings.language),
+            "lang": settings.language,
+            "newsletter_name": settings.name,
+            "version": preview.version,
+            "issues": _issue_choices(settings),
+            "members": [{"number": m.number_2024, "name": m.name} for m in members],
+            "chosen": query,
+            "error": build.error,
+            "email_url": "email?" + "&".join(f"{k}={v}" for k, v in query.items()),
+        }
+        if build.prepared is not None:
+            prepared = build.prepared
+            recipient = _recipient(settings, chosen["municipality"])
+            message = build_message(settings, prepared.rendered, recipient, prepared.strings)
+            values_text = message.get_body(("plain",)).get_content()
+            context.update(
+                issue_id=prepared.issue.id,
+                issue_language=prepared.issue.language,
+                subject=str(message["Subject"]),
+                preheader=prepared.issue.preheader,
+                sender=settings.sender_name,
+                date=_inbox_time(prepared.issue.language),
+                headers=[(name, str(message[name])) for name in SHOWN_HEADERS if message[name]],
+                text=values_text,
+                findings=list(build.findings),
+                warnings=list(prepared.warnings),
+            )
+        return context
+
+    async def page(request: Request) -> Response:
+        context = await run_in_threadpool(page_context, request)
+        html = env().get_template("web/preview.html.j2").render(context)
+        return HTMLResponse(html, headers={"Cache-Control": "no-store"})
+
+    def email_response(request: Request) -> Response:
+        chosen = choices(request)
+        build = preview.build(chosen["issue"], chosen["lang"])
+        if build.prepared is None:
+            return HTMLResponse(f"<p>{jinja2.utils.markupsafe.escape(build.error)}</p>", status_code=500)
+        return HTMLResponse(
+            _email_html(chosen["settings"], build, chosen["municipality"]), headers={"Cache-Control": "no-store"}
+        )
+
+    async def email(request: Request) -> Response:
+        return await run_in_threadpool(email_response, request)
+
+    def image_file(request: Request) -> Path | None:
+        build = preview.build(request.path_params["issue"], None)
+        if build.prepared is None:
+            return None
+        name = request.path_params["name"]
+        files = {a.filename: a.source for a in build.prepared.issue.assets}
+        if build.prepared.logo is not None:
+            files[build.prepared.logo.name] = build.prepared.logo
+        return files.get(name)
+
+    async def image(request: Request) -> Response:
+        path = await run_in_threadpool(image_file, request)
+        if path is None:
+            return Response("not found\n", status_code=404, media_type="text/plain")
+        return FileResponse(path, headers={"Cache-Control": "no-store"})
+
+    async def version(request: Request) -> Response:
+        return JSONResponse({"version": preview.version}, headers={"Cache-Control": "no-store"})
+
+    return Starlette(
+        routes=[
+            Route("/", page),
+            Route("/email", email),
+            Route("/images/{issue}/{name}", image),
+            Route("/version", version),
+        ],
+        middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))],
+    )

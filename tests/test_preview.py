@@ -1,0 +1,123 @@
+"""The live preview: a real server, a real HTTP client, real files changed on disk."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import httpx
+import pytest
+from conftest import SAMPLE_ISSUE, assert_error, load_sample_data, write
+from test_web import LiveServer
+
+from newsletter.config import load_settings
+from newsletter.preview import Preview, create_preview_app
+
+
+@pytest.fixture
+def preview(project):
+    """The preview of the sample issue, with feeds and emissions, watching the project's files."""
+    load_sample_data(project)
+    live = Preview(lambda: load_settings(project), None)
+    live.start_watching()
+    with LiveServer(create_preview_app(live)) as server:
+        server.preview = live
+        yield server
+    live.stop_watching()
+
+
+def wait_for_change(server, since: int) -> int:
+    """Poll /version like the page does, until the watcher has seen a change (at most 10 s)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        version = httpx.get(f"{server.url}/version").json()["version"]
+        if version > since:
+            return version
+        time.sleep(0.05)
+    raise AssertionError("the preview did not notice the change")
+
+
+def test_the_page_shows_the_issue_as_subscribers_get_it(preview):
+    page = httpx.get(f"{preview.url}/")
+    assert page.status_code == 200 and page.headers["cache-control"] == "no-store"
+    html = page.text
+    # The inbox line: sender, subject and preheader
+    assert '<span class="from">Osloregionen</span>' in html
+    assert "<strong>Osloregionen: ny ordførererklæring, karbonfangst og energi til tungtransport</strong>" in html
+    assert "– 64 ordførere står bak felles mål" in html
+    # Desktop and mobile frames of the same email
+    assert html.count('<iframe title="') == 2 and 'src="email?issue=&amp;lang=&amp;municipality=3205"' in html
+    # The headers and the text part
+    assert '<th scope="row">List-Unsubscribe-Post</th><td>List-Unsubscribe=One-Click</td>' in html
+    assert "Hei, Ola Nordmann!" in html and "Meld deg av: https://nyhetsbrev.osloregionen.no/unsubscribe/" in html
+    # What check finds, and the choices
+    assert 'id="findings"' in html
+    assert f'<option value="{SAMPLE_ISSUE}" selected>' in html and '<option value="3205" selected>Lillestrøm' in html
+    email = httpx.get(f"{preview.url}/email", params={"municipality": "3205"})
+    assert email.status_code == 200 and '<base target="_blank">' in email.text
+    assert "Din kommune" in email.text and "Lillestrøm: " in email.text
+    image = httpx.get(f"{preview.url}/images/{SAMPLE_ISSUE}/ordforererklaeringen.png")
+    assert image.status_code == 200 and image.content[:4] == b"\x89PNG"
+    assert f'src="/images/{SAMPLE_ISSUE}/ordforererklaeringen.png"' in email.text
+    assert httpx.get(f"{preview.url}/images/{SAMPLE_ISSUE}/nothing.png").status_code == 404
+
+
+def test_language_and_municipality_choices(preview):
+    english = httpx.get(f"{preview.url}/", params={"lang": "en", "municipality": "0301"}).text
+    assert "Hello, Ola Nordmann!" in english and "Unsubscribe: https://" in english
+    assert '<option value="en" selected>' in english and '<option value="0301" selected>Oslo' in english
+    oslo = httpx.get(f"{preview.url}/email", params={"municipality": "0301"}).text
+    assert "Oslo: " in oslo and "Lillestrøm: " not in oslo
+    nobody = httpx.get(f"{preview.url}/email", params={"municipality": "-"}).text
+    assert "Din kommune" not in nobody
+
+
+def test_saving_an_article_rebuilds_and_the_page_refreshes(preview, issue_dir):
+    before = httpx.get(f"{preview.url}/version").json()["version"]
+    article = issue_dir / "02-klemetsrud.md"
+    text = article.read_text(encoding="utf-8")
+    write(article, text + "\nEt nytt avsnitt skrevet i forhåndsvisningen.\n")
+    wait_for_change(preview, before)
+    assert "Et nytt avsnitt skrevet i forhåndsvisningen." in httpx.get(f"{preview.url}/").text
+    assert "Et nytt avsnitt skrevet i forhåndsvisningen." in httpx.get(f"{preview.url}/email").text
+
+
+def test_build_errors_show_on_the_page_and_go_away_when_fixed(preview, issue_dir):
+    good = (issue_dir / "issue.md").read_text(encoding="utf-8")
+    version = httpx.get(f"{preview.url}/version").json()["version"]
+    write(issue_dir / "issue.md", good.replace("date: 2026-12-03", "date: 2026-13-03"))
+    version = wait_for_change(preview, version)
+    broken = httpx.get(f"{preview.url}/")
+    assert broken.status_code == 200  # the page stays up and says what is wrong
+    assert 'role="alert"' in broken.text and "issue.md" in broken.text and "month must be in 1..12" in broken.text
+    write(issue_dir / "issue.md", good)
+    wait_for_change(preview, version)
+    fixed = httpx.get(f"{preview.url}/").text
+    assert 'role="alert"' not in fixed and "Osloregionen: ny ordførererklæring" in fixed
+
+
+def test_a_settings_change_is_picked_up_and_a_broken_one_is_shown(preview, project):
+    toml = project / "newsletter.toml"
+    good = toml.read_text(encoding="utf-8")
+    version = httpx.get(f"{preview.url}/version").json()["version"]
+    write(toml, good.replace('name = "Nyhetsbrev fra Osloregionen"', 'name = "Nytt fra Osloregionen"', 1))
+    version = wait_for_change(preview, version)
+    assert "Forhåndsvisning: Nytt fra Osloregionen" in httpx.get(f"{preview.url}/").text
+    write(toml, good.replace("[sender]", "[sender\n", 1))
+    version = wait_for_change(preview, version)
+    page = httpx.get(f"{preview.url}/").text
+    assert 'role="alert"' in page and "newsletter.toml" in page
+
+
+def test_only_this_machine_may_ask(preview):
+    assert httpx.get(f"{preview.url}/", headers={"Host": "preview.example.com"}).status_code == 400
+    assert httpx.get(f"{preview.url}/version", headers={"Host": "localhost"}).status_code == 200
+
+
+def test_the_command_refuses_an_unknown_issue_and_a_busy_port(run, project):
+    assert_error(run("preview", "2031-01-ukjent"), "Unknown issue '2031-01-ukjent'")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert_error(run("preview", "--port", str(port)), f"cannot listen on 127.0.0.1:{port}", "--port")
