@@ -6,8 +6,11 @@ Run by `newsletter check`, and by `send` and `schedule`, which refuse on errors 
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 from dataclasses import asdict, dataclass
 from html.parser import HTMLParser
+from typing import Any
 
 from .build import GMAIL_CLIP_BYTES, Prepared, html_size, prepare
 from .compose import PLACEHOLDER, recipient_values
@@ -18,12 +21,16 @@ from .errors import NewsletterError
 SUBJECT_CHARS = 60
 PREHEADER_MIN = 20
 IMAGE_KB = 200
+LINK_TIMEOUT = 10.0
+LINK_CONCURRENCY = 8
+SPAM_WARN = 2.0
+AA_NORMAL, AA_LARGE = 4.5, 3.0
 VAGUE_LINK_TEXT = {"klikk her", "her", "click here", "here", "les mer her", "trykk her", "lenke", "link"}
 
 
 @dataclass(frozen=True)
 class Finding:
-    """One thing check found: 'error' or 'warning', where, and what."""
+    """One thing check found: 'error', 'warning' or 'info', where, and what."""
 
     level: str
     where: str
@@ -114,6 +121,7 @@ def findings(settings: Settings, prepared: Prepared) -> list[Finding]:
                 warning(
                     display(asset.source), f"the image is {kb:.0f} KB; above {IMAGE_KB} KB it loads slowly on phones."
                 )
+    found.extend(contrast_findings(html))
     text = rendered.text.fill(values)
     if len(re.sub(r"\s+", " ", text).strip()) < 200:
         warning("email.txt", "the text part is almost empty; people who read plain text get little.")
@@ -125,13 +133,289 @@ def findings(settings: Settings, prepared: Prepared) -> list[Finding]:
     return found
 
 
-def check_issue(settings: Settings, ref: str | None = None) -> list[Finding]:
-    """Prepare an issue and check it. Content errors (missing files, bad front matter) become findings."""
+def check_issue(
+    settings: Settings,
+    ref: str | None = None,
+    *,
+    links: bool = False,
+    timeout: float = LINK_TIMEOUT,
+    spam: bool = True,
+) -> list[Finding]:
+    """Prepare an issue and check it. Content errors (missing files, bad front matter) become findings.
+
+    ``links`` also checks every link online; ``spam`` runs SpamAssassin when it is installed."""
     try:
         prepared = prepare(settings, ref)
     except NewsletterError as exc:
         return [Finding("error", "issue", str(exc))]
-    return findings(settings, prepared)
+    found = findings(settings, prepared)
+    if links:
+        found.extend(link_findings(settings, prepared, timeout=timeout))
+    if spam:
+        found.extend(spam_findings(settings, prepared))
+    return found
+
+
+# --- colour contrast (WCAG 2 AA), from the inline styles of the built HTML --------------------
+
+_NAMED = {"white": (255, 255, 255), "black": (0, 0, 0), "red": (255, 0, 0), "gray": (128, 128, 128),
+          "grey": (128, 128, 128), "silver": (192, 192, 192), "yellow": (255, 255, 0)}  # fmt: skip
+_VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+
+
+def _color(value: str | None) -> tuple[int, int, int] | None:
+    """#rgb, #rrggbb, rgb()/rgba() (opaque) or a few names; None for anything else."""
+    if not value:
+        return None
+    value = value.strip().lower()
+    if match := re.fullmatch(r"#([0-9a-f]{3}|[0-9a-f]{6})", value):
+        digits = match.group(1)
+        if len(digits) == 3:
+            digits = "".join(c * 2 for c in digits)
+        return int(digits[0:2], 16), int(digits[2:4], 16), int(digits[4:6], 16)
+    if match := re.fullmatch(r"rgba?\(\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*(?:,\s*([\d.]+)\s*)?\)", value):
+        if match.group(4) is not None and float(match.group(4)) < 1:
+            return None  # translucent: what shows depends on what is behind
+        return int(match.group(1)), int(match.group(2)), int(match.group(3))
+    return _NAMED.get(value)
+
+
+def contrast(first: tuple[int, int, int], second: tuple[int, int, int]) -> float:
+    """The WCAG 2 contrast ratio of two colours, 1 to 21."""
+
+    def luminance(rgb: tuple[int, int, int]) -> float:
+        def channel(v: int) -> float:
+            c = v / 255
+            return c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4
+
+        r, g, b = (channel(v) for v in rgb)
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+    high, low = sorted((luminance(first), luminance(second)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
+
+
+class _Contrast(HTMLParser):
+    """Walks the HTML keeping the inherited text colour, background, size and weight from inline
+    styles and bgcolor, and records text whose contrast is below WCAG AA. Class-based CSS (dark
+    mode, say) is not seen; the Chromium tests cover the templates' own."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.stack: list[tuple[str, dict[str, Any]]] = [
+            ("#root", {"color": (0, 0, 0), "background": (255, 255, 255), "size": 16.0, "bold": False})
+        ]
+        self.skip = 0
+        self.low: dict[tuple, str] = {}
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in ("style", "script", "title", "head"):
+            self.skip += 1
+        if tag in _VOID:
+            return
+        values = dict(attrs)
+        state = dict(self.stack[-1][1])
+        style = {}
+        for declaration in (values.get("style") or "").split(";"):
+            name, _, value = declaration.partition(":")
+            style[name.strip().lower()] = value.replace("!important", "").strip()
+        if style.get("display") == "none" or style.get("visibility") == "hidden" or "hidden" in values:
+            state["hidden"] = True  # e.g. the preheader: inboxes show it, the email does not
+        if (color := _color(style.get("color"))) is not None:
+            state["color"] = color
+        background = style.get("background-color") or (style.get("background") or "").split(" ")[0]
+        if (fill := _color(background) or _color(values.get("bgcolor"))) is not None:
+            state["background"] = fill
+        if match := re.fullmatch(r"([\d.]+)px", style.get("font-size", "")):
+            state["size"] = float(match.group(1))
+        elif tag in ("h1", "h2"):
+            state["size"] = 24.0 if tag == "h1" else 20.0
+        weight = style.get("font-weight", "")
+        if (
+            weight in ("bold", "bolder")
+            or (weight.isdigit() and int(weight) >= 700)
+            or tag in ("b", "strong", "h1", "h2", "h3", "th")
+        ):
+            state["bold"] = True
+        self.stack.append((tag, state))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("style", "script", "title", "head"):
+            self.skip = max(0, self.skip - 1)
+        for depth in range(len(self.stack) - 1, 0, -1):
+            if self.stack[depth][0] == tag:
+                del self.stack[depth:]
+                return
+
+    def handle_data(self, data: str) -> None:
+        text = " ".join(data.split())
+        if self.skip or not text or self.stack[-1][1].get("hidden"):
+            return
+        state = self.stack[-1][1]
+        large = state["size"] >= 24 or (state["bold"] and state["size"] >= 18.66)
+        needed = AA_LARGE if large else AA_NORMAL
+        ratio = contrast(state["color"], state["background"])
+        key = (state["color"], state["background"], needed)
+        if ratio < needed and key not in self.low:
+            self.low[key] = text
+
+
+def contrast_findings(html: str) -> list[Finding]:
+    """Text whose colour contrast is below WCAG AA (4.5:1, or 3:1 for large text), one per colour pair."""
+    parser = _Contrast()
+    parser.feed(html)
+    found = []
+    for (color, background, needed), text in parser.low.items():
+        ratio = contrast(color, background)
+        found.append(
+            Finding(
+                "warning",
+                "email.html",
+                f"text {_short(text)!r} is #{_hex(color)} on #{_hex(background)}: contrast {ratio:.1f}:1, "
+                f"below WCAG AA ({needed:g}:1); darken the text or lighten the background.",
+            )
+        )
+    return found
+
+
+def _hex(rgb: tuple[int, int, int]) -> str:
+    return "".join(f"{v:02x}" for v in rgb)
+
+
+def _short(text: str, length: int = 40) -> str:
+    return text if len(text) <= length else text[: length - 1] + "…"
+
+
+# --- links online (--links) -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LinkResult:
+    """What one link answered: the final status (0: no answer), the final URL, and why not."""
+
+    url: str
+    status: int
+    final_url: str
+    moved: bool = False
+    problem: str | None = None
+
+
+def check_links(settings: Settings, urls: list[str], *, timeout: float = LINK_TIMEOUT,
+                concurrency: int = LINK_CONCURRENCY) -> list[LinkResult]:  # fmt: skip
+    """Ask every URL online: HEAD first, then GET when HEAD is refused (many servers answer HEAD
+    wrongly). Redirects are followed; a permanent one is reported so the link can be updated."""
+    import asyncio
+
+    import httpx
+
+    from .feeds import _run, http_client
+
+    async def ask(client: Any, semaphore: asyncio.Semaphore, url: str) -> LinkResult:
+        async with semaphore:
+            try:
+                async with asyncio.timeout(timeout * 2):
+                    response = await client.head(url)
+                    if response.status_code >= 400:
+                        async with client.stream("GET", url) as streamed:  # the headers are enough
+                            response = streamed
+                moved = any(r.status_code in (301, 308) for r in response.history)
+                return LinkResult(url, response.status_code, str(response.url), moved)
+            except (TimeoutError, httpx.TimeoutException):
+                return LinkResult(url, 0, url, problem=f"no answer within {timeout:g} s")
+            except httpx.TooManyRedirects:
+                return LinkResult(url, 0, url, problem="too many redirects")
+            except httpx.HTTPError as exc:
+                return LinkResult(url, 0, url, problem=f"cannot connect ({type(exc).__name__}: {exc})")
+
+    async def run_all() -> list[LinkResult]:
+        semaphore = asyncio.Semaphore(concurrency)
+        async with http_client(settings, concurrency, timeout, min(timeout, 5.0), accept="*/*") as client:
+            return await asyncio.gather(*(ask(client, semaphore, url) for url in urls))
+
+    return _run(run_all())
+
+
+def link_findings(settings: Settings, prepared: Prepared, *, timeout: float = LINK_TIMEOUT) -> list[Finding]:
+    """Findings for every http(s) link of the email that does not work online. The issue's own
+    archive page and images, and the personal links, are not published before the send: skipped."""
+    values = recipient_values(settings, prepared.strings, PLACEHOLDER, prepared.rendered.municipal)
+    parser = _Links()
+    parser.feed(prepared.rendered.html.fill(values))
+    unpublished = (
+        settings.archive_url(prepared.issue.id),
+        f"{settings.base_url}/unsubscribe/",
+        f"{settings.base_url}/preferences/",
+    )
+    texts: dict[str, str] = {}
+    for href, text in parser.links:
+        href = href.strip()
+        if re.match(r"^https?://", href, re.IGNORECASE) and not href.startswith(unpublished):
+            texts.setdefault(href, text)
+    found = []
+    for result in check_links(settings, list(texts), timeout=timeout):
+        label = f"the link {result.url} ({_short(texts[result.url]) or 'no text'})"
+        if result.problem is not None:
+            level = "warning" if "no answer" in result.problem else "error"
+            found.append(Finding(level, "links", f"{label}: {result.problem}."))
+        elif result.status in (429, 503):
+            found.append(Finding("warning", "links", f"{label} answers {result.status} (busy); check it again later."))
+        elif result.status >= 400:
+            found.append(Finding("error", "links", f"{label} answers {result.status}; fix or remove the link."))
+        elif result.moved:
+            found.append(
+                Finding("warning", "links", f"{label} has moved permanently to {result.final_url}; link there instead.")
+            )
+    return found
+
+
+# --- SpamAssassin (when installed) -------------------------------------------------------------
+
+
+def spamassassin() -> str | None:
+    """The spamassassin program, if installed (NEWSLETTER_SPAMASSASSIN may name it)."""
+    import os
+
+    return os.environ.get("NEWSLETTER_SPAMASSASSIN") or shutil.which("spamassassin")
+
+
+def spam_findings(settings: Settings, prepared: Prepared, program: str | None = None) -> list[Finding]:
+    """SpamAssassin's score and rules for the built message, run locally (-L: no network tests)."""
+    from .message import build_message
+
+    program = program or spamassassin()
+    if program is None:
+        return []
+    raw = build_message(settings, prepared.rendered, PLACEHOLDER, prepared.strings).as_bytes()
+    try:
+        done = subprocess.run([program, "-L", "-t"], input=raw, capture_output=True, timeout=120, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return [Finding("warning", "spamassassin", f"could not run {program} ({exc}); the spam score is unknown.")]
+    header = re.search(rb"^X-Spam-Status: (.*(?:\n[ \t].*)*)", done.stdout, re.MULTILINE)
+    if header is None:
+        message = done.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no X-Spam-Status header"]
+        return [Finding("warning", "spamassassin", f"{program} gave no score ({message[0]}).")]
+    status = " ".join(header.group(1).decode("ascii", "replace").split())
+    score_match = re.search(r"score=(-?[\d.]+)", status)
+    score = float(score_match.group(1)) if score_match else 0.0
+    # The report's table: " 0.7 HTML_FONT_LOW_CONTRAST BODY: HTML font color similar or ..."
+    report = done.stdout.decode("utf-8", "replace").split("Content analysis details", 1)[-1]
+    table: list[list] = []
+    for line in report.splitlines():
+        if match := re.match(r"^\s*(-?\d+\.\d+)\s+([A-Z0-9_]+)\s+(.*)$", line):
+            table.append([float(match.group(1)), match.group(2), match.group(3).strip()])
+        elif table and line.startswith(" " * 20) and line.strip():  # a description's next line
+            table[-1][2] += " " + line.strip()
+    counted = sorted(((points, name, text) for points, name, text in table if points != 0), reverse=True)
+    rules = "; ".join(f"{name} {points:+g} ({description})" for points, name, description in counted) or "none"
+    if score > SPAM_WARN:
+        return [
+            Finding(
+                "warning",
+                "spamassassin",
+                f"spam score {score:g} (above {SPAM_WARN:g}); rules: {rules}. Change what the rules point at.",
+            )
+        ]
+    return [Finding("info", "spamassassin", f"spam score {score:g}; rules: {rules}.")]
 
 
 def as_json(found: list[Finding]) -> list[dict]:

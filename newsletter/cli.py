@@ -771,29 +771,41 @@ def send(
 
 @cli.command()
 @click.argument("issue", required=False)
+@click.option("--links", is_flag=True, help="Also check every link online (HEAD, then GET).")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.5),
+    default=10.0,
+    show_default=True,
+    help="Seconds to wait for each link with --links.",
+)
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.pass_obj
-def check(state: State, issue: str | None, fmt: str) -> None:
+def check(state: State, issue: str | None, links: bool, timeout: float, fmt: str) -> None:
     """Check ISSUE (default: the newest) before sending: one line per finding; exit 1 on errors.
 
     Errors: HTML over Gmail's 102 KB, an image without alt text, no unsubscribe link, an empty
     subject, a link that is not http(s) or mailto, a missing file, emission figures that cannot
-    be right. Warnings: a long subject, a missing or short preheader, images without width or
-    over 200 KB, vague link texts such as 'klikk her', an almost empty text part.
-    'send' and 'schedule' run the same check and refuse on errors unless --force.
+    be right; with --links, a link that answers 4xx/5xx or whose server cannot be reached.
+    Warnings: a long subject, a missing or short preheader, images without width or over
+    200 KB, vague link texts such as 'klikk her', text colour contrast below WCAG AA, an almost
+    empty text part, a SpamAssassin score above 2 (when SpamAssassin is installed; run locally).
+    'send' and 'schedule' run the same check (without --links and SpamAssassin) and refuse on
+    errors unless --force.
     """
     import json
 
     from .check import as_json, check_issue
 
-    found = check_issue(state.settings(), issue)
+    found = check_issue(state.settings(), issue, links=links, timeout=timeout)
     if fmt == "json":
         click.echo(json.dumps(as_json(found), ensure_ascii=False, indent=2))
     else:
         for finding in found:
             click.echo(finding.line)
         errors = sum(f.level == "error" for f in found)
-        click.echo(f"{errors} error(s), {len(found) - errors} warning(s).")
+        warnings = sum(f.level == "warning" for f in found)
+        click.echo(f"{errors} error(s), {warnings} warning(s).")
     if any(f.level == "error" for f in found):
         raise SystemExit(1)
 
