@@ -103,8 +103,18 @@ def snapshot(settings: Settings, prepared) -> Snapshot:
     )
 
 
-def save_snapshot(conn: sqlite3.Connection, snap: Snapshot) -> None:
-    """Store (or replace) an issue's snapshot. Call inside the transaction that starts its delivery."""
+def save_snapshot(conn: sqlite3.Connection, snap: Snapshot, *, draft: bool = False) -> None:
+    """Store (or replace) an issue's snapshot. Call inside the transaction that starts its delivery.
+
+    ``draft``: for a test send, which publishes only the images (so the test shows them); it
+    never replaces the snapshot of an issue whose delivery has started."""
+    if (
+        draft
+        and conn.execute(
+            "SELECT 1 FROM deliveries WHERE issue = ? AND status IN ('running', 'done')", (snap.issue,)
+        ).fetchone()
+    ):
+        return
     conn.execute(
         "INSERT INTO archive_issues (issue, language, title, subject, preheader, issue_date, html, feed_html)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(issue) DO UPDATE SET language = excluded.language,"
@@ -143,6 +153,17 @@ def archived(conn: sqlite3.Connection) -> list[ArchivedIssue]:
         )
         result.append(ArchivedIssue(snap, row["sent_at"]))
     return result
+
+
+def draft_files(conn: sqlite3.Connection) -> list[tuple[str, str, bytes]]:
+    """The images of issues that were test-sent but whose delivery has not started: published
+    without a page, so that test emails show their images."""
+    rows = conn.execute(
+        "SELECT f.issue, f.name, f.data FROM archive_files f JOIN archive_issues a ON a.issue = f.issue"
+        " WHERE a.hidden = 0 AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.issue = f.issue"
+        " AND d.status IN ('running', 'done')) ORDER BY f.issue, f.name"
+    ).fetchall()
+    return [(issue, name, bytes(data)) for issue, name, data in rows]
 
 
 def set_hidden(settings: Settings, issue_id: str, hidden: bool) -> None:
@@ -300,8 +321,9 @@ def write_archive(settings: Settings, out: Path | None = None) -> ArchiveResult:
     if settings.database.is_file():
         with database(settings.database) as conn:
             items = archived(conn)
+            drafts = draft_files(conn)
     else:
-        items = []
+        items, drafts = [], []
     strings = load_strings(template_folders(settings), settings.language)
     pages: dict[str, bytes] = {
         MARKER: b"Made by 'newsletter archive'; replaced by the next run.\n",
@@ -309,6 +331,8 @@ def write_archive(settings: Settings, out: Path | None = None) -> ArchiveResult:
         "feed.xml": _atom(settings, items),
         "sitemap.xml": _sitemap(settings, items),
     }
+    for issue_id, name, data in drafts:
+        pages[f"{issue_id}/images/{name}"] = data
     for item in items:
         snap = item.snapshot
         page_strings = strings if snap.language == settings.language else load_strings(

@@ -676,7 +676,7 @@ def preview(state: State, issue: str | None, port: int, host: str, open_browser:
     "tests",
     multiple=True,
     metavar="ADDRESS",
-    help="Send only to this address, subject [TEST]; repeatable. Records nothing.",
+    help="Send only to this address, subject [TEST]; repeatable. Records no delivery (publishes the images).",
 )
 @click.option(
     "--limit", type=click.IntRange(min=1), help="Send at most N messages in this run; the rest wait for the next."
@@ -711,7 +711,7 @@ def send(
 
     settings = state.settings_with_key()
     if tests:
-        for address, where in send_test(settings, issue, tests):
+        for address, where in send_test(settings, issue, tests, on_start=lambda: _refresh_archive(settings)):
             click.echo(f"Test sent to {address} ({where})")
         return
     plan, prepared = plan_send(settings, issue, segment, retry_failed)
@@ -753,14 +753,21 @@ def send(
 
     try:
         result = execute_send(
-            settings, plan, prepared, segment, limit=limit, retry_failed=retry_failed, stop=stop, progress=progress
+            settings,
+            plan,
+            prepared,
+            segment,
+            limit=limit,
+            retry_failed=retry_failed,
+            stop=stop,
+            progress=progress,
+            on_start=lambda: _refresh_archive(settings),
         )
     finally:
         signal.signal(signal.SIGINT, previous)
     click.echo(result.line)
     for address, reason in result.failures[:20]:
         click.echo(f"  failed {address}: {reason}", err=True)
-    _refresh_archive(settings)
     if "outbox" in plan.via:
         click.echo(f"The messages are in {settings.outbox_dir} (a Maildir); set NEWSLETTER_SMTP_HOST to send for real.")
     if result.pending:
@@ -915,11 +922,9 @@ def run_due_command(state: State) -> None:
     from .schedule import run_due
 
     settings = state.settings()
-    result = run_due(settings)
+    result = run_due(settings, on_start=lambda: _refresh_archive(settings))
     for line in result.lines:
         click.echo(line)
-    if result.lines:
-        _refresh_archive(settings)
     for problem in result.problems:
         click.echo(f"Error: {problem}", err=True)
     if result.problems:
@@ -959,7 +964,8 @@ def archive(state: State, out: Path | None, hide: str | None, unhide: str | None
 
 
 def _refresh_archive(settings: Settings) -> None:
-    """After a delivery has started: bring the archive folder up to date; a failure is only a warning."""
+    """When a delivery starts, before its first message: publish the archive folder, so the issue's
+    page and images are there when people open the email. A failure is only a warning."""
     from .archive import write_archive
     from .content import display
 

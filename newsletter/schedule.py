@@ -151,8 +151,9 @@ class DueResult:
     busy: bool = False
 
 
-def run_due(settings: Settings, moment: datetime | None = None, stop=None) -> DueResult:
-    """Start the deliveries that are due and resume interrupted ones. Safe to run every minute."""
+def run_due(settings: Settings, moment: datetime | None = None, stop=None, on_start=None) -> DueResult:
+    """Start the deliveries that are due and resume interrupted ones. Safe to run every minute.
+    ``on_start()`` is called when a scheduled delivery has started, before its first message."""
     from .archive import save_snapshot, snapshot
     from .build import prepare
     from .emissions import read_members
@@ -207,11 +208,16 @@ def run_due(settings: Settings, moment: datetime | None = None, stop=None) -> Du
                                     " VALUES (?, ?, ?, 'pending')",
                                     [(row["id"], p.id, p.email) for p in people],
                                 )
-                                conn.execute("UPDATE deliveries SET status = 'running' WHERE id = ?", (row["id"],))
+                                conn.execute(
+                                    "UPDATE deliveries SET status = 'running', started_at = ? WHERE id = ?",
+                                    (timestamp(now()), row["id"]),
+                                )
                             if prepared.news:
                                 from .feeds import mark_sent
 
                                 mark_sent(conn, row["issue"], tuple(item.id for item in prepared.news))
+                            if on_start is not None:
+                                on_start()
                         result = run_delivery(settings, conn, row["id"], prepared, stop=stop)
                     lines.append(result.line)
                     if result.pending:

@@ -499,8 +499,9 @@ def create_delivery(
     moment = timestamp(now())
     with conn:
         cursor = conn.execute(
-            "INSERT INTO deliveries (issue, segment, content_hash, status, scheduled_at, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-            (issue_id, segment, fingerprint, status, scheduled_at, moment),
+            "INSERT INTO deliveries (issue, segment, content_hash, status, scheduled_at, created_at, started_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (issue_id, segment, fingerprint, status, scheduled_at, moment, moment if status == "running" else None),
         )
         delivery = cursor.lastrowid
         conn.executemany(
@@ -808,8 +809,11 @@ def execute_send(
     retry_failed: bool = False,
     stop: threading.Event | None = None,
     progress: Any = None,
+    on_start: Any = None,
 ) -> Summary:
-    """Create (or resume) the delivery of a planned send and run it."""
+    """Create (or resume) the delivery of a planned send and run it. ``on_start()`` is called once
+    the delivery is recorded, before the first message (the CLI publishes the archive there, so
+    the issue's page and images are online when people open the email)."""
     from .archive import snapshot
     from .emissions import read_members
     from .store import connect
@@ -837,26 +841,40 @@ def execute_send(
                             (delivery,),
                         )
                         conn.execute("UPDATE deliveries SET status = 'running' WHERE id = ?", (delivery,))
+            if on_start is not None:
+                on_start()
             return run_delivery(settings, conn, delivery, prepared, limit=limit, stop=stop, progress=progress)
     finally:
         conn.close()
 
 
-def send_test(settings: Settings, ref: str | None, addresses: tuple[str, ...]) -> list[tuple[str, str]]:
-    """Send the issue to test addresses, subject prefixed [TEST]; records nothing."""
+def send_test(
+    settings: Settings, ref: str | None, addresses: tuple[str, ...], on_start: Any = None
+) -> list[tuple[str, str]]:
+    """Send the issue to test addresses, subject prefixed [TEST]. Records no delivery; stores the
+    issue's images for the archive folder, and calls ``on_start()`` (the CLI publishes them) so
+    that the test email shows its images."""
+    from .archive import save_snapshot, snapshot
     from .build import prepare
     from .compose import Recipient
     from .message import MessageFactory, dkim_key, sign
+    from .store import database
     from .subscribers import normalize_email
 
     prepared = prepare(settings, ref)
+    addresses = tuple(normalize_email(address) for address in addresses)  # every address valid before any send
+    if prepared.issue.assets or prepared.logo is not None:
+        page = snapshot(settings, prepared)
+        with database(settings.database) as conn, conn:
+            save_snapshot(conn, page, draft=True)
+        if on_start is not None:
+            on_start()
     via = transport(settings)
     key = dkim_key(settings)
     # The same message factory as a real send, so a test shows exactly what subscribers get.
     factory = MessageFactory(settings, prepared.rendered, prepared.strings, subject_prefix="[TEST] ")
     done = []
-    for address in addresses:
-        email = normalize_email(address)
+    for email in addresses:
         recipient = Recipient(email=email, unsubscribe_token="test", preferences_token="test")
         raw = sign(settings, factory.build(recipient)[1], key)
         if isinstance(via, Outbox):

@@ -129,7 +129,7 @@ def test_only_issues_whose_delivery_started_are_archived(run, project, sent):
     assert run("schedule", older, "--at", "2030-01-15 09:00").exit_code == 0
     assert run("archive").exit_code == 0
     assert older not in (sent / "index.html").read_text(encoding="utf-8")
-    assert not (sent / older).exists()
+    assert not (sent / older / "index.html").exists()  # only the images, for the test email
     done = run_due(load_settings(), datetime(2030, 1, 15, 8, 1, tzinfo=UTC))
     assert done.problems == ()
     assert run("archive").exit_code == 0
@@ -175,3 +175,49 @@ def test_serve_serves_the_archive(run, project, sent, monkeypatch):
         assert httpx.get(f"{live.url}/archive/2031-01-ukjent/").status_code == 404
         redirect = httpx.get(f"{live.url}/archive")
         assert redirect.status_code in (301, 307) and redirect.headers["location"].endswith("/archive/")
+
+
+def test_the_archive_is_published_before_the_first_message_leaves(project, monkeypatch):
+    """Recipients who open the email at once find its page and images online."""
+    import mailbox
+
+    from newsletter.archive import write_archive
+    from newsletter.send import execute_send, plan_send
+
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", KEY)
+    load_sample_data(project)
+    subscribe("a@example.no", "b@example.no")
+    settings = load_settings()
+    plan, prepared = plan_send(settings, None, None)
+    seen = []
+
+    def on_start() -> None:
+        write_archive(settings)
+        box = project / "outbox"
+        sent = len(list(mailbox.Maildir(box, create=False).iterkeys())) if (box / "cur").exists() else 0
+        image = project / "build/archive" / SAMPLE_ISSUE / "images" / "ordforererklaeringen.png"
+        seen.append((sent, image.is_file()))
+
+    result = execute_send(settings, plan, prepared, None, on_start=on_start)
+    assert result.sent == 2
+    assert seen == [(0, True)]
+
+
+def test_a_test_send_publishes_the_images_but_no_page(run, project, issue_dir, monkeypatch):
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", KEY)
+    result = run("send", "--test", "redaksjonen@example.no")
+    assert result.exit_code == 0, result.output
+    assert "Archive updated: build/archive (0 issue(s))." in result.stdout
+    archive = project / "build" / "archive"
+    assert (archive / SAMPLE_ISSUE / "images" / "ordforererklaeringen.png").is_file()  # the test email shows it
+    assert not (archive / SAMPLE_ISSUE / "index.html").exists()
+    assert SAMPLE_ISSUE not in (archive / "index.html").read_text(encoding="utf-8")
+    assert feedparser.parse((archive / "feed.xml").read_bytes()).entries == []
+
+
+def test_a_test_send_after_the_send_does_not_change_the_archive(run, project, sent, issue_dir):
+    text = (issue_dir / "issue.md").read_text(encoding="utf-8")
+    write(issue_dir / "issue.md", text.replace("subject: Osloregionen: ny", "subject: Endret etterpå: ny"))
+    assert run("send", "--test", "redaksjonen@example.no").exit_code == 0
+    page = (sent / SAMPLE_ISSUE / "index.html").read_text(encoding="utf-8")
+    assert "Osloregionen: ny ordførererklæring" in page and "Endret etterpå" not in page
