@@ -214,7 +214,8 @@ def _page_html(settings: Settings, item: ArchivedIssue, strings: dict[str, str])
         subscribe=escape(strings["web_version_signup_link"]),
     )
     html = snap.html
-    html = re.sub(r"<title>.*?</title>", f"<title>{escape(snap.subject)} – {escape(settings.name)}</title>", html,
+    name = settings.display_name(snap.language)
+    html = re.sub(r"<title>.*?</title>", f"<title>{escape(snap.subject)} – {escape(name)}</title>", html,
                   count=1, flags=re.S)  # fmt: skip
     html = html.replace("</head>", head + "</head>", 1)
     return re.sub(r"(<body[^>]*>)", lambda m: m.group(1) + nav, html, count=1)

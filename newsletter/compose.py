@@ -124,7 +124,7 @@ def compose(
         "web": False,  # True for the web version (the archive): no personal parts
         "t": strings,
         "newsletter": {
-            "name": settings.name,
+            "name": settings.display_name(lang),
             "sender_name": settings.sender_name,
             "postal_address": settings.postal_address,
             "website": settings.website,

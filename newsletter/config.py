@@ -94,6 +94,7 @@ class Settings:
 
     project_dir: Path
     name: str
+    name_en: str | None
     language: str
     base_url: str
     list_id: str
@@ -152,6 +153,10 @@ class Settings:
         """The domain part used for Message-IDs."""
         return self.sender_address.rpartition("@")[2]
 
+    def display_name(self, language: str) -> str:
+        """The newsletter's name in one language edition (name_en for English, when set)."""
+        return self.name_en if language == "en" and self.name_en else self.name
+
     def archive_index_url(self) -> str:
         """Public web address of the archive of sent issues (``newsletter archive`` writes it)."""
         return f"{self.base_url}/archive/"
@@ -202,6 +207,7 @@ class Option:
 
 OPTIONS: tuple[Option, ...] = (
     Option("name", "newsletter", "name", "str", None, "The newsletter's name, shown in the header and From."),
+    Option("name_en", "newsletter", "name_en", "opt_str", None, "The name in the English edition (default: name)."),
     Option("language", "newsletter", "language", "lang", "nb", "Default language of new issues: nb or en."),
     Option("base_url", "newsletter", "base_url", "url", None, "Public web address; links and images point below it."),
     Option("list_id", "newsletter", "list_id", "str", None, "List-Id header value, a domain-like name."),

@@ -67,13 +67,13 @@ def confirmation_message(
     msg = EmailMessage(policy=policy.SMTP)
     msg["From"] = Address(display_name=settings.sender_name, addr_spec=settings.sender_address)
     msg["To"] = _address(name, email)
-    msg["Subject"] = clean_name(strings["confirm_subject"].format(name=settings.name))
+    msg["Subject"] = clean_name(strings["confirm_subject"].format(name=settings.display_name(language)))
     msg["Date"] = format_datetime(datetime.now(UTC))
     msg["Message-ID"] = make_msgid(domain=settings.list_domain)
     if settings.reply_to:
         msg["Reply-To"] = settings.reply_to
     msg["Auto-Submitted"] = "auto-generated"
-    text = strings["confirm_text"].format(name=settings.name, url=url)
+    text = strings["confirm_text"].format(name=settings.display_name(language), url=url)
     msg.set_content(text, subtype="plain", charset="utf-8", cte="quoted-printable")
     paragraphs = "".join(
         f"<p>{escape(p)}</p>"

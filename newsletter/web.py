@@ -94,7 +94,7 @@ class Site:
         context = {
             "lang": lang,
             "t": self.strings[lang],
-            "newsletter_name": self.settings.name,
+            "newsletter_name": self.settings.display_name(lang),
             "sender_name": self.settings.sender_name,
             "postal_address": self.settings.postal_address,
             "home": f"{self.settings.base_url}/signup",

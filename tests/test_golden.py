@@ -17,7 +17,7 @@ from newsletter.build import build_issue
 from newsletter.config import load_settings
 
 GOLDEN = Path(__file__).parent / "golden" / SAMPLE_ISSUE
-FILES = ("email.mjml", "email.html", "preview.html", "email.txt", "message.eml")
+FILES = ("email.mjml", "email.html", "email.txt", "message.eml")
 
 
 def normalise(name: str, data: bytes) -> str:
@@ -45,3 +45,17 @@ def test_sample_build_matches_golden(project, request, name):
         f"{name} differs from tests/golden; if the change is intended, run "
         "'python -m pytest tests/test_golden.py --update-golden' and review the diff."
     )
+
+
+def test_preview_html_is_the_email_with_images_from_the_build_folder(project):
+    """preview.html is derived from email.html (so it has no golden copy of its own)."""
+    load_sample_data(project)
+    settings = load_settings()
+    result = build_issue(settings)
+    email = (result.out_dir / "email.html").read_text(encoding="utf-8")
+    preview = (result.out_dir / "preview.html").read_text(encoding="utf-8")
+    public = settings.asset_url(SAMPLE_ISSUE, "")
+    assert public in email and public not in preview
+    assert preview == email.replace(public, "images/")
+    for source in re.findall(r'src="(images/[^"]+)"', preview):
+        assert (result.out_dir / source).is_file(), source

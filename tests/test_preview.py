@@ -65,6 +65,7 @@ def test_the_page_shows_the_issue_as_subscribers_get_it(preview):
 def test_language_and_municipality_choices(preview):
     english = httpx.get(f"{preview.url}/", params={"lang": "en", "municipality": "0301"}).text
     assert "Hello, Ola Nordmann!" in english and "Unsubscribe: https://" in english
+    assert "Osloregionen Newsletter · December 2026" in english  # newsletter.name_en in the English edition
     assert '<option value="en" selected>' in english and '<option value="0301" selected>Oslo' in english
     oslo = httpx.get(f"{preview.url}/email", params={"municipality": "0301"}).text
     assert "Oslo: " in oslo and "Lillestrøm: " not in oslo
