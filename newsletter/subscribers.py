@@ -89,6 +89,11 @@ def resolve_municipality(value: str | None, members: tuple[Member, ...]) -> str 
     if value is None or not str(value).strip():
         return None
     wanted = str(value).strip()
+    if not members:
+        raise SubscriberError(
+            f"municipality {wanted!r} cannot be checked: newsletter.toml has no emissions.members "
+            "(the CSV of the region's member municipalities); set it, or leave the municipality out."
+        )
     digits = wanted.zfill(4) if wanted.isdigit() else None
     for member in members:
         if digits in member.numbers or wanted.lower() in (member.name.lower(), member.official_name.lower()):

@@ -249,3 +249,14 @@ def test_an_export_restores_without_bringing_back_the_unsubscribed(project, run,
         ("kari@example.no", "confirmed"),
         ("åse@eksempel.no", "confirmed"),
     ]
+
+
+def test_a_municipality_without_a_member_list_points_at_the_setting(run, tmp_path, monkeypatch):
+    assert run("init", str(tmp_path / "nytt")).exit_code == 0
+    monkeypatch.chdir(tmp_path / "nytt")
+    assert_error(
+        run("subscribers", "add", "a@example.com", "--municipality", "Asker"),
+        "municipality 'Asker' cannot be checked",
+        "emissions.members",
+    )
+    assert run("subscribers", "add", "a@example.com").exit_code == 0  # without a municipality it works
