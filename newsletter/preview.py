@@ -60,7 +60,8 @@ class Preview:
         self._settings = load_settings()  # broken settings at start: the CLI reports the error
         self._stale = False
         self.stop = threading.Event()
-        self.thread: threading.Thread | None = None
+        self.threads: list[threading.Thread] = []
+        self.building = threading.Lock()
 
     def settings(self) -> Settings:
         """The current settings, read again after a change. If they no longer load, the last good
@@ -83,64 +84,67 @@ class Preview:
             self._stale = True
 
     def build(self, ref: str | None, language: str | None) -> Build:
-        """The issue prepared and checked (cached until the next change)."""
+        """The issue prepared and checked (cached until the next change). One build at a time:
+        the page and its two frames ask at once after a change, and one build serves all three."""
         from .build import prepare
         from .check import findings
 
         key = (ref or self.ref, language)
-        with self.lock:
-            if key in self.cache:
-                return self.cache[key]
-        try:
-            settings = self.settings()
-            if self.settings_error:
-                return Build(error=self.settings_error)
-            prepared = prepare(settings, key[0], language=language)
-            outcome = Build(prepared=prepared, findings=findings(settings, prepared))
-        except NewsletterError as exc:
-            outcome = Build(error=str(exc))
-        except Exception as exc:  # a preview must survive whatever a half-saved file does
-            log.exception("preview build failed")
-            outcome = Build(error=f"unexpected error: {exc!r}; run 'newsletter --verbose build' for details.")
-        with self.lock:
-            self.cache[key] = outcome
-        return outcome
-
-    def watched(self) -> list[Path]:
-        """What the watcher watches: content, templates, the settings file and .env."""
-        settings = self.settings()
-        paths = [settings.content_dir, settings.templates_dir, settings.project_dir / CONFIG_FILE,
-                 settings.project_dir / ".env", settings.project_dir]  # fmt: skip
-        return [p for p in paths if p.exists()]
+        with self.building:
+            with self.lock:
+                if key in self.cache:
+                    return self.cache[key]
+                version = self.version
+            try:
+                settings = self.settings()
+                if self.settings_error:
+                    return Build(error=self.settings_error)
+                prepared = prepare(settings, key[0], language=language)
+                outcome = Build(prepared=prepared, findings=findings(settings, prepared))
+            except NewsletterError as exc:
+                outcome = Build(error=str(exc))
+            except Exception as exc:  # a preview must survive whatever a half-saved file does
+                log.exception("preview build failed")
+                outcome = Build(error=f"unexpected error: {exc!r}; run 'newsletter --verbose build' for details.")
+            with self.lock:
+                if self.version == version:  # a file changed meanwhile: this build may be stale, keep none
+                    self.cache[key] = outcome
+            return outcome
 
     def start_watching(self) -> None:
-        """Watch the files in a background thread until ``stop_watching``."""
+        """Watch content/ and templates/ (with all below them), newsletter.toml and .env, in
+        background threads, until ``stop_watching``. Editors' swap and backup files are ignored."""
         import watchfiles
 
-        paths = self.watched()
         settings = self.settings()
-        interesting = {p.resolve() for p in paths if p != settings.project_dir}
+        ignore = watchfiles.DefaultFilter()
         project = settings.project_dir.resolve()
 
-        def relevant(change: watchfiles.Change, path: str) -> bool:
-            resolved = Path(path).resolve()
-            if resolved.parent == project:  # the project folder itself: only newsletter.toml and .env
-                return resolved.name in (CONFIG_FILE, ".env")
-            return any(resolved == p or p in resolved.parents for p in interesting)
+        def settings_file(change: watchfiles.Change, path: str) -> bool:
+            return Path(path).name in (CONFIG_FILE, ".env") and Path(path).resolve().parent == project
 
-        def run() -> None:
-            for _ in watchfiles.watch(
-                *paths, watch_filter=relevant, stop_event=self.stop, debounce=200, step=50, raise_interrupt=False
-            ):
+        def run(paths: list[Path], recursive: bool, only: Callable[[Any, str], bool]) -> None:
+            for _ in watchfiles.watch(*paths, watch_filter=only, recursive=recursive, stop_event=self.stop,
+                                      debounce=200, step=50, raise_interrupt=False):  # fmt: skip
                 self.changed()
 
-        self.thread = threading.Thread(target=run, name="preview-watcher", daemon=True)
-        self.thread.start()
+        folders = [p for p in (settings.content_dir, settings.templates_dir) if p.is_dir()]
+        # The project folder is watched by itself, not with everything below it (build/, outbox/,
+        # benchmarks/...): saving newsletter.toml often replaces the file, which a watch on the
+        # file alone would lose.
+        jobs = [(folders, True, ignore), ([settings.project_dir], False, settings_file)]
+        for paths, recursive, only in jobs:
+            if paths:
+                thread = threading.Thread(
+                    target=run, args=(paths, recursive, only), name="preview-watcher", daemon=True
+                )
+                thread.start()
+                self.threads.append(thread)
 
     def stop_watching(self) -> None:
         self.stop.set()
-        if self.thread is not None:
-            self.thread.join(5)
+        for thread in self.threads:
+            thread.join(5)
 
 
 def _inbox_time(language: str) -> str:
