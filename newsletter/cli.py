@@ -711,8 +711,24 @@ def send(
 
     settings = state.settings_with_key()
     if tests:
-        for address, where in send_test(settings, issue, tests, on_start=lambda: _refresh_archive(settings)):
+        from .build import prepare
+        from .check import findings
+
+        prepared = prepare(settings, issue)
+        _warn(prepared.warnings)
+        errors = [f for f in findings(settings, prepared) if f.level == "error"]
+        for finding in errors:  # a test is sent anyway: seeing the problem is what it is for
+            click.echo(finding.line, err=True)
+        for address, where in send_test(
+            settings, issue, tests, on_start=lambda: _refresh_archive(settings), prepared=prepared
+        ):
             click.echo(f"Test sent to {address} ({where})")
+        if errors:
+            click.echo(
+                f"Warning: {len(errors)} error(s) found by 'newsletter check': the test was sent, "
+                "but a real send refuses until they are fixed.",
+                err=True,
+            )
         return
     plan, prepared = plan_send(settings, issue, segment, retry_failed)
     _warn(prepared.warnings)

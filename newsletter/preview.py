@@ -112,16 +112,25 @@ class Preview:
             return outcome
 
     def start_watching(self) -> None:
-        """Watch content/ and templates/ (with all below them), newsletter.toml and .env, in
-        background threads, until ``stop_watching``. Editors' swap and backup files are ignored."""
+        """Watch content/ and templates/ (with all below them), newsletter.toml, .env and the
+        database, in background threads, until ``stop_watching``. Editors' swap and backup files
+        are ignored."""
         import watchfiles
 
         settings = self.settings()
         ignore = watchfiles.DefaultFilter()
         project = settings.project_dir.resolve()
 
+        database = settings.database.resolve()
+        data_files = {database, database.with_name(database.name + "-wal")}
+
         def settings_file(change: watchfiles.Change, path: str) -> bool:
-            return Path(path).name in (CONFIG_FILE, ".env") and Path(path).resolve().parent == project
+            resolved = Path(path).resolve()
+            if resolved in data_files:
+                # Feeds fetched or picked, emissions imported. Only writes count: the preview's
+                # own reads create and remove the -wal file, and must not trigger a rebuild.
+                return change == watchfiles.Change.modified
+            return resolved.name in (CONFIG_FILE, ".env") and resolved.parent == project
 
         def run(paths: list[Path], recursive: bool, only: Callable[[Any, str], bool]) -> None:
             for _ in watchfiles.watch(*paths, watch_filter=only, recursive=recursive, stop_event=self.stop,
@@ -132,7 +141,10 @@ class Preview:
         # The project folder is watched by itself, not with everything below it (build/, outbox/,
         # benchmarks/...): saving newsletter.toml often replaces the file, which a watch on the
         # file alone would lose.
-        jobs = [(folders, True, ignore), ([settings.project_dir], False, settings_file)]
+        flat = sorted(
+            {settings.project_dir, settings.database.parent} - {p for p in [settings.database.parent] if not p.is_dir()}
+        )
+        jobs = [(folders, True, ignore), (flat, False, settings_file)]
         for paths, recursive, only in jobs:
             if paths:
                 thread = threading.Thread(

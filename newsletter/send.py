@@ -849,7 +849,7 @@ def execute_send(
 
 
 def send_test(
-    settings: Settings, ref: str | None, addresses: tuple[str, ...], on_start: Any = None
+    settings: Settings, ref: str | None, addresses: tuple[str, ...], on_start: Any = None, prepared: Any = None
 ) -> list[tuple[str, str]]:
     """Send the issue to test addresses, subject prefixed [TEST]. Records no delivery; stores the
     issue's images for the archive folder, and calls ``on_start()`` (the CLI publishes them) so
@@ -861,7 +861,7 @@ def send_test(
     from .store import database
     from .subscribers import normalize_email
 
-    prepared = prepare(settings, ref)
+    prepared = prepared or prepare(settings, ref)
     addresses = tuple(normalize_email(address) for address in addresses)  # every address valid before any send
     if prepared.issue.assets or prepared.logo is not None:
         page = snapshot(settings, prepared)

@@ -238,3 +238,13 @@ def test_spamassassin_warns_above_two_and_names_the_rules(run, project, issue_di
     assert "GUARANTEED_100_PERCENT +" in out
     data = json.loads(run("check", "--format", "json").stdout)
     assert any(f["where"] == "spamassassin" and f["level"] == "warning" for f in data)
+
+
+def test_a_test_send_shows_the_errors_but_goes(run, project, issue_dir, monkeypatch):
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", "g" * 40)
+    write(issue_dir / "06-lenker.md", "---\ntitle: Lenker\n---\nSe [arkivet](ftp://example.org/fil).\n")
+    result = run("send", "--test", "redaksjonen@example.no")
+    assert result.exit_code == 0, result.output
+    assert "Test sent to redaksjonen@example.no" in result.stdout
+    assert "error: " in result.stderr and "ftp://example.org/fil" in result.stderr
+    assert "the test was sent, but a real send refuses until they are fixed" in result.stderr

@@ -12,6 +12,7 @@ from test_web import LiveServer
 
 from newsletter.config import load_settings
 from newsletter.preview import Preview, create_preview_app
+from newsletter.store import database
 
 
 @pytest.fixture
@@ -122,3 +123,26 @@ def test_the_command_refuses_an_unknown_issue_and_a_busy_port(run, project):
         busy.listen()
         port = busy.getsockname()[1]
         assert_error(run("preview", "--port", str(port)), f"cannot listen on 127.0.0.1:{port}", "--port")
+
+
+def test_new_data_in_the_database_refreshes_the_page(preview, project):
+    """An emissions import (or feeds fetch/pick) changes the issue without touching its files."""
+    from newsletter.emissions import import_emissions, read_members, read_sectors, sectors_file
+
+    httpx.get(f"{preview.url}/")  # the preview's own reads must not count as changes
+    time.sleep(1.0)
+    version = httpx.get(f"{preview.url}/version").json()["version"]
+    assert httpx.get(f"{preview.url}/").status_code == 200
+    time.sleep(1.0)
+    assert httpx.get(f"{preview.url}/version").json()["version"] == version
+    settings = load_settings(project)
+    with database(settings.database) as conn:
+        import_emissions(conn, project / "data/klimagassutslipp-syntetisk.csv", "ny-utgivelse",
+                         read_members(settings.emissions_members), read_sectors(sectors_file(settings)))  # fmt: skip
+    wait_for_change(preview, version)
+    # The page reloads at every new version (the import writes more than once); it ends up
+    # showing the new release, named in the emissions section's source line.
+    deadline = time.monotonic() + 10
+    while "(utgivelse ny-utgivelse)" not in httpx.get(f"{preview.url}/email").text:
+        assert time.monotonic() < deadline, "the page never showed the new release"
+        time.sleep(0.1)
