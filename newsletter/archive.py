@@ -155,29 +155,73 @@ def archived(conn: sqlite3.Connection) -> list[ArchivedIssue]:
     return result
 
 
-def draft_files(conn: sqlite3.Connection) -> list[tuple[str, str, bytes]]:
-    """The images of issues that were test-sent but whose delivery has not started: published
-    without a page, so that test emails show their images."""
+def image_only_files(settings: Settings, conn: sqlite3.Connection) -> list[tuple[str, str, bytes]]:
+    """Images published without a page: those of sent issues taken out of the archive (emails
+    already delivered show them), and those of issues test-sent but not sent yet (so the test
+    shows them), as long as the issue's folder is still there."""
     rows = conn.execute(
-        "SELECT f.issue, f.name, f.data FROM archive_files f JOIN archive_issues a ON a.issue = f.issue"
-        " WHERE a.hidden = 0 AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.issue = f.issue"
-        " AND d.status IN ('running', 'done')) ORDER BY f.issue, f.name"
+        "SELECT a.issue, a.hidden, EXISTS (SELECT 1 FROM deliveries d WHERE d.issue = a.issue"
+        " AND d.status IN ('running', 'done')) AS sent FROM archive_issues a ORDER BY a.issue"
     ).fetchall()
-    return [(issue, name, bytes(data)) for issue, name, data in rows]
+    wanted = [
+        row["issue"]
+        for row in rows
+        if (row["sent"] and row["hidden"]) or (not row["sent"] and (settings.issues_dir / row["issue"]).is_dir())
+    ]
+    files = []
+    for issue_id in wanted:
+        for name, data in conn.execute("SELECT name, data FROM archive_files WHERE issue = ?", (issue_id,)):
+            files.append((issue_id, name, bytes(data)))
+    return files
 
 
-def set_hidden(settings: Settings, issue_id: str, hidden: bool) -> None:
-    """Take an issue out of the archive (or put it back); its snapshot is kept."""
+def set_hidden(settings: Settings, ref: str, hidden: bool) -> tuple[str, bool]:
+    """Take an issue out of the archive (or put it back); its snapshot is kept, and its images
+    stay published for the emails already delivered. ``ref`` is the folder name or a unique part
+    of it. Returns the issue and whether anything changed."""
+    wanted = ref.strip()
+    if not wanted:
+        raise ProjectError("give the issue to hide or show, e.g. --hide 2026-12-ordforererklaeringen.")
     with database(settings.database) as conn:
+        rows = conn.execute("SELECT issue, hidden FROM archive_issues ORDER BY issue DESC").fetchall()
+        matches = [r for r in rows if r["issue"] == wanted] or [r for r in rows if wanted in r["issue"]]
+        if len(matches) != 1:
+            known = ", ".join(r["issue"] for r in (matches or rows)[:8]) or "none yet"
+            problem = "matches more than one issue" if matches else "is not in the archive (only sent issues are)"
+            raise ProjectError(f"{wanted!r} {problem}; archived issues: {known}.")
+        issue_id = matches[0]["issue"]
+        if bool(matches[0]["hidden"]) == hidden:
+            return issue_id, False
         with conn:
-            changed = conn.execute(
-                "UPDATE archive_issues SET hidden = ? WHERE issue = ?", (int(hidden), issue_id)
-            ).rowcount
-        if not changed:
-            known = [r[0] for r in conn.execute("SELECT issue FROM archive_issues ORDER BY issue DESC LIMIT 5")]
+            conn.execute("UPDATE archive_issues SET hidden = ? WHERE issue = ?", (int(hidden), issue_id))
+    return issue_id, True
+
+
+def add_sent_issue(settings: Settings, ref: str | None, force: bool = False) -> str:
+    """Store the archive page of an issue that was sent before the archive existed (or whose
+    page is missing), from its folder as it is now. Refuses if the issue has changed since it
+    was sent, unless ``force``: the archive should show what people got."""
+    from .build import prepare
+    from .send import content_hash
+
+    prepared = prepare(settings, ref)
+    issue_id = prepared.issue.id
+    with database(settings.database) as conn:
+        delivery = conn.execute(
+            "SELECT content_hash FROM deliveries WHERE issue = ? AND status IN ('running', 'done') ORDER BY id DESC",
+            (issue_id,),
+        ).fetchone()
+        if delivery is None:
+            raise ProjectError(f"{issue_id} has not been sent; the archive takes it when its delivery starts.")
+        if delivery["content_hash"] != content_hash(prepared.rendered) and not force:
             raise ProjectError(
-                f"{issue_id} is not in the archive (only sent issues are); archived issues: {', '.join(known) or 'none yet'}."
+                f"{issue_id} has changed since it was sent, so its page would differ from what people got; "
+                "undo the change, or add --force to archive it as it is now."
             )
+        page = snapshot(settings, prepared)
+        with conn:
+            save_snapshot(conn, page)
+    return issue_id
 
 
 def _environment(settings: Settings) -> jinja2.Environment:
@@ -215,8 +259,8 @@ def _page_html(settings: Settings, item: ArchivedIssue, strings: dict[str, str])
     )
     html = snap.html
     name = settings.display_name(snap.language)
-    html = re.sub(r"<title>.*?</title>", f"<title>{escape(snap.subject)} – {escape(name)}</title>", html,
-                  count=1, flags=re.S)  # fmt: skip
+    title = f"<title>{escape(snap.subject)} – {escape(name)}</title>"
+    html = re.sub(r"<title>.*?</title>", lambda _: title, html, count=1, flags=re.S)  # text, not a template
     html = html.replace("</head>", head + "</head>", 1)
     return re.sub(r"(<body[^>]*>)", lambda m: m.group(1) + nav, html, count=1)
 
@@ -315,16 +359,67 @@ def _index(settings: Settings, items: list[ArchivedIssue]) -> str:
 
 def write_archive(settings: Settings, out: Path | None = None) -> ArchiveResult:
     """Write the archive of sent issues to ``out`` (default: paths.archive), replacing an earlier
-    archive there in one step. Refuses a folder that newsletter did not make."""
-    out_dir = (out or settings.archive_dir).resolve()
-    if out_dir.exists() and not (out_dir / MARKER).is_file() and any(out_dir.iterdir()):
-        raise ProjectError(f"{display(out_dir)} exists and was not made by newsletter; choose another --out folder.")
+    archive there in one step. Refuses a folder that newsletter did not make.
+
+    ``out`` becomes a symbolic link to a folder beside it holding this version; the next write
+    makes a new folder and moves the link in one atomic rename, so a web server reading the
+    archive sees the old version or the new one, never a half-written or missing one. One
+    writer at a time (a lock file): a send and run-due finishing together take turns."""
+    import fcntl
+
+    out_dir = Path(os.path.abspath(out or settings.archive_dir))
+    locks = settings.build_dir / ".locks"
+    try:
+        locks.mkdir(parents=True, exist_ok=True)
+        handle = (locks / "archive.lock").open("a+")
+    except OSError as exc:
+        raise ProjectError(f"cannot lock the archive in {display(locks)} ({exc.strerror}); check the folder.") from exc
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file is closed, or the process dies
+        _check_ours(out_dir)
+        pages = _pages(settings)  # read the database under the lock: the last writer has the newest data
+        try:
+            out_dir.parent.mkdir(parents=True, exist_ok=True)
+            fresh = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-"))
+            try:
+                for name, data in pages.items():
+                    path = fresh / name
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.write_bytes(data)
+                fresh.chmod(0o755)
+                _publish(fresh, out_dir)
+            except BaseException:
+                shutil.rmtree(fresh, ignore_errors=True)
+                raise
+        except OSError as exc:
+            raise ProjectError(
+                f"cannot write the archive to {display(out_dir)} ({exc.strerror}); check the folder "
+                "(paths.archive, or --out)."
+            ) from exc
+    issues = tuple(name.split("/")[0] for name in pages if name.endswith("/index.html"))
+    return ArchiveResult(out_dir, issues, len(pages))
+
+
+def _check_ours(out_dir: Path) -> None:
+    """Refuse to replace a folder (or link) that newsletter did not make."""
+    if out_dir.is_symlink():
+        if out_dir.resolve().parent == out_dir.parent and out_dir.resolve().name.startswith(f".{out_dir.name}-"):
+            return
+    elif not out_dir.exists() or (out_dir.is_dir() and ((out_dir / MARKER).is_file() or not any(out_dir.iterdir()))):
+        return
+    raise ProjectError(
+        f"{display(out_dir)} exists and was not made by newsletter; choose another folder (paths.archive, or --out)."
+    )
+
+
+def _pages(settings: Settings) -> dict[str, bytes]:
+    """Every file of the archive, by its path inside it."""
     if settings.database.is_file():
         with database(settings.database) as conn:
             items = archived(conn)
-            drafts = draft_files(conn)
+            extra = image_only_files(settings, conn)
     else:
-        items, drafts = [], []
+        items, extra = [], []
     strings = load_strings(template_folders(settings), settings.language)
     pages: dict[str, bytes] = {
         MARKER: b"Made by 'newsletter archive'; replaced by the next run.\n",
@@ -332,7 +427,7 @@ def write_archive(settings: Settings, out: Path | None = None) -> ArchiveResult:
         "feed.xml": _atom(settings, items),
         "sitemap.xml": _sitemap(settings, items),
     }
-    for issue_id, name, data in drafts:
+    for issue_id, name, data in extra:
         pages[f"{issue_id}/images/{name}"] = data
     for item in items:
         snap = item.snapshot
@@ -342,32 +437,20 @@ def write_archive(settings: Settings, out: Path | None = None) -> ArchiveResult:
         pages[f"{snap.issue}/index.html"] = _page_html(settings, item, page_strings).encode("utf-8")
         for name, data in snap.files:
             pages[f"{snap.issue}/images/{name}"] = data
-    try:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        fresh = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
-        try:
-            for name, data in pages.items():
-                path = fresh / name
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(data)
-            fresh.chmod(0o755)
-            _swap(fresh, out_dir)
-        finally:
-            shutil.rmtree(fresh, ignore_errors=True)
-    except OSError as exc:
-        raise ProjectError(
-            f"cannot write the archive to {display(out_dir)} ({exc.strerror}); check the folder."
-        ) from exc
-    return ArchiveResult(out_dir, tuple(i.snapshot.issue for i in items), len(pages))
+    return pages
 
 
-def _swap(fresh: Path, out_dir: Path) -> None:
-    """Put ``fresh`` where ``out_dir`` is; a server reading the old folder never sees a half-written one."""
-    if not out_dir.exists():
-        os.replace(fresh, out_dir)
-        return
-    old = out_dir.with_name(f".{out_dir.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    os.replace(out_dir, old)
-    os.replace(fresh, out_dir)
-    shutil.rmtree(old, ignore_errors=True)
+def _publish(fresh: Path, out_dir: Path) -> None:
+    """Point ``out_dir`` at ``fresh`` with one atomic rename, then remove the version it replaced."""
+    old: Path | None = None
+    if out_dir.is_symlink():
+        old = out_dir.resolve()
+    elif out_dir.exists():  # a folder from before links were used (ours: checked), or an empty one
+        old = out_dir.with_name(f".{out_dir.name}-replaced-{os.getpid()}")
+        os.replace(out_dir, old)
+    link = out_dir.with_name(f".{out_dir.name}-link-{os.getpid()}")
+    link.unlink(missing_ok=True)
+    os.symlink(fresh.name, link)  # relative: the pair can be moved or copied together
+    os.replace(link, out_dir)
+    if old is not None and old != fresh:
+        shutil.rmtree(old, ignore_errors=True)

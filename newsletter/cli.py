@@ -955,42 +955,64 @@ def run_due_command(state: State) -> None:
 )
 @click.option("--hide", metavar="ISSUE", help="Take a sent issue out of the archive (it stays stored), then write it.")
 @click.option("--unhide", metavar="ISSUE", help="Put a hidden issue back, then write the archive.")
+@click.option(
+    "--add", "add_issue", metavar="ISSUE", help="Archive an issue sent before the archive existed, from its folder."
+)
+@click.option("--force", is_flag=True, help="With --add: archive the issue even if it has changed since it was sent.")
 @click.pass_obj
-def archive(state: State, out: Path | None, hide: str | None, unhide: str | None) -> None:
+def archive(
+    state: State, out: Path | None, hide: str | None, unhide: str | None, add_issue: str | None, force: bool
+) -> None:
     """Write the public web archive of sent issues: index.html (newest first, by year), one page
     per issue without personal parts, feed.xml (Atom) and sitemap.xml.
 
     Each issue's page is stored when its delivery starts, so the archive shows what was sent.
     'send' and 'run-due' update the archive themselves; 'serve' serves it at /archive/.
     """
-    from .archive import set_hidden, write_archive
-    from .content import display
+    from .archive import add_sent_issue, set_hidden, write_archive
 
     settings = state.settings()
-    if hide and unhide:
-        raise click.UsageError("use --hide or --unhide, not both.")
-    if hide or unhide:
-        set_hidden(settings, hide or unhide, hidden=bool(hide))
-        click.echo(f"{hide or unhide} is {'hidden from' if hide else 'back in'} the archive.")
+    if sum(x is not None for x in (hide, unhide, add_issue)) > 1:
+        raise click.UsageError("use one of --hide, --unhide and --add at a time.")
+    if force and add_issue is None:
+        raise click.UsageError("--force goes with --add.")
+    if hide is not None or unhide is not None:
+        issue_id, changed = set_hidden(settings, hide if hide is not None else unhide, hidden=hide is not None)
+        if hide is not None:
+            click.echo(f"{issue_id} is hidden from the archive." if changed else f"{issue_id} was hidden already.")
+        else:
+            click.echo(f"{issue_id} is back in the archive." if changed else f"{issue_id} was not hidden.")
+    if add_issue is not None:
+        click.echo(f"{add_sent_issue(settings, add_issue, force)} is stored in the archive.")
     result = write_archive(settings, out)
     click.echo(
-        f"Wrote the archive of {len(result.issues)} issue(s) to {display(result.out_dir)}: index.html, feed.xml, "
+        f"Wrote the archive of {len(result.issues)} issue(s) to {_link_name(result.out_dir)}: index.html, feed.xml, "
         f"sitemap.xml. Publish it at {settings.archive_index_url()} (or run 'newsletter serve')."
     )
+
+
+def _link_name(path: Path) -> str:
+    """The archive folder as given, relative to the current folder when below it (it is a link:
+    display(), which resolves links, would name the version behind it)."""
+    import os
+
+    relative = os.path.relpath(path)
+    return relative if not relative.startswith("..") else str(path)
 
 
 def _refresh_archive(settings: Settings) -> None:
     """When a delivery starts, before its first message: publish the archive folder, so the issue's
     page and images are there when people open the email. A failure is only a warning."""
     from .archive import write_archive
-    from .content import display
 
     try:
         result = write_archive(settings)
-    except NewsletterError as exc:
-        click.echo(f"Warning: the archive was not updated: {exc}", err=True)
+    except Exception as exc:  # the delivery goes on whatever happens here
+        logging.getLogger(__name__).debug("archive not written", exc_info=True)
+        reason = str(exc) if isinstance(exc, NewsletterError) else f"{type(exc).__name__}: {exc} (--verbose shows more)"
+        click.echo(f"Warning: the archive was not updated: {reason}", err=True)
     else:
-        click.echo(f"Archive updated: {display(result.out_dir)} ({len(result.issues)} issue(s)).")
+        click.echo(f"Archive updated: {_link_name(result.out_dir)} ({len(result.issues)} issue(s)).")
 
 
 def _members_file(settings: Settings) -> Path:

@@ -477,7 +477,9 @@ def _convert(opt: Option, raw: Any, root: Path) -> Any:
             raise ValueError(f"{text!r} is not a valid e-mail address such as post@example.org")
         return f"{local}@{domain.lower()}"
     if base == "path":
-        return (root / text).resolve()
+        # Absolute and tidy, but links are not followed: paths.archive is itself a link that
+        # 'newsletter archive' moves to each new version.
+        return Path(os.path.normpath(root / text))
     if opt.attr == "smtp_security" and text not in ("starttls", "tls", "none"):
         raise ValueError(f"{text!r} must be starttls, tls or none")
     if opt.key == "list_id" and not _LIST_ID.match(text):

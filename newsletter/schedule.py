@@ -153,7 +153,8 @@ class DueResult:
 
 def run_due(settings: Settings, moment: datetime | None = None, stop=None, on_start=None) -> DueResult:
     """Start the deliveries that are due and resume interrupted ones. Safe to run every minute.
-    ``on_start()`` is called when a scheduled delivery has started, before its first message."""
+    ``on_start()`` is called before each delivery sends (a scheduled one just started, or one
+    resumed after a crash); it must not raise."""
     from .archive import save_snapshot, snapshot
     from .build import prepare
     from .emissions import read_members
@@ -216,8 +217,8 @@ def run_due(settings: Settings, moment: datetime | None = None, stop=None, on_st
                                 from .feeds import mark_sent
 
                                 mark_sent(conn, row["issue"], tuple(item.id for item in prepared.news))
-                            if on_start is not None:
-                                on_start()
+                        if on_start is not None:  # also on a resume: a crash may have come before it
+                            on_start()
                         result = run_delivery(settings, conn, row["id"], prepared, stop=stop)
                     lines.append(result.line)
                     if result.pending:

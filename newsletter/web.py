@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import os
 import secrets
 import threading
 import time
@@ -140,6 +141,30 @@ class Site:
 
     def topics(self, lang: str) -> list[dict[str, str]]:
         return [{"key": c.key, "label": c.label(lang)} for c in self.settings.categories]
+
+
+class ArchiveFiles(StaticFiles):
+    """The archive folder: 404 (not 500) before the first archive is written, no dot files (the
+    marker), and the Atom feed with its own media type."""
+
+    async def check_config(self) -> None:
+        if self.directory is not None and not os.path.isdir(self.directory):
+            return  # not written yet: every path is simply not found
+        await super().check_config()
+
+    def get_path(self, scope: Any) -> str:
+        path = super().get_path(scope)
+        if any(part.startswith(".") and part != "." for part in path.split(os.sep)):
+            return os.path.join(".never", ".served")  # dot files (the marker): not found
+        return path
+
+    def file_response(
+        self, full_path: Any, stat_result: os.stat_result, scope: Any, status_code: int = 200
+    ) -> Response:
+        response = super().file_response(full_path, stat_result, scope, status_code)
+        if str(full_path).endswith("feed.xml"):
+            response.headers["content-type"] = "application/atom+xml; charset=utf-8"
+        return response
 
 
 def _lang(request: Request, default: str = "nb") -> str:
@@ -391,6 +416,6 @@ def create_app(settings: Settings, *, rate_limit: tuple[int, float] = (5, 600.0)
             Route("/unsubscribe/{token}", unsubscribe, methods=["GET", "POST"]),
             Route("/health", health),
             # The archive that 'newsletter archive' (and every send) writes; a folder swapped whole.
-            Mount("/archive", StaticFiles(directory=settings.archive_dir, html=True, check_dir=False)),
+            Mount("/archive", ArchiveFiles(directory=settings.archive_dir, html=True, check_dir=False)),
         ]
     )

@@ -32,6 +32,13 @@ def sent(run, project, monkeypatch):
     return project / "build" / "archive"
 
 
+def changed_subject(text: str) -> str:
+    """issue.md with its subject edited (as staff might after sending)."""
+    edited = text.replace('subject: "Osloregionen: ny', 'subject: "Endret etterpå: ny')
+    assert edited != text
+    return edited
+
+
 def older_issue(run, project) -> str:
     """A second, older issue with one article."""
     made = run("new", "Høstmøtet i Osloregionen", "--date", "2025-10-16")
@@ -111,7 +118,7 @@ def test_the_index_lists_sent_issues_newest_first_by_year(run, project, sent):
 
 def test_the_archive_shows_what_was_sent_even_after_the_issue_is_edited(run, project, sent, issue_dir):
     text = (issue_dir / "issue.md").read_text(encoding="utf-8")
-    write(issue_dir / "issue.md", text.replace("subject: Osloregionen: ny", "subject: Endret etterpå: ny"))
+    write(issue_dir / "issue.md", changed_subject(text))
     (issue_dir / "ordforererklaeringen.png").unlink()
     result = run("archive")
     assert result.exit_code == 0, result.output
@@ -140,12 +147,17 @@ def test_hide_and_unhide(run, project, sent):
     hidden = run("archive", "--hide", SAMPLE_ISSUE)
     assert hidden.exit_code == 0, hidden.output
     assert f"{SAMPLE_ISSUE} is hidden from the archive." in hidden.stdout
-    assert not (sent / SAMPLE_ISSUE).exists()
+    assert not (sent / SAMPLE_ISSUE / "index.html").exists()
+    # Its images stay: the emails already delivered show them.
+    assert (sent / SAMPLE_ISSUE / "images" / "ordforererklaeringen.png").is_file()
+    assert "was hidden already" in run("archive", "--hide", "ordforer").stdout  # a unique part of the name
     assert "Ingen utgaver er sendt ennå." in (sent / "index.html").read_text(encoding="utf-8")
     assert feedparser.parse((sent / "feed.xml").read_bytes()).entries == []
-    assert run("archive", "--unhide", SAMPLE_ISSUE).exit_code == 0
+    assert f"{SAMPLE_ISSUE} is back in the archive." in run("archive", "--unhide", SAMPLE_ISSUE).stdout
     assert (sent / SAMPLE_ISSUE / "index.html").is_file()
-    assert_error(run("archive", "--hide", "2031-01-ukjent"), "2031-01-ukjent is not in the archive", SAMPLE_ISSUE)
+    assert f"{SAMPLE_ISSUE} was not hidden." in run("archive", "--unhide", SAMPLE_ISSUE).stdout
+    assert_error(run("archive", "--hide", "2031-01-ukjent"), "'2031-01-ukjent' is not in the archive", SAMPLE_ISSUE)
+    assert_error(run("archive", "--hide", " "), "give the issue to hide or show")
 
 
 def test_an_empty_archive_and_a_folder_that_is_not_ours(run, project):
@@ -217,7 +229,90 @@ def test_a_test_send_publishes_the_images_but_no_page(run, project, issue_dir, m
 
 def test_a_test_send_after_the_send_does_not_change_the_archive(run, project, sent, issue_dir):
     text = (issue_dir / "issue.md").read_text(encoding="utf-8")
-    write(issue_dir / "issue.md", text.replace("subject: Osloregionen: ny", "subject: Endret etterpå: ny"))
+    write(issue_dir / "issue.md", changed_subject(text))
     assert run("send", "--test", "redaksjonen@example.no").exit_code == 0
     page = (sent / SAMPLE_ISSUE / "index.html").read_text(encoding="utf-8")
     assert "Osloregionen: ny ordførererklæring" in page and "Endret etterpå" not in page
+
+
+def test_the_folder_is_a_link_moved_in_one_step_and_two_writers_take_turns(run, project, sent):
+    """A server reading the archive never finds it missing or half-written, and a send and a
+    run-due that write it at the same moment both succeed, the last with the newest data."""
+    import os
+    import threading
+
+    from newsletter.archive import write_archive
+
+    assert sent.is_symlink() and os.readlink(sent).startswith(".archive-")
+    first = sent.resolve()
+    settings = load_settings()
+    errors, seen_missing, stop = [], [], threading.Event()
+
+    def reader() -> None:
+        while not stop.is_set():
+            if not (sent / "index.html").is_file():
+                seen_missing.append(1)
+
+    def writer() -> None:
+        try:
+            for _ in range(15):
+                write_archive(settings)
+        except Exception as exc:  # pragma: no cover - the assertion below shows it
+            errors.append(exc)
+
+    watching = threading.Thread(target=reader)
+    watching.start()
+    writers = [threading.Thread(target=writer) for _ in range(2)]
+    for thread in writers:
+        thread.start()
+    for thread in writers:
+        thread.join()
+    stop.set()
+    watching.join()
+    assert errors == [] and seen_missing == []
+    assert not first.exists()  # old versions are removed
+    assert [p.name for p in sent.parent.iterdir() if p.name.startswith(".archive-")] == [os.readlink(sent)]
+    assert (sent / SAMPLE_ISSUE / "index.html").is_file()
+
+
+def test_odd_characters_in_the_subject_stay_text(run, project, issue_dir, monkeypatch):
+    """A subject with a backslash, '<' and '&' is text on every page and in the feed."""
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", KEY)
+    load_sample_data(project)
+    subscribe("a@example.no")
+    text = (issue_dir / "issue.md").read_text(encoding="utf-8")
+    start = text.index("subject:")
+    end = text.index("\n", start)
+    subject = 'Tall \\d og \\1: <b>klima</b> & "miljø"'
+    write(issue_dir / "issue.md", text[:start] + "subject: '" + subject + "'" + text[end:])
+    result = run("send", "--yes")
+    assert result.exit_code == 0, result.output
+    assert "Warning" not in result.stderr
+    archive = project / "build" / "archive"
+    page = (archive / SAMPLE_ISSUE / "index.html").read_text(encoding="utf-8")
+    assert "<title>Tall \\d og \\1: &lt;b&gt;klima&lt;/b&gt; &amp; &quot;miljø&quot; – " in page
+    assert "<b>klima</b>" not in (archive / "index.html").read_text(encoding="utf-8")
+    entry = feedparser.parse((archive / "feed.xml").read_bytes()).entries[0]
+    assert entry.title == 'Tall \\d og \\1: <b>klima</b> & "miljø"'
+
+
+def test_an_issue_sent_before_the_archive_can_be_added(run, project, sent):
+    import sqlite3
+
+    conn = sqlite3.connect(project / "newsletter.db")  # as after an upgrade: a delivery, no page
+    with conn:
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("DELETE FROM archive_issues")
+    conn.close()
+    assert run("archive").exit_code == 0
+    assert not (sent / SAMPLE_ISSUE / "index.html").exists()
+    added = run("archive", "--add", "ordforer")
+    assert added.exit_code == 0, added.output
+    assert f"{SAMPLE_ISSUE} is stored in the archive." in added.stdout
+    assert (sent / SAMPLE_ISSUE / "index.html").is_file()
+    path = project / "content/issues" / SAMPLE_ISSUE / "issue.md"
+    write(path, changed_subject(path.read_text(encoding="utf-8")))
+    assert_error(run("archive", "--add", SAMPLE_ISSUE), "has changed since it was sent", "--force")
+    assert run("archive", "--add", SAMPLE_ISSUE, "--force").exit_code == 0
+    older = older_issue(run, project)
+    assert_error(run("archive", "--add", older), f"{older} has not been sent")
