@@ -564,7 +564,7 @@ def subscribers_show(state: State, email: str) -> None:
 
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8000, show_default=True, type=int, help="Port to listen on.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535), help="Port to listen on.")
 @click.option(
     "--forwarded-allow-ips",
     default="127.0.0.1",
@@ -573,7 +573,8 @@ def subscribers_show(state: State, email: str) -> None:
 )
 @click.pass_obj
 def serve(state: State, host: str, port: int, forwarded_allow_ips: str) -> None:
-    """Serve the public pages: signup, confirm, preferences, unsubscribe (one-click) and /health.
+    """Serve the public pages: signup, confirm, preferences, unsubscribe (one-click), /health,
+    and the archive of sent issues at /archive/ (what 'newsletter archive' writes).
 
     Run it behind a reverse proxy that terminates HTTPS at the public base_url (see README).
     """
@@ -582,7 +583,8 @@ def serve(state: State, host: str, port: int, forwarded_allow_ips: str) -> None:
     from .web import create_app
 
     app = create_app(state.settings_with_key())
-    click.echo(f"Serving on http://{host}:{port}/ (public address {state.settings().base_url}); Ctrl-C stops.")
+    _can_listen(host, port)
+    click.echo(f"Serving on {_url(host, port)} (public address {state.settings().base_url}); Ctrl-C stops.")
     # No access log: the URLs hold subscribers' tokens.
     uvicorn.run(
         app,
@@ -597,7 +599,7 @@ def serve(state: State, host: str, port: int, forwarded_allow_ips: str) -> None:
 
 @cli.command()
 @click.argument("issue", required=False)
-@click.option("--port", default=8001, show_default=True, type=int, help="Port to listen on.")
+@click.option("--port", default=8001, show_default=True, type=click.IntRange(1, 65535), help="Port to listen on.")
 @click.option(
     "--host",
     default="127.0.0.1",
@@ -614,7 +616,6 @@ def preview(state: State, issue: str | None, port: int, host: str, open_browser:
     municipality for the emissions block. Saving any file of the issue, the templates,
     newsletter.toml or .env rebuilds and refreshes the page; build errors show on the page.
     """
-    import socket
     import threading
     import webbrowser
 
@@ -628,23 +629,14 @@ def preview(state: State, issue: str | None, port: int, host: str, open_browser:
         folder = find_issue(settings, issue)
         issue = folder.name if folder.parent == settings.issues_dir else str(folder)
     live = Preview(lambda: state.settings(), issue)
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            raise click.ClickException(
-                f"cannot listen on {host}:{port} ({exc.strerror}); choose another port with --port."
-            ) from exc
+    _can_listen(host, port)
     loopback = host in LOOPBACK
     allowed = LOOPBACK if loopback else ("*",)
     if not loopback:
         click.echo(
             f"Warning: the preview has no login; anyone who can reach {host}:{port} can read the issue.", err=True
         )
-    shown = "localhost" if loopback else host
-    url = f"http://{shown}:{port}/"
+    url = _url(host, port)
     server = uvicorn.Server(
         uvicorn.Config(create_preview_app(live, allowed_hosts=allowed), host=host, port=port, log_level="warning",
                        access_log=False, lifespan="off")
@@ -989,6 +981,39 @@ def archive(
         f"Wrote the archive of {len(result.issues)} issue(s) to {_link_name(result.out_dir)}: index.html, feed.xml, "
         f"sitemap.xml. Publish it at {settings.archive_index_url()} (or run 'newsletter serve')."
     )
+
+
+def _can_listen(host: str, port: int) -> None:
+    """A one-line error now, rather than a server's log lines, when HOST:PORT cannot be used."""
+    import errno
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise click.ClickException(f"cannot listen on {host!r} ({exc.strerror}); check --host.") from exc
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise click.ClickException(
+                    f"cannot listen on {host}:{port}: the port is in use; choose another with --port."
+                ) from exc
+            raise click.ClickException(f"cannot listen on {host}:{port} ({exc.strerror}); check --host.") from exc
+
+
+def _url(host: str, port: int) -> str:
+    """The address to open in a browser for a server listening on HOST:PORT."""
+    import socket
+
+    if host in ("127.0.0.1", "::1", "localhost"):
+        host = "localhost"
+    elif host in ("0.0.0.0", "::", ""):
+        host = socket.gethostname()  # listening everywhere: this machine's name reaches it
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
 
 def _link_name(path: Path) -> str:

@@ -15,16 +15,17 @@ import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from html import escape
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import jinja2
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from .config import CONFIG_FILE, Settings
@@ -44,6 +45,7 @@ class Build:
     prepared: Any = None
     findings: list = field(default_factory=list)
     error: str | None = None
+    version: int = 0  # the watcher's version when the build began: the page embeds this one
 
 
 class Preview:
@@ -98,18 +100,35 @@ class Preview:
             try:
                 settings = self.settings()
                 if self.settings_error:
-                    return Build(error=self.settings_error)
+                    return Build(error=self.settings_error, version=version)
+                if not self.allowed(settings, key[0]):  # only this project's issues, not any folder
+                    return Build(error=f"unknown issue {key[0]!r}; choose one from the list.", version=version)
                 prepared = prepare(settings, key[0], language=language)
-                outcome = Build(prepared=prepared, findings=findings(settings, prepared))
+                outcome = Build(prepared=prepared, findings=findings(settings, prepared), version=version)
             except NewsletterError as exc:
-                outcome = Build(error=str(exc))
+                outcome = Build(error=str(exc), version=version)
             except Exception as exc:  # a preview must survive whatever a half-saved file does
                 log.exception("preview build failed")
-                outcome = Build(error=f"unexpected error: {exc!r}; run 'newsletter --verbose build' for details.")
+                outcome = Build(
+                    error=f"unexpected error: {exc!r}; run 'newsletter --verbose build' for details.", version=version
+                )
             with self.lock:
                 if self.version == version:  # a file changed meanwhile: this build may be stale, keep none
                     self.cache[key] = outcome
             return outcome
+
+    def allowed(self, settings: Settings, ref: str | None) -> bool:
+        """The issue given on the command line, or one of the project's issue folders by name."""
+        from .content import issue_folders
+
+        return ref is None or ref == self.ref or ref in {p.name for p in issue_folders(settings)}
+
+    def ref_for(self, issue_id: str) -> str:
+        """The reference that builds the issue with this folder name (the command line's own path
+        when the issue lives outside content/issues)."""
+        if self.ref is not None and Path(self.ref).name == issue_id:
+            return self.ref
+        return issue_id
 
     def start_watching(self) -> None:
         """Watch content/ and templates/ (with all below them), newsletter.toml, .env and the
@@ -239,12 +258,12 @@ def create_preview_app(preview: Preview, *, allowed_hosts: tuple[str, ...] = LOO
             "t": load_strings(template_folders(settings), settings.language),
             "lang": settings.language,
             "newsletter_name": settings.name,
-            "version": preview.version,
+            "version": build.version,
             "issues": _issue_choices(settings),
             "members": [{"number": m.number_2024, "name": m.name} for m in members],
             "chosen": query,
             "error": build.error,
-            "email_url": "email?" + "&".join(f"{k}={v}" for k, v in query.items()),
+            "email_url": "email?" + urlencode(query),
         }
         if build.prepared is not None:
             prepared = build.prepared
@@ -265,16 +284,24 @@ def create_preview_app(preview: Preview, *, allowed_hosts: tuple[str, ...] = LOO
             )
         return context
 
+    def render_page(request: Request) -> str:
+        version = preview.version
+        try:
+            return env().get_template("web/preview.html.j2").render(page_context(request))
+        except Exception as exc:  # broken interface strings, a template of the page itself: say so, keep polling
+            log.debug("preview page failed", exc_info=True)
+            reason = str(exc) if isinstance(exc, NewsletterError) else f"{type(exc).__name__}: {exc}"
+            return FALLBACK.format(error=escape(reason), version=version)
+
     async def page(request: Request) -> Response:
-        context = await run_in_threadpool(page_context, request)
-        html = env().get_template("web/preview.html.j2").render(context)
+        html = await run_in_threadpool(render_page, request)
         return HTMLResponse(html, headers={"Cache-Control": "no-store"})
 
     def email_response(request: Request) -> Response:
         chosen = choices(request)
         build = preview.build(chosen["issue"], chosen["lang"])
         if build.prepared is None:
-            return HTMLResponse(f"<p>{jinja2.utils.markupsafe.escape(build.error)}</p>", status_code=500)
+            return HTMLResponse(f"<p>{escape(build.error)}</p>", status_code=404, headers={"Cache-Control": "no-store"})
         return HTMLResponse(
             _email_html(chosen["settings"], build, chosen["municipality"]), headers={"Cache-Control": "no-store"}
         )
@@ -283,7 +310,7 @@ def create_preview_app(preview: Preview, *, allowed_hosts: tuple[str, ...] = LOO
         return await run_in_threadpool(email_response, request)
 
     def image_file(request: Request) -> Path | None:
-        build = preview.build(request.path_params["issue"], None)
+        build = preview.build(preview.ref_for(request.path_params["issue"]), None)
         if build.prepared is None:
             return None
         name = request.path_params["name"]
@@ -308,5 +335,39 @@ def create_preview_app(preview: Preview, *, allowed_hosts: tuple[str, ...] = LOO
             Route("/images/{issue}/{name}", image),
             Route("/version", version),
         ],
-        middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))],
+        middleware=[Middleware(_HostCheck, allowed=allowed_hosts)],
     )
+
+
+class _HostCheck:
+    """Answers only requests whose Host is one of ``allowed`` ('*': any): a web page elsewhere
+    cannot reach the preview by pointing its own name at 127.0.0.1 (DNS rebinding). Unlike
+    Starlette's TrustedHostMiddleware it understands IPv6 literals such as [::1]:8001."""
+
+    def __init__(self, app: Any, allowed: tuple[str, ...]) -> None:
+        self.app, self.allowed = app, set(allowed)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and "*" not in self.allowed:
+            host = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+            name = host[1 : host.find("]")] if host.startswith("[") else host.rsplit(":", 1)[0] if ":" in host else host
+            if name.lower() not in self.allowed:
+                response = PlainTextResponse("Invalid host header\n", status_code=400)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+FALLBACK = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Preview</title></head>
+<body style="font:16px/1.5 Helvetica,Arial,sans-serif;margin:20px;">
+<section role="alert" style="border-left:6px solid #b00020;padding:8px 16px;">
+<h1 style="font-size:19px;color:#b00020;">The preview page cannot be shown</h1><p>{error}</p></section>
+<script>
+  const version = {version};
+  async function poll() {{
+    try {{ const a = await fetch("version", {{cache: "no-store"}}); if ((await a.json()).version !== version) {{ location.reload(); return; }} }} catch (e) {{}}
+    setTimeout(poll, 1000);
+  }}
+  setTimeout(poll, 1000);
+</script></body></html>
+"""

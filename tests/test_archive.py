@@ -184,6 +184,8 @@ def test_serve_serves_the_archive(run, project, sent, monkeypatch):
         assert httpx.get(f"{live.url}/archive/{SAMPLE_ISSUE}/images/ordforererklaeringen.png").status_code == 200
         feed = httpx.get(f"{live.url}/archive/feed.xml")
         assert feed.status_code == 200 and feedparser.parse(feed.content).entries
+        assert feed.headers["content-type"] == "application/atom+xml; charset=utf-8"
+        assert httpx.get(f"{live.url}/archive/.built-by-newsletter").status_code == 404
         assert httpx.get(f"{live.url}/archive/2031-01-ukjent/").status_code == 404
         redirect = httpx.get(f"{live.url}/archive")
         assert redirect.status_code in (301, 307) and redirect.headers["location"].endswith("/archive/")
@@ -316,3 +318,13 @@ def test_an_issue_sent_before_the_archive_can_be_added(run, project, sent):
     assert run("archive", "--add", SAMPLE_ISSUE, "--force").exit_code == 0
     older = older_issue(run, project)
     assert_error(run("archive", "--add", older), f"{older} has not been sent")
+
+
+def test_serve_before_the_first_archive_answers_not_found(project, monkeypatch):
+    from newsletter.web import create_app
+
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", KEY)
+    with LiveServer(create_app(load_settings())) as live:
+        assert httpx.get(f"{live.url}/archive/").status_code == 404
+        assert httpx.get(f"{live.url}/archive/feed.xml").status_code == 404
+        assert httpx.get(f"{live.url}/health").status_code == 200

@@ -21,6 +21,15 @@ def preview(project):
     load_sample_data(project)
     live = Preview(lambda: load_settings(project), None)
     live.start_watching()
+    # The watcher starts in the background: make a change until it is seen, so no test's own
+    # change can come before the watcher is ready.
+    probe = project / "content" / "watcher-ready.txt"
+    deadline = time.monotonic() + 10
+    while live.version == 0:
+        assert time.monotonic() < deadline, "the watcher never started"
+        probe.write_text(str(time.monotonic()), encoding="utf-8")
+        time.sleep(0.1)
+    probe.unlink()
     with LiveServer(create_preview_app(live)) as server:
         server.preview = live
         yield server
@@ -113,7 +122,44 @@ def test_a_settings_change_is_picked_up_and_a_broken_one_is_shown(preview, proje
 
 def test_only_this_machine_may_ask(preview):
     assert httpx.get(f"{preview.url}/", headers={"Host": "preview.example.com"}).status_code == 400
-    assert httpx.get(f"{preview.url}/version", headers={"Host": "localhost"}).status_code == 200
+    assert httpx.get(f"{preview.url}/", headers={"Host": "preview.example.com:8001"}).status_code == 400
+    for host in ("localhost", "localhost:8001", "127.0.0.1:8001", "[::1]:8001"):
+        assert httpx.get(f"{preview.url}/version", headers={"Host": host}).status_code == 200, host
+
+
+def test_only_the_projects_issues_are_shown(preview, tmp_path):
+    outside = tmp_path / "elsewhere"
+    write(outside / "issue.md", "---\ntitle: Utenfor\nsubject: Utenfor\ndate: 2026-01-01\n---\nHemmelig.\n")
+    page = httpx.get(f"{preview.url}/", params={"issue": str(outside)}).text
+    assert 'role="alert"' in page and "unknown issue" in page and "Hemmelig" not in page
+    email = httpx.get(f"{preview.url}/email", params={"issue": "nope"})
+    assert email.status_code == 404 and "unknown issue" in email.text
+    assert httpx.get(f"{preview.url}/images/nope/logo.png").status_code == 404
+
+
+def test_a_broken_page_still_refreshes_when_fixed(preview, project):
+    strings = project / "templates" / "i18n" / "nb.toml"
+    good = strings.read_text(encoding="utf-8")
+    version = httpx.get(f"{preview.url}/version").json()["version"]
+    write(strings, good + "\nthis is not toml = = =\n")
+    version = wait_for_change(preview, version)
+    broken = httpx.get(f"{preview.url}/")
+    assert broken.status_code == 200 and 'role="alert"' in broken.text
+    assert "nb.toml" in broken.text and 'fetch("version"' in broken.text  # it keeps polling
+    write(strings, good)
+    wait_for_change(preview, version)
+    assert "Slik ser den ut i innboksen" in httpx.get(f"{preview.url}/").text
+
+
+def test_serve_refuses_a_busy_port_and_a_bad_host(run, project, monkeypatch):
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", "s" * 40)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert_error(run("serve", "--port", str(port)), "the port is in use", "--port")
+    assert_error(run("preview", "--host", "nosuchhost.invalid"), "cannot listen on 'nosuchhost.invalid'", "--host")
+    assert run("preview", "--port", "99999").exit_code == 2  # click: not in 1-65535
 
 
 def test_the_command_refuses_an_unknown_issue_and_a_busy_port(run, project):
