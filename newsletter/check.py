@@ -57,6 +57,8 @@ class _Links(HTMLParser):
             self._href, self._text = values.get("href") or "", []
         elif tag == "img":
             self.images.append(values)
+            if self._href is not None and (values.get("alt") or "").strip():
+                self._text.append(f" {values['alt']} ")  # an image link is named by its alt text
 
     def handle_data(self, data: str) -> None:
         if self._href is not None:
@@ -68,10 +70,34 @@ class _Links(HTMLParser):
             self._href = None
 
 
+class _Sources:
+    """Finds where in the issue's own files a link, image or text comes from, as 'file:line', so
+    a finding points at what staff edit; 'email.html' for what the templates or feeds made."""
+
+    def __init__(self, prepared: Prepared) -> None:
+        paths = [prepared.issue.path / "issue.md", *(a.path for a in prepared.issue.articles)]
+        self.files = [(p, p.read_text(encoding="utf-8-sig").splitlines()) for p in paths if p.is_file()]
+
+    def find(self, *needles: str) -> str:
+        for needle in needles:
+            needle = needle.strip()
+            if len(needle) < 3:
+                continue
+            for path, lines in self.files:
+                for number, line in enumerate(lines, 1):
+                    if needle in line:
+                        return f"{display(path)}:{number}"
+        return "email.html"
+
+
+BAD_SCHEME = re.compile(r"\]\(\s*<?((?:javascript|vbscript|data|file):[^)\s>]*)", re.IGNORECASE)
+
+
 def findings(settings: Settings, prepared: Prepared) -> list[Finding]:
     """Everything check has to say about a prepared issue."""
     issue, rendered = prepared.issue, prepared.rendered
     where = display(issue.path / "issue.md")
+    sources = _Sources(prepared)
     found: list[Finding] = []
 
     def error(place: str, message: str) -> None:
@@ -102,18 +128,33 @@ def findings(settings: Settings, prepared: Prepared) -> list[Finding]:
     parser.feed(html)
     for href, text in parser.links:
         if not re.match(r"^(https?://|mailto:)", href.strip(), re.IGNORECASE):
-            error("email.html", f"the link {href!r} ({text or 'no text'}) is not an http(s) or mailto address.")
+            error(
+                sources.find(href),
+                f"the link {href!r} ({text or 'no text'}) is not an http(s) or mailto address.",
+            )
         if text.lower().strip(" .:!") in VAGUE_LINK_TEXT:
             warning(
-                "email.html",
+                sources.find(f"[{text}]({href}", f"[{text}]", text),
                 f"link text {text!r} says nothing out of context (screen readers list links); name the target.",
             )
+    for path, lines in sources.files:  # links Markdown would not make a link of: shown as text
+        for number, line in enumerate(lines, 1):
+            for match in BAD_SCHEME.finditer(line):
+                error(
+                    f"{display(path)}:{number}",
+                    f"the link {match.group(1)!r} is not allowed (the email would show it as text); "
+                    "use an https:// or mailto: address.",
+                )
     for image in parser.images:
         source = image.get("src") or ""
+        name = source.rsplit("/", 1)[-1]
         if not (image.get("alt") or "").strip():
-            error("email.html", f"the image {source} has no alt text.")
+            error(sources.find(f"({name}", name), f"the image {source} has no alt text.")
         if not image.get("width"):
-            warning("email.html", f"the image {source} has no width; some email programs then show it at full size.")
+            warning(
+                sources.find(f"({name}", name),
+                f"the image {source} has no width; some email programs then show it at full size.",
+            )
     for asset in issue.assets:
         if asset.source.suffix.lower() in (".png", ".jpg", ".jpeg", ".gif"):
             kb = asset.source.stat().st_size / 1024
@@ -121,7 +162,7 @@ def findings(settings: Settings, prepared: Prepared) -> list[Finding]:
                 warning(
                     display(asset.source), f"the image is {kb:.0f} KB; above {IMAGE_KB} KB it loads slowly on phones."
                 )
-    found.extend(contrast_findings(html))
+    found.extend(contrast_findings(html))  # colours come from templates (or raw HTML): the text says where
     text = rendered.text.fill(values)
     if len(re.sub(r"\s+", " ", text).strip()) < 200:
         warning("email.txt", "the text part is almost empty; people who read plain text get little.")
@@ -160,38 +201,52 @@ def check_issue(
 
 _NAMED = {"white": (255, 255, 255), "black": (0, 0, 0), "red": (255, 0, 0), "gray": (128, 128, 128),
           "grey": (128, 128, 128), "silver": (192, 192, 192), "yellow": (255, 255, 0)}  # fmt: skip
+_IMPLIED_END = {"p": ("p",), "li": ("li", "p"), "td": ("td", "th", "p"), "th": ("td", "th", "p"),
+                "tr": ("td", "th", "tr", "p"), "dt": ("dt", "dd"), "dd": ("dt", "dd"), "option": ("option",)}  # fmt: skip
 _VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
 
 
-def _color(value: str | None) -> tuple[int, int, int] | None:
-    """#rgb, #rrggbb, rgb()/rgba() (opaque) or a few names; None for anything else."""
+_COLOR_TOKEN = re.compile(r"#[0-9a-f]{3,8}\b|rgba?\([^)]*\)|\b(?:" + "|".join(_NAMED) + r")\b", re.IGNORECASE)
+
+
+def _color(value: str | None, behind: tuple[int, int, int] = (255, 255, 255)) -> tuple[int, int, int] | None:
+    """#rgb(a), #rrggbb(aa), rgb()/rgba() or a few names, as opaque RGB: a translucent colour is
+    blended with ``behind``. None for anything else (transparent, inherit, a gradient...)."""
     if not value:
         return None
     value = value.strip().lower()
-    if match := re.fullmatch(r"#([0-9a-f]{3}|[0-9a-f]{6})", value):
+    alpha = 1.0
+    if match := re.fullmatch(r"#([0-9a-f]{3,4}|[0-9a-f]{6}|[0-9a-f]{8})", value):
         digits = match.group(1)
-        if len(digits) == 3:
+        if len(digits) <= 4:
             digits = "".join(c * 2 for c in digits)
-        return int(digits[0:2], 16), int(digits[2:4], 16), int(digits[4:6], 16)
-    if match := re.fullmatch(r"rgba?\(\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*(?:,\s*([\d.]+)\s*)?\)", value):
-        if match.group(4) is not None and float(match.group(4)) < 1:
-            return None  # translucent: what shows depends on what is behind
-        return int(match.group(1)), int(match.group(2)), int(match.group(3))
-    return _NAMED.get(value)
+        rgb = (int(digits[0:2], 16), int(digits[2:4], 16), int(digits[4:6], 16))
+        if len(digits) == 8:
+            alpha = int(digits[6:8], 16) / 255
+    elif match := re.fullmatch(r"rgba?\(\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*(?:,\s*([\d.]+%?)\s*)?\)", value):
+        rgb = (int(match.group(1)), int(match.group(2)), int(match.group(3)))
+        if match.group(4):
+            alpha = float(match.group(4).rstrip("%")) / (100 if match.group(4).endswith("%") else 1)
+    elif value in _NAMED:
+        rgb = _NAMED[value]
+    else:
+        return None
+    alpha = max(0.0, min(1.0, alpha))
+    return tuple(round(alpha * c + (1 - alpha) * b) for c, b in zip(rgb, behind, strict=True))  # type: ignore[return-value]
+
+
+def _luminance(rgb: tuple[int, int, int]) -> float:
+    def channel(v: int) -> float:
+        c = v / 255
+        return c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4
+
+    r, g, b = (channel(v) for v in rgb)
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
 
 
 def contrast(first: tuple[int, int, int], second: tuple[int, int, int]) -> float:
     """The WCAG 2 contrast ratio of two colours, 1 to 21."""
-
-    def luminance(rgb: tuple[int, int, int]) -> float:
-        def channel(v: int) -> float:
-            c = v / 255
-            return c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4
-
-        r, g, b = (channel(v) for v in rgb)
-        return 0.2126 * r + 0.7152 * g + 0.0722 * b
-
-    high, low = sorted((luminance(first), luminance(second)), reverse=True)
+    high, low = sorted((_luminance(first), _luminance(second)), reverse=True)
     return (high + 0.05) / (low + 0.05)
 
 
@@ -213,6 +268,9 @@ class _Contrast(HTMLParser):
             self.skip += 1
         if tag in _VOID:
             return
+        closes = _IMPLIED_END.get(tag, ())
+        while len(self.stack) > 1 and self.stack[-1][0] in closes:  # <li>a<li>b: the first ends
+            self.stack.pop()
         values = dict(attrs)
         state = dict(self.stack[-1][1])
         style = {}
@@ -221,11 +279,13 @@ class _Contrast(HTMLParser):
             style[name.strip().lower()] = value.replace("!important", "").strip()
         if style.get("display") == "none" or style.get("visibility") == "hidden" or "hidden" in values:
             state["hidden"] = True  # e.g. the preheader: inboxes show it, the email does not
-        if (color := _color(style.get("color"))) is not None:
-            state["color"] = color
-        background = style.get("background-color") or (style.get("background") or "").split(" ")[0]
-        if (fill := _color(background) or _color(values.get("bgcolor"))) is not None:
+        shorthand = _COLOR_TOKEN.search(style.get("background") or "")
+        background = style.get("background-color") or (shorthand.group(0) if shorthand else None)
+        if (fill := _color(background, state["background"]) or _color(values.get("bgcolor"))) is not None:
             state["background"] = fill
+        text_color = style.get("color") or (values.get("color") if tag == "font" else None)
+        if (color := _color(text_color, state["background"])) is not None:
+            state["color"] = color
         if match := re.fullmatch(r"([\d.]+)px", style.get("font-size", "")):
             state["size"] = float(match.group(1))
         elif tag in ("h1", "h2"):
@@ -264,15 +324,18 @@ def contrast_findings(html: str) -> list[Finding]:
     """Text whose colour contrast is below WCAG AA (4.5:1, or 3:1 for large text), one per colour pair."""
     parser = _Contrast()
     parser.feed(html)
+    parser.close()
     found = []
     for (color, background, needed), text in parser.low.items():
         ratio = contrast(color, background)
+        darker = _luminance(color) <= _luminance(background)
+        advice = "darken the text or lighten the background" if darker else "lighten the text or darken the background"
         found.append(
             Finding(
                 "warning",
                 "email.html",
                 f"text {_short(text)!r} is #{_hex(color)} on #{_hex(background)}: contrast {ratio:.1f}:1, "
-                f"below WCAG AA ({needed:g}:1); darken the text or lighten the background.",
+                f"below WCAG AA ({needed:g}:1); {advice}.",
             )
         )
     return found
@@ -324,6 +387,8 @@ def check_links(settings: Settings, urls: list[str], *, timeout: float = LINK_TI
                 return LinkResult(url, 0, url, problem=f"no answer within {timeout:g} s")
             except httpx.TooManyRedirects:
                 return LinkResult(url, 0, url, problem="too many redirects")
+            except (httpx.InvalidURL, UnicodeError, ValueError) as exc:
+                return LinkResult(url, 0, url, problem=f"not a valid address ({exc})")
             except httpx.HTTPError as exc:
                 return LinkResult(url, 0, url, problem=f"cannot connect ({type(exc).__name__}: {exc})")
 
@@ -341,11 +406,12 @@ def link_findings(settings: Settings, prepared: Prepared, *, timeout: float = LI
     values = recipient_values(settings, prepared.strings, PLACEHOLDER, prepared.rendered.municipal)
     parser = _Links()
     parser.feed(prepared.rendered.html.fill(values))
-    unpublished = (
-        settings.archive_url(prepared.issue.id),
+    unpublished = (  # published by the send itself (the archive), or personal
+        settings.archive_index_url(),
         f"{settings.base_url}/unsubscribe/",
         f"{settings.base_url}/preferences/",
     )
+    sources = _Sources(prepared)
     texts: dict[str, str] = {}
     for href, text in parser.links:
         href = href.strip()
@@ -354,16 +420,17 @@ def link_findings(settings: Settings, prepared: Prepared, *, timeout: float = LI
     found = []
     for result in check_links(settings, list(texts), timeout=timeout):
         label = f"the link {result.url} ({_short(texts[result.url]) or 'no text'})"
+        place = sources.find(result.url)
         if result.problem is not None:
             level = "warning" if "no answer" in result.problem else "error"
-            found.append(Finding(level, "links", f"{label}: {result.problem}."))
+            found.append(Finding(level, place, f"{label}: {result.problem}."))
         elif result.status in (429, 503):
-            found.append(Finding("warning", "links", f"{label} answers {result.status} (busy); check it again later."))
+            found.append(Finding("warning", place, f"{label} answers {result.status} (busy); check it again later."))
         elif result.status >= 400:
-            found.append(Finding("error", "links", f"{label} answers {result.status}; fix or remove the link."))
+            found.append(Finding("error", place, f"{label} answers {result.status}; fix or remove the link."))
         elif result.moved:
             found.append(
-                Finding("warning", "links", f"{label} has moved permanently to {result.final_url}; link there instead.")
+                Finding("warning", place, f"{label} has moved permanently to {result.final_url}; link there instead.")
             )
     return found
 
@@ -387,7 +454,10 @@ def spam_findings(settings: Settings, prepared: Prepared, program: str | None = 
         return []
     raw = build_message(settings, prepared.rendered, PLACEHOLDER, prepared.strings).as_bytes()
     try:
-        done = subprocess.run([program, "-L", "-t"], input=raw, capture_output=True, timeout=120, check=False)
+        # report_safe 0: a message scored as spam is not wrapped as an attachment (with its
+        # text, which could look like report lines, in between two reports).
+        command = [program, "-L", "-t", "--cf=report_safe 0"]
+        done = subprocess.run(command, input=raw, capture_output=True, timeout=120, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return [Finding("warning", "spamassassin", f"could not run {program} ({exc}); the spam score is unknown.")]
     header = re.search(rb"^X-Spam-Status: (.*(?:\n[ \t].*)*)", done.stdout, re.MULTILINE)
@@ -398,9 +468,12 @@ def spam_findings(settings: Settings, prepared: Prepared, program: str | None = 
     score_match = re.search(r"score=(-?[\d.]+)", status)
     score = float(score_match.group(1)) if score_match else 0.0
     # The report's table: " 0.7 HTML_FONT_LOW_CONTRAST BODY: HTML font color similar or ..."
-    report = done.stdout.decode("utf-8", "replace").split("Content analysis details", 1)[-1]
+    report = done.stdout.decode("utf-8", "replace").rsplit("Content analysis details", 1)[-1]
     table: list[list] = []
-    for line in report.splitlines():
+    rows = report.splitlines()[1:]
+    for number, line in enumerate(rows):
+        if not line.strip() and number > 2:
+            break  # the table ends at the first blank line after its header
         if match := re.match(r"^\s*(-?\d+\.\d+)\s+([A-Z0-9_]+)\s+(.*)$", line):
             table.append([float(match.group(1)), match.group(2), match.group(3).strip()])
         elif table and line.startswith(" " * 20) and line.strip():  # a description's next line

@@ -348,6 +348,46 @@ class _Assets:
             self.found[source] = Asset(source, name, self.settings.asset_url(self.issue_id, quote(name)))
         return self.found[source].url
 
+    def width(self, url: str) -> int | None:
+        """The width an image at ``url`` is shown at: its own, at most the text column's."""
+        for source, asset in self.found.items():
+            if asset.url == url:
+                natural = image_width(source)
+                return None if natural is None else min(natural, CONTENT_WIDTH)
+        return None
+
+
+CONTENT_WIDTH = 552  # the email's 600 px column less its 24 px padding on each side
+
+
+def image_width(path: Path) -> int | None:
+    """The pixel width of a PNG, GIF or JPEG, read from its header; None if it cannot be read."""
+    import struct
+
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(32)
+            if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
+                return struct.unpack(">I", head[16:20])[0]
+            if head[:6] in (b"GIF87a", b"GIF89a"):
+                return struct.unpack("<H", head[6:8])[0]
+            if head[:2] != b"\xff\xd8":
+                return None
+            handle.seek(2)
+            while True:  # JPEG: walk the segments to the frame header (SOF0-SOF15 but 4, 8, 12)
+                marker = handle.read(2)
+                if len(marker) < 2 or marker[0] != 0xFF:
+                    return None
+                if 0xC0 <= marker[1] <= 0xCF and marker[1] not in (0xC4, 0xC8, 0xCC):
+                    frame = handle.read(7)
+                    return struct.unpack(">H", frame[5:7])[0] if len(frame) == 7 else None
+                size = handle.read(2)
+                if len(size) < 2:
+                    return None
+                handle.seek(struct.unpack(">H", size)[0] - 2, 1)
+    except OSError:
+        return None
+
 
 def _category(settings: Settings, fields: _Fields, value: str | None, key: str = "category") -> Category | None:
     if value is None:
@@ -369,7 +409,7 @@ def _render(settings: Settings, assets: _Assets, path: Path, body: str, first_li
                 f"{where(display(path), first_line + line)}: image '{src}' has no alt text; "
                 "write a short description in the brackets: ![Description](file.jpg)."
             )
-    return render_markdown(body, resolve, allow_raw_html=settings.allow_raw_html)
+    return render_markdown(body, resolve, allow_raw_html=settings.allow_raw_html, width=assets.width)
 
 
 def load_issue(settings: Settings, folder: Path) -> Issue:

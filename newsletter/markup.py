@@ -48,11 +48,13 @@ def render_markdown(
     *,
     allow_raw_html: bool = False,
     heading_offset: int = 2,
+    width: Callable[[str], int | None] | None = None,
 ) -> Rendered:
     """Render Markdown to an HTML fragment and plain text.
 
     Headings are shifted down by ``heading_offset`` levels (``#`` becomes ``<h3>`` by
-    default) because the email's own titles occupy h1 and h2.
+    default) because the email's own titles occupy h1 and h2. ``width(url)`` gives the width
+    attribute of an image (Outlook ignores CSS and shows an image without one at full size).
     """
     md = _parser(allow_raw_html)
     tokens = md.parse(source)
@@ -66,7 +68,11 @@ def render_markdown(
                 if child.type == "image":
                     src = str(child.attrGet("src") or "")
                     if is_relative(src):
-                        child.attrSet("src", resolve(src, "image", line))
+                        src = resolve(src, "image", line)
+                        child.attrSet("src", src)
+                    shown = width(src) if width is not None else None
+                    if shown is not None:
+                        child.attrSet("width", str(shown))
                 elif child.type == "link_open":
                     href = str(child.attrGet("href") or "")
                     if href and is_relative(href):

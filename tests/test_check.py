@@ -35,9 +35,12 @@ def test_broken_issues_are_stopped_with_the_right_findings(run, project, issue_d
     result = run("check")
     assert result.exit_code == 1
     out = result.stdout
-    assert "error: email.html: the link 'ftp://example.org/fil' (arkivet) is not an http(s) or mailto address." in out
+    assert (
+        "error: content/issues/2026-12-ordforererklaeringen/06-lenker.md:4: the link 'ftp://example.org/fil' (arkivet)"
+        " is not an http(s) or mailto address." in out
+    )
     assert "error: email.html: the HTML is" in out and "Gmail cuts messages above 102 KB" in out
-    assert "warning: email.html: link text 'klikk her' says nothing out of context" in out
+    assert "06-lenker.md:4: link text 'klikk her' says nothing out of context" in out
     assert "tung.png: the image is 244 KB" in out
     assert "the preheader is short (4 characters)" in out
     data = json.loads(run("check", "--format", "json").stdout)
@@ -58,7 +61,7 @@ def test_send_refuses_on_errors_unless_forced(run, project, issue_dir, monkeypat
     run("subscribers", "add", "a@example.com", "--confirmed")
     write(issue_dir / "06-lenker.md", "---\ntitle: Lenker\n---\nSe [arkivet](ftp://example.org/fil).\n")
     result = run("send", "--yes")
-    assert result.exit_code == 1 and "error: email.html: the link 'ftp://example.org/fil'" in result.stderr
+    assert result.exit_code == 1 and "06-lenker.md:4: the link 'ftp://example.org/fil'" in result.stderr
     assert "add --force to send anyway" in result.stderr
     scheduled = run("schedule", "ordforer", "--at", "2030-01-01 09:00")
     assert scheduled.exit_code == 1 and scheduled.stderr.strip().splitlines()[-1].endswith(
@@ -99,7 +102,7 @@ def test_contrast_ratio_is_the_wcag_formula():
 
 def test_text_below_wcag_aa_is_a_warning(run, project):
     load_sample_data(project)
-    assert "contrast" not in run("check").stdout  # the built-in templates read well
+    assert "below WCAG AA" not in run("check").stdout  # the built-in templates read well
     footer = (project / "templates/email/_footer.mjml.j2").read_text(encoding="utf-8")
     write(project / "templates/email/_footer.mjml.j2", footer.replace('color="#4a5560"', 'color="#a3acb5"', 1))
     out = run("check").stdout
@@ -186,11 +189,12 @@ def test_links_are_checked_online(run, project, monkeypatch):
     finally:
         server.close()
     out = result.stdout
+    where = "content/issues/2027-01-lenker/01-lenker.md"
     assert result.exit_code == 1, out
-    assert f"error: links: the link {server.url}/gone (borte) answers 404; fix or remove the link." in out
-    assert f"warning: links: the link {server.url}/moved (flyttet) has moved permanently to {server.url}/ok" in out
-    assert f"warning: links: the link {server.url}/slow (treg): no answer within 1 s." in out
-    assert f"error: links: the link {closed}/side (stengt): cannot connect (ConnectError" in out
+    assert f"error: {where}:4: the link {server.url}/gone (borte) answers 404; fix or remove the link." in out
+    assert f"warning: {where}:4: the link {server.url}/moved (flyttet) has moved permanently to {server.url}/ok" in out
+    assert f"warning: {where}:4: the link {server.url}/slow (treg): no answer within 1 s." in out
+    assert f"error: {where}:4: the link {closed}/side (stengt): cannot connect (ConnectError" in out
     assert "/nohead" not in out and f"{server.url}/ok (" not in out  # these work
     assert ("HEAD", "/nohead") in server.seen and ("GET", "/nohead") in server.seen  # HEAD, then GET
     assert server.seen.count(("HEAD", "/ok")) == 2  # once (though linked twice), and once at the end of /moved
@@ -198,7 +202,8 @@ def test_links_are_checked_online(run, project, monkeypatch):
     assert not any(
         path.startswith(("/archive/2027-01-lenker", "/unsubscribe/", "/preferences/")) for _, path in server.seen
     )
-    assert ("HEAD", "/archive/") in server.seen  # the archive index is
+    assert not any(path.startswith("/archive/") for _, path in server.seen)  # the send publishes the archive
+    assert ("HEAD", "/") in server.seen  # the organisation's website (footer) is asked like any other page
 
 
 # --- SpamAssassin --------------------------------------------------------------------------------
@@ -248,3 +253,77 @@ def test_a_test_send_shows_the_errors_but_goes(run, project, issue_dir, monkeypa
     assert "Test sent to redaksjonen@example.no" in result.stdout
     assert "error: " in result.stderr and "ftp://example.org/fil" in result.stderr
     assert "the test was sent, but a real send refuses until they are fixed" in result.stderr
+
+
+def _png(width: int, height: int = 10) -> bytes:
+    """A real PNG of the given size (one grey colour)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = b"".join(b"\x00" + b"\x80" * width for _ in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+def test_findings_point_at_the_file_and_line_staff_edit(run, project, issue_dir):
+    (issue_dir / "stor.png").write_bytes(_png(900))
+    (issue_dir / "liten.png").write_bytes(_png(300))
+    write(
+        issue_dir / "06-lenker.md",
+        "---\ntitle: Lenker\n---\nFørste linje.\n\nSe [her](https://example.org/side) og [arkivet](ftp://example.org/fil).\n\n"
+        "![Et stort kart](stor.png)\n\n![Et lite kart](liten.png)\n\n[Skript](javascript:alert(1)) og "
+        "[fil](file:///etc/passwd).\n\n[![Logoen til Osloregionen](liten.png)](https://example.org/logo)\n",
+    )
+    out = run("check").stdout
+    where = "content/issues/2026-12-ordforererklaeringen/06-lenker.md"
+    assert f"warning: {where}:6: link text 'her' says nothing out of context" in out
+    assert f"error: {where}:6: the link 'ftp://example.org/fil' (arkivet) is not an http(s) or mailto address." in out
+    assert f"error: {where}:12: the link 'javascript:alert(1' is not allowed" in out
+    assert f"error: {where}:12: the link 'file:///etc/passwd' is not allowed" in out
+    assert "has no width" not in out  # Markdown images get their width from the file
+    html = (project / "build").exists() or run("build").exit_code == 0
+    built = (project / "build" / "2026-12-ordforererklaeringen" / "email.html").read_text(encoding="utf-8")
+    assert html and 'alt="Et stort kart" width="552"' in built and 'alt="Et lite kart" width="300"' in built
+    assert "(no text)" not in out  # an image link is named by its alt text
+
+
+def test_contrast_understands_font_tags_translucent_colours_and_shorthands():
+    from newsletter.check import contrast_findings
+
+    def found(html: str) -> list[str]:
+        return [f.message for f in contrast_findings(f"<html><body>{html}</body></html>")]
+
+    assert found('<p><font color="#dddddd">Lys tekst</font></p>')[0].startswith(
+        "text 'Lys tekst' is #dddddd on #ffffff"
+    )
+    assert found('<p style="color:#00000040">Halvgjennomsiktig</p>')  # black at 25 % on white: grey
+    assert found('<div style="background:url(bg.png) #ffffff no-repeat"><p style="color:#fafafa">Bakgrunn</p></div>')
+    assert found('<div style="background: rgb(0, 0, 0)"><p style="color:#ffffff">Hvit på svart</p></div>') == []
+    dark = found('<div style="background:#000000"><p style="color:#111111">Mørk på svart</p></div>')[0]
+    assert "lighten the text or darken the background" in dark
+    light = found('<p style="color:#eeeeee">Lys på hvit</p>')[0]
+    assert "darken the text or lighten the background" in light
+    # <li> without its end tag ends at the next <li>: the second is not grey
+    assert len(found('<ul><li style="color:#cccccc">Grå<li>Svart</ul>')) == 1
+    assert found("<p>Svart på hvit</p> og <b>mer</b>") == []
+    assert found('<div style="display:none;color:#ffffff">Skjult preheader</div>') == []
+
+
+def test_an_invalid_address_is_an_error_not_a_crash(run, project, monkeypatch):
+    server = LinkServer()
+    monkeypatch.setenv("NEWSLETTER_BASE_URL", server.url)
+    monkeypatch.setenv("NEWSLETTER_WEBSITE", server.url + "/")
+    folder = project / "content/issues/2027-01-lenker"
+    write(
+        folder / "issue.md", "---\ntitle: Lenker\nsubject: Lenker\ndate: 2027-01-05\nfeeds: false\n---\nInnledning.\n"
+    )
+    write(folder / "01-lenker.md", "---\ntitle: Lenker\n---\n[Feil port](https://www.example.org:8o/side).\n")
+    try:
+        result = run("check", "2027-01-lenker", "--links", "--timeout", "1")
+    finally:
+        server.close()
+    assert result.exit_code == 1
+    assert "01-lenker.md:4: the link https://www.example.org:8o/side (Feil port): not a valid address" in result.stdout
