@@ -174,6 +174,14 @@ def _issue_date(folder: Path) -> date:
 # --- front matter -----------------------------------------------------------------------------
 
 
+def _real_day(year: int, month: int, day: int) -> bool:
+    try:
+        date(year, month, day)
+    except ValueError:
+        return False
+    return True
+
+
 def split_front_matter(path: Path) -> tuple[dict[str, Any], str, int]:
     """(front matter, body, line number of the body's first line) of a Markdown file."""
     try:
@@ -211,9 +219,16 @@ def split_front_matter(path: Path) -> tuple[dict[str, Any], str, int]:
             "write 'key: value' lines and put text containing ':' or '#' in quotes."
         ) from exc
     except (yaml.YAMLError, ValueError) as exc:
-        # e.g. 'date: 2027-02-30', which YAML reads as a date and cannot build.
+        # e.g. 'date: 2027-02-30', which YAML reads as a date and cannot build: name the line
+        # with a date that is not a real day.
+        line = 2
+        for number, text_line in enumerate(lines[1:end], 2):
+            found = re.search(r"\b(\d{4})-(\d{1,2})-(\d{1,2})\b", text_line)
+            if found and not _real_day(*map(int, found.groups())):
+                line = number
+                break
         raise ContentError(
-            f"{display(path)}:2: bad front matter ({exc}); check the dates (YYYY-MM-DD, a real day)."
+            f"{display(path)}:{line}: bad front matter ({exc}); check the dates (YYYY-MM-DD, a real day)."
         ) from exc
     if meta is None:
         meta = {}

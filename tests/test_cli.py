@@ -186,7 +186,7 @@ def test_broken_newest_issue_is_an_error_not_a_silent_build_of_another(run, proj
     path.write_text(text.replace('title: "Grønn omstilling"', "title: Klima: nye mål"), encoding="utf-8")
     assert_error(run("build"), "2027-01-gronn-omstilling/issue.md:2", "bad front matter")
     path.write_text(text.replace("date: 2027-01-14", "date: 2027-02-30"), encoding="utf-8")
-    assert_error(run("build"), "issue.md:2", "a real day")
+    assert_error(run("build"), "issue.md:5", "a real day")  # the line with the date, not the first
     path.write_text(text.replace("date: 2027-01-14", "date: 3.12.2026"), encoding="utf-8")
     assert_error(run("build"), "issue.md:5", "write it as YYYY-MM-DD")
     path.write_text(text.replace("language: nb", "\tlanguage: nb"), encoding="utf-8")
