@@ -15,6 +15,7 @@ import shutil
 import sqlite3
 import tempfile
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
 from html import escape
@@ -27,7 +28,7 @@ from .content import display
 from .errors import ProjectError
 from .i18n import format_date, load_strings
 from .render import template_folders
-from .store import database, parse_timestamp, timestamp
+from .store import connect, database, parse_timestamp, timestamp
 
 MARKER = ".built-by-newsletter"
 ATOM = "http://www.w3.org/2005/Atom"
@@ -130,8 +131,9 @@ def save_snapshot(conn: sqlite3.Connection, snap: Snapshot, *, draft: bool = Fal
     )
 
 
-def archived(conn: sqlite3.Connection) -> list[ArchivedIssue]:
-    """The issues whose delivery has started and that are not hidden, newest first."""
+def archived(conn: sqlite3.Connection, *, files: bool = True) -> list[ArchivedIssue]:
+    """The issues whose delivery has started and that are not hidden, newest first (without
+    their images if not ``files``: ``write_archive`` reads those one issue at a time)."""
     rows = conn.execute(
         "SELECT a.*, MIN(COALESCE(d.started_at, d.created_at)) AS sent_at FROM archive_issues a"
         " JOIN deliveries d ON d.issue = a.issue AND d.status IN ('running', 'done')"
@@ -139,7 +141,7 @@ def archived(conn: sqlite3.Connection) -> list[ArchivedIssue]:
     ).fetchall()
     result = []
     for row in rows:
-        files = conn.execute("SELECT name, data FROM archive_files WHERE issue = ? ORDER BY name", (row["issue"],))
+        images = _images(conn, row["issue"]) if files else ()
         snap = Snapshot(
             issue=row["issue"],
             language=row["language"],
@@ -149,13 +151,18 @@ def archived(conn: sqlite3.Connection) -> list[ArchivedIssue]:
             issue_date=row["issue_date"],
             html=row["html"],
             feed_html=row["feed_html"],
-            files=tuple((name, bytes(data)) for name, data in files),
+            files=tuple(images),
         )
         result.append(ArchivedIssue(snap, row["sent_at"]))
     return result
 
 
-def image_only_files(settings: Settings, conn: sqlite3.Connection) -> list[tuple[str, str, bytes]]:
+def _images(conn: sqlite3.Connection, issue_id: str) -> Iterator[tuple[str, bytes]]:
+    for name, data in conn.execute("SELECT name, data FROM archive_files WHERE issue = ? ORDER BY name", (issue_id,)):
+        yield name, bytes(data)
+
+
+def image_only_issues(settings: Settings, conn: sqlite3.Connection) -> list[str]:
     """Images published without a page: those of sent issues taken out of the archive (emails
     already delivered show them), and those of issues test-sent but not sent yet (so the test
     shows them), as long as the issue's folder is still there."""
@@ -163,16 +170,11 @@ def image_only_files(settings: Settings, conn: sqlite3.Connection) -> list[tuple
         "SELECT a.issue, a.hidden, EXISTS (SELECT 1 FROM deliveries d WHERE d.issue = a.issue"
         " AND d.status IN ('running', 'done')) AS sent FROM archive_issues a ORDER BY a.issue"
     ).fetchall()
-    wanted = [
+    return [
         row["issue"]
         for row in rows
         if (row["sent"] and row["hidden"]) or (not row["sent"] and (settings.issues_dir / row["issue"]).is_dir())
     ]
-    files = []
-    for issue_id in wanted:
-        for name, data in conn.execute("SELECT name, data FROM archive_files WHERE issue = ?", (issue_id,)):
-            files.append((issue_id, name, bytes(data)))
-    return files
 
 
 def set_hidden(settings: Settings, ref: str, hidden: bool) -> tuple[str, bool]:
@@ -377,15 +379,12 @@ def write_archive(settings: Settings, out: Path | None = None) -> ArchiveResult:
     with handle:
         fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file is closed, or the process dies
         _check_ours(out_dir)
-        pages = _pages(settings)  # read the database under the lock: the last writer has the newest data
         try:
             out_dir.parent.mkdir(parents=True, exist_ok=True)
             fresh = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-"))
             try:
-                for name, data in pages.items():
-                    path = fresh / name
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    path.write_bytes(data)
+                # The database is read under the lock: the last writer has the newest data.
+                issues, count = _write_version(settings, fresh)
                 fresh.chmod(0o755)
                 _publish(fresh, out_dir)
             except BaseException:
@@ -396,8 +395,7 @@ def write_archive(settings: Settings, out: Path | None = None) -> ArchiveResult:
                 f"cannot write the archive to {display(out_dir)} ({exc.strerror}); check the folder "
                 "(paths.archive, or --out)."
             ) from exc
-    issues = tuple(name.split("/")[0] for name in pages if name.endswith("/index.html"))
-    return ArchiveResult(out_dir, issues, len(pages))
+    return ArchiveResult(out_dir, issues, count)
 
 
 def _check_ours(out_dir: Path) -> None:
@@ -412,36 +410,44 @@ def _check_ours(out_dir: Path) -> None:
     )
 
 
-def _pages(settings: Settings) -> dict[str, bytes]:
-    """Every file of the archive, by its path inside it."""
-    if settings.database.is_file():
-        with database(settings.database) as conn:
-            items = archived(conn)
-            extra = image_only_files(settings, conn)
-    else:
-        items, extra = [], []
-    strings = load_strings(template_folders(settings), settings.language)
-    pages: dict[str, bytes] = {
-        MARKER: b"Made by 'newsletter archive'; replaced by the next run.\n",
-        "index.html": _index(settings, items).encode("utf-8"),
-        "feed.xml": _atom(settings, items),
-        "sitemap.xml": _sitemap(settings, items),
-    }
-    for issue_id, name, data in extra:
-        pages[f"{issue_id}/images/{name}"] = data
-    for item in items:
-        snap = item.snapshot
-        page_strings = strings if snap.language == settings.language else load_strings(
-            template_folders(settings), snap.language
-        )  # fmt: skip
-        pages[f"{snap.issue}/index.html"] = _page_html(settings, item, page_strings).encode("utf-8")
-        for name, data in snap.files:
-            pages[f"{snap.issue}/images/{name}"] = data
-    return pages
+def _write_version(settings: Settings, folder: Path) -> tuple[tuple[str, ...], int]:
+    """Write every file of the archive into ``folder``; images are read from the database one
+    issue at a time, so memory does not grow with the archive. Returns the issues and the count."""
+    count = 0
+
+    def put(name: str, data: bytes) -> None:
+        nonlocal count
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        count += 1
+
+    conn = connect(settings.database) if settings.database.is_file() else None
+    try:
+        items = archived(conn, files=False) if conn else []
+        strings = load_strings(template_folders(settings), settings.language)
+        put(MARKER, b"Made by 'newsletter archive'; replaced by the next run.\n")
+        put("index.html", _index(settings, items).encode("utf-8"))
+        put("feed.xml", _atom(settings, items))
+        put("sitemap.xml", _sitemap(settings, items))
+        for item in items:
+            snap = item.snapshot
+            page_strings = strings if snap.language == settings.language else load_strings(
+                template_folders(settings), snap.language
+            )  # fmt: skip
+            put(f"{snap.issue}/index.html", _page_html(settings, item, page_strings).encode("utf-8"))
+        with_images = [i.snapshot.issue for i in items] + (image_only_issues(settings, conn) if conn else [])
+        for issue_id in with_images:
+            for name, data in _images(conn, issue_id):  # type: ignore[arg-type]
+                put(f"{issue_id}/images/{name}", data)
+    finally:
+        if conn is not None:
+            conn.close()
+    return tuple(i.snapshot.issue for i in items), count
 
 
 def _publish(fresh: Path, out_dir: Path) -> None:
-    """Point ``out_dir`` at ``fresh`` with one atomic rename, then remove the version it replaced."""
+    """Point ``out_dir`` at ``fresh`` with one atomic rename, then remove older versions."""
     old: Path | None = None
     if out_dir.is_symlink():
         old = out_dir.resolve()
@@ -452,5 +458,11 @@ def _publish(fresh: Path, out_dir: Path) -> None:
     link.unlink(missing_ok=True)
     os.symlink(fresh.name, link)  # relative: the pair can be moved or copied together
     os.replace(link, out_dir)
-    if old is not None and old != fresh:
-        shutil.rmtree(old, ignore_errors=True)
+    # The version just replaced stays until the next write, so a request that began on it can
+    # finish; older ones (and links left by a crash) go. Writers take turns (the lock), so no
+    # other writer's new folder is here.
+    for stale in out_dir.parent.glob(f".{out_dir.name}-*"):
+        if stale.is_symlink():
+            stale.unlink(missing_ok=True)
+        elif stale.is_dir() and stale not in (fresh, old):
+            shutil.rmtree(stale, ignore_errors=True)
