@@ -192,3 +192,38 @@ def test_new_data_in_the_database_refreshes_the_page(preview, project):
     while "(utgivelse ny-utgivelse)" not in httpx.get(f"{preview.url}/email").text:
         assert time.monotonic() < deadline, "the page never showed the new release"
         time.sleep(0.1)
+
+
+def test_open_starts_the_browser_at_the_preview(project, tmp_path):
+    """'--open' hands the address to the browser ($BROWSER names it, as Python's webbrowser reads)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    opened = tmp_path / "opened.txt"
+    browser = tmp_path / "browser.py"
+    browser.write_text(f"import sys, pathlib\npathlib.Path({str(opened)!r}).write_text(sys.argv[1])\n")
+    with socket.socket() as spare:
+        spare.bind(("127.0.0.1", 0))
+        port = spare.getsockname()[1]
+    env = {**os.environ, "BROWSER": f"{sys.executable} {browser} %s"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "newsletter", "preview", "--port", str(port), "--open"],
+        cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while not opened.exists():
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "the browser was never started"
+            time.sleep(0.1)
+        time.sleep(0.2)
+        url = opened.read_text()
+        assert url == f"http://localhost:{port}/"
+        assert "Forhåndsvisning" in httpx.get(f"http://127.0.0.1:{port}/").text
+    finally:
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=15)
+    assert f"Preview on http://localhost:{port}/" in out
+    assert "Traceback" not in err
