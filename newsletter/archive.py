@@ -24,7 +24,6 @@ from pathlib import Path
 import jinja2
 
 from .config import Settings
-from .content import display
 from .errors import ProjectError
 from .i18n import format_date, load_strings
 from .render import template_folders
@@ -375,7 +374,9 @@ def write_archive(settings: Settings, out: Path | None = None) -> ArchiveResult:
         locks.mkdir(parents=True, exist_ok=True)
         handle = (locks / "archive.lock").open("a+")
     except OSError as exc:
-        raise ProjectError(f"cannot lock the archive in {display(locks)} ({exc.strerror}); check the folder.") from exc
+        raise ProjectError(
+            f"cannot lock the archive in {shown_path(locks)} ({exc.strerror}); check the folder."
+        ) from exc
     with handle:
         fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file is closed, or the process dies
         _check_ours(out_dir)
@@ -392,21 +393,35 @@ def write_archive(settings: Settings, out: Path | None = None) -> ArchiveResult:
                 raise
         except OSError as exc:
             raise ProjectError(
-                f"cannot write the archive to {display(out_dir)} ({exc.strerror}); check the folder "
+                f"cannot write the archive to {shown_path(out_dir)} ({exc.strerror}); check the folder "
                 "(paths.archive, or --out)."
             ) from exc
     return ArchiveResult(out_dir, issues, count)
 
 
+def _ours(out_dir: Path, name: str) -> bool:
+    """Whether ``name`` (beside ``out_dir``) is one of its versions, temporary links or leftovers."""
+    return re.fullmatch(rf"\.{re.escape(out_dir.name)}-(?:[a-z0-9_]{{8}}|link-\d+|replaced-\d+)", name) is not None
+
+
+def shown_path(path: Path) -> str:
+    """A path for messages, relative when below the current folder, links not followed."""
+    relative = os.path.relpath(path)
+    return relative if not relative.startswith("..") else str(path)
+
+
 def _check_ours(out_dir: Path) -> None:
     """Refuse to replace a folder (or link) that newsletter did not make."""
     if out_dir.is_symlink():
-        if out_dir.resolve().parent == out_dir.parent and out_dir.resolve().name.startswith(f".{out_dir.name}-"):
+        # Our link names a version folder beside it, by name only. (Comparing resolved paths
+        # would fail when a folder above, such as build/, is itself a link.)
+        target = os.readlink(out_dir)
+        if "/" not in target and _ours(out_dir, target):
             return
     elif not out_dir.exists() or (out_dir.is_dir() and ((out_dir / MARKER).is_file() or not any(out_dir.iterdir()))):
         return
     raise ProjectError(
-        f"{display(out_dir)} exists and was not made by newsletter; choose another folder (paths.archive, or --out)."
+        f"{shown_path(out_dir)} exists and was not made by newsletter; choose another folder (paths.archive, or --out)."
     )
 
 
@@ -450,7 +465,7 @@ def _publish(fresh: Path, out_dir: Path) -> None:
     """Point ``out_dir`` at ``fresh`` with one atomic rename, then remove older versions."""
     old: Path | None = None
     if out_dir.is_symlink():
-        old = out_dir.resolve()
+        old = out_dir.parent / os.readlink(out_dir)  # a name beside it (checked by _check_ours)
     elif out_dir.exists():  # a folder from before links were used (ours: checked), or an empty one
         old = out_dir.with_name(f".{out_dir.name}-replaced-{os.getpid()}")
         os.replace(out_dir, old)
@@ -461,7 +476,9 @@ def _publish(fresh: Path, out_dir: Path) -> None:
     # The version just replaced stays until the next write, so a request that began on it can
     # finish; older ones (and links left by a crash) go. Writers take turns (the lock), so no
     # other writer's new folder is here.
-    for stale in out_dir.parent.glob(f".{out_dir.name}-*"):
+    for stale in out_dir.parent.iterdir():
+        if not _ours(out_dir, stale.name):
+            continue  # another archive's versions (archive-test beside archive), or anything else
         if stale.is_symlink():
             stale.unlink(missing_ok=True)
         elif stale.is_dir() and stale not in (fresh, old):

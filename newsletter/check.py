@@ -5,6 +5,7 @@ Run by `newsletter check`, and by `send` and `schedule`, which refuse on errors 
 
 from __future__ import annotations
 
+import math
 import re
 import shutil
 import subprocess
@@ -79,18 +80,25 @@ class _Sources:
         self.files = [(p, p.read_text(encoding="utf-8-sig").splitlines()) for p in paths if p.is_file()]
 
     def find(self, *needles: str) -> str:
+        """The first line holding one of ``needles`` whole: not as the start of a longer URL or
+        word (…/ok is not …/ok/deeper)."""
         for needle in needles:
             needle = needle.strip()
             if len(needle) < 3:
                 continue
+            whole = re.compile(re.escape(needle) + r"(?=[)>\]\s\"'|]|$)")
             for path, lines in self.files:
                 for number, line in enumerate(lines, 1):
-                    if needle in line:
+                    if whole.search(line):
                         return f"{display(path)}:{number}"
         return "email.html"
 
 
-BAD_SCHEME = re.compile(r"\]\(\s*<?((?:javascript|vbscript|data|file):[^)\s>]*)", re.IGNORECASE)
+_SCHEME = r"((?:javascript|vbscript|data|file):(?:[^()\s<>]|\([^()\s]*\))*)"
+BAD_SCHEME = re.compile(  # [text](target), [ref]: target, <target>
+    rf"\]\(\s*<?{_SCHEME}|^\s{{0,3}}\[[^\]]+\]:\s*<?{_SCHEME}|<{_SCHEME}>", re.IGNORECASE
+)
+_CODE = re.compile(r"`[^`]*`")
 
 
 def findings(settings: Settings, prepared: Prepared) -> list[Finding]:
@@ -134,15 +142,21 @@ def findings(settings: Settings, prepared: Prepared) -> list[Finding]:
             )
         if text.lower().strip(" .:!") in VAGUE_LINK_TEXT:
             warning(
-                sources.find(f"[{text}]({href}", f"[{text}]", text),
+                sources.find(f"[{text}]({href})", f"[{text}]"),
                 f"link text {text!r} says nothing out of context (screen readers list links); name the target.",
             )
     for path, lines in sources.files:  # links Markdown would not make a link of: shown as text
+        fenced = False
         for number, line in enumerate(lines, 1):
-            for match in BAD_SCHEME.finditer(line):
+            if line.lstrip().startswith(("```", "~~~")):
+                fenced = not fenced
+            if fenced or line.startswith(("    ", "\t")):
+                continue  # code blocks show code, links and all
+            for match in BAD_SCHEME.finditer(_CODE.sub("", line)):
+                target = next(group for group in match.groups() if group)
                 error(
                     f"{display(path)}:{number}",
-                    f"the link {match.group(1)!r} is not allowed (the email would show it as text); "
+                    f"the link {target!r} is not allowed (the email would show it as text); "
                     "use an https:// or mailto: address.",
                 )
     for image in parser.images:
@@ -279,7 +293,7 @@ class _Contrast(HTMLParser):
             style[name.strip().lower()] = value.replace("!important", "").strip()
         if style.get("display") == "none" or style.get("visibility") == "hidden" or "hidden" in values:
             state["hidden"] = True  # e.g. the preheader: inboxes show it, the email does not
-        shorthand = _COLOR_TOKEN.search(style.get("background") or "")
+        shorthand = _COLOR_TOKEN.search(re.sub(r"url\([^)]*\)", "", style.get("background") or ""))
         background = style.get("background-color") or (shorthand.group(0) if shorthand else None)
         if (fill := _color(background, state["background"]) or _color(values.get("bgcolor"))) is not None:
             state["background"] = fill
@@ -334,7 +348,7 @@ def contrast_findings(html: str) -> list[Finding]:
             Finding(
                 "warning",
                 "email.html",
-                f"text {_short(text)!r} is #{_hex(color)} on #{_hex(background)}: contrast {ratio:.1f}:1, "
+                f"text {_short(text)!r} is #{_hex(color)} on #{_hex(background)}: contrast {math.floor(ratio * 100) / 100:.2f}:1, "
                 f"below WCAG AA ({needed:g}:1); {advice}.",
             )
         )

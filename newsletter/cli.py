@@ -631,12 +631,12 @@ def preview(state: State, issue: str | None, port: int, host: str, open_browser:
     live = Preview(lambda: state.settings(), issue)
     _can_listen(host, port)
     loopback = host in LOOPBACK
-    allowed = LOOPBACK if loopback else ("*",)
-    if not loopback:
-        click.echo(
-            f"Warning: the preview has no login; anyone who can reach {host}:{port} can read the issue.", err=True
-        )
     url = _url(host, port)
+    # Elsewhere than loopback: this machine's names and the address given, still not any name
+    # (a web page could otherwise reach the preview through its own name: DNS rebinding).
+    allowed = LOOPBACK if loopback else (*LOOPBACK, host.strip("[]"), *_machine_names())
+    if not loopback:
+        click.echo(f"Warning: the preview has no login; anyone who can reach {url} can read the issue.", err=True)
     server = uvicorn.Server(
         uvicorn.Config(create_preview_app(live, allowed_hosts=allowed), host=host, port=port, log_level="warning",
                        access_log=False, lifespan="off")
@@ -961,7 +961,7 @@ def archive(
     Each issue's page is stored when its delivery starts, so the archive shows what was sent.
     'send' and 'run-due' update the archive themselves; 'serve' serves it at /archive/.
     """
-    from .archive import add_sent_issue, set_hidden, write_archive
+    from .archive import add_sent_issue, set_hidden, shown_path, write_archive
 
     settings = state.settings()
     if sum(x is not None for x in (hide, unhide, add_issue)) > 1:
@@ -978,7 +978,7 @@ def archive(
         click.echo(f"{add_sent_issue(settings, add_issue, force)} is stored in the archive.")
     result = write_archive(settings, out)
     click.echo(
-        f"Wrote the archive of {len(result.issues)} issue(s) to {_link_name(result.out_dir)}: index.html, feed.xml, "
+        f"Wrote the archive of {len(result.issues)} issue(s) to {shown_path(result.out_dir)}: index.html, feed.xml, "
         f"sitemap.xml. Publish it at {settings.archive_index_url()} (or run 'newsletter serve')."
     )
 
@@ -988,8 +988,9 @@ def _can_listen(host: str, port: int) -> None:
     import errno
     import socket
 
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET  # as uvicorn binds it
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        infos = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise click.ClickException(f"cannot listen on {host!r} ({exc.strerror}); check --host.") from exc
     family, kind, proto, _, address = infos[0]
@@ -1005,6 +1006,17 @@ def _can_listen(host: str, port: int) -> None:
             raise click.ClickException(f"cannot listen on {host}:{port} ({exc.strerror}); check --host.") from exc
 
 
+def _machine_names() -> tuple[str, ...]:
+    """This machine's host names and addresses, as colleagues on the network would type them."""
+    import contextlib
+    import socket
+
+    names = {socket.gethostname(), socket.getfqdn()}
+    with contextlib.suppress(OSError):  # a name that does not resolve: the names alone
+        names.update(socket.gethostbyname_ex(socket.gethostname())[2])
+    return tuple(sorted(names))
+
+
 def _url(host: str, port: int) -> str:
     """The address to open in a browser for a server listening on HOST:PORT."""
     import socket
@@ -1016,19 +1028,10 @@ def _url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
 
-def _link_name(path: Path) -> str:
-    """The archive folder as given, relative to the current folder when below it (it is a link:
-    display(), which resolves links, would name the version behind it)."""
-    import os
-
-    relative = os.path.relpath(path)
-    return relative if not relative.startswith("..") else str(path)
-
-
 def _refresh_archive(settings: Settings) -> None:
     """When a delivery starts, before its first message: publish the archive folder, so the issue's
     page and images are there when people open the email. A failure is only a warning."""
-    from .archive import write_archive
+    from .archive import shown_path, write_archive
 
     try:
         result = write_archive(settings)
@@ -1037,7 +1040,7 @@ def _refresh_archive(settings: Settings) -> None:
         reason = str(exc) if isinstance(exc, NewsletterError) else f"{type(exc).__name__}: {exc} (--verbose shows more)"
         click.echo(f"Warning: the archive was not updated: {reason}", err=True)
     else:
-        click.echo(f"Archive updated: {_link_name(result.out_dir)} ({len(result.issues)} issue(s)).")
+        click.echo(f"Archive updated: {shown_path(result.out_dir)} ({len(result.issues)} issue(s)).")
 
 
 def _members_file(settings: Settings) -> Path:

@@ -8,6 +8,7 @@ validated here, before anything is rendered.
 from __future__ import annotations
 
 import re
+import struct
 import unicodedata
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -376,9 +377,13 @@ CONTENT_WIDTH = 552  # the email's 600 px column less its 24 px padding on each 
 
 
 def image_width(path: Path) -> int | None:
-    """The pixel width of a PNG, GIF or JPEG, read from its header; None if it cannot be read."""
-    import struct
+    """The pixel width of a PNG, GIF or JPEG, read from its header; None if it cannot be read
+    (or says 0, which would hide the image)."""
+    width = _header_width(path)
+    return width if width else None
 
+
+def _header_width(path: Path) -> int | None:
     try:
         with path.open("rb") as handle:
             head = handle.read(32)
@@ -400,7 +405,7 @@ def image_width(path: Path) -> int | None:
                 if len(size) < 2:
                     return None
                 handle.seek(struct.unpack(">H", size)[0] - 2, 1)
-    except OSError:
+    except (OSError, struct.error):  # unreadable or cut short (a file still being saved)
         return None
 
 

@@ -157,6 +157,12 @@ class Preview:
                 self.changed()
 
         folders = [p for p in (settings.content_dir, settings.templates_dir) if p.is_dir()]
+        if (
+            self.ref is not None
+            and Path(self.ref).is_dir()
+            and not Path(self.ref).resolve().is_relative_to(settings.content_dir.resolve())
+        ):
+            folders.append(Path(self.ref))  # an issue folder given by path, outside content/
         # The project folder is watched by itself, not with everything below it (build/, outbox/,
         # benchmarks/...): saving newsletter.toml often replaces the file, which a watch on the
         # file alone would lose.
@@ -345,7 +351,7 @@ class _HostCheck:
     Starlette's TrustedHostMiddleware it understands IPv6 literals such as [::1]:8001."""
 
     def __init__(self, app: Any, allowed: tuple[str, ...]) -> None:
-        self.app, self.allowed = app, set(allowed)
+        self.app, self.allowed = app, {name.lower() for name in allowed}
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and "*" not in self.allowed:

@@ -329,3 +329,23 @@ def test_serve_before_the_first_archive_answers_not_found(project, monkeypatch):
         assert httpx.get(f"{live.url}/archive/").status_code == 404
         assert httpx.get(f"{live.url}/archive/feed.xml").status_code == 404
         assert httpx.get(f"{live.url}/health").status_code == 200
+
+
+def test_a_linked_build_folder_and_a_second_archive_beside_it(run, project, sent, tmp_path):
+    """build/ on another disk (a link), and build/archive-test beside build/archive: each write
+    keeps working, and one archive's cleaning never touches the other's versions."""
+    import os
+    import shutil
+
+    disk = tmp_path / "disk"
+    shutil.move(str(project / "build"), disk)
+    os.symlink(disk, project / "build")
+    for _ in range(3):
+        result = run("archive")
+        assert result.exit_code == 0, result.output
+    assert (project / "build/archive" / SAMPLE_ISSUE / "index.html").is_file()
+    assert run("archive", "--out", "build/archive-test").exit_code == 0
+    assert run("archive").exit_code == 0
+    assert (project / "build/archive-test" / SAMPLE_ISSUE / "index.html").is_file()
+    os.symlink("../content", project / "build/fremmed")
+    assert_error(run("archive", "--out", "build/fremmed"), "build/fremmed exists and was not made by newsletter")

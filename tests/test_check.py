@@ -107,7 +107,7 @@ def test_text_below_wcag_aa_is_a_warning(run, project):
     write(project / "templates/email/_footer.mjml.j2", footer.replace('color="#4a5560"', 'color="#a3acb5"', 1))
     out = run("check").stdout
     assert "warning: email.html: text 'Osloregionen" in out
-    assert "is #a3acb5 on #eef2f5: contrast 2.0:1, below WCAG AA (4.5:1)" in out, out
+    assert "is #a3acb5 on #eef2f5: contrast 2.04:1, below WCAG AA (4.5:1)" in out, out
     assert "0 error(s)" in out  # a warning, not an error
 
 
@@ -281,13 +281,47 @@ def test_findings_point_at_the_file_and_line_staff_edit(run, project, issue_dir)
     where = "content/issues/2026-12-ordforererklaeringen/06-lenker.md"
     assert f"warning: {where}:6: link text 'her' says nothing out of context" in out
     assert f"error: {where}:6: the link 'ftp://example.org/fil' (arkivet) is not an http(s) or mailto address." in out
-    assert f"error: {where}:12: the link 'javascript:alert(1' is not allowed" in out
+    assert f"error: {where}:12: the link 'javascript:alert(1)' is not allowed" in out
     assert f"error: {where}:12: the link 'file:///etc/passwd' is not allowed" in out
     assert "has no width" not in out  # Markdown images get their width from the file
     html = (project / "build").exists() or run("build").exit_code == 0
     built = (project / "build" / "2026-12-ordforererklaeringen" / "email.html").read_text(encoding="utf-8")
     assert html and 'alt="Et stort kart" width="552"' in built and 'alt="Et lite kart" width="300"' in built
     assert "(no text)" not in out  # an image link is named by its alt text
+
+
+def test_disallowed_links_in_every_markdown_form_but_not_in_code(run, project, issue_dir):
+    write(
+        issue_dir / "06-lenker.md",
+        "---\ntitle: Lenker\n---\nKode: `[lenke](javascript:void(0))` er greit.\n\n"
+        "[Lenke](javascript:void(0)) og <file:///etc/passwd> og [ref][r].\n\n"
+        "[r]: file:///C:/hemmelig.txt\n\n```\n[i kode](javascript:alert(1))\n```\n",
+    )
+    out = run("check").stdout
+    where = "content/issues/2026-12-ordforererklaeringen/06-lenker.md"
+    assert f"error: {where}:6: the link 'javascript:void(0)' is not allowed" in out
+    assert f"error: {where}:6: the link 'file:///etc/passwd' is not allowed" in out
+    assert f"error: {where}:8: the link 'file:///C:/hemmelig.txt' is not allowed" in out
+    assert f"{where}:4:" not in out and f"{where}:11:" not in out  # code shows code
+
+
+def test_a_finding_is_placed_at_the_whole_link_not_a_longer_one(run, project, issue_dir):
+    text = (issue_dir / "issue.md").read_text(encoding="utf-8")
+    write(issue_dir / "issue.md", text + "\nMer på [undersiden](ftp://example.org/ok/deeper).\n")
+    write(issue_dir / "06-lenker.md", "---\ntitle: Lenker\n---\nSe [siden](ftp://example.org/ok).\n")
+    out = run("check").stdout
+    assert "06-lenker.md:4: the link 'ftp://example.org/ok' (siden)" in out
+    assert "issue.md:" in out.split("ftp://example.org/ok/deeper")[0].splitlines()[-1]
+
+
+def test_a_broken_or_empty_image_file_does_not_break_the_build(run, project, issue_dir):
+    (issue_dir / "kort.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00")  # cut short
+    (issue_dir / "null.png").write_bytes(_png(1)[:16] + b"\x00\x00\x00\x00" + _png(1)[20:])  # says width 0
+    write(issue_dir / "06-bilder.md", "---\ntitle: Bilder\n---\n![Kort](kort.png)\n\n![Null](null.png)\n")
+    result = run("build")
+    assert result.exit_code == 0, result.output
+    built = (project / "build" / "2026-12-ordforererklaeringen" / "email.html").read_text(encoding="utf-8")
+    assert 'alt="Kort" style=' in built and 'alt="Null" style=' in built  # no width rather than a wrong one
 
 
 def test_contrast_understands_font_tags_translucent_colours_and_shorthands():
@@ -309,6 +343,10 @@ def test_contrast_understands_font_tags_translucent_colours_and_shorthands():
     # <li> without its end tag ends at the next <li>: the second is not grey
     assert len(found('<ul><li style="color:#cccccc">Grå<li>Svart</ul>')) == 1
     assert found("<p>Svart på hvit</p> og <b>mer</b>") == []
+    grey = found('<p style="color:#777777">Grå bunntekst</p>')[0]  # 4.478: just below, and says so
+    assert "contrast 4.47:1, below WCAG AA (4.5:1)" in grey
+    wave = '<div style="background:url(https://example.org/white-wave.png) #0b3a5b"><p style="color:#ffffff">Hvit</p></div>'
+    assert found(wave) == []  # 'white' in the image's name is not the background
     assert found('<div style="display:none;color:#ffffff">Skjult preheader</div>') == []
 
 

@@ -30,6 +30,12 @@ def preview(project):
         probe.write_text(str(time.monotonic()), encoding="utf-8")
         time.sleep(0.1)
     probe.unlink()
+    settled = time.monotonic()
+    last = live.version
+    while time.monotonic() - settled < 0.6:  # let the probe's own events arrive before the tests
+        time.sleep(0.05)
+        if live.version != last:
+            last, settled = live.version, time.monotonic()
     with LiveServer(create_preview_app(live)) as server:
         server.preview = live
         yield server
@@ -227,3 +233,24 @@ def test_open_starts_the_browser_at_the_preview(project, tmp_path):
         out, err = process.communicate(timeout=15)
     assert f"Preview on http://localhost:{port}/" in out
     assert "Traceback" not in err
+
+
+def test_an_issue_outside_content_is_watched_too(project, tmp_path):
+    load_sample_data(project)
+    outside = tmp_path / "utenfor" / "2027-01-ute"
+    write(outside / "issue.md", "---\ntitle: Ute\nsubject: Ute\ndate: 2027-01-05\nfeeds: false\n---\nFørste tekst.\n")
+    live = Preview(lambda: load_settings(project), str(outside))
+    live.start_watching()
+    try:
+        assert "Første tekst." in live.build(None, None).prepared.issue.intro_html
+        deadline = time.monotonic() + 10
+        while live.version == 0:
+            assert time.monotonic() < deadline, "the outside folder is not watched"
+            write(
+                outside / "issue.md",
+                "---\ntitle: Ute\nsubject: Ute\ndate: 2027-01-05\nfeeds: false\n---\nAndre tekst.\n",
+            )
+            time.sleep(0.2)
+    finally:
+        live.stop_watching()
+    assert "Andre tekst." in live.build(None, None).prepared.issue.intro_html
