@@ -613,8 +613,9 @@ def preview(state: State, issue: str | None, port: int, host: str, open_browser:
 
     Shows the email at desktop and mobile widths side by side, the inbox line, the headers, the
     text part and what 'check' finds; choose the issue, the language edition and the
-    municipality for the emissions block. Saving any file of the issue, the templates,
-    newsletter.toml or .env rebuilds and refreshes the page; build errors show on the page.
+    municipality for the emissions block. Saving a file under content/ or templates/,
+    newsletter.toml or .env, or new feeds or emission data, rebuilds and refreshes the page;
+    build errors show on the page.
     """
     import threading
     import webbrowser
