@@ -86,7 +86,11 @@ class _Sources:
             needle = needle.strip()
             if len(needle) < 3:
                 continue
-            whole = re.compile(re.escape(needle) + r"(?=[)>\]\s\"'|]|$)")
+            # Not followed by more of a URL or word: '/ok' is not the start of '/ok/deeper' or
+            # '/ok.html' (a full stop that ends the sentence is fine).
+            whole = re.compile(
+                re.escape(needle) + (r"(?![\w/%-])(?!\.\w)" if needle[-1].isalnum() or needle[-1] in "/-_" else "")
+            )
             for path, lines in self.files:
                 for number, line in enumerate(lines, 1):
                     if whole.search(line):
@@ -142,7 +146,7 @@ def findings(settings: Settings, prepared: Prepared) -> list[Finding]:
             )
         if text.lower().strip(" .:!") in VAGUE_LINK_TEXT:
             warning(
-                sources.find(f"[{text}]({href})", f"[{text}]"),
+                sources.find(f"[{text}]({href})", f"[{text}]", f"link_text: {text}", f'link_text: "{text}"'),
                 f"link text {text!r} says nothing out of context (screen readers list links); name the target.",
             )
     for path, lines in sources.files:  # links Markdown would not make a link of: shown as text
@@ -174,7 +178,9 @@ def findings(settings: Settings, prepared: Prepared) -> list[Finding]:
             kb = asset.source.stat().st_size / 1024
             if kb > IMAGE_KB:
                 warning(
-                    display(asset.source), f"the image is {kb:.0f} KB; above {IMAGE_KB} KB it loads slowly on phones."
+                    display(asset.source),
+                    f"the image is {kb:.0f} KB; above {IMAGE_KB} KB it loads slowly on phones. "
+                    "Save it smaller: about 1200 px wide, as JPEG for photos.",
                 )
     found.extend(contrast_findings(html))  # colours come from templates (or raw HTML): the text says where
     text = rendered.text.fill(values)
@@ -182,10 +188,18 @@ def findings(settings: Settings, prepared: Prepared) -> list[Finding]:
         warning("email.txt", "the text part is almost empty; people who read plain text get little.")
     for message in prepared.warnings:  # the build's warnings name their own place
         if "more than 100 %" in message:
-            error("build", message)  # emission figures that cannot be right
+            found.append(_located("error", message))  # emission figures that cannot be right
         else:
-            warning("build", message)
+            found.append(_located("warning", message))
     return found
+
+
+def _located(level: str, message: str) -> Finding:
+    """A finding from a message that starts with its own place ('content/…/issue.md:5: …')."""
+    match = re.match(r"^([^\s:]+(?::\d+)?): (.*)$", message, re.S)
+    if match and ("/" in match.group(1) or "." in match.group(1)):
+        return Finding(level, match.group(1), match.group(2))
+    return Finding(level, "issue", message)
 
 
 def check_issue(
@@ -202,7 +216,7 @@ def check_issue(
     try:
         prepared = prepare(settings, ref)
     except NewsletterError as exc:
-        return [Finding("error", "issue", str(exc))]
+        return [_located("error", str(exc))]
     found = findings(settings, prepared)
     if links:
         found.extend(link_findings(settings, prepared, timeout=timeout))
@@ -404,6 +418,10 @@ def check_links(settings: Settings, urls: list[str], *, timeout: float = LINK_TI
             except (httpx.InvalidURL, UnicodeError, ValueError) as exc:
                 return LinkResult(url, 0, url, problem=f"not a valid address ({exc})")
             except httpx.HTTPError as exc:
+                reason = str(exc)
+                if any(s in reason for s in ("Name or service not known", "nodename nor servname", "name resolution")):
+                    return LinkResult(url, 0, url, problem="the server's name was not found: check the address, "
+                                      "or whether this machine is online")  # fmt: skip
                 return LinkResult(url, 0, url, problem=f"cannot connect ({type(exc).__name__}: {exc})")
 
     async def run_all() -> list[LinkResult]:

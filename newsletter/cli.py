@@ -713,9 +713,15 @@ def send(
         for finding in errors:  # a test is sent anyway: seeing the problem is what it is for
             click.echo(finding.line, err=True)
         for address, where in send_test(
-            settings, issue, tests, on_start=lambda: _refresh_archive(settings), prepared=prepared
+            settings, issue, tests, on_start=lambda: _refresh_archive(settings, test=True), prepared=prepared
         ):
-            click.echo(f"Test sent to {address} ({where})")
+            if where.startswith("outbox "):
+                click.echo(
+                    f"Test for {address} saved in the local outbox, not sent (NEWSLETTER_SMTP_HOST is not set): "
+                    f"{where.removeprefix('outbox ')} (open it in a mail program)"
+                )
+            else:
+                click.echo(f"Test sent to {address} ({where})")
         if errors:
             click.echo(
                 f"Warning: {len(errors)} error(s) found by 'newsletter check': the test was sent, "
@@ -1029,7 +1035,7 @@ def _url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
 
-def _refresh_archive(settings: Settings) -> None:
+def _refresh_archive(settings: Settings, test: bool = False) -> None:
     """When a delivery starts, before its first message: publish the archive folder, so the issue's
     page and images are there when people open the email. A failure is only a warning."""
     from .archive import shown_path, write_archive
@@ -1041,7 +1047,10 @@ def _refresh_archive(settings: Settings) -> None:
         reason = str(exc) if isinstance(exc, NewsletterError) else f"{type(exc).__name__}: {exc} (--verbose shows more)"
         click.echo(f"Warning: the archive was not updated: {reason}", err=True)
     else:
-        click.echo(f"Archive updated: {shown_path(result.out_dir)} ({len(result.issues)} issue(s)).")
+        if test:  # only the images, for the test email; the issue is not in the archive
+            click.echo(f"The test's images are published in {shown_path(result.out_dir)} (the issue is not archived).")
+        else:
+            click.echo(f"Archive updated: {shown_path(result.out_dir)} ({len(result.issues)} issue(s)).")
 
 
 def _members_file(settings: Settings) -> Path:

@@ -352,6 +352,11 @@ class _Assets:
                 f"{origin}: image '{relative}' is {source.suffix or 'not a known type'}; "
                 "email programs show PNG, JPEG and GIF: save it as one of those."
             )
+        if kind == "image" and not _is_picture(source):
+            raise ContentError(
+                f"{origin}: '{relative}' is not a PNG, JPEG or GIF picture inside (only its name ends in "
+                f"{source.suffix}); save it again as one of those from an image program."
+            )
         if source not in self.found:
             try:
                 name = source.relative_to(self.issue_dir).as_posix().replace("/", "-")
@@ -374,6 +379,16 @@ class _Assets:
 
 
 CONTENT_WIDTH = 552  # the email's 600 px column less its 24 px padding on each side
+
+
+def _is_picture(path: Path) -> bool:
+    """Whether the file starts like a PNG, GIF or JPEG (whatever its name says)."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(8)
+    except OSError:
+        return False
+    return head.startswith((b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"\xff\xd8\xff"))
 
 
 def image_width(path: Path) -> int | None:

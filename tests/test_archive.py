@@ -221,7 +221,7 @@ def test_a_test_send_publishes_the_images_but_no_page(run, project, issue_dir, m
     monkeypatch.setenv("NEWSLETTER_SECRET_KEY", KEY)
     result = run("send", "--test", "redaksjonen@example.no")
     assert result.exit_code == 0, result.output
-    assert "Archive updated: build/archive (0 issue(s))." in result.stdout
+    assert "The test's images are published in build/archive (the issue is not archived)." in result.stdout
     archive = project / "build" / "archive"
     assert (archive / SAMPLE_ISSUE / "images" / "ordforererklaeringen.png").is_file()  # the test email shows it
     assert not (archive / SAMPLE_ISSUE / "index.html").exists()

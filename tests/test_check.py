@@ -21,7 +21,7 @@ def test_broken_issues_are_stopped_with_the_right_findings(run, project, issue_d
         "---\ntitle: Lenker\n---\nSe [klikk her](https://example.org) og [arkivet](ftp://example.org/fil).\n",
     )
     write(issue_dir / "07-stor.md", "---\ntitle: Stor\n---\n" + ("Et langt avsnitt med mye tekst. " * 40 + "\n\n") * 90)
-    (issue_dir / "tung.png").write_bytes(b"\x89PNG" + b"0" * 250_000)
+    (issue_dir / "tung.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"0" * 250_000)
     write(issue_dir / "08-bilde.md", "---\ntitle: Bilde\nimage: tung.png\nimage_alt: Et tungt bilde\n---\nTekst\n")
     path = issue_dir / "issue.md"
     text = path.read_text(encoding="utf-8")
@@ -86,7 +86,8 @@ def test_impossible_emission_figures_are_errors(run, project, issue_dir, tmp_pat
     )
     result = run("check")
     assert result.exit_code == 1
-    assert "error: build:" in result.stdout and "Luftfart falls" in result.stdout and "more than 100 %" in result.stdout
+    assert "error: content/issues/2026-12-ordforererklaeringen/issue.md: " in result.stdout
+    assert "Luftfart falls" in result.stdout and "more than 100 %" in result.stdout
 
 
 # --- colour contrast -------------------------------------------------------------------------
@@ -250,7 +251,7 @@ def test_a_test_send_shows_the_errors_but_goes(run, project, issue_dir, monkeypa
     write(issue_dir / "06-lenker.md", "---\ntitle: Lenker\n---\nSe [arkivet](ftp://example.org/fil).\n")
     result = run("send", "--test", "redaksjonen@example.no")
     assert result.exit_code == 0, result.output
-    assert "Test sent to redaksjonen@example.no" in result.stdout
+    assert "Test for redaksjonen@example.no saved in the local outbox, not sent" in result.stdout
     assert "error: " in result.stderr and "ftp://example.org/fil" in result.stderr
     assert "the test was sent, but a real send refuses until they are fixed" in result.stderr
 
@@ -365,3 +366,23 @@ def test_an_invalid_address_is_an_error_not_a_crash(run, project, monkeypatch):
         server.close()
     assert result.exit_code == 1
     assert "01-lenker.md:4: the link https://www.example.org:8o/side (Feil port): not a valid address" in result.stdout
+
+
+def test_a_file_that_is_not_a_picture_is_stopped(run, project, issue_dir):
+    (issue_dir / "falsk.png").write_text("Dette er tekst, ikke et bilde.", encoding="utf-8")
+    write(issue_dir / "06-bilde.md", "---\ntitle: Bilde\n---\nTekst.\n\n![Et kart](falsk.png)\n")
+    result = run("check")
+    assert result.exit_code == 1
+    assert "06-bilde.md:6: 'falsk.png' is not a PNG, JPEG or GIF picture inside" in result.stdout
+
+
+def test_vague_link_text_in_front_matter_and_body_points_at_the_line(run, project, issue_dir):
+    write(
+        issue_dir / "06-lenker.md",
+        '---\ntitle: Lenker\nlink: https://example.org/sak\nlink_text: "Les mer her"\n---\n'
+        "Første avsnitt.\n\nLes saken, [klikk her](https://example.org/side).\n",
+    )
+    out = run("check").stdout
+    where = "content/issues/2026-12-ordforererklaeringen/06-lenker.md"
+    assert f"warning: {where}:4: link text 'Les mer her' says nothing out of context" in out
+    assert f"warning: {where}:8: link text 'klikk her' says nothing out of context" in out
