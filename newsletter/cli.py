@@ -734,6 +734,14 @@ def send(
     _gate(settings, prepared, force)
     what = "resume delivery" if plan.resuming else "send"
     click.echo(f"{plan.issue}: {plan.subject!r} -> {plan.audience} recipient(s) via {plan.via}")
+    if plan.other_language:
+        names = {"nb": "Norwegian", "en": "English"}
+        other = "en" if plan.language == "nb" else "nb"
+        click.echo(
+            f"Warning: {plan.other_language} of them chose the {names[other]} edition and get this "
+            f"{names[plan.language]} issue; to send it only to its readers, add --segment 'lang={plan.language}'.",
+            err=True,
+        )
     if dry_run:
         for address in plan.sample:
             click.echo(f"  {address}")

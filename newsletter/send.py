@@ -732,6 +732,8 @@ class Plan:
     via: str
     resuming: int | None  # the delivery being resumed, if any
     sample: tuple[str, ...] = ()
+    other_language: int = 0  # recipients who chose the other language edition
+    language: str = "nb"
 
 
 def _active(conn: sqlite3.Connection, issue_id: str) -> sqlite3.Row | None:
@@ -762,7 +764,9 @@ def plan_send(settings: Settings, ref: str | None, segment: str | None, retry_fa
                 raise SendError(
                     f"nobody to send {issue.id} to: the audience ({segment or 'all confirmed subscribers'}) is empty."
                 )
-            return Plan(issue.id, issue.subject, len(people), via, None, tuple(p.email for p in people[:5])), prepared
+            other = sum(p.language != issue.language for p in people)
+            sample = tuple(p.email for p in people[:5])
+            return Plan(issue.id, issue.subject, len(people), via, None, sample, other, issue.language), prepared
         _check_existing(existing, prepared, segment, retry_failed)
         left = conn.execute(
             "SELECT COUNT(*) FROM delivery_recipients WHERE delivery = ? AND status IN ('pending', 'sending')"

@@ -573,3 +573,15 @@ def test_the_sender_does_not_spin_while_waiting(project, sink):
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     used = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     assert used < 1.5, f"the sender used {used:.1f} s of CPU while waiting 2 s for the server"
+
+
+def test_recipients_of_the_other_language_are_pointed_out(run, project, sink):
+    """A Norwegian issue sent to everyone reaches those who chose English too: the send says so."""
+    run("subscribers", "add", "kari@example.no", "--confirmed")
+    run("subscribers", "add", "maria@example.com", "--lang", "en", "--confirmed")
+    dry = run("send", "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert "Warning: 1 of them chose the English edition and get this Norwegian issue" in dry.stderr
+    assert "--segment 'lang=nb'" in dry.stderr
+    only = run("send", "--dry-run", "--segment", "lang=nb")
+    assert "English edition" not in only.stderr and "1 recipient(s)" in only.stdout
