@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import shutil
+import sqlite3
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -96,3 +99,39 @@ def load_sample_data(project: Path) -> None:
             read_members(settings.emissions_members),
             read_sectors(sectors_file(settings)),
         )
+
+
+def rows(project: Path, sql: str, *params: object) -> list[tuple]:
+    """Rows of a query on the project's database, read with plain sqlite3 (not the package)."""
+    conn = sqlite3.connect(project / "newsletter.db")
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+class LiveServer:
+    """An ASGI app served by a real uvicorn on a free loopback port, in a thread: ``with
+    LiveServer(app) as live: httpx.get(live.url + "/")``."""
+
+    def __init__(self, app) -> None:
+        import uvicorn
+
+        self.config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
+        self.server = uvicorn.Server(self.config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("server did not start")
+            time.sleep(0.02)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)

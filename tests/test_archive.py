@@ -9,9 +9,8 @@ from pathlib import Path
 import feedparser
 import httpx
 import pytest
-from conftest import SAMPLE_ISSUE, assert_error, load_sample_data, write
+from conftest import SAMPLE_ISSUE, LiveServer, assert_error, load_sample_data, write
 from test_send import KEY, subscribe
-from test_web import LiveServer
 
 from newsletter.config import load_settings
 

@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import load_sample_data
+from conftest import SAMPLE_ISSUE, LiveServer, load_sample_data
 
 from newsletter.build import build_issue
 from newsletter.config import load_settings
@@ -148,7 +148,7 @@ def test_readable_with_images_off(browser, built, tmp_path):
 @pytest.mark.parametrize("scheme", ["light", "dark"])
 def test_public_pages_on_a_phone(browser, project, monkeypatch, tmp_path, scheme):
     """Signup and unsubscribe pages at 375 px: no sideways scrolling, readable contrast, labelled fields."""
-    from test_web import KEY, LiveServer
+    from test_web import KEY
 
     from newsletter.store import database
     from newsletter.subscribers import add, make_token
@@ -197,7 +197,6 @@ def _fits_and_reads(page, name: str, width: int, tmp_path: Path, scheme: str = "
 @pytest.mark.parametrize("width", [375, 1280])
 def test_the_live_preview_in_a_browser(browser, project, tmp_path, width):
     """Both frames show the email; choosing a municipality re-renders its block; the page fits."""
-    from test_web import LiveServer
 
     from newsletter.preview import Preview, create_preview_app
 
@@ -228,8 +227,7 @@ def test_the_live_preview_in_a_browser(browser, project, tmp_path, width):
 @pytest.mark.parametrize("width", [375, 1280])
 def test_the_archive_in_a_browser(browser, run, project, monkeypatch, tmp_path, width):
     """The archive's index and an issue page, served by 'serve': they fit, read well, and link up."""
-    from conftest import SAMPLE_ISSUE
-    from test_web import KEY, LiveServer
+    from test_web import KEY
 
     from newsletter.store import database
     from newsletter.subscribers import add

@@ -7,8 +7,7 @@ import time
 
 import httpx
 import pytest
-from conftest import SAMPLE_ISSUE, assert_error, load_sample_data, write
-from test_web import LiveServer
+from conftest import SAMPLE_ISSUE, LiveServer, assert_error, load_sample_data, write
 
 from newsletter.config import load_settings
 from newsletter.preview import Preview, create_preview_app

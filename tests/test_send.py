@@ -10,7 +10,6 @@ import os
 import re
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ from email.parser import BytesParser
 
 import pytest
 from aiosmtpd.controller import Controller
-from conftest import SAMPLE_ISSUE, assert_error, load_sample_data
+from conftest import SAMPLE_ISSUE, assert_error, load_sample_data, rows
 
 from newsletter.config import load_settings
 from newsletter.send import delivery_lock
@@ -107,14 +106,6 @@ def subscribe(*people, status="confirmed"):
                 set_status(conn, s.id, status)
             ids.append(s.id)
     return ids
-
-
-def rows(project, sql, *params):
-    conn = sqlite3.connect(project / "newsletter.db")
-    try:
-        return conn.execute(sql, params).fetchall()
-    finally:
-        conn.close()
 
 
 def test_delivery_and_headers(run, project, sink):

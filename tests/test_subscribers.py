@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 
 import pytest
-from conftest import assert_error, write
+from conftest import assert_error, rows, write
 
 from newsletter.config import load_settings
 from newsletter.errors import SubscriberError
@@ -19,14 +18,6 @@ KEY = "k" * 40
 @pytest.fixture(autouse=True)
 def secret(project, monkeypatch):
     monkeypatch.setenv("NEWSLETTER_SECRET_KEY", KEY)
-
-
-def rows(project, sql, *params):
-    conn = sqlite3.connect(project / "newsletter.db")
-    try:
-        return conn.execute(sql, params).fetchall()
-    finally:
-        conn.close()
 
 
 def test_add_validates_and_normalises(run, project):

@@ -8,41 +8,18 @@ from __future__ import annotations
 import mailbox
 import re
 import sqlite3
-import threading
 import time
 from email import policy
 from email.parser import BytesParser
 
 import httpx
 import pytest
-import uvicorn
+from conftest import LiveServer, rows
 
 from newsletter.config import load_settings
 from newsletter.web import create_app
 
 KEY = "s" * 40
-
-
-class LiveServer:
-    def __init__(self, app):
-        self.config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
-        self.server = uvicorn.Server(self.config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("server did not start")
-            time.sleep(0.02)
-        port = self.server.servers[0].sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
-        return self
-
-    def __exit__(self, *exc):
-        self.server.should_exit = True
-        self.thread.join(10)
 
 
 @pytest.fixture
@@ -260,14 +237,10 @@ def test_blocked_stays_blocked_and_forget_is_undone_only_by_the_person(server, p
         (mail,) = outbox(project, 1)  # only the forgotten address gets a confirmation email
     assert mail["To"] == "glemt@example.no"
     assert status(project, "sperret@example.no")[0] == "blocked"
-    conn = sqlite3.connect(project / "newsletter.db")
-    assert conn.execute("SELECT COUNT(*) FROM forgotten").fetchone()[0] == 1  # still forgotten until confirmed
-    conn.close()
+    assert rows(project, "SELECT COUNT(*) FROM forgotten") == [(1,)]  # still forgotten until confirmed
     with httpx.Client(base_url=server.url) as client:
         confirm(client, link(mail, "confirm"))
-    conn = sqlite3.connect(project / "newsletter.db")
-    assert conn.execute("SELECT COUNT(*) FROM forgotten").fetchone()[0] == 0
-    conn.close()
+    assert rows(project, "SELECT COUNT(*) FROM forgotten") == [(0,)]
     assert status(project, "glemt@example.no")[0] == "confirmed"
 
 
