@@ -170,6 +170,10 @@ def test_an_empty_archive_and_a_folder_that_is_not_ours(run, project):
     again = run("archive", "--out", "build/archive")  # our own folder is replaced whole
     assert again.exit_code == 0, again.output
     assert not list(Path(project / "build").glob(".archive.*"))  # no temporary folders left behind
+    leftovers = [p.name for p in (project / "build").iterdir() if p.name.startswith(".archive-")]
+    assert len(leftovers) == 2 and not any(
+        "-link-" in n or "-replaced-" in n for n in leftovers
+    )  # this and the one before
 
 
 def test_serve_serves_the_archive(run, project, sent, monkeypatch):

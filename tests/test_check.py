@@ -110,6 +110,7 @@ def test_text_below_wcag_aa_is_a_warning(run, project):
     assert "warning: email.html: text 'Osloregionen" in out
     assert "is #a3acb5 on #eef2f5: contrast 2.04:1, below WCAG AA (4.5:1)" in out, out
     assert "0 error(s)" in out  # a warning, not an error
+    assert out.splitlines()[-1].startswith("0 error(s)") and run("check").exit_code == 0
 
 
 # --- links online ------------------------------------------------------------------------------
@@ -285,7 +286,9 @@ def test_findings_point_at_the_file_and_line_staff_edit(run, project, issue_dir)
     assert f"error: {where}:12: the link 'javascript:alert(1)' is not allowed" in out
     assert f"error: {where}:12: the link 'file:///etc/passwd' is not allowed" in out
     assert "has no width" not in out  # Markdown images get their width from the file
-    html = (project / "build").exists() or run("build").exit_code == 0
+    built_ok = run("build").exit_code == 0
+    html = (project / "build").exists() or built_ok
+    assert built_ok
     built = (project / "build" / "2026-12-ordforererklaeringen" / "email.html").read_text(encoding="utf-8")
     assert html and 'alt="Et stort kart" width="552"' in built and 'alt="Et lite kart" width="300"' in built
     assert "(no text)" not in out  # an image link is named by its alt text

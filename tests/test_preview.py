@@ -67,6 +67,7 @@ def test_the_page_shows_the_issue_as_subscribers_get_it(preview):
     assert "Hei, Ola Nordmann!" in html and "Meld deg av: https://nyhetsbrev.osloregionen.no/unsubscribe/" in html
     # What check finds, and the choices
     assert 'id="findings"' in html
+    assert "the subject has 76 characters; phones show about 60." in html  # the sample's long subject
     assert f'<option value="{SAMPLE_ISSUE}" selected>' in html and '<option value="3205" selected>Lillestrøm' in html
     email = httpx.get(f"{preview.url}/email", params={"municipality": "3205"})
     assert email.status_code == 200 and '<base target="_blank">' in email.text

@@ -235,6 +235,11 @@ def test_segment_and_empty_audience(run, project, sink):
     project2 = load_settings()
     assert project2.name  # settings still load
     assert_error(run("send", "--yes", "--segment", "municipality=Asker lang=en", "ordforer"), "has been sent already")
+    run("new", "Neste utgave", "--date", "2027-01-14")
+    assert_error(
+        run("send", "--yes", "--force", "--segment", "municipality=Asker lang=en", "neste-utgave"),
+        "nobody to send 2027-01-neste-utgave to",
+    )
 
 
 def test_outbox_is_the_default(run, project, monkeypatch):
