@@ -940,7 +940,8 @@ def run_due_command(state: State) -> None:
     """Send the scheduled issues that are due and resume interrupted deliveries (for cron).
 
     Safe to run every minute: one run at a time, silent when there is nothing to do. Exits 1
-    (so cron reports it) when a delivery was refused or is left unfinished.
+    (so cron reports it) when a delivery was refused or failed; recipients waiting for a retry
+    are reported and left to the next run, with exit 0.
     """
     from .schedule import run_due
 

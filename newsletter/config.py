@@ -368,11 +368,14 @@ def load_settings(
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text; save it as UTF-8.") from exc
 
-    env = dict(environ if environ is not None else os.environ)
+    # An empty NEWSLETTER_ value (a blank line copied from .env.example, an exported but empty
+    # variable) means unset, here for every setting: it neither overrides newsletter.toml nor
+    # keeps .env from filling it in.
+    env = {k: v for k, v in (environ if environ is not None else os.environ).items() if v.strip()}
     dotenv = root / ".env"
     if dotenv.is_file():
         for key, value in dotenv_values(dotenv).items():
-            if key.startswith("NEWSLETTER_") and value is not None:
+            if key.startswith("NEWSLETTER_") and value is not None and value.strip():
                 env.setdefault(key, value)
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
 
@@ -392,10 +395,10 @@ def load_settings(
         if opt.kind == "secret":
             if opt.key in data.get(opt.section, {}):
                 problems.append(f"{path.name}: {opt.toml} is a secret; remove it and set {opt.env} in .env instead")
-            raw = (env.get(opt.env) or "").strip() or None  # an empty line in .env means unset
-            if opt.attr == "secret_key" and raw is not None and len(raw.strip()) < 32:
+            raw = env[opt.env].strip() if opt.env in env else None
+            if opt.attr == "secret_key" and raw is not None and len(raw) < 32:
                 problems.append(f"{opt.env}: too short; use at least 32 random characters")
-            values[opt.attr] = raw.strip() if raw else None
+            values[opt.attr] = raw
             continue
         if opt.attr in overrides:
             raw, source = overrides[opt.attr], "command line"

@@ -313,10 +313,14 @@ class _Connection:
 
 
 def content_hash(rendered: Any) -> str:
-    """A fingerprint of what recipients get (subject, HTML and text), to notice later edits."""
+    """A fingerprint of what recipients get (subject, HTML and text, and each municipality's
+    block), to notice later edits."""
     digest = hashlib.sha256()
-    for piece in (rendered.subject, *rendered.html.parts, *rendered.html.slots, *rendered.text.parts):
-        digest.update(piece.encode("utf-8"))
+    blocks = [piece for number in sorted(rendered.municipal) for piece in (number, *rendered.municipal[number])]
+    pieces = (rendered.subject, *rendered.html.parts, *rendered.html.slots, *rendered.text.parts,
+              *rendered.text.slots, *blocks)  # fmt: skip
+    for piece in pieces:
+        digest.update(str(piece).encode("utf-8"))
         digest.update(b"\0")
     return digest.hexdigest()
 

@@ -104,6 +104,13 @@ def test_empty_lines_from_env_example_mean_unset(project):
     (project / ".env").write_text("NEWSLETTER_SECRET_KEY=\nNEWSLETTER_SMTP_HOST=\n", encoding="utf-8")
     settings = load_settings()
     assert settings.secret_key is None and settings.smtp_host is None
+    # ... and do not hide what newsletter.toml says, or what .env says behind an empty variable.
+    path = project / "newsletter.toml"
+    path.write_text(path.read_text(encoding="utf-8") + '\n[smtp]\nhost = "smtp.example.no"\nport = 2525\n', "utf-8")
+    assert (load_settings().smtp_host, load_settings().smtp_port) == ("smtp.example.no", 2525)
+    (project / ".env").write_text("NEWSLETTER_SECRET_KEY=" + "k" * 40 + "\nNEWSLETTER_SMTP_PORT=\n", encoding="utf-8")
+    settings = load_settings(environ={"NEWSLETTER_SECRET_KEY": "", "NEWSLETTER_SMTP_HOST": " "})
+    assert settings.secret_key == "k" * 40 and settings.smtp_host == "smtp.example.no" and settings.smtp_port == 2525
 
 
 def test_secrets_only_from_the_environment_and_never_printed(project):

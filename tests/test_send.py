@@ -581,3 +581,19 @@ def test_recipients_of_the_other_language_are_pointed_out(run, project, sink):
     assert "--segment 'lang=nb'" in dry.stderr
     only = run("send", "--dry-run", "--segment", "lang=nb")
     assert "English edition" not in only.stderr and "1 recipient(s)" in only.stdout
+
+
+def test_a_change_to_the_municipality_blocks_alone_is_noticed(project):
+    """Each municipality's block is part of what recipients get: editing only its template
+    changes the fingerprint a resumed or scheduled delivery is checked against."""
+    from newsletter.build import prepare
+    from newsletter.send import content_hash
+
+    load_sample_data(project)
+    before = prepare(load_settings())
+    assert before.rendered.municipal
+    template = project / "templates" / "email" / "municipality.txt.j2"
+    template.write_text(template.read_text(encoding="utf-8") + "Endret.\n", encoding="utf-8")
+    after = prepare(load_settings())
+    assert after.rendered.html.parts == before.rendered.html.parts  # the shared parts are the same
+    assert content_hash(after.rendered) != content_hash(before.rendered)
