@@ -21,13 +21,11 @@ from datetime import date
 from html import escape
 from pathlib import Path
 
-import jinja2
-
 from .config import Settings
 from .errors import ProjectError
 from .i18n import format_date, load_strings
-from .render import template_folders
-from .store import connect, database, parse_timestamp, timestamp
+from .render import template_folders, web_environment
+from .store import connect, database
 
 MARKER = ".built-by-newsletter"
 ATOM = "http://www.w3.org/2005/Atom"
@@ -67,7 +65,6 @@ class ArchiveResult:
 
     out_dir: Path
     issues: tuple[str, ...]
-    files: int
 
 
 def snapshot(settings: Settings, prepared) -> Snapshot:
@@ -130,9 +127,9 @@ def save_snapshot(conn: sqlite3.Connection, snap: Snapshot, *, draft: bool = Fal
     )
 
 
-def archived(conn: sqlite3.Connection, *, files: bool = True) -> list[ArchivedIssue]:
-    """The issues whose delivery has started and that are not hidden, newest first (without
-    their images if not ``files``: ``write_archive`` reads those one issue at a time)."""
+def archived(conn: sqlite3.Connection) -> list[ArchivedIssue]:
+    """The issues whose delivery has started and that are not hidden, newest first, without
+    their images (``write_archive`` reads those one issue at a time)."""
     rows = conn.execute(
         "SELECT a.*, MIN(COALESCE(d.started_at, d.created_at)) AS sent_at FROM archive_issues a"
         " JOIN deliveries d ON d.issue = a.issue AND d.status IN ('running', 'done')"
@@ -140,7 +137,6 @@ def archived(conn: sqlite3.Connection, *, files: bool = True) -> list[ArchivedIs
     ).fetchall()
     result = []
     for row in rows:
-        images = _images(conn, row["issue"]) if files else ()
         snap = Snapshot(
             issue=row["issue"],
             language=row["language"],
@@ -150,7 +146,7 @@ def archived(conn: sqlite3.Connection, *, files: bool = True) -> list[ArchivedIs
             issue_date=row["issue_date"],
             html=row["html"],
             feed_html=row["feed_html"],
-            files=tuple(images),
+            files=(),
         )
         result.append(ArchivedIssue(snap, row["sent_at"]))
     return result
@@ -225,15 +221,6 @@ def add_sent_issue(settings: Settings, ref: str | None, force: bool = False) -> 
     return issue_id
 
 
-def _environment(settings: Settings) -> jinja2.Environment:
-    folders = template_folders(settings)
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader([str(p) for p in reversed(folders)]),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-    )
-
-
 def _page_html(settings: Settings, item: ArchivedIssue, strings: dict[str, str]) -> str:
     """The stored web version with what a web page needs: canonical address, description, feed
     link, and a short navigation bar back to the archive."""
@@ -283,7 +270,7 @@ def _atom(settings: Settings, items: list[ArchivedIssue]) -> bytes:
     sub(feed, "link", rel="self", type="application/atom+xml", href=f"{index}feed.xml")
     sub(feed, "link", rel="alternate", type="text/html", href=index)
     newest = max((i.sent_at for i in items), default=None)
-    sub(feed, "updated", _rfc3339(newest) if newest else f"{date.today().isoformat()}T00:00:00Z")
+    sub(feed, "updated", newest or f"{date.today().isoformat()}T00:00:00Z")  # stored as RFC 3339 UTC
     author = sub(feed, "author")
     sub(author, "name", settings.sender_name)
     sub(feed, "generator", "newsletter")
@@ -296,8 +283,8 @@ def _atom(settings: Settings, items: list[ArchivedIssue]) -> bytes:
         sub(entry, "id", url)
         sub(entry, "title", snap.subject)
         sub(entry, "link", rel="alternate", type="text/html", href=url)
-        sub(entry, "published", _rfc3339(item.sent_at))
-        sub(entry, "updated", _rfc3339(item.sent_at))
+        sub(entry, "published", item.sent_at)
+        sub(entry, "updated", item.sent_at)
         if snap.preheader:
             sub(entry, "summary", snap.preheader)
         sub(entry, "content", snap.feed_html, type="html")
@@ -317,12 +304,6 @@ def _sitemap(settings: Settings, items: list[ArchivedIssue]) -> bytes:
         if moment:
             ET.SubElement(url, f"{{{SITEMAP}}}lastmod").text = moment[:10]
     return b'<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(urlset, encoding="utf-8", xml_declaration=False)
-
-
-def _rfc3339(value: str) -> str:
-    moment = parse_timestamp(value)
-    assert moment is not None
-    return timestamp(moment)  # already RFC 3339 in UTC: 2026-12-03T08:00:00Z
 
 
 def _index(settings: Settings, items: list[ArchivedIssue]) -> str:
@@ -355,7 +336,7 @@ def _index(settings: Settings, items: list[ArchivedIssue]) -> str:
         "feed_url": "feed.xml",
         "canonical": settings.archive_index_url(),
     }
-    return _environment(settings).get_template("web/archive.html.j2").render(context)
+    return web_environment(settings).get_template("web/archive.html.j2").render(context)
 
 
 def write_archive(settings: Settings, out: Path | None = None) -> ArchiveResult:
@@ -385,7 +366,7 @@ def write_archive(settings: Settings, out: Path | None = None) -> ArchiveResult:
             fresh = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-"))
             try:
                 # The database is read under the lock: the last writer has the newest data.
-                issues, count = _write_version(settings, fresh)
+                issues = _write_version(settings, fresh)
                 fresh.chmod(0o755)
                 _publish(fresh, out_dir)
             except BaseException:
@@ -396,7 +377,7 @@ def write_archive(settings: Settings, out: Path | None = None) -> ArchiveResult:
                 f"cannot write the archive to {shown_path(out_dir)} ({exc.strerror}); check the folder "
                 "(paths.archive, or --out)."
             ) from exc
-    return ArchiveResult(out_dir, issues, count)
+    return ArchiveResult(out_dir, issues)
 
 
 def _ours(out_dir: Path, name: str) -> bool:
@@ -425,21 +406,18 @@ def _check_ours(out_dir: Path) -> None:
     )
 
 
-def _write_version(settings: Settings, folder: Path) -> tuple[tuple[str, ...], int]:
+def _write_version(settings: Settings, folder: Path) -> tuple[str, ...]:
     """Write every file of the archive into ``folder``; images are read from the database one
-    issue at a time, so memory does not grow with the archive. Returns the issues and the count."""
-    count = 0
+    issue at a time, so memory does not grow with the archive. Returns the archived issues."""
 
     def put(name: str, data: bytes) -> None:
-        nonlocal count
         path = folder / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
-        count += 1
 
     conn = connect(settings.database) if settings.database.is_file() else None
     try:
-        items = archived(conn, files=False) if conn else []
+        items = archived(conn) if conn else []
         strings = load_strings(template_folders(settings), settings.language)
         put(MARKER, b"Made by 'newsletter archive'; replaced by the next run.\n")
         put("index.html", _index(settings, items).encode("utf-8"))
@@ -458,7 +436,7 @@ def _write_version(settings: Settings, folder: Path) -> tuple[tuple[str, ...], i
     finally:
         if conn is not None:
             conn.close()
-    return tuple(i.snapshot.issue for i in items), count
+    return tuple(i.snapshot.issue for i in items)
 
 
 def _publish(fresh: Path, out_dir: Path) -> None:

@@ -44,6 +44,7 @@ class Prepared:
     news: tuple[FeedItem, ...]
     warnings: tuple[str, ...]
     composition: Composition
+    html_bytes: int  # the HTML part's size for the placeholder recipient (what Gmail's clipping counts)
 
 
 @dataclass(frozen=True)
@@ -80,9 +81,7 @@ def prepare(settings: Settings, ref: str | None = None, *, language: str | None 
     rendered = render_issue(settings, composition)
     size = html_size(settings, rendered, strings)
     if size > GMAIL_CLIP_BYTES:
-        warnings.append(
-            f"the HTML is {size / 1024:.0f} KB: Gmail cuts messages above 102 KB; shorten the issue or move articles to the web."
-        )
+        warnings.append(clip_warning(size))
     elif size > settings.html_warn_kb * 1024:
         warnings.append(
             f"the HTML is {size / 1024:.0f} KB, close to Gmail's 102 KB clipping limit; consider shortening the issue."
@@ -98,7 +97,12 @@ def prepare(settings: Settings, ref: str | None = None, *, language: str | None 
         warnings.append(
             f"{display(issue.path / 'issue.md')}: no preheader; add 'preheader: ...', the line inboxes show after the subject."
         )
-    return Prepared(issue, rendered, strings, logo, news, tuple(warnings), composition)
+    return Prepared(issue, rendered, strings, logo, news, tuple(warnings), composition, size)
+
+
+def clip_warning(size: int) -> str:
+    """The build's warning for HTML that Gmail clips (check makes it an error)."""
+    return f"the HTML is {size / 1024:.0f} KB: Gmail cuts messages above 102 KB; shorten the issue or move articles to the web."
 
 
 def web_html(settings: Settings, prepared: Prepared) -> str:

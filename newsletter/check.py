@@ -13,10 +13,10 @@ from dataclasses import asdict, dataclass
 from html.parser import HTMLParser
 from typing import Any
 
-from .build import GMAIL_CLIP_BYTES, Prepared, html_size, prepare
+from .build import GMAIL_CLIP_BYTES, Prepared, clip_warning, prepare
 from .compose import PLACEHOLDER, recipient_values
 from .config import Settings
-from .content import display
+from .content import IMAGE_TYPES, display
 from .errors import NewsletterError
 
 SUBJECT_CHARS = 60
@@ -105,11 +105,31 @@ BAD_SCHEME = re.compile(  # [text](target), [ref]: target, <target>
 _CODE = re.compile(r"`[^`]*`")
 
 
-def findings(settings: Settings, prepared: Prepared) -> list[Finding]:
+@dataclass(frozen=True)
+class _View:
+    """The issue as the placeholder recipient gets it, parsed once for all the checks."""
+
+    html: str
+    text: str
+    links: list[tuple[str, str]]
+    images: list[dict[str, str | None]]
+    sources: _Sources
+
+
+def _view(settings: Settings, prepared: Prepared) -> _View:
+    values = recipient_values(settings, prepared.strings, PLACEHOLDER, prepared.rendered.municipal)
+    html = prepared.rendered.html.fill(values)
+    parser = _Links()
+    parser.feed(html)
+    return _View(html, prepared.rendered.text.fill(values), parser.links, parser.images, _Sources(prepared))
+
+
+def findings(settings: Settings, prepared: Prepared, view: _View | None = None) -> list[Finding]:
     """Everything check has to say about a prepared issue."""
     issue, rendered = prepared.issue, prepared.rendered
     where = display(issue.path / "issue.md")
-    sources = _Sources(prepared)
+    view = view or _view(settings, prepared)
+    sources = view.sources
     found: list[Finding] = []
 
     def error(place: str, message: str) -> None:
@@ -118,27 +138,22 @@ def findings(settings: Settings, prepared: Prepared) -> list[Finding]:
     def warning(place: str, message: str) -> None:
         found.append(Finding("warning", place, message))
 
-    size = html_size(settings, rendered, prepared.strings)
+    size = prepared.html_bytes
     if size > GMAIL_CLIP_BYTES:
         error("email.html", f"the HTML is {size / 1024:.0f} KB; Gmail cuts messages above 102 KB. Shorten the issue.")
     if not issue.subject.strip():
         error(where, "the subject is empty; set 'subject:' (or 'title:').")
     elif len(issue.subject) > SUBJECT_CHARS:
         warning(where, f"the subject has {len(issue.subject)} characters; phones show about {SUBJECT_CHARS}.")
-    if not issue.preheader:
-        warning(where, "no preheader: inboxes then show the first text of the email; add 'preheader:'.")
-    elif len(issue.preheader) < PREHEADER_MIN:
+    if issue.preheader and len(issue.preheader) < PREHEADER_MIN:  # a missing one: the build warns
         warning(where, f"the preheader is short ({len(issue.preheader)} characters); 40–100 read best.")
     if "unsubscribe_url" not in rendered.html.slots or "unsubscribe_url" not in rendered.text.slots:
         error(
             "templates", 'the email has no unsubscribe link; keep recipient("unsubscribe_url") in the footer templates.'
         )
 
-    values = recipient_values(settings, prepared.strings, PLACEHOLDER, rendered.municipal)
-    html = rendered.html.fill(values)
-    parser = _Links()
-    parser.feed(html)
-    for href, text in parser.links:
+    html = view.html
+    for href, text in view.links:
         if not re.match(r"^(https?://|mailto:)", href.strip(), re.IGNORECASE):
             error(
                 sources.find(href),
@@ -163,7 +178,7 @@ def findings(settings: Settings, prepared: Prepared) -> list[Finding]:
                     f"the link {target!r} is not allowed (the email would show it as text); "
                     "use an https:// or mailto: address.",
                 )
-    for image in parser.images:
+    for image in view.images:
         source = image.get("src") or ""
         name = source.rsplit("/", 1)[-1]
         if not (image.get("alt") or "").strip():
@@ -174,7 +189,7 @@ def findings(settings: Settings, prepared: Prepared) -> list[Finding]:
                 f"the image {source} has no width; some email programs then show it at full size.",
             )
     for asset in issue.assets:
-        if asset.source.suffix.lower() in (".png", ".jpg", ".jpeg", ".gif"):
+        if asset.source.suffix.lower() in IMAGE_TYPES:
             kb = asset.source.stat().st_size / 1024
             if kb > IMAGE_KB:
                 warning(
@@ -183,10 +198,12 @@ def findings(settings: Settings, prepared: Prepared) -> list[Finding]:
                     "Save it smaller: about 1200 px wide, as JPEG for photos.",
                 )
     found.extend(contrast_findings(html))  # colours come from templates (or raw HTML): the text says where
-    text = rendered.text.fill(values)
+    text = view.text
     if len(re.sub(r"\s+", " ", text).strip()) < 200:
         warning("email.txt", "the text part is almost empty; people who read plain text get little.")
     for message in prepared.warnings:  # the build's warnings name their own place
+        if message == clip_warning(size):
+            continue  # the error above says it
         if "more than 100 %" in message:
             found.append(_located("error", message))  # emission figures that cannot be right
         else:
@@ -217,9 +234,10 @@ def check_issue(
         prepared = prepare(settings, ref)
     except NewsletterError as exc:
         return [_located("error", str(exc))]
-    found = findings(settings, prepared)
+    view = _view(settings, prepared)
+    found = findings(settings, prepared, view)
     if links:
-        found.extend(link_findings(settings, prepared, timeout=timeout))
+        found.extend(link_findings(settings, prepared, timeout=timeout, view=view))
     if spam:
         found.extend(spam_findings(settings, prepared))
     return found
@@ -432,20 +450,20 @@ def check_links(settings: Settings, urls: list[str], *, timeout: float = LINK_TI
     return _run(run_all())
 
 
-def link_findings(settings: Settings, prepared: Prepared, *, timeout: float = LINK_TIMEOUT) -> list[Finding]:
+def link_findings(
+    settings: Settings, prepared: Prepared, *, timeout: float = LINK_TIMEOUT, view: _View | None = None
+) -> list[Finding]:
     """Findings for every http(s) link of the email that does not work online. The issue's own
     archive page and images, and the personal links, are not published before the send: skipped."""
-    values = recipient_values(settings, prepared.strings, PLACEHOLDER, prepared.rendered.municipal)
-    parser = _Links()
-    parser.feed(prepared.rendered.html.fill(values))
+    view = view or _view(settings, prepared)
     unpublished = (  # published by the send itself (the archive), or personal
         settings.archive_index_url(),
         f"{settings.base_url}/unsubscribe/",
         f"{settings.base_url}/preferences/",
     )
-    sources = _Sources(prepared)
+    sources = view.sources
     texts: dict[str, str] = {}
-    for href, text in parser.links:
+    for href, text in view.links:
         href = href.strip()
         if re.match(r"^https?://", href, re.IGNORECASE) and not href.startswith(unpublished):
             texts.setdefault(href, text)

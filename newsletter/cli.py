@@ -393,9 +393,9 @@ def subscribers() -> None:
 
 
 def _members(settings: Settings) -> tuple:
-    from .emissions import read_members
+    from .emissions import project_members  # imported here: the CLI loads stages lazily
 
-    return read_members(_members_file(settings)) if settings.emissions_members else ()
+    return project_members(settings)
 
 
 @subscribers.command("add")
@@ -582,9 +582,10 @@ def serve(state: State, host: str, port: int, forwarded_allow_ips: str) -> None:
 
     from .web import create_app
 
-    app = create_app(state.settings_with_key())
+    settings = state.settings_with_key()
+    app = create_app(settings)
     _can_listen(host, port)
-    click.echo(f"Serving on {_url(host, port)} (public address {state.settings().base_url}); Ctrl-C stops.")
+    click.echo(f"Serving on {_url(host, port)} (public address {settings.base_url}); Ctrl-C stops.")
     # No access log: the URLs hold subscribers' tokens.
     uvicorn.run(
         app,
@@ -713,7 +714,7 @@ def send(
         for finding in errors:  # a test is sent anyway: seeing the problem is what it is for
             click.echo(finding.line, err=True)
         for address, where in send_test(
-            settings, issue, tests, on_start=lambda: _refresh_archive(settings, test=True), prepared=prepared
+            settings, prepared, tests, on_start=lambda: _refresh_archive(settings, test=True)
         ):
             if where.startswith("outbox "):
                 click.echo(

@@ -32,7 +32,6 @@ class Recipient:
     unsubscribe_token: str = "preview"
     preferences_token: str = "preview"
     municipality: str | None = None
-    language: str | None = None
 
 
 PLACEHOLDER = Recipient(email="ola.nordmann@example.com", name="Ola Nordmann", municipality="3205")  # Lillestrøm

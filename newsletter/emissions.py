@@ -743,6 +743,11 @@ class Highlights:
     warnings: tuple[str, ...]
 
 
+def project_members(settings) -> tuple[Member, ...]:
+    """The region's members from emissions.members, or none when the setting is not used."""
+    return read_members(settings.emissions_members) if settings.emissions_members else ()
+
+
 def sectors_file(settings) -> Path:
     """The known-sectors CSV: the project's, or the built-in one."""
     from .resources import builtin

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-import jinja2
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
@@ -201,7 +200,7 @@ def _issue_choices(settings: Settings) -> list[str]:
     return [p.name for p in sorted(issue_folders(settings), reverse=True)]
 
 
-def _recipient(settings: Settings, municipality: str | None):
+def _recipient(municipality: str | None):
     from .compose import PLACEHOLDER
 
     return replace(PLACEHOLDER, municipality=municipality)
@@ -211,9 +210,7 @@ def _email_html(settings: Settings, build: Build, municipality: str | None) -> s
     from .compose import recipient_values
 
     prepared = build.prepared
-    values = recipient_values(
-        settings, prepared.strings, _recipient(settings, municipality), prepared.rendered.municipal
-    )
+    values = recipient_values(settings, prepared.strings, _recipient(municipality), prepared.rendered.municipal)
     issue_id = prepared.issue.id
     html = prepared.rendered.html.fill(values).replace(settings.asset_url(issue_id, ""), f"/images/{issue_id}/")
     # Links open outside the frame; the frame is sandboxed and runs no scripts.
@@ -224,15 +221,7 @@ def create_preview_app(preview: Preview, *, allowed_hosts: tuple[str, ...] = LOO
     """The ASGI app of the preview page."""
     from .compose import PLACEHOLDER
     from .i18n import load_strings
-    from .render import template_folders
-
-    def env() -> jinja2.Environment:
-        folders = template_folders(preview.settings())
-        return jinja2.Environment(
-            loader=jinja2.FileSystemLoader([str(p) for p in reversed(folders)]),
-            autoescape=True,
-            undefined=jinja2.StrictUndefined,
-        )
+    from .render import template_folders, web_environment
 
     def choices(request: Request) -> dict[str, Any]:
         settings = preview.settings()
@@ -273,7 +262,7 @@ def create_preview_app(preview: Preview, *, allowed_hosts: tuple[str, ...] = LOO
         }
         if build.prepared is not None:
             prepared = build.prepared
-            recipient = _recipient(settings, chosen["municipality"])
+            recipient = _recipient(chosen["municipality"])
             message = build_message(settings, prepared.rendered, recipient, prepared.strings)
             values_text = message.get_body(("plain",)).get_content()
             context.update(
@@ -286,14 +275,13 @@ def create_preview_app(preview: Preview, *, allowed_hosts: tuple[str, ...] = LOO
                 headers=[(name, str(message[name])) for name in SHOWN_HEADERS if message[name]],
                 text=values_text,
                 findings=list(build.findings),
-                warnings=list(prepared.warnings),
             )
         return context
 
     def render_page(request: Request) -> str:
         version = preview.version
         try:
-            return env().get_template("web/preview.html.j2").render(page_context(request))
+            return web_environment(preview.settings()).get_template("web/preview.html.j2").render(page_context(request))
         except Exception as exc:  # broken interface strings, a template of the page itself: say so, keep polling
             log.debug("preview page failed", exc_info=True)
             reason = str(exc) if isinstance(exc, NewsletterError) else f"{type(exc).__name__}: {exc}"

@@ -76,6 +76,16 @@ def _bytecode_cache() -> jinja2.BytecodeCache | None:
     return jinja2.FileSystemBytecodeCache(str(folder))
 
 
+def web_environment(settings: Settings) -> jinja2.Environment:
+    """The Jinja2 environment of the web pages (public pages, archive, preview): HTML
+    autoescaped, StrictUndefined, project templates before the built-in ones."""
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader([str(p) for p in reversed(template_folders(settings))]),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+
+
 def environment(settings: Settings) -> jinja2.Environment:
     """The Jinja2 environment: StrictUndefined, autoescape for MJML/HTML, slot helpers."""
     loader = jinja2.FileSystemLoader([str(p) for p in reversed(template_folders(settings))])

@@ -157,7 +157,7 @@ def run_due(settings: Settings, moment: datetime | None = None, stop=None, on_st
     resumed after a crash); it must not raise."""
     from .archive import save_snapshot, snapshot
     from .build import prepare
-    from .emissions import read_members
+    from .emissions import project_members
     from .send import content_hash, delivery_lock, run_delivery
     from .subscribers import audience, parse_segment
 
@@ -193,7 +193,7 @@ def run_due(settings: Settings, moment: datetime | None = None, stop=None, on_st
                         if row["status"] not in ("scheduled", "running"):
                             continue  # cancelled (or finished) since this run looked
                         if row["status"] == "scheduled":
-                            members = read_members(settings.emissions_members) if settings.emissions_members else ()
+                            members = project_members(settings)
                             people = audience(conn, parse_segment(row["segment"] or None, settings, members))
                             if not people:
                                 problems.append(

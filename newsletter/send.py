@@ -387,16 +387,15 @@ def summary(conn: sqlite3.Connection, delivery: int) -> Summary:
     )
 
 
-def _recover(conn: sqlite3.Connection, delivery: int) -> int:
+def _recover(conn: sqlite3.Connection, delivery: int) -> None:
     """After a crash: messages marked 'sending' may or may not have left. Send them again
-    (nobody is lost) and mark them uncertain (they may get two copies). Returns how many."""
+    (nobody is lost) and mark them uncertain (they may get two copies)."""
     with conn:
-        cursor = conn.execute(
+        conn.execute(
             "UPDATE delivery_recipients SET status = 'pending', uncertain = 1, next_attempt = ''"
             " WHERE delivery = ? AND status = 'sending'",
             (delivery,),
         )
-    return cursor.rowcount
 
 
 def _work(via: Outbox | SMTP, sender: str, jobs: Any, results: Any, parent: int, make: Any) -> None:
@@ -532,7 +531,7 @@ def run_delivery(
 ) -> Summary:
     """Send what is due in a delivery over several persistent connections, with the rate limit,
     retries with backoff, and a record of every outcome. Safe to call again after any crash."""
-    from queue import Empty, Queue
+    from queue import Empty
 
     from .compose import Recipient
     from .message import MessageFactory, dkim_key, sign
@@ -541,15 +540,13 @@ def run_delivery(
     stop = stop or threading.Event()
     key = dkim_key(settings)
     factory = MessageFactory(settings, prepared.rendered, prepared.strings)  # the shared parts, encoded once
-    uncertain = _recover(conn, delivery)
+    _recover(conn, delivery)  # summary() counts the uncertain ones from the table
     with conn:
         conn.execute(
             "UPDATE deliveries SET status = 'running', started_at = COALESCE(started_at, ?) WHERE id = ?",
             (timestamp(now()), delivery),
         )
     via = transport(settings)
-    jobs: Queue = Queue()
-    results: Queue = Queue()
     limiter = RateLimit(settings.send_per_second, settings.send_per_hour)
     workers = 1 if isinstance(via, Outbox) else settings.send_connections
 
@@ -723,7 +720,7 @@ def run_delivery(
             conn.execute(
                 "UPDATE deliveries SET status = 'done', finished_at = ? WHERE id = ?", (timestamp(now()), delivery)
             )
-    return Summary(**{**result.__dict__, "uncertain": max(result.uncertain, uncertain)})
+    return result
 
 
 @dataclass(frozen=True)
@@ -747,7 +744,7 @@ def _active(conn: sqlite3.Connection, issue_id: str) -> sqlite3.Row | None:
 def plan_send(settings: Settings, ref: str | None, segment: str | None, retry_failed: bool = False) -> tuple[Plan, Any]:
     """Check that the issue can be sent to this audience, and say to how many, without sending."""
     from .build import prepare
-    from .emissions import read_members
+    from .emissions import project_members
     from .store import connect
     from .subscribers import audience, parse_segment
 
@@ -762,7 +759,7 @@ def plan_send(settings: Settings, ref: str | None, segment: str | None, retry_fa
         existing = _active(conn, issue.id)
         via = transport(settings).describe()
         if existing is None:
-            members = read_members(settings.emissions_members) if settings.emissions_members else ()
+            members = project_members(settings)
             people = audience(conn, parse_segment(segment, settings, members))
             if not people:
                 raise SendError(
@@ -823,7 +820,7 @@ def execute_send(
     the delivery is recorded, before the first message (the CLI publishes the archive there, so
     the issue's page and images are online when people open the email)."""
     from .archive import snapshot
-    from .emissions import read_members
+    from .emissions import project_members
     from .store import connect
     from .subscribers import audience, parse_segment
 
@@ -832,7 +829,7 @@ def execute_send(
         with delivery_lock(settings, plan.issue):
             existing = _active(conn, plan.issue)
             if existing is None:
-                members = read_members(settings.emissions_members) if settings.emissions_members else ()
+                members = project_members(settings)
                 people = audience(conn, parse_segment(segment, settings, members))
                 delivery = create_delivery(
                     conn, plan.issue, segment or "", people, content_hash(prepared.rendered),
@@ -857,19 +854,17 @@ def execute_send(
 
 
 def send_test(
-    settings: Settings, ref: str | None, addresses: tuple[str, ...], on_start: Any = None, prepared: Any = None
+    settings: Settings, prepared: Any, addresses: tuple[str, ...], on_start: Any = None
 ) -> list[tuple[str, str]]:
     """Send the issue to test addresses, subject prefixed [TEST]. Records no delivery; stores the
     issue's images for the archive folder, and calls ``on_start()`` (the CLI publishes them) so
     that the test email shows its images."""
     from .archive import save_snapshot, snapshot
-    from .build import prepare
     from .compose import Recipient
     from .message import MessageFactory, dkim_key, sign
     from .store import database
     from .subscribers import normalize_email
 
-    prepared = prepared or prepare(settings, ref)
     addresses = tuple(normalize_email(address) for address in addresses)  # every address valid before any send
     if prepared.issue.assets or prepared.logo is not None:
         page = snapshot(settings, prepared)

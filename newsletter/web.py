@@ -30,11 +30,11 @@ from starlette.staticfiles import StaticFiles
 
 from .compose import clean_name, confirm_url, preferences_url, unsubscribe_url
 from .config import Settings
-from .emissions import Member, read_members
+from .emissions import Member, project_members
 from .errors import NewsletterError, SubscriberError
 from .i18n import load_strings
 from .message import confirmation_message
-from .render import template_folders
+from .render import template_folders, web_environment
 from .send import transport
 from .store import connect, now, timestamp
 from .subscribers import (
@@ -190,14 +190,10 @@ def create_app(settings: Settings, *, rate_limit: tuple[int, float] = (5, 600.0)
         )
     connect(settings.database).close()  # create and migrate the database before the first request
     folders = template_folders(settings)
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader([str(p) for p in reversed(folders)]),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-    )
+    env = web_environment(settings)
     site = Site(
         settings=settings,
-        members=read_members(settings.emissions_members) if settings.emissions_members else (),
+        members=project_members(settings),
         env=env,
         strings={lang: load_strings(folders, lang) for lang in ("nb", "en")},
         limiter=RateLimiter(*rate_limit),

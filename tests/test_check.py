@@ -389,3 +389,14 @@ def test_vague_link_text_in_front_matter_and_body_points_at_the_line(run, projec
     where = "content/issues/2026-12-ordforererklaeringen/06-lenker.md"
     assert f"warning: {where}:4: link text 'Les mer her' says nothing out of context" in out
     assert f"warning: {where}:8: link text 'klikk her' says nothing out of context" in out
+
+
+def test_each_finding_is_reported_once(run, project, issue_dir):
+    """The build's warnings and check's own rules overlap (a missing preheader, clipping):
+    each problem is one line."""
+    text = (issue_dir / "issue.md").read_text(encoding="utf-8")
+    write(issue_dir / "issue.md", "\n".join(line for line in text.split("\n") if not line.startswith("preheader:")))
+    write(issue_dir / "07-stor.md", "---\ntitle: Stor\n---\n" + ("Et langt avsnitt med mye tekst. " * 40 + "\n\n") * 90)
+    out = run("check").stdout
+    assert out.count("no preheader") == 1
+    assert out.count("Gmail cuts messages above 102 KB") == 1 and "error: email.html: the HTML is" in out
