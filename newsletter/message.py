@@ -11,7 +11,9 @@ from datetime import UTC, datetime
 from email import policy
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
+from email.utils import format_datetime, formataddr, make_msgid
+
+from markupsafe import Markup, escape
 
 from .compose import Recipient, clean_name, recipient_values
 from .config import Settings
@@ -62,8 +64,6 @@ def confirmation_message(
     settings: Settings, strings: dict[str, str], language: str, email: str, name: str, url: str
 ) -> EmailMessage:
     """The double opt-in email: one link that confirms the subscription."""
-    from markupsafe import escape
-
     msg = EmailMessage(policy=policy.SMTP)
     msg["From"] = Address(display_name=settings.sender_name, addr_spec=settings.sender_address)
     msg["To"] = _address(name, email)
@@ -152,17 +152,21 @@ class MessageFactory:
         self.end = f"\r\n--{self.boundary}--\r\n".encode()
         self.text = [_qp(p) for p in rendered.text.parts]
         self.html = [_qp(p) for p in rendered.html.parts]
+        # The municipality blocks are per-recipient values, but there are only as many as
+        # members: encoded here once each, not once per message.
+        self.known = {str(block): _qp(str(block)) for pair in rendered.municipal.values() for block in pair}
+        self.mailto = (
+            f",\r\n <mailto:{settings.unsubscribe_mailto}?subject=unsubscribe>" if settings.unsubscribe_mailto else ""
+        )
 
     def _body(
         self, encoded: list[bytes], slots: tuple[str, ...], values: dict, html: bool, final_newline: bool
     ) -> bytes:
-        from markupsafe import Markup, escape
-
         out = [encoded[0]]
         for name, part in zip(slots, encoded[1:], strict=True):
             value = values[name]
             text = str(escape(value)) if html and not isinstance(value, Markup) else str(value)
-            out += [b"=\r\n", _qp(text), b"=\r\n", part]
+            out += [b"=\r\n", self.known.get(text) or _qp(text), b"=\r\n", part]
         body = b"".join(out)
         if final_newline and not body.endswith(b"\n"):
             body += b"\r\n"
@@ -172,8 +176,6 @@ class MessageFactory:
         self, recipient: Recipient, *, now: datetime | None = None, message_id: str | None = None
     ) -> tuple[str, bytes]:
         """(Message-ID, the message as bytes with CRLF line ends) for one recipient."""
-        from email.utils import formataddr
-
         values = recipient_values(self.settings, self.strings, recipient, self.rendered.municipal)
         address = _address(recipient.name, recipient.email)  # checks the address
         # Written directly (the header classes cost more than the rest of the message): the name
@@ -184,13 +186,9 @@ class MessageFactory:
         else:  # the email package's own folding, as build_message gets it
             to_line = policy.SMTP.fold(*policy.SMTP.header_store_parse("To", address))
         message_id = message_id or make_msgid(domain=self.settings.list_domain)
-        unsubscribe = [f"<{values['unsubscribe_url']}>"]
-        if self.settings.unsubscribe_mailto:
-            unsubscribe.append(f"<mailto:{self.settings.unsubscribe_mailto}?subject=unsubscribe>")
-        folded = ",\r\n ".join(unsubscribe)
         personal = (
             f"{to_line}Date: {format_datetime(now or datetime.now(UTC))}\r\nMessage-ID: {message_id}\r\n"
-            f"List-Unsubscribe: {folded}\r\n"
+            f"List-Unsubscribe: <{values['unsubscribe_url']}>{self.mailto}\r\n"
         ).encode("ascii")
         body = b"".join(
             (
