@@ -897,13 +897,16 @@ def schedule() -> None:
 @click.pass_obj
 def schedule_add(state: State, issue: str, at: str, segment: str | None, force: bool) -> None:
     """Schedule ISSUE for --at."""
-    from .build import prepare
     from .schedule import oslo
     from .schedule import schedule as make_schedule
 
     settings = state.settings_with_key()
-    _gate(settings, prepare(settings, issue), force)
-    made = make_schedule(settings, issue, at, segment)
+
+    def gate(prepared) -> None:
+        _warn(prepared.warnings)
+        _gate(settings, prepared, force)
+
+    made = make_schedule(settings, issue, at, segment, gate=gate)
     click.echo(f"Scheduled {made.issue} for {oslo(made.at)} ({made.at:%Y-%m-%d %H:%M} UTC).")  # type: ignore[arg-type]
     click.echo(
         "It is sent by 'newsletter run-due' (cron, every minute); an edit before then stops it until rescheduled."

@@ -58,11 +58,16 @@ class Scheduled:
     segment: str
 
 
-def schedule(settings: Settings, ref: str | None, at: str, segment: str | None = None) -> Scheduled:
-    """Schedule an issue: checks it builds and has an audience, records time, segment and fingerprint."""
+def schedule(settings: Settings, ref: str | None, at: str, segment: str | None = None, gate=None) -> Scheduled:
+    """Schedule an issue: checks it builds and has an audience, records time, segment and fingerprint.
+
+    ``gate(prepared)`` may refuse the issue (the CLI's pre-send check), on the very build whose
+    fingerprint is recorded."""
     from .send import _active, content_hash, plan_send
 
     plan, prepared = plan_send(settings, ref, segment)
+    if gate is not None:
+        gate(prepared)
     when = parse_when(at)
     conn = connect(settings.database)
     try:
