@@ -98,13 +98,6 @@ class _Sources:
         return "email.html"
 
 
-_SCHEME = r"((?:javascript|vbscript|data|file):(?:[^()\s<>]|\([^()\s]*\))*)"
-BAD_SCHEME = re.compile(  # [text](target), [ref]: target, <target>
-    rf"\]\(\s*<?{_SCHEME}|^\s{{0,3}}\[[^\]]+\]:\s*<?{_SCHEME}|<{_SCHEME}>", re.IGNORECASE
-)
-_CODE = re.compile(r"`[^`]*`")
-
-
 @dataclass(frozen=True)
 class _View:
     """The issue as the placeholder recipient gets it, parsed once for all the checks."""
@@ -164,20 +157,11 @@ def findings(settings: Settings, prepared: Prepared, view: _View | None = None) 
                 sources.find(f"[{text}]({href})", f"[{text}]", f"link_text: {text}", f'link_text: "{text}"'),
                 f"link text {text!r} says nothing out of context (screen readers list links); name the target.",
             )
-    for path, lines in sources.files:  # links Markdown would not make a link of: shown as text
-        fenced = False
-        for number, line in enumerate(lines, 1):
-            if line.lstrip().startswith(("```", "~~~")):
-                fenced = not fenced
-            if fenced or line.startswith(("    ", "\t")):
-                continue  # code blocks show code, links and all
-            for match in BAD_SCHEME.finditer(_CODE.sub("", line)):
-                target = next(group for group in match.groups() if group)
-                error(
-                    f"{display(path)}:{number}",
-                    f"the link {target!r} is not allowed (the email would show it as text); "
-                    "use an https:// or mailto: address.",
-                )
+    for path, line, target in issue.refused_links:  # links Markdown refused: shown as text
+        error(
+            f"{path}:{line}",
+            f"the link {target!r} is not allowed (the email would show it as text); use an https:// or mailto: address.",
+        )
     for image in view.images:
         source = image.get("src") or ""
         name = source.rsplit("/", 1)[-1]

@@ -98,6 +98,7 @@ class Issue:
     assets: tuple[Asset, ...]
     front_matter: dict[str, Any]
     warnings: tuple[str, ...]
+    refused_links: tuple[tuple[str, int, str], ...] = ()  # (file, line, target) Markdown showed as text
 
 
 def display(path: Path) -> str:
@@ -434,7 +435,9 @@ def _category(settings: Settings, fields: _Fields, value: str | None, key: str =
     raise fields.fail(key, f"unknown category {value!r}; use one of: {choices}.")
 
 
-def _render(settings: Settings, assets: _Assets, path: Path, body: str, first_line: int) -> Rendered:
+def _render(
+    settings: Settings, assets: _Assets, path: Path, body: str, first_line: int, refused: list[tuple[str, int, str]]
+) -> Rendered:
     def resolve(target: str, kind: str, line: int) -> str:
         return assets.add(target, kind, where(display(path), first_line + line))
 
@@ -444,7 +447,9 @@ def _render(settings: Settings, assets: _Assets, path: Path, body: str, first_li
                 f"{where(display(path), first_line + line)}: image '{src}' has no alt text; "
                 "write a short description in the brackets: ![Description](file.jpg)."
             )
-    return render_markdown(body, resolve, allow_raw_html=settings.allow_raw_html, width=assets.width)
+    rendered = render_markdown(body, resolve, allow_raw_html=settings.allow_raw_html, width=assets.width)
+    refused += [(display(path), first_line + line, target) for line, target in rendered.refused]
+    return rendered
 
 
 def load_issue(settings: Settings, folder: Path) -> Issue:
@@ -482,13 +487,14 @@ def load_issue(settings: Settings, folder: Path) -> Issue:
         sections = [c for c in ordered if c] + [c for c in sections if c not in ordered]
 
     assets = _Assets(settings, folder, issue_id)
-    intro = _render(settings, assets, issue_path, body, first)
+    refused: list[tuple[str, int, str]] = []
+    intro = _render(settings, assets, issue_path, body, first, refused)
 
     articles = []
     for path in sorted(folder.glob("*.md")):
         if path.name == ISSUE_FILE or path.name.startswith(("_", ".")):
             continue
-        articles.append(_load_article(settings, assets, path, warnings))
+        articles.append(_load_article(settings, assets, path, warnings, refused))
     seen: dict[str, Path] = {}
     for article in articles:
         if article.id in seen:
@@ -522,10 +528,13 @@ def load_issue(settings: Settings, folder: Path) -> Issue:
         assets=tuple(assets.found.values()),
         front_matter=meta,
         warnings=tuple(warnings),
+        refused_links=tuple(refused),
     )
 
 
-def _load_article(settings: Settings, assets: _Assets, path: Path, warnings: list[str]) -> Article:
+def _load_article(
+    settings: Settings, assets: _Assets, path: Path, warnings: list[str], refused: list[tuple[str, int, str]]
+) -> Article:
     meta, body, first = split_front_matter(path)
     fields = _Fields(path, meta)
     warnings.extend(comment_warnings(path))
@@ -568,7 +577,7 @@ def _load_article(settings: Settings, assets: _Assets, path: Path, warnings: lis
         elif not link.startswith(("https://", "http://", "mailto:")):
             raise fields.fail("link", f"link {link!r} must start with https://, http:// or mailto:.")
 
-    rendered = _render(settings, assets, path, body, first)
+    rendered = _render(settings, assets, path, body, first, refused)
     return Article(
         id=slugify(path.stem),
         path=path,

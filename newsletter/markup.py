@@ -26,6 +26,9 @@ class Rendered:
 
     html: str
     text: str
+    # Links Markdown refuses (javascript:, vbscript:, file:, data:) and shows as plain text:
+    # (0-based line in the source, target).
+    refused: tuple[tuple[int, str], ...] = ()
 
 
 def _parser(allow_raw_html: bool) -> MarkdownIt:
@@ -57,6 +60,16 @@ def render_markdown(
     attribute of an image (Outlook ignores CSS and shows an image without one at full size).
     """
     md = _parser(allow_raw_html)
+    refused: list[str] = []
+    allowed = md.validateLink
+
+    def validate(url: str) -> bool:  # markdown-it's own rule decides; we only take note
+        ok = allowed(url)
+        if not ok:
+            refused.append(url)
+        return ok
+
+    md.validateLink = validate  # type: ignore[method-assign]
     tokens = md.parse(source)
     for token in tokens:
         if token.type in ("heading_open", "heading_close"):
@@ -79,7 +92,26 @@ def render_markdown(
                         child.attrSet("href", resolve(href, "link", line))
     html = md.renderer.render(tokens, md.options, {})
     text = _blocks_to_text(SyntaxTreeNode(tokens).children)
-    return Rendered(html=html.strip(), text=text.strip())
+    return Rendered(html=html.strip(), text=text.strip(), refused=_refused_lines(tokens, refused))
+
+
+def _refused_lines(tokens: list, refused: list[str]) -> tuple[tuple[int, str], ...]:
+    """Where each refused link stands: the line of the text it was left as (not code, which
+    never was a link)."""
+    if not refused:
+        return ()
+    targets = list(dict.fromkeys(refused))
+    found: list[tuple[int, str]] = []
+    for token in tokens:
+        if token.type != "inline" or not token.children:
+            continue
+        line = token.map[0] if token.map else 0
+        for child in token.children:
+            if child.type in ("softbreak", "hardbreak"):
+                line += 1
+            elif child.type == "text":
+                found += [(line, url) for url in targets if url in child.content and (line, url) not in found]
+    return tuple(sorted(found))
 
 
 def image_alts(source: str, *, allow_raw_html: bool = False) -> list[tuple[int, str, str]]:
