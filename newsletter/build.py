@@ -179,8 +179,9 @@ def issue_emissions(
         for member in members:
             try:
                 mine = summarize(conn, release, member.name, member.numbers, start, end, with_share=False)
-            except EmissionsError:
-                continue  # a member missing from the data gets no personal block
+            except EmissionsError as exc:  # its subscribers get no personal block: say so
+                warnings.append(f"{where_}: no 'Din kommune' block for {member.name}: {exc}")
+                continue
             sentence = municipal_sentence(mine, strings, issue.language, names)
             for number in member.numbers:
                 municipal[number] = sentence

@@ -529,13 +529,15 @@ def releases(conn: sqlite3.Connection) -> list[sqlite3.Row]:
 
 def resolve_release(conn: sqlite3.Connection, release: str | None) -> str:
     """The named release, or the one imported last."""
-    rows = releases(conn)
-    if not rows:
+    # Labels only: releases() also counts each release's years and members, which every build
+    # would pay for here.
+    labels = [r[0] for r in conn.execute("SELECT label FROM emission_releases ORDER BY imported_at DESC, rowid DESC")]
+    if not labels:
         raise EmissionsError("no emission data imported yet; run 'newsletter emissions import FILE' first.")
     if release is None:
-        return rows[0]["label"]
-    if release not in {r["label"] for r in rows}:
-        raise EmissionsError(f"no release {release!r}; imported: {', '.join(r['label'] for r in rows)}.")
+        return labels[0]
+    if release not in labels:
+        raise EmissionsError(f"no release {release!r}; imported: {', '.join(labels)}.")
     return release
 
 

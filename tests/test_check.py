@@ -400,3 +400,14 @@ def test_each_finding_is_reported_once(run, project, issue_dir):
     out = run("check").stdout
     assert out.count("no preheader") == 1
     assert out.count("Gmail cuts messages above 102 KB") == 1 and "error: email.html: the HTML is" in out
+
+
+def test_a_member_missing_from_the_emission_data_is_named(run, project, tmp_path):
+    """Its subscribers get no 'Din kommune' block; the build says so instead of leaving it out quietly."""
+    import synthetic_emissions as synth
+
+    rows = [row for row in synth.rows(years=(2023, 2024)) if row[1] != "3212"]  # Nesodden's 2024 number
+    assert run("emissions", "import", str(synth.write_csv(tmp_path / "uten.csv", rows))).exit_code == 0
+    result = run("build")
+    assert result.exit_code == 0, result.output
+    assert "no 'Din kommune' block for Nesodden" in result.stderr
