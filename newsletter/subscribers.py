@@ -225,6 +225,28 @@ def upsert(
     return "updated", get(conn, address)  # type: ignore[return-value]
 
 
+def resubscribe(
+    conn: sqlite3.Connection,
+    subscriber_id: int,
+    *,
+    name: str = "",
+    municipality: str | None = None,
+    language: str | None = None,
+    topics: tuple[str, ...] = (),
+    source: str,
+) -> None:
+    """Someone who unsubscribed or bounced signs up again: pending until they confirm, with the
+    details they gave now (those left empty keep the earlier ones). Call inside a transaction."""
+    moment = timestamp(now())
+    conn.execute(
+        "UPDATE subscribers SET status = 'pending', consent_source = ?, consent_at = ?, unsubscribed_at = NULL,"
+        " hard_bounces = 0, updated_at = ?, name = CASE WHEN ? != '' THEN ? ELSE name END,"
+        " municipality = COALESCE(?, municipality), language = COALESCE(?, language),"
+        " topics = CASE WHEN ? != '' THEN ? ELSE topics END WHERE id = ?",
+        (source, moment, moment, name, name, municipality, language, ",".join(topics), ",".join(topics), subscriber_id),
+    )
+
+
 def add(
     conn: sqlite3.Connection,
     settings: Settings,

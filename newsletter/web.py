@@ -45,6 +45,7 @@ from .subscribers import (
     normalize_email,
     read_token,
     resolve_topics,
+    resubscribe,
     set_status,
     upsert,
 )
@@ -247,12 +248,8 @@ def create_app(settings: Settings, *, rate_limit: tuple[int, float] = (5, 600.0)
                     return  # nothing to do, and nothing to tell
                 with conn:
                     if person is not None and person.status in ("unsubscribed", "bounced"):
-                        moment = timestamp(now())
-                        conn.execute(
-                            "UPDATE subscribers SET status = 'pending', consent_source = 'signup form (web)',"
-                            " consent_at = ?, unsubscribed_at = NULL, hard_bounces = 0, updated_at = ? WHERE id = ?",
-                            (moment, moment, person.id),
-                        )
+                        resubscribe(conn, person.id, name=name, municipality=municipality, language=language,
+                                    topics=topics, source="signup form (web)")  # fmt: skip
                     elif person is None:  # also an address that was forgotten: the person asks again
                         upsert(conn, settings, email, name=name, municipality=municipality, language=language,
                                topics=topics, source="signup form (web)", allow_forgotten=True)  # fmt: skip

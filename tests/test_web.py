@@ -285,3 +285,19 @@ def test_serve_keeps_tokens_out_of_the_log(project, monkeypatch):
     result = CliRunner().invoke(cli, ["serve", "--port", "8123"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert seen["access_log"] is False and seen["port"] == 8123 and seen["proxy_headers"] is True
+
+
+def test_signing_up_again_after_leaving_keeps_what_the_person_gives_now(server, project):
+    from newsletter.subscribers import make_token
+
+    with httpx.Client(base_url=server.url) as client:
+        signup(client, email="ola@example.no", name="Ola", municipality="3205")
+        confirm(client, link(outbox(project, 1)[0], "confirm"))
+        path = f"/unsubscribe/{make_token(load_settings(), 1, 'unsubscribe')}"
+        client.post(path, data={"csrf": csrf(client.get(path).text)})
+        assert status(project, "ola@example.no")[0] == "unsubscribed"
+        signup(
+            client, email="ola@example.no", name="Ola Nordmann", municipality="0301", language="en", topics=["klima"]
+        )
+        outbox(project, 2)  # a new confirmation email
+    assert status(project, "ola@example.no") == ("pending", "Ola Nordmann", "0301", "en", "klima")
