@@ -877,18 +877,18 @@ def send_test(
     # The same message factory as a real send, so a test shows exactly what subscribers get.
     factory = MessageFactory(settings, prepared.rendered, prepared.strings, subject_prefix="[TEST] ")
     done = []
-    for email in addresses:
-        recipient = Recipient(email=email, unsubscribe_token="test", preferences_token="test")
-        raw = sign(settings, factory.build(recipient)[1], key)
-        if isinstance(via, Outbox):
-            done.append((email, via.send_bytes(raw)))
-        else:
-            connection = _Connection(via)
-            try:
+    connection = _Connection(via)  # one connection for all the test addresses
+    try:
+        for email in addresses:
+            recipient = Recipient(email=email, unsubscribe_token="test", preferences_token="test")
+            raw = sign(settings, factory.build(recipient)[1], key)
+            if isinstance(via, Outbox):  # where it went: the outbox names the file
+                done.append((email, via.send_bytes(raw)))
+            else:
                 connection.send(settings.sender_address, email, raw)
-            finally:
-                connection.close()
-            done.append((email, via.describe()))
+                done.append((email, via.describe()))
+    finally:
+        connection.close()
     return done
 
 
