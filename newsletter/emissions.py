@@ -342,10 +342,10 @@ class _Aggregator:
                 bucket.append(value)
 
 
-def _read_xlsx_streaming(path: Path, known: set[str]) -> _Aggregator | None:
+def _read_xlsx_streaming(path: Path, known: set[str], block_size: int | None = None) -> _Aggregator | None:
     """Read the sheet block by block with the streaming reader (flat memory).
     None when this reader cannot handle the workbook (calamine takes over)."""
-    from .sheets import UnsupportedSheet, XlsxSheet, rows
+    from .sheets import BLOCK, UnsupportedSheet, XlsxSheet, rows
 
     try:
         sheet = XlsxSheet(path, SHEET)
@@ -357,22 +357,22 @@ def _read_xlsx_streaming(path: Path, known: set[str]) -> _Aggregator | None:
             f"{path}: no sheet named '{SHEET}' (the workbook has: {', '.join(sheet.sheet_names)}); "
             "use Miljødirektoratet's file as published."
         )
-    blocks = sheet.blocks()
-    header = aggregate = None
+    blocks = sheet.blocks(block_size or BLOCK)
+    aggregate = None
     width = 0
-    for block in blocks:  # the header, and the rest of its block, in this process
-        for line, row in rows(block, sheet.strings):
-            if aggregate is not None:
-                aggregate.add(line, row)
-            else:
-                header = _find_header(path, line, row)
-                if header is not None:
-                    aggregate, width = _Aggregator(path, header, known), len(row)
-        if aggregate is not None:
-            break
-    if aggregate is None or header is None:
-        return _Aggregator(path, {k: 0 for k in _REQUIRED}, known) if header else None
     try:
+        for block in blocks:  # the header, and the rest of its block
+            for line, row in rows(block, sheet.strings):
+                if aggregate is not None:
+                    aggregate.add(line, row)
+                else:
+                    header = _find_header(path, line, row)
+                    if header is not None:
+                        aggregate, width = _Aggregator(path, header, known), len(row)
+            if aggregate is not None:
+                break
+        if aggregate is None:
+            return None  # no header: calamine reads it and says what is missing
         for block in blocks:
             aggregate.add_block(block, sheet.strings, width)
     except (IndexError, ValueError, OSError, EOFError, zlib.error, zipfile.BadZipFile) as exc:
