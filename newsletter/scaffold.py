@@ -170,14 +170,16 @@ def init_project(dest: Path, name: str = "Nyhetsbrev") -> list[Path]:
         )
     dest.mkdir(parents=True, exist_ok=True)
     created = [dest / CONFIG_FILE, dest / ".env.example", dest / ".gitignore", dest / "templates"]
+
+    def quoted(value: object) -> str:  # a TOML basic string (or array of them): quotes and backslashes escaped
+        return json.dumps(value, ensure_ascii=False)
+
     categories = "\n".join(
-        f'[[categories]]\nkey = "{c.key}"\nnb = "{c.nb}"\nen = "{c.en}"\naliases = {list(c.aliases)!r}\n'.replace(
-            "'", '"'
-        )
+        f"[[categories]]\nkey = {quoted(c.key)}\nnb = {quoted(c.nb)}\nen = {quoted(c.en)}\n"
+        f"aliases = {quoted(list(c.aliases))}\n"
         for c in DEFAULT_CATEGORIES
     )
-    quoted = json.dumps(name, ensure_ascii=False)  # a TOML basic string: quotes and backslashes escaped
-    (dest / CONFIG_FILE).write_text(PROJECT_TOML.format(name=quoted, categories=categories), encoding="utf-8")
+    (dest / CONFIG_FILE).write_text(PROJECT_TOML.format(name=quoted(name), categories=categories), encoding="utf-8")
     (dest / ".env.example").write_text(ENV_EXAMPLE, encoding="utf-8")
     (dest / ".gitignore").write_text(".env\nbuild/\n*.db\noutbox/\n", encoding="utf-8")
     shutil.copytree(
