@@ -454,6 +454,9 @@ def _convert(opt: Option, raw: Any, root: Path) -> Any:
             return False
         raise ValueError(f"{raw!r} is not true or false")
     if base in ("int", "int0"):
+        # TOML true is not 1, and 90.9 is not 90: only whole numbers (or their text, from the environment)
+        if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
+            raise ValueError(f"{raw!r} is not a whole number")
         try:
             number = int(raw)
         except (TypeError, ValueError):

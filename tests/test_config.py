@@ -126,3 +126,14 @@ def test_secrets_only_from_the_environment_and_never_printed(project):
     )
     assert settings.smtp_password == "hemmelig-passord"
     assert "hemmelig-passord" not in repr(settings) and "n" * 40 not in repr(settings)
+
+
+def test_a_number_setting_takes_whole_numbers_only(project):
+    path = project / "newsletter.toml"
+    good = path.read_text(encoding="utf-8")
+    for bad in ("true", "90.9"):
+        path.write_text(good + f"\n[smtp]\nport = {bad}\n", encoding="utf-8")
+        with pytest.raises(ConfigError, match="is not a whole number"):
+            load_settings()
+    path.write_text(good + "\n[smtp]\nport = 2525\n", encoding="utf-8")
+    assert load_settings().smtp_port == 2525
