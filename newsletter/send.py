@@ -422,6 +422,15 @@ def _work(via: Outbox | SMTP, sender: str, jobs: Any, results: Any, parent: int,
             subscriber, recipient = job[0], job[1]
             try:
                 message_id, raw = make(job)
+            except NewsletterError as exc:  # this recipient's data (a stored address no longer valid): no retry helps
+                results.put(Outcome(subscriber, False, PERMANENT, f"the message could not be made: {exc}"))
+                continue
+            except Exception as exc:  # a fault in making messages at all: stop, rather than fail everyone
+                results.put(
+                    Outcome(subscriber, False, ABORT, f"the message could not be made ({type(exc).__name__}: {exc}).")
+                )
+                continue
+            try:
                 connection.send(sender, recipient, raw)
                 results.put(Outcome(subscriber, True, message_id=message_id))
             except ConnectFailed as exc:

@@ -597,3 +597,20 @@ def test_a_change_to_the_municipality_blocks_alone_is_noticed(project):
     after = prepare(load_settings())
     assert after.rendered.html.parts == before.rendered.html.parts  # the shared parts are the same
     assert content_hash(after.rendered) != content_hash(before.rendered)
+
+
+def test_a_stored_address_that_cannot_be_written_fails_that_recipient_only(run, project, sink):
+    """A message that cannot be made for one recipient is that recipient's permanent failure
+    (no retries, no bounce), and everyone else gets the issue."""
+    subscribe("a@example.no", "b@example.no")
+    with database(load_settings().database) as conn, conn:  # as an old import might have left it
+        conn.execute("UPDATE subscribers SET email = 'ødelagt adresse@example.no' WHERE email = 'b@example.no'")
+    result = run("send", "--yes")
+    assert result.exit_code == 0, result.output
+    assert "1 sent, 1 failed permanently, 0 left for retry" in result.stdout
+    assert sink.to() == ["a@example.no"]
+    assert rows(project, "SELECT attempts, last_error LIKE '%not a plain e-mail address%' FROM delivery_recipients"
+                         " WHERE email LIKE 'ødelagt%'") == [(1, 1)]  # fmt: skip
+    assert rows(project, "SELECT status, hard_bounces FROM subscribers WHERE email LIKE 'ødelagt%'") == [
+        ("confirmed", 0)
+    ]
