@@ -21,9 +21,12 @@ from datetime import date
 from html import escape
 from pathlib import Path
 
+from . import journal
+from .build import Prepared, prepare, same_content, web_html
 from .config import Settings
 from .errors import ProjectError
 from .i18n import format_date, load_strings
+from .locks import hold
 from .render import template_folders, web_environment
 from .store import connect, database
 
@@ -67,10 +70,8 @@ class ArchiveResult:
     issues: tuple[str, ...]
 
 
-def snapshot(settings: Settings, prepared) -> Snapshot:
+def snapshot(settings: Settings, prepared: Prepared) -> Snapshot:
     """The archive's copy of a prepared issue (see ``build.web_html``)."""
-    from .build import web_html
-
     issue = prepared.issue
     html = web_html(settings, prepared)
     html = html.replace(settings.asset_url(issue.id, ""), "images/")
@@ -105,12 +106,7 @@ def save_snapshot(conn: sqlite3.Connection, snap: Snapshot, *, draft: bool = Fal
 
     ``draft``: for a test send, which publishes only the images (so the test shows them); it
     never replaces the snapshot of an issue whose delivery has started."""
-    if (
-        draft
-        and conn.execute(
-            "SELECT 1 FROM deliveries WHERE issue = ? AND status IN ('running', 'done')", (snap.issue,)
-        ).fetchone()
-    ):
+    if draft and journal.sent_fingerprint(conn, snap.issue) is not None:
         return
     conn.execute(
         "INSERT INTO archive_issues (issue, language, title, subject, preheader, issue_date, html, feed_html)"
@@ -128,13 +124,11 @@ def save_snapshot(conn: sqlite3.Connection, snap: Snapshot, *, draft: bool = Fal
 
 
 def archived(conn: sqlite3.Connection) -> list[ArchivedIssue]:
-    """The issues whose delivery has started and that are not hidden, newest first, without
-    their images (``write_archive`` reads those one issue at a time)."""
-    rows = conn.execute(
-        "SELECT a.*, MIN(COALESCE(d.started_at, d.created_at)) AS sent_at FROM archive_issues a"
-        " JOIN deliveries d ON d.issue = a.issue AND d.status IN ('running', 'done')"
-        " WHERE a.hidden = 0 GROUP BY a.issue ORDER BY a.issue_date DESC, sent_at DESC"
-    ).fetchall()
+    """The issues of which the transport has accepted a message and that are not hidden, newest
+    first, without their images (``write_archive`` reads those one issue at a time)."""
+    published = journal.published(conn)
+    rows = [row for row in conn.execute("SELECT * FROM archive_issues WHERE hidden = 0") if row["issue"] in published]
+    rows.sort(key=lambda row: (row["issue_date"], published[row["issue"]]), reverse=True)
     result = []
     for row in rows:
         snap = Snapshot(
@@ -148,7 +142,7 @@ def archived(conn: sqlite3.Connection) -> list[ArchivedIssue]:
             feed_html=row["feed_html"],
             files=(),
         )
-        result.append(ArchivedIssue(snap, row["sent_at"]))
+        result.append(ArchivedIssue(snap, published[row["issue"]]))
     return result
 
 
@@ -161,14 +155,13 @@ def image_only_issues(settings: Settings, conn: sqlite3.Connection) -> list[str]
     """Images published without a page: those of sent issues taken out of the archive (emails
     already delivered show them), and those of issues test-sent but not sent yet (so the test
     shows them), as long as the issue's folder is still there."""
-    rows = conn.execute(
-        "SELECT a.issue, a.hidden, EXISTS (SELECT 1 FROM deliveries d WHERE d.issue = a.issue"
-        " AND d.status IN ('running', 'done')) AS sent FROM archive_issues a ORDER BY a.issue"
-    ).fetchall()
+    published = journal.published(conn)
+    rows = conn.execute("SELECT issue, hidden FROM archive_issues ORDER BY issue").fetchall()
     return [
         row["issue"]
         for row in rows
-        if (row["sent"] and row["hidden"]) or (not row["sent"] and (settings.issues_dir / row["issue"]).is_dir())
+        if (row["issue"] in published and row["hidden"])
+        or (row["issue"] not in published and (settings.issues_dir / row["issue"]).is_dir())
     ]
 
 
@@ -198,19 +191,13 @@ def add_sent_issue(settings: Settings, ref: str | None, force: bool = False) -> 
     """Store the archive page of an issue that was sent before the archive existed (or whose
     page is missing), from its folder as it is now. Refuses if the issue has changed since it
     was sent, unless ``force``: the archive should show what people got."""
-    from .build import prepare
-    from .send import content_hash
-
-    prepared = prepare(settings, ref)
+    prepared = prepare(settings, ref, strict=True)
     issue_id = prepared.issue.id
     with database(settings.database) as conn:
-        delivery = conn.execute(
-            "SELECT content_hash FROM deliveries WHERE issue = ? AND status IN ('running', 'done') ORDER BY id DESC",
-            (issue_id,),
-        ).fetchone()
-        if delivery is None:
+        recorded = journal.sent_fingerprint(conn, issue_id)
+        if recorded is None:
             raise ProjectError(f"{issue_id} has not been sent; the archive takes it when its delivery starts.")
-        if delivery["content_hash"] != content_hash(prepared.rendered) and not force:
+        if not same_content(prepared, recorded) and not force:
             raise ProjectError(
                 f"{issue_id} has changed since it was sent, so its page would differ from what people got; "
                 "undo the change, or add --force to archive it as it is now."
@@ -347,19 +334,8 @@ def write_archive(settings: Settings, out: Path | None = None) -> ArchiveResult:
     makes a new folder and moves the link in one atomic rename, so a web server reading the
     archive sees the old version or the new one, never a half-written or missing one. One
     writer at a time (a lock file): a send and run-due finishing together take turns."""
-    import fcntl
-
     out_dir = Path(os.path.abspath(out or settings.archive_dir))
-    locks = settings.build_dir / ".locks"
-    try:
-        locks.mkdir(parents=True, exist_ok=True)
-        handle = (locks / "archive.lock").open("a+")
-    except OSError as exc:
-        raise ProjectError(
-            f"cannot lock the archive in {shown_path(locks)} ({exc.strerror}); check the folder."
-        ) from exc
-    with handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file is closed, or the process dies
+    with hold(settings.build_dir, "archive", wait=True):  # released when the process dies, too
         _check_ours(out_dir)
         try:
             out_dir.parent.mkdir(parents=True, exist_ok=True)

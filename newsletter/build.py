@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -22,7 +23,7 @@ from .emissions import (
     sectors_file,
     summarize,
 )
-from .errors import ContentError, EmissionsError, ProjectError
+from .errors import ERROR, WARNING, ContentError, EmissionsError, Finding, ProjectError
 from .feeds import FeedItem, selected_news
 from .i18n import load_strings
 from .message import build_message
@@ -42,9 +43,10 @@ class Prepared:
     strings: dict[str, str]
     logo: Path | None
     news: tuple[FeedItem, ...]
-    warnings: tuple[str, ...]
+    findings: tuple[Finding, ...]  # the content's and the build's: warnings, and errors for the check
     composition: Composition
     html_bytes: int  # the HTML part's size for the placeholder recipient (what Gmail's clipping counts)
+    fingerprint: str  # what recipients get, images included: a delivery records it to notice edits
 
 
 @dataclass(frozen=True)
@@ -55,14 +57,24 @@ class BuildResult:
     out_dir: Path
     files: tuple[Path, ...]
     html_bytes: int
-    warnings: tuple[str, ...]
+    findings: tuple[Finding, ...]
 
 
-def prepare(settings: Settings, ref: str | None = None, *, language: str | None = None) -> Prepared:
+def prepare(
+    settings: Settings, ref: str | None = None, *, language: str | None = None, strict: bool = False
+) -> Prepared:
     """Load, validate, compose and compile one issue (the newest if ``ref`` is None). No writes.
 
-    ``language`` renders the issue as that edition (the preview's language choice)."""
+    Problems are findings (``Prepared.findings``) so a check can report them all; ``strict``
+    raises the first content error instead (building files from a broken issue is pointless).
+    Only an issue that cannot be built at all raises either way. ``language`` renders the issue
+    as that edition (the preview's language choice)."""
     issue = load_issue(settings, find_issue(settings, ref))
+    if strict:
+        errors = [f for f in issue.findings if f.level == ERROR]
+        if errors:
+            more = f" (and {len(errors) - 1} more problem(s): 'newsletter check' lists them)" if len(errors) > 1 else ""
+            raise ContentError(errors[0].message + more, errors[0].where)
     if language is not None and language != issue.language:
         issue = replace(issue, language=language)
     strings = load_strings(template_folders(settings), issue.language)
@@ -73,36 +85,77 @@ def prepare(settings: Settings, ref: str | None = None, *, language: str | None 
         )
     logo_url = settings.asset_url(issue.id, logo.name) if logo else None
     news = issue_news(settings, issue)
-    warnings = list(issue.warnings)
-    emissions, municipal = issue_emissions(settings, issue, strings, warnings)
+    found = list(issue.findings)
+    emissions, municipal = issue_emissions(settings, issue, strings, found)
     composition = compose(
         settings, issue, strings, logo_url=logo_url, news=news, emissions=emissions, municipal=municipal
     )
     rendered = render_issue(settings, composition)
     size = html_size(settings, rendered, strings)
     if size > GMAIL_CLIP_BYTES:
-        warnings.append(clip_warning(size))
+        found.append(clip_warning(size))
     elif size > settings.html_warn_kb * 1024:
-        warnings.append(
-            f"the HTML is {size / 1024:.0f} KB, close to Gmail's 102 KB clipping limit; consider shortening the issue."
+        found.append(
+            Finding(
+                WARNING,
+                "email.html",
+                f"the HTML is {size / 1024:.0f} KB, close to Gmail's 102 KB clipping limit; consider shortening the issue.",
+            )
         )
     if not issue.articles:
-        warnings.append(f"{display(issue.path)}: the issue has no articles yet; add one .md file per article.")
+        found.append(
+            Finding(WARNING, display(issue.path), "the issue has no articles yet; add one .md file per article.")
+        )
     for path in [issue.path / "issue.md", *(a.path for a in issue.articles)]:
         text = path.read_text(encoding="utf-8-sig")
         for phrase in PLACEHOLDER_PHRASES:
             if phrase in text:
-                warnings.append(f"{display(path)}: still has the example text '{phrase}…'; replace it.")
+                found.append(Finding(WARNING, display(path), f"still has the example text '{phrase}…'; replace it."))
     if not issue.preheader:
-        warnings.append(
-            f"{display(issue.path / 'issue.md')}: no preheader; add 'preheader: ...', the line inboxes show after the subject."
+        found.append(
+            Finding(
+                WARNING,
+                display(issue.path / "issue.md"),
+                "no preheader; add 'preheader: ...', the line inboxes show after the subject.",
+            )
         )
-    return Prepared(issue, rendered, strings, logo, news, tuple(warnings), composition, size)
+    files = [(a.filename, a.source) for a in issue.assets] + ([(logo.name, logo)] if logo else [])
+    return Prepared(issue, rendered, strings, logo, news, tuple(found), composition, size,
+                    fingerprint(rendered, files))  # fmt: skip
 
 
-def clip_warning(size: int) -> str:
+def clip_warning(size: int) -> Finding:
     """The build's warning for HTML that Gmail clips (check makes it an error)."""
-    return f"the HTML is {size / 1024:.0f} KB: Gmail cuts messages above 102 KB; shorten the issue or move articles to the web."
+    return Finding(
+        WARNING,
+        "email.html",
+        f"the HTML is {size / 1024:.0f} KB: Gmail cuts messages above 102 KB; shorten the issue or move articles to the web.",
+    )
+
+
+def same_content(prepared: Prepared, recorded: str) -> bool:
+    """Whether ``prepared`` is what a delivery recorded (by ``fingerprint``; deliveries recorded
+    before images were part of it match on the rendered issue alone)."""
+    return recorded in (prepared.fingerprint, fingerprint(prepared.rendered, []))
+
+
+def fingerprint(rendered: RenderedIssue, files: list[tuple[str, Path]]) -> str:
+    """A fingerprint of what recipients get (subject, HTML and text, each municipality's block,
+    and the images and files published with the issue), to notice later edits."""
+    digest = hashlib.sha256()
+    blocks = [piece for number in sorted(rendered.municipal) for piece in (number, *rendered.municipal[number])]
+    pieces = (rendered.subject, *rendered.html.parts, *rendered.html.slots, *rendered.text.parts,
+              *rendered.text.slots, *blocks)  # fmt: skip
+    for piece in pieces:
+        digest.update(str(piece).encode("utf-8"))
+        digest.update(b"\0")
+    for name, path in sorted(files):
+        digest.update(name.encode("utf-8") + b"\0")
+        try:
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+        except OSError:
+            digest.update(b"unreadable")
+    return digest.hexdigest()
 
 
 def web_html(settings: Settings, prepared: Prepared) -> str:
@@ -133,7 +186,7 @@ def issue_news(settings: Settings, issue: Issue) -> tuple[FeedItem, ...]:
 
 
 def issue_emissions(
-    settings: Settings, issue: Issue, strings: dict[str, str], warnings: list[str]
+    settings: Settings, issue: Issue, strings: dict[str, str], found: list[Finding]
 ) -> tuple[Highlights | None, dict[str, str]]:
     """The region's highlights and one sentence per member municipality, as the front matter asks.
 
@@ -158,8 +211,12 @@ def issue_emissions(
             f"{where_} asks for emissions, but newsletter.toml has no emissions.members (the region's member list)."
         )
     if not settings.database.is_file():
-        warnings.append(
-            f"{where_}: no emission data imported yet, so no emissions section; run 'newsletter emissions import FILE'."
+        found.append(
+            Finding(
+                WARNING,
+                where_,
+                "no emission data imported yet, so no emissions section; run 'newsletter emissions import FILE'.",
+            )
         )
         return None, {}
     members = read_members(settings.emissions_members)
@@ -170,7 +227,7 @@ def issue_emissions(
         except EmissionsError as exc:
             if spec.get("release") is not None:
                 raise EmissionsError(f"{where_}: {exc}") from exc
-            warnings.append(f"{where_}: {exc} The emissions section is left out.")
+            found.append(Finding(WARNING, where_, f"{exc} The emissions section is left out."))
             return None, {}
         start, end = latest_years(conn, release) if not spec else years
         region_numbers = [n for m in members for n in m.numbers]
@@ -180,14 +237,16 @@ def issue_emissions(
             try:
                 mine = summarize(conn, release, member.name, member.numbers, start, end, with_share=False)
             except EmissionsError as exc:  # its subscribers get no personal block: say so
-                warnings.append(f"{where_}: no 'Din kommune' block for {member.name}: {exc}")
+                found.append(Finding(WARNING, where_, f"no 'Din kommune' block for {member.name}: {exc}"))
                 continue
             sentence = municipal_sentence(mine, strings, issue.language, names)
             for number in member.numbers:
                 municipal[number] = sentence
-    warnings.extend(f"{where_}: {w}" for w in region.warnings)
+    found.extend(Finding(f.level, where_, f.text) for f in region.findings)
     if issue.date.year - end > 2:
-        warnings.append(f"{where_}: the newest emission year shown is {end}, more than two years before the issue.")
+        found.append(
+            Finding(WARNING, where_, f"the newest emission year shown is {end}, more than two years before the issue.")
+        )
     return highlights(region, strings, issue.language, names), municipal
 
 
@@ -200,7 +259,7 @@ def html_size(
 
 def build_issue(settings: Settings, ref: str | None = None, out: Path | None = None) -> BuildResult:
     """Write build/<issue>/email.mjml, email.html, preview.html, email.txt, message.eml and images/."""
-    prepared = prepare(settings, ref)
+    prepared = prepare(settings, ref, strict=True)
     issue, rendered = prepared.issue, prepared.rendered
     values = recipient_values(settings, prepared.strings, PLACEHOLDER, rendered.municipal)
     html = rendered.html.fill(values)
@@ -236,7 +295,7 @@ def build_issue(settings: Settings, ref: str | None = None, out: Path | None = N
             written.append(images / name)
     except OSError as exc:
         raise ProjectError(f"cannot write the build to {display(out_dir)} ({exc.strerror}); check the folder.") from exc
-    return BuildResult(issue.id, out_dir, tuple(written), len(outputs["email.html"]), prepared.warnings)
+    return BuildResult(issue.id, out_dir, tuple(written), len(outputs["email.html"]), prepared.findings)
 
 
 def _write_atomic(path: Path, data: bytes) -> Path:

@@ -17,7 +17,7 @@ from .build import GMAIL_CLIP_BYTES, Prepared, clip_warning, prepare
 from .compose import PLACEHOLDER, recipient_values
 from .config import Settings
 from .content import IMAGE_TYPES, display
-from .errors import NewsletterError
+from .errors import ERROR, ContentError, Finding, NewsletterError
 
 SUBJECT_CHARS = 60
 PREHEADER_MIN = 20
@@ -27,19 +27,6 @@ LINK_CONCURRENCY = 8
 SPAM_WARN = 2.0
 AA_NORMAL, AA_LARGE = 4.5, 3.0
 VAGUE_LINK_TEXT = {"klikk her", "her", "click here", "here", "les mer her", "trykk her", "lenke", "link"}
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One thing check found: 'error', 'warning' or 'info', where, and what."""
-
-    level: str
-    where: str
-    message: str
-
-    @property
-    def line(self) -> str:
-        return f"{self.level}: {self.where}: {self.message}"
 
 
 class _Links(HTMLParser):
@@ -162,11 +149,14 @@ def findings(settings: Settings, prepared: Prepared, view: _View | None = None) 
             f"{path}:{line}",
             f"the link {target!r} is not allowed (the email would show it as text); use an https:// or mailto: address.",
         )
+    content_errors = {f.where for f in prepared.findings if f.level == ERROR}  # said already, where staff edit
     for image in view.images:
         source = image.get("src") or ""
         name = source.rsplit("/", 1)[-1]
         if not (image.get("alt") or "").strip():
-            error(sources.find(f"({name}", name), f"the image {source} has no alt text.")
+            place = sources.find(f"({name}", name)
+            if place not in content_errors:
+                error(place, f"the image {source} has no alt text.")
         if not image.get("width"):
             warning(
                 sources.find(f"({name}", name),
@@ -185,22 +175,11 @@ def findings(settings: Settings, prepared: Prepared, view: _View | None = None) 
     text = view.text
     if len(re.sub(r"\s+", " ", text).strip()) < 200:
         warning("email.txt", "the text part is almost empty; people who read plain text get little.")
-    for message in prepared.warnings:  # the build's warnings name their own place
-        if message == clip_warning(size):
-            continue  # the error above says it
-        if "more than 100 %" in message:
-            found.append(_located("error", message))  # emission figures that cannot be right
-        else:
-            found.append(_located("warning", message))
+    clipped = clip_warning(size)
+    found.extend(
+        f for f in prepared.findings if f != clipped
+    )  # the content's and the build's (the error above says that one)
     return found
-
-
-def _located(level: str, message: str) -> Finding:
-    """A finding from a message that starts with its own place ('content/…/issue.md:5: …')."""
-    match = re.match(r"^([^\s:]+(?::\d+)?): (.*)$", message, re.S)
-    if match and ("/" in match.group(1) or "." in match.group(1)):
-        return Finding(level, match.group(1), match.group(2))
-    return Finding(level, "issue", message)
 
 
 def check_issue(
@@ -211,13 +190,17 @@ def check_issue(
     timeout: float = LINK_TIMEOUT,
     spam: bool = True,
 ) -> list[Finding]:
-    """Prepare an issue and check it. Content errors (missing files, bad front matter) become findings.
+    """Prepare an issue and check it: every problem of content, build, links, size, contrast and
+    spam in one list. Only an issue that cannot be built at all (issue.md without its title or
+    date, a template error) stops early, with one finding that says it blocks the rest.
 
     ``links`` also checks every link online; ``spam`` runs SpamAssassin when it is installed."""
     try:
         prepared = prepare(settings, ref)
+    except ContentError as exc:
+        return [Finding(ERROR, exc.where or "issue", f"{exc.detail} The other checks need this fixed first.")]
     except NewsletterError as exc:
-        return [_located("error", str(exc))]
+        return [Finding(ERROR, "issue", f"{exc} The other checks need this fixed first.")]
     view = _view(settings, prepared)
     found = findings(settings, prepared, view)
     if links:

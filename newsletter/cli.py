@@ -31,13 +31,15 @@ class State:
         return load_settings(self.project, overrides)
 
     def settings_with_key(self) -> Settings:
-        """Settings for commands that sign links: a missing secret key is made and kept in .env."""
-        from .config import ensure_secret_key
+        """Settings for commands that sign links: in a project that has never signed one, a key is
+        made and kept in .env; otherwise the key must be the project's own (keys.ensure)."""
+        from .keys import ensure
 
-        settings, created = ensure_secret_key(self.settings())
+        settings, created = ensure(self.settings())
         if created:
             click.echo(
-                f"Made a new NEWSLETTER_SECRET_KEY in {settings.project_dir / '.env'} (keep that file secret).",
+                f"Made a new NEWSLETTER_SECRET_KEY in {settings.project_dir / '.env'}: keep that file secret, and "
+                "back it up with newsletter.db (without it, links in sent emails stop working).",
                 err=True,
             )
         return settings
@@ -53,12 +55,15 @@ class _Group(click.Group):
             state = ctx.find_object(State)
             if state is not None and state.verbose:
                 traceback.print_exc()
+            for finding in getattr(exc, "findings", ()):  # the check's errors behind a refused send
+                click.echo(finding.line, err=True)
             raise click.ClickException(str(exc)) from exc
 
 
-def _warn(messages: tuple[str, ...] | list[str]) -> None:
-    for message in messages:
-        click.echo(f"Warning: {message}", err=True)
+def _warn(findings) -> None:
+    """Print findings (or plain messages) as warnings on stderr."""
+    for finding in findings:
+        click.echo(f"Warning: {getattr(finding, 'text', finding)}", err=True)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -140,7 +145,7 @@ def build(state: State, issue: str | None, out: Path | None) -> None:
     for path in result.files:
         click.echo(f"  {display(path)}")
     click.echo(f"HTML size: {result.html_bytes / 1024:.1f} KB (Gmail clips above 102 KB)")
-    _warn(result.warnings)
+    _warn(result.findings)
 
 
 @cli.group()
@@ -362,7 +367,7 @@ def emissions_summary(
         click.echo(summary_csv(summary), nl=False)
     else:
         click.echo(summary_table(summary, lang, read_sectors(sectors_file(settings))))
-    _warn(list(summary.warnings))
+    _warn(summary.findings)
 
 
 @emissions.command("releases")
@@ -693,36 +698,39 @@ def send(
 ) -> None:
     """Send ISSUE (default: the newest) to the subscribers, or resume its interrupted delivery.
 
-    Every recipient is recorded before the first message leaves, so running the same command
-    again after a crash or Ctrl-C goes on where it stopped. Exits 0 only when nobody is left.
-    Without NEWSLETTER_SMTP_HOST the messages go to the local outbox/ folder.
+    Runs the check first and refuses on errors (unless --force). Every recipient is recorded
+    before the first message leaves, so running the same command again after a crash or Ctrl-C
+    goes on where it stopped. Messages go where the settings say: SMTP (smtp.host), or the
+    local outbox/ folder when sending.transport is "outbox"; with neither, it refuses. The
+    archive is updated once the first message is accepted. Exits 0 only when nobody is left.
     """
     import signal
     import sys
     import threading
 
-    from .send import execute_send, plan_send, send_test
+    from . import delivery
 
-    settings = state.settings_with_key()
     if tests:
         from .build import prepare
         from .check import findings
 
+        settings = state.settings_with_key()
         prepared = prepare(settings, issue)
-        _warn(prepared.warnings)
-        errors = [f for f in findings(settings, prepared) if f.level == "error"]
+        found = findings(settings, prepared)
+        _warn([f for f in prepared.findings if f.level == "warning"])
+        errors = [f for f in found if f.level == "error"]
         for finding in errors:  # a test is sent anyway: seeing the problem is what it is for
             click.echo(finding.line, err=True)
-        for address, where in send_test(
-            settings, prepared, tests, on_start=lambda: _refresh_archive(settings, test=True)
-        ):
-            if where.startswith("outbox "):
+        result = delivery.send_test(settings, prepared, tests)
+        for address, where in result.sent:
+            if result.via.kind == "outbox":
                 click.echo(
-                    f"Test for {address} saved in the local outbox, not sent (NEWSLETTER_SMTP_HOST is not set): "
-                    f"{where.removeprefix('outbox ')} (open it in a mail program)"
+                    f"Test for {address} saved in the local outbox, not sent: {where} (open it in a mail program)"
                 )
             else:
                 click.echo(f"Test sent to {address} ({where})")
+        for note in result.notes:
+            click.echo(note, err=note.startswith("Warning"))
         if errors:
             click.echo(
                 f"Warning: {len(errors)} error(s) found by 'newsletter check': the test was sent, "
@@ -730,10 +738,13 @@ def send(
                 err=True,
             )
         return
-    plan, prepared = plan_send(settings, issue, segment, retry_failed)
-    _warn(prepared.warnings)
-    _gate(settings, prepared, force)
-    what = "resume delivery" if plan.resuming else "send"
+    settings = state.settings() if dry_run else state.settings_with_key()
+    plan = delivery.plan(settings, issue, segment, retry_failed=retry_failed, force=force)
+    _warn([f for f in plan.prepared.findings if f.level == "warning"])  # the build's; check lists its own
+    for finding in plan.findings:
+        if finding.level == "error":  # only when forced
+            click.echo(f"{finding.line} (sent anyway: --force)", err=True)
+    what = "resume delivery of" if plan.resuming else "send"
     click.echo(f"{plan.issue}: {plan.subject!r} -> {plan.audience} recipient(s) via {plan.via}")
     if plan.other_language:
         names = {"nb": "Norwegian", "en": "English"}
@@ -753,7 +764,7 @@ def send(
     if not yes:
         if not sys.stdin.isatty():
             raise click.ClickException("not on a terminal: add --yes to send without being asked.")
-        click.confirm(f"{what.capitalize()} {plan.issue} to {plan.audience} recipient(s)?", abort=True)
+        click.confirm(f"{what.capitalize()} {plan.issue} to {plan.audience} recipient(s) via {plan.via}?", abort=True)
     stop = threading.Event()
 
     def graceful(signum, frame):
@@ -776,24 +787,20 @@ def send(
             click.echo(end, nl=False)
 
     try:
-        result = execute_send(
-            settings,
-            plan,
-            prepared,
-            segment,
-            limit=limit,
-            retry_failed=retry_failed,
-            stop=stop,
-            progress=progress,
-            on_start=lambda: _refresh_archive(settings),
-        )
+        result = delivery.send(settings, plan, limit=limit, stop=stop, progress=progress)
     finally:
         signal.signal(signal.SIGINT, previous)
     click.echo(result.line)
+    for note in result.notes:
+        click.echo(note, err=note.startswith("Warning"))
     for address, reason in result.failures[:20]:
         click.echo(f"  failed {address}: {reason}", err=True)
+    if len(result.failures) > 20:
+        click.echo(
+            f"  ... and {len(result.failures) - 20} more: 'newsletter status {plan.issue}' lists them all.", err=True
+        )
     if "outbox" in plan.via:
-        click.echo(f"The messages are in {settings.outbox_dir} (a Maildir); set NEWSLETTER_SMTP_HOST to send for real.")
+        click.echo(f"The messages are in {settings.outbox_dir} (a Maildir); nothing left this machine.")
     if result.pending:
         raise click.ClickException(
             f"{result.pending} recipient(s) left for retry; run the same command again (or let 'newsletter run-due' do it)."
@@ -841,34 +848,33 @@ def check(state: State, issue: str | None, links: bool, timeout: float, fmt: str
         raise SystemExit(1)
 
 
-def _gate(settings: Settings, prepared, force: bool) -> None:
-    """The pre-send check: refuse on errors unless --force."""
-    from .check import findings
-
-    errors = [f for f in findings(settings, prepared) if f.level == "error"]
-    if errors and not force:
-        for finding in errors:
-            click.echo(finding.line, err=True)
-        raise click.ClickException(
-            f"{len(errors)} error(s) found by 'newsletter check'; fix them, or add --force to send anyway."
-        )
-
-
 @cli.command()
 @click.argument("issue", required=False)
 @click.pass_obj
 def status(state: State, issue: str | None) -> None:
-    """Show the delivery of ISSUE (default: the newest): counts, and every failure with its reason."""
-    from .send import delivery_status
+    """Show the delivery of ISSUE (default: the newest): scheduled, blocked (and why), or the
+    counts of a started one and every failure with its reason."""
+    from .clock import oslo
+    from .delivery import status as delivery_status
 
     result = delivery_status(state.settings(), issue)
+    if result.status == "scheduled":
+        click.echo(f"{result.issue}: scheduled for {oslo(result.scheduled_at)}; nothing sent yet.")  # type: ignore[arg-type]
+        return
+    if result.status == "blocked":
+        click.echo(f"{result.issue}: blocked, not sent: {result.blocked_reason}")
+        click.echo(f"  'newsletter schedule approve {result.issue}' sends it as it is now; 'schedule cancel' drops it.")
+        return
+    if result.status == "cancelled":
+        click.echo(f"{result.issue}: the schedule was cancelled; nothing was sent.")
+        return
     click.echo(result.line)
     for address, reason in result.failures:
         click.echo(f"  failed {address}: {reason}")
 
 
 class _ScheduleGroup(click.Group):
-    """'schedule ISSUE --at ...' as well as 'schedule list' and 'schedule cancel ISSUE'."""
+    """'schedule ISSUE --at ...' as well as 'schedule list', 'approve' and 'cancel'."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
@@ -878,14 +884,16 @@ class _ScheduleGroup(click.Group):
 
 @cli.group(cls=_ScheduleGroup)
 def schedule() -> None:
-    """Schedule an issue to be sent later; list and cancel schedules.
+    """Schedule an issue to be sent later; list, approve and cancel schedules.
 
     \b
       newsletter schedule ISSUE --at "2026-12-01 09:00" [--segment SEGMENT]
       newsletter schedule list
+      newsletter schedule approve ISSUE [--at TIME] [--force]
       newsletter schedule cancel ISSUE
     Times are Oslo time unless a zone is given. 'newsletter run-due', run by cron every
-    minute, sends what is due.
+    minute, sends what is due. A scheduled issue that changed, or that the check refuses when
+    it is due, is blocked until it is approved again or cancelled.
     """
 
 
@@ -897,42 +905,54 @@ def schedule() -> None:
 @click.pass_obj
 def schedule_add(state: State, issue: str, at: str, segment: str | None, force: bool) -> None:
     """Schedule ISSUE for --at."""
-    from .schedule import oslo
+    from .clock import oslo
     from .schedule import schedule as make_schedule
 
-    settings = state.settings_with_key()
-
-    def gate(prepared) -> None:
-        _warn(prepared.warnings)
-        _gate(settings, prepared, force)
-
-    made = make_schedule(settings, issue, at, segment, gate=gate)
+    made = make_schedule(state.settings_with_key(), issue, at, segment, force=force)
     click.echo(f"Scheduled {made.issue} for {oslo(made.at)} ({made.at:%Y-%m-%d %H:%M} UTC).")  # type: ignore[arg-type]
     click.echo(
-        "It is sent by 'newsletter run-due' (cron, every minute); an edit before then stops it until rescheduled."
+        "It is sent by 'newsletter run-due' (cron, every minute); an edit before then blocks it until approved again."
     )
 
 
 @schedule.command("list")
 @click.pass_obj
 def schedule_list(state: State) -> None:
-    """List scheduled deliveries and unfinished ones."""
-    from .schedule import listing, oslo
+    """List scheduled, blocked and unfinished deliveries."""
+    from .clock import oslo
+    from .schedule import listing
 
     found = listing(state.settings())
     if not found:
         click.echo("Nothing scheduled.")
     for item in found:
         when = oslo(item.at) if item.at else "now"
-        click.echo(f"{item.issue}  {item.status}  {when}  {item.segment or 'all confirmed'}")
+        line = f"{item.issue}  {item.status}  {when}  {item.segment or 'all confirmed'}"
+        click.echo(line + (f"  ({item.reason})" if item.reason else ""))
+
+
+@schedule.command("approve")
+@click.argument("issue")
+@click.option("--at", "at", help="A new time (default: the one it was scheduled for; if past, the next run-due).")
+@click.option("--force", is_flag=True, help="Approve even if 'newsletter check' finds errors.")
+@click.pass_obj
+def schedule_approve(state: State, issue: str, at: str | None, force: bool) -> None:
+    """Schedule a blocked ISSUE again, as it is now (after an edit, or after fixing what the check found)."""
+    from .clock import now, oslo
+    from .schedule import approve
+
+    made = approve(state.settings_with_key(), issue, at=at, force=force)
+    when = "at the next run-due (its time has passed)" if made.at and made.at <= now() else f"for {oslo(made.at)}"  # type: ignore[arg-type]
+    click.echo(f"Approved {made.issue} as it is now; it is scheduled {when}.")
 
 
 @schedule.command("cancel")
 @click.argument("issue")
 @click.pass_obj
 def schedule_cancel(state: State, issue: str) -> None:
-    """Cancel the scheduled delivery of ISSUE (before it starts)."""
-    from .schedule import cancel, oslo
+    """Cancel the scheduled (or blocked) delivery of ISSUE, before it starts."""
+    from .clock import oslo
+    from .schedule import cancel
 
     done = cancel(state.settings(), issue)
     click.echo(f"Cancelled {done.issue} (was scheduled for {oslo(done.at) if done.at else '-'}).")
@@ -944,17 +964,16 @@ def run_due_command(state: State) -> None:
     """Send the scheduled issues that are due and resume interrupted deliveries (for cron).
 
     Safe to run every minute: one run at a time, silent when there is nothing to do. Exits 1
-    (so cron reports it) when a delivery was refused or failed; recipients waiting for a retry
-    are reported and left to the next run, with exit 0.
+    (so cron reports it) when a delivery was refused, blocked or failed; recipients waiting for
+    a retry are reported and left to the next run, with exit 0.
     """
     from .schedule import run_due
 
-    settings = state.settings()
-    result = run_due(settings, on_start=lambda: _refresh_archive(settings))
+    result = run_due(state.settings())
     for line in result.lines:
-        click.echo(line)
+        click.echo(line, err=line.startswith("Warning"))
     for problem in result.problems:
-        click.echo(f"Error: {problem}", err=True)
+        click.echo(problem if problem.startswith("  ") else f"Error: {problem}", err=True)
     if result.problems:
         raise SystemExit(1)
 
@@ -1048,22 +1067,54 @@ def _url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
 
-def _refresh_archive(settings: Settings, test: bool = False) -> None:
-    """When a delivery starts, before its first message: publish the archive folder, so the issue's
-    page and images are there when people open the email. A failure is only a warning."""
-    from .archive import shown_path, write_archive
+@cli.group()
+def secret() -> None:
+    """The key that signs the links in emails (NEWSLETTER_SECRET_KEY): status and rotation.
 
-    try:
-        result = write_archive(settings)
-    except Exception as exc:  # the delivery goes on whatever happens here
-        logging.getLogger(__name__).debug("archive not written", exc_info=True)
-        reason = str(exc) if isinstance(exc, NewsletterError) else f"{type(exc).__name__}: {exc} (--verbose shows more)"
-        click.echo(f"Warning: the archive was not updated: {reason}", err=True)
+    Every unsubscribe, preferences and confirmation link in sent mail is signed with it. It is
+    made once, in .env, by the first command that needs it; never replace it by hand: links in
+    sent emails would stop working. Back .env up with newsletter.db.
+    """
+
+
+@secret.command("status")
+@click.pass_obj
+def secret_status(state: State) -> None:
+    """Where the key comes from and its fingerprint (never the key), and the keys the project has used."""
+    from .keys import status as key_status
+
+    found = key_status(state.settings())
+    mine = f" (fingerprint {found.fingerprint})" if found.fingerprint else ""
+    click.echo(f"NEWSLETTER_SECRET_KEY: {found.source}{mine}")
+    click.echo(f"Older keys kept for checking links (NEWSLETTER_OLD_SECRET_KEYS): {found.old_keys}")
+    if found.known:
+        click.echo("Keys this project has signed with:")
+        for fingerprint, since in found.known:
+            marker = "  (the current one)" if fingerprint == found.fingerprint else ""
+            click.echo(f"  {fingerprint}  since {since[:10]}{marker}")
     else:
-        if test:  # only the images, for the test email; the issue is not in the archive
-            click.echo(f"The test's images are published in {shown_path(result.out_dir)} (the issue is not archived).")
-        else:
-            click.echo(f"Archive updated: {shown_path(result.out_dir)} ({len(result.issues)} issue(s)).")
+        click.echo("This project has not signed any link yet.")
+
+
+@secret.command("rotate")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_obj
+def secret_rotate(state: State, yes: bool) -> None:
+    """Make a new signing key in .env, keeping the current one for checking links already sent.
+
+    New emails are signed with the new key; links in emails sent before keep working, because
+    the old keys move to NEWSLETTER_OLD_SECRET_KEYS. Use it when .env may have been seen by
+    someone who should not have it. Copy the new .env to every machine that sends or serves.
+    """
+    from .keys import rotate
+
+    settings = state.settings()
+    if not yes:
+        click.confirm(f"Make a new signing key in {settings.project_dir / '.env'}?", abort=True)
+    fingerprint, kept = rotate(settings)
+    click.echo(f"New NEWSLETTER_SECRET_KEY in {settings.project_dir / '.env'} (fingerprint {fingerprint}).")
+    click.echo(f"{kept} older key(s) kept in NEWSLETTER_OLD_SECRET_KEYS: links in emails already sent keep working.")
+    click.echo("Copy the new .env to every machine that sends or serves this newsletter, and back it up.")
 
 
 def _members_file(settings: Settings) -> Path:

@@ -113,6 +113,7 @@ class Settings:
     html_warn_kb: int
     database: Path
     outbox_dir: Path
+    send_transport: str | None
     smtp_host: str | None
     smtp_port: int
     smtp_security: str
@@ -141,6 +142,7 @@ class Settings:
     categories: tuple[Category, ...] = field(default=DEFAULT_CATEGORIES)
     feeds: tuple[FeedConfig, ...] = ()
     secret_key: str | None = field(default=None, repr=False)  # never printed
+    old_secret_keys: tuple[str, ...] = field(default=(), repr=False)  # verify links, never sign
     smtp_password: str | None = field(default=None, repr=False)
 
     @property
@@ -245,8 +247,26 @@ OPTIONS: tuple[Option, ...] = (
         "Signs the links in emails; at least 32 characters.",
         "NEWSLETTER_SECRET_KEY",
     ),
-    Option("outbox_dir", "paths", "outbox", "path", "outbox", "Maildir where messages go when no SMTP host is set."),
-    Option("smtp_host", "smtp", "host", "opt_str", None, "SMTP server; unset: messages go to the local outbox."),
+    Option(
+        "old_secret_keys",
+        "secrets",
+        "old_secret_keys",
+        "secret",
+        None,
+        "Earlier signing keys, space-separated: links signed with them still work ('newsletter secret rotate').",
+        "NEWSLETTER_OLD_SECRET_KEYS",
+    ),
+    Option("outbox_dir", "paths", "outbox", "path", "outbox", "Maildir where messages go with transport outbox."),
+    Option(
+        "send_transport",
+        "sending",
+        "transport",
+        "opt_str",
+        None,
+        "Where messages go: smtp (the smtp settings) or outbox (the local outbox/ folder). "
+        "Default: smtp when smtp.host is set; otherwise sending refuses.",
+    ),
+    Option("smtp_host", "smtp", "host", "opt_str", None, "SMTP server."),
     Option("smtp_port", "smtp", "port", "int", 587, "SMTP port."),
     Option("smtp_security", "smtp", "security", "str", "starttls", "starttls, tls or none."),
     Option("smtp_username", "smtp", "username", "opt_str", None, "SMTP login name."),
@@ -396,6 +416,12 @@ def load_settings(
             if opt.key in data.get(opt.section, {}):
                 problems.append(f"{path.name}: {opt.toml} is a secret; remove it and set {opt.env} in .env instead")
             raw = env[opt.env].strip() if opt.env in env else None
+            if opt.attr == "old_secret_keys":
+                keys = tuple(raw.split()) if raw else ()
+                if any(len(k) < 32 for k in keys):
+                    problems.append(f"{opt.env}: each key must have at least 32 characters (keys are space-separated)")
+                values[opt.attr] = keys
+                continue
             if opt.attr == "secret_key" and raw is not None and len(raw) < 32:
                 problems.append(f"{opt.env}: too short; use at least 32 random characters")
             values[opt.attr] = raw
@@ -486,6 +512,8 @@ def _convert(opt: Option, raw: Any, root: Path) -> Any:
         # Absolute and tidy, but links are not followed: paths.archive is itself a link that
         # 'newsletter archive' moves to each new version.
         return Path(os.path.normpath(root / text))
+    if opt.attr == "send_transport" and text not in ("smtp", "outbox"):
+        raise ValueError(f"{text!r} must be smtp or outbox")
     if opt.attr == "smtp_security" and text not in ("starttls", "tls", "none"):
         raise ValueError(f"{text!r} must be starttls, tls or none")
     if opt.key == "list_id" and not _LIST_ID.match(text):
@@ -565,29 +593,3 @@ def _feeds(raw: Any, root: Path, categories: tuple[Category, ...]) -> tuple[Feed
             FeedConfig(name.strip(), url, category, max_items, words["include"], words["exclude"], language, days)
         )
     return tuple(result)
-
-
-def ensure_secret_key(settings: Settings) -> tuple[Settings, bool]:
-    """The settings with a secret key: when none is set, a new random one is appended to the
-    project's .env (created readable by its owner only). Returns (settings, whether it was created)."""
-    import dataclasses
-    import secrets
-
-    if settings.secret_key:
-        return settings, False
-    key = secrets.token_urlsafe(48)
-    path = settings.project_dir / ".env"
-    try:
-        existed = path.exists()
-        with path.open("a", encoding="utf-8") as handle:
-            if not existed:
-                path.chmod(0o600)
-            handle.write(
-                "\n# Signs the links in emails. Made by newsletter; keep it secret, and keep it:\n"
-                f"# changing it breaks the links in emails already sent.\nNEWSLETTER_SECRET_KEY={key}\n"
-            )
-    except OSError as exc:
-        raise ConfigError(
-            f"{path}: cannot store a new NEWSLETTER_SECRET_KEY ({exc.strerror}); set it yourself."
-        ) from exc
-    return dataclasses.replace(settings, secret_key=key), True

@@ -19,7 +19,7 @@ from urllib.parse import quote, unquote
 import yaml
 
 from .config import LANGUAGES, Category, Settings, find_category
-from .errors import ContentError, ProjectError, where
+from .errors import ERROR, WARNING, ContentError, Finding, ProjectError, where
 from .markup import Rendered, image_alts, is_relative, render_markdown
 
 ISSUE_FILE = "issue.md"
@@ -97,7 +97,7 @@ class Issue:
     articles: tuple[Article, ...]
     assets: tuple[Asset, ...]
     front_matter: dict[str, Any]
-    warnings: tuple[str, ...]
+    findings: tuple[Finding, ...]  # warnings, and errors the check reports (see load_issue)
     refused_links: tuple[tuple[str, int, str], ...] = ()  # (file, line, target) Markdown showed as text
 
 
@@ -189,26 +189,27 @@ def split_front_matter(path: Path) -> tuple[dict[str, Any], str, int]:
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise ContentError(f"{display(path)}: not UTF-8 text; save the file as UTF-8.") from exc
+        raise ContentError("not UTF-8 text; save the file as UTF-8.", display(path)) from exc
     except OSError as exc:
-        raise ContentError(f"{display(path)}: cannot be read ({exc.strerror}).") from exc
+        raise ContentError(f"cannot be read ({exc.strerror}).", display(path)) from exc
     text = text.replace("\r\n", "\n")
     lines = text.split("\n")
     if not lines or lines[0].strip() != "---":
         raise ContentError(
-            f"{display(path)}:1: the file must start with front matter between two '---' lines "
-            "(title: ... and the other fields); add it at the top."
+            "the file must start with front matter between two '---' lines "
+            "(title: ... and the other fields); add it at the top.",
+            f"{display(path)}:1",
         )
     for end in range(1, len(lines)):
         if lines[end].strip() in ("---", "..."):
             break
     else:
-        raise ContentError(f"{display(path)}:1: the front matter is not closed; add a line with '---' after it.")
+        raise ContentError("the front matter is not closed; add a line with '---' after it.", f"{display(path)}:1")
     raw = "\n".join(lines[1:end])
     for number, line in enumerate(lines[1:end], 2):
         if line.startswith("\t") or re.match(r"^[\w-]+:\s*\t", line):
             raise ContentError(
-                f"{display(path)}:{number}: the front matter has a tab character; use spaces instead of tabs."
+                "the front matter has a tab character; use spaces instead of tabs.", f"{display(path)}:{number}"
             )
     try:
         meta = yaml.load(raw, Loader=_YAML_LOADER) if raw.strip() else {}
@@ -217,8 +218,8 @@ def split_front_matter(path: Path) -> tuple[dict[str, Any], str, int]:
         line = mark.line + 2 if mark else None
         problem = exc.problem or "invalid YAML"
         raise ContentError(
-            f"{where(display(path), line)}: bad front matter ({problem}); "
-            "write 'key: value' lines and put text containing ':' or '#' in quotes."
+            f"bad front matter ({problem}); write 'key: value' lines and put text containing ':' or '#' in quotes.",
+            where(display(path), line),
         ) from exc
     except (yaml.YAMLError, ValueError) as exc:
         # e.g. 'date: 2027-02-30', which YAML reads as a date and cannot build: name the line
@@ -230,12 +231,12 @@ def split_front_matter(path: Path) -> tuple[dict[str, Any], str, int]:
                 line = number
                 break
         raise ContentError(
-            f"{display(path)}:{line}: bad front matter ({exc}); check the dates (YYYY-MM-DD, a real day)."
+            f"bad front matter ({exc}); check the dates (YYYY-MM-DD, a real day).", f"{display(path)}:{line}"
         ) from exc
     if meta is None:
         meta = {}
     if not isinstance(meta, dict):
-        raise ContentError(f"{display(path)}:2: the front matter must be 'key: value' lines, not a list or text.")
+        raise ContentError("the front matter must be 'key: value' lines, not a list or text.", f"{display(path)}:2")
     return meta, "\n".join(lines[end + 1 :]), end + 2
 
 
@@ -251,7 +252,7 @@ def key_lines(path: Path) -> dict[str, int]:
     return result
 
 
-def comment_warnings(path: Path) -> list[str]:
+def comment_warnings(path: Path) -> list[Finding]:
     """Warn where YAML read the end of an unquoted text as a comment ('title: Vi er #1')."""
     found = []
     for key, line in key_lines(path).items():
@@ -261,7 +262,11 @@ def comment_warnings(path: Path) -> list[str]:
         value = text.split(":", 1)[1].strip()
         if value and value[0] not in "'\"" and " #" in value:
             found.append(
-                f"{where(display(path), line)}: the text after '#' was read as a comment; put the whole {key} in quotes."
+                Finding(
+                    WARNING,
+                    where(display(path), line),
+                    f"the text after '#' was read as a comment; put the whole {key} in quotes.",
+                )
             )
     return found
 
@@ -285,8 +290,8 @@ def _required_date(fields: _Fields) -> date:
         raise fields.fail("date", f"date {fields.meta.get('date')!r} is not a date; write it as YYYY-MM-DD.") from None
     if value is None:
         raise ContentError(
-            f"{display(fields.path)}:2: missing required front matter 'date'; "
-            "add a line 'date: YYYY-MM-DD' between the '---' lines."
+            "missing required front matter 'date'; add a line 'date: YYYY-MM-DD' between the '---' lines.",
+            f"{display(fields.path)}:2",
         )
     return value
 
@@ -303,15 +308,18 @@ class _Fields:
         return where(display(self.path), self.lines.get(key))
 
     def fail(self, key: str, message: str) -> ContentError:
-        return ContentError(f"{self.at(key)}: {message}")
+        return ContentError(message, self.at(key))
+
+    def finding(self, key: str, message: str, level: str = ERROR) -> Finding:
+        return Finding(level, self.at(key), message)
 
     def text(self, key: str, *, required: bool = False, default: str | None = None) -> str | None:
         value = self.meta.get(key)
         if value is None or (isinstance(value, str) and not value.strip()):
             if required:
                 raise ContentError(
-                    f"{display(self.path)}:2: missing required front matter '{key}'; "
-                    f"add a line '{key}: ...' between the '---' lines."
+                    f"missing required front matter '{key}'; add a line '{key}: ...' between the '---' lines.",
+                    f"{display(self.path)}:2",
                 )
             return default
         if isinstance(value, (dict, list)):
@@ -333,31 +341,38 @@ class _Assets:
         self.issue_dir = issue_dir
         self.issue_id = issue_id
         self.found: dict[Path, Asset] = {}
+        self.findings: list[Finding] = []  # files that cannot be published
 
     def add(self, target: str, kind: str, origin: str) -> str:
+        """The public URL of a file the issue links or shows. A file that cannot be published is
+        an error finding (the rest of the issue is still built and checked)."""
         relative = unquote(target.split("#")[0].split("?")[0])
         source = (self.issue_dir / relative).resolve()
+        problem = None
         if not source.is_relative_to(self.issue_dir):
-            raise ContentError(
-                f"{origin}: '{relative}' is outside the issue folder; only files in {display(self.issue_dir)} are published."
+            problem = (
+                f"'{relative}' is outside the issue folder; only files in {display(self.issue_dir)} are published."
             )
-        if not source.is_file() and re.match(r"^(www\.|[\w-]+\.(no|com|org|net|eu)(/|$))", relative):
-            raise ContentError(f"{origin}: '{relative}' looks like a web address; write it with https:// in front.")
-        if not source.is_file():
-            raise ContentError(
-                f"{origin}: {kind} file '{relative}' not found in {display(self.issue_dir)}; "
+        elif not source.is_file() and re.match(r"^(www\.|[\w-]+\.(no|com|org|net|eu)(/|$))", relative):
+            problem = f"'{relative}' looks like a web address; write it with https:// in front."
+        elif not source.is_file():
+            problem = (
+                f"{kind} file '{relative}' not found in {display(self.issue_dir)}; "
                 "check the name (capital letters count) or add the file to the issue folder."
             )
-        if kind == "image" and source.suffix.lower() not in IMAGE_TYPES:
-            raise ContentError(
-                f"{origin}: image '{relative}' is {source.suffix or 'not a known type'}; "
+        elif kind == "image" and source.suffix.lower() not in IMAGE_TYPES:
+            problem = (
+                f"image '{relative}' is {source.suffix or 'not a known type'}; "
                 "email programs show PNG, JPEG and GIF: save it as one of those."
             )
-        if kind == "image" and not _is_picture(source):
-            raise ContentError(
-                f"{origin}: '{relative}' is not a PNG, JPEG or GIF picture inside (only its name ends in "
+        elif kind == "image" and not _is_picture(source):
+            problem = (
+                f"'{relative}' is not a PNG, JPEG or GIF picture inside (only its name ends in "
                 f"{source.suffix}); save it again as one of those from an image program."
             )
+        if problem is not None:
+            self.findings.append(Finding(ERROR, origin, problem))
+            return self.settings.asset_url(self.issue_id, quote(Path(relative).name or "missing"))
         if source not in self.found:
             try:
                 name = source.relative_to(self.issue_dir).as_posix().replace("/", "-")
@@ -425,27 +440,39 @@ def _header_width(path: Path) -> int | None:
         return None
 
 
-def _category(settings: Settings, fields: _Fields, value: str | None, key: str = "category") -> Category | None:
+def _category(
+    settings: Settings, fields: _Fields, value: str | None, found: list[Finding], key: str = "category"
+) -> Category | None:
     if value is None:
         return None
     category = find_category(settings.categories, value)
     if category is not None:
         return category
     choices = "; ".join(f"{c.key} ({c.nb})" for c in settings.categories)
-    raise fields.fail(key, f"unknown category {value!r}; use one of: {choices}.")
+    found.append(fields.finding(key, f"unknown category {value!r}; use one of: {choices}."))
+    return None
 
 
 def _render(
-    settings: Settings, assets: _Assets, path: Path, body: str, first_line: int, refused: list[tuple[str, int, str]]
+    settings: Settings,
+    assets: _Assets,
+    path: Path,
+    body: str,
+    first_line: int,
+    refused: list[tuple[str, int, str]],
+    found: list[Finding],
 ) -> Rendered:
     def resolve(target: str, kind: str, line: int) -> str:
         return assets.add(target, kind, where(display(path), first_line + line))
 
     for line, src, alt in image_alts(body, allow_raw_html=settings.allow_raw_html):
         if not alt.strip():
-            raise ContentError(
-                f"{where(display(path), first_line + line)}: image '{src}' has no alt text; "
-                "write a short description in the brackets: ![Description](file.jpg)."
+            found.append(
+                Finding(
+                    ERROR,
+                    where(display(path), first_line + line),
+                    f"image '{src}' has no alt text; write a short description in the brackets: ![Description](file.jpg).",
+                )
             )
     rendered = render_markdown(body, resolve, allow_raw_html=settings.allow_raw_html, width=assets.width)
     refused += [(display(path), first_line + line, target) for line, target in rendered.refused]
@@ -453,21 +480,31 @@ def _render(
 
 
 def load_issue(settings: Settings, folder: Path) -> Issue:
-    """Read and validate one issue folder: front matter, introduction, articles, images."""
+    """Read and validate one issue folder: front matter, introduction, articles, images.
+
+    Problems that leave the rest readable (an image without alt text, a missing file, an
+    unknown category, an article whose front matter is broken) are error findings in
+    ``Issue.findings``, so that one run reports them all; only an issue.md without its required
+    fields raises ContentError, since nothing can be built without them."""
     folder = folder.resolve()
     issue_path = folder / ISSUE_FILE
     meta, body, first = split_front_matter(issue_path)
     fields = _Fields(issue_path, meta)
-    warnings: list[str] = comment_warnings(issue_path)
+    found: list[Finding] = comment_warnings(issue_path)
     issue_id = folder.name
     if not ISSUE_NAME.match(issue_id):
-        warnings.append(
-            f"{display(folder)}: folder name should look like YYYY-MM-short-name "
-            "(lower case, no spaces); links to the archive use it."
+        found.append(
+            Finding(
+                WARNING,
+                display(folder),
+                "folder name should look like YYYY-MM-short-name (lower case, no spaces); links to the archive use it.",
+            )
         )
     for key in sorted(set(meta) - ISSUE_KEYS):
-        warnings.append(
-            f"{fields.at(key)}: unknown front matter '{key}' is ignored (known: {', '.join(sorted(ISSUE_KEYS))})."
+        found.append(
+            fields.finding(
+                key, f"unknown front matter '{key}' is ignored (known: {', '.join(sorted(ISSUE_KEYS))}).", WARNING
+            )
         )
 
     title = fields.text("title", required=True)
@@ -476,33 +513,41 @@ def load_issue(settings: Settings, folder: Path) -> Issue:
     issue_date = _required_date(fields)
     language = fields.text("language", default=settings.language)
     if language not in LANGUAGES:
-        raise fields.fail("language", f"language {language!r} is not supported; use nb or en.")
+        found.append(fields.finding("language", f"language {language!r} is not supported; use nb or en."))
+        language = settings.language
 
     sections = list(settings.categories)
     if meta.get("sections") is not None:
         raw = meta["sections"]
         if not isinstance(raw, list):
-            raise fields.fail("sections", "'sections' must be a list of categories, one '- name' line each.")
-        ordered = [_category(settings, fields, str(s), key="sections") for s in raw]
+            found.append(fields.finding("sections", "'sections' must be a list of categories, one '- name' line each."))
+            raw = []
+        ordered = [_category(settings, fields, str(s), found, key="sections") for s in raw]
         sections = [c for c in ordered if c] + [c for c in sections if c not in ordered]
 
     assets = _Assets(settings, folder, issue_id)
     refused: list[tuple[str, int, str]] = []
-    intro = _render(settings, assets, issue_path, body, first, refused)
+    intro = _render(settings, assets, issue_path, body, first, refused, found)
 
     articles = []
     for path in sorted(folder.glob("*.md")):
         if path.name == ISSUE_FILE or path.name.startswith(("_", ".")):
             continue
-        articles.append(_load_article(settings, assets, path, warnings, refused))
+        try:
+            articles.append(_load_article(settings, assets, path, found, refused))
+        except ContentError as exc:  # this article cannot be read: the others are still checked
+            found.append(exc.finding)
     seen: dict[str, Path] = {}
     for article in articles:
         if article.id in seen:
-            raise ContentError(
-                f"{display(article.path)}: has the same name as {seen[article.id].name} once æøå and spaces are "
-                "simplified; rename one of them."
+            found.append(
+                Finding(
+                    ERROR,
+                    display(article.path),
+                    f"has the same name as {seen[article.id].name} once æøå and spaces are simplified; rename one of them.",
+                )
             )
-        seen[article.id] = article.path
+        seen.setdefault(article.id, article.path)
     # Reading order: loose articles first, then by section, then 'order', then file name.
     position = {c.key: n for n, c in enumerate(sections, 1)}
     articles.sort(
@@ -527,57 +572,63 @@ def load_issue(settings: Settings, folder: Path) -> Issue:
         articles=tuple(articles),
         assets=tuple(assets.found.values()),
         front_matter=meta,
-        warnings=tuple(warnings),
+        findings=(*found, *assets.findings),
         refused_links=tuple(refused),
     )
 
 
 def _load_article(
-    settings: Settings, assets: _Assets, path: Path, warnings: list[str], refused: list[tuple[str, int, str]]
+    settings: Settings, assets: _Assets, path: Path, found: list[Finding], refused: list[tuple[str, int, str]]
 ) -> Article:
     meta, body, first = split_front_matter(path)
     fields = _Fields(path, meta)
-    warnings.extend(comment_warnings(path))
-    for key in sorted(set(meta) - ARTICLE_KEYS):
-        warnings.append(
-            f"{fields.at(key)}: unknown front matter '{key}' is ignored (known: {', '.join(sorted(ARTICLE_KEYS))})."
-        )
     title = fields.text("title", required=True)
-    category = _category(settings, fields, fields.text("category"))
+    found.extend(comment_warnings(path))
+    for key in sorted(set(meta) - ARTICLE_KEYS):
+        found.append(
+            fields.finding(
+                key, f"unknown front matter '{key}' is ignored (known: {', '.join(sorted(ARTICLE_KEYS))}).", WARNING
+            )
+        )
+    category = _category(settings, fields, fields.text("category"), found)
 
     order = meta.get("order")
     if order is not None and (isinstance(order, bool) or not isinstance(order, int)):
-        raise fields.fail("order", f"order {order!r} must be a whole number such as 1, 2 or 3.")
+        found.append(fields.finding("order", f"order {order!r} must be a whole number such as 1, 2 or 3."))
+        order = None
 
     image = None
     image_src = fields.text("image")
     if image_src:
         alt = fields.text("image_alt")
         if not alt:
-            raise fields.fail(
-                "image",
-                f"image '{image_src}' has no alt text; add 'image_alt: <what the picture shows>'.",
+            found.append(
+                fields.finding(
+                    "image", f"image '{image_src}' has no alt text; add 'image_alt: <what the picture shows>'."
+                )
             )
         if is_relative(image_src):
-            url = assets.add(image_src, "image", fields.at("image"))
+            image = Image(url=assets.add(image_src, "image", fields.at("image")), alt=alt or "")
         elif image_src.startswith("https://"):
-            url = image_src
+            image = Image(url=image_src, alt=alt or "")
         else:
-            raise fields.fail(
-                "image", f"image {image_src!r} must be a file in the issue folder or an https:// address."
+            found.append(
+                fields.finding(
+                    "image", f"image {image_src!r} must be a file in the issue folder or an https:// address."
+                )
             )
-        image = Image(url=url, alt=alt)
     elif meta.get("image_alt"):
-        warnings.append(f"{fields.at('image_alt')}: image_alt without image is ignored.")
+        found.append(fields.finding("image_alt", "image_alt without image is ignored.", WARNING))
 
     link = fields.text("link")
     if link:
         if is_relative(link):
             link = assets.add(link, "link", fields.at("link"))
         elif not link.startswith(("https://", "http://", "mailto:")):
-            raise fields.fail("link", f"link {link!r} must start with https://, http:// or mailto:.")
+            found.append(fields.finding("link", f"link {link!r} must start with https://, http:// or mailto:."))
+            link = None
 
-    rendered = _render(settings, assets, path, body, first, refused)
+    rendered = _render(settings, assets, path, body, first, refused, found)
     return Article(
         id=slugify(path.stem),
         path=path,

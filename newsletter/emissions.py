@@ -22,8 +22,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import EmissionsError
-from .store import now, timestamp
+from .clock import now, timestamp
+from .errors import ERROR, WARNING, EmissionsError, Finding
 
 log = logging.getLogger(__name__)
 
@@ -490,7 +490,7 @@ class Summary:
     total: Change
     share_of_all_pct: float | None
     share_by_sector_pct: dict[str, float]
-    warnings: tuple[str, ...]
+    findings: tuple[Finding, ...]  # warnings, and errors for figures that cannot be right
 
     def as_json(self) -> dict:
         """The documented JSON shape: numbers are numbers, tonnes unrounded, percent to one decimal."""
@@ -599,9 +599,13 @@ def summarize(
     With ``with_share``, also the area's share of all municipalities in the release (None when
     the release holds no other municipalities)."""
     numbers = tuple(sorted(set(numbers)))
-    warnings: list[str] = []
+    found: list[Finding] = []
     if from_year > to_year:
-        warnings.append(f"the from-year {from_year} is after the to-year {to_year}; the change runs backwards.")
+        found.append(
+            Finding(
+                WARNING, "", f"the from-year {from_year} is after the to-year {to_year}; the change runs backwards."
+            )
+        )
     marks = ",".join("?" * len(numbers))
     rows = conn.execute(
         f"SELECT sector, year, tonnes FROM emissions WHERE release = ? AND year IN (?, ?) AND municipality IN ({marks})",
@@ -624,10 +628,14 @@ def summarize(
         by_year = values[sector]
         for year in (from_year, to_year):
             if year not in by_year:
-                warnings.append(f"{area}: sector {sector} has no data for {year} (counted as 0).")
+                found.append(Finding(WARNING, "", f"{area}: sector {sector} has no data for {year} (counted as 0)."))
         change = Change(sector, by_year.get(from_year, 0.0), by_year.get(to_year, 0.0))
         if change.change_pct is not None and change.change_pct < -100:
-            warnings.append(f"{area}: {sector} falls {change.change_pct:.1f} %, more than 100 %: check the data.")
+            found.append(
+                Finding(
+                    ERROR, "", f"{area}: {sector} falls {change.change_pct:.1f} %, more than 100 %: check the data."
+                )
+            )
         changes.append(change)
     total = Change("Total", math.fsum(c.from_tonnes for c in changes), math.fsum(c.to_tonnes for c in changes))
 
@@ -653,7 +661,7 @@ def summarize(
             mine = next((c.to_tonnes for c in changes if c.sector == sector), 0.0)
             if tonnes:
                 by_sector[sector] = mine / tonnes * 100
-    return Summary(area, numbers, from_year, to_year, release, tuple(changes), total, share, by_sector, tuple(warnings))
+    return Summary(area, numbers, from_year, to_year, release, tuple(changes), total, share, by_sector, tuple(found))
 
 
 # --- Norwegian and English numbers -----------------------------------------------------------------
@@ -742,7 +750,6 @@ class Highlights:
     rows: tuple[dict, ...]
     total: dict
     source: str
-    warnings: tuple[str, ...]
 
 
 def project_members(settings) -> tuple[Member, ...]:
@@ -827,7 +834,6 @@ def highlights(summary: Summary, strings: dict[str, str], language: str, names: 
         rows=rows,
         total=total_row,
         source=strings["emissions_source"].format(release=summary.release, **values),
-        warnings=summary.warnings,
     )
 
 

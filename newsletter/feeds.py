@@ -23,9 +23,9 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 from . import __version__
+from .clock import now, parse_timestamp, timestamp
 from .config import FeedConfig, Settings
 from .errors import FeedError
-from .store import now, parse_timestamp, timestamp
 
 log = logging.getLogger(__name__)
 

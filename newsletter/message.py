@@ -7,11 +7,12 @@ package; names are stripped of control characters so they cannot add headers.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from email import policy
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import format_datetime, formataddr, make_msgid
+from email.utils import format_datetime, make_msgid
 
 from markupsafe import Markup, escape
 
@@ -19,13 +20,78 @@ from .compose import Recipient, clean_name, recipient_values
 from .config import Settings
 from .errors import NewsletterError
 from .render import RenderedIssue
+from .transport import check_address
 
 
 def _address(name: str, email: str) -> Address:
-    local, _, domain = email.rpartition("@")
-    if not local or not domain or any(c in email for c in "\r\n<>\"' ,;"):
-        raise NewsletterError(f"recipient address {email!r} is not a plain e-mail address; correct it.")
+    local, _, domain = check_address(email).rpartition("@")
     return Address(display_name=clean_name(name), username=local, domain=domain)
+
+
+_SPECIALS = re.compile(r'[][\\()<>@,:;".]')
+
+
+def _encoded_words(text: str) -> list[str]:
+    """RFC 2047 encoded words (base64, UTF-8) of at most 75 characters for ``text``. Long text is
+    split after a space where it can be (the space stays inside, since decoders drop the space
+    between two encoded words), else between characters."""
+    import base64
+
+    chunks, chunk = [], ""
+    for word in text.split(" "):
+        piece = (" " if chunk else "") + word
+        if chunk and len((chunk + piece).encode("utf-8")) > 45:  # 45 bytes: 60 base64 characters + 12 around
+            chunks.append(chunk + " ")
+            chunk, piece = "", word
+        for char in piece:
+            if len((chunk + char).encode("utf-8")) > 45:
+                chunks.append(chunk)
+                chunk = ""
+            chunk += char
+    chunks.append(chunk)
+    return [f"=?utf-8?b?{base64.b64encode(c.encode('utf-8')).decode('ascii')}?=" for c in chunks if c]
+
+
+def _phrase(name: str) -> list[str]:
+    """The display name as header words: plain ASCII words as they are, each run of other words
+    (æøå, quotes, commas, or text that merely looks like an encoded word) as encoded words, so a
+    mail program shows it as written. An all-ASCII name is one quoted string when it needs one,
+    as email.utils.formataddr writes it."""
+    if name.isascii() and "=?" not in name:
+        if _SPECIALS.search(name):
+            name = '"' + re.sub(r'[\\"]', lambda m: "\\" + m.group(0), name) + '"'
+        return name.split(" ")
+    tokens: list[str] = []
+    run: list[str] = []
+    for word in name.split(" "):
+        if word.isascii() and "=?" not in word and not _SPECIALS.search(word):
+            if run:
+                tokens += _encoded_words(" ".join(run))
+                run = []
+            tokens.append(word)
+        else:
+            run.append(word)
+    if run:
+        tokens += _encoded_words(" ".join(run))
+    return tokens
+
+
+def to_header(name: str, address: str) -> bytes:
+    """The To header line (CRLF-terminated, folded at 78) for a display name and an address.
+
+    Written here rather than by the email package, whose folding drops the quotes of a long
+    name with commas and cannot carry æøå before the @. The address goes as given (ASCII, or
+    UTF-8 for a server that offers SMTPUTF8)."""
+    name = clean_name(name)
+    tokens = [*(_phrase(name) if name else ()), f"<{address}>" if name else address]
+    lines, line = [], "To:"
+    for token in tokens:
+        if len(line) + 1 + len(token) > 78 and line != "To:":
+            lines.append(line)
+            line = ""
+        line += " " + token
+    lines.append(line)
+    return ("\r\n".join(lines) + "\r\n").encode("utf-8")
 
 
 def build_message(
@@ -61,12 +127,12 @@ def build_message(
 
 
 def confirmation_message(
-    settings: Settings, strings: dict[str, str], language: str, email: str, name: str, url: str
-) -> EmailMessage:
-    """The double opt-in email: one link that confirms the subscription."""
+    settings: Settings, strings: dict[str, str], language: str, address: str, name: str, url: str
+) -> bytes:
+    """The double opt-in email, as bytes: one link that confirms the subscription. ``address`` is
+    the form the transport carries (transport.mail_address)."""
     msg = EmailMessage(policy=policy.SMTP)
     msg["From"] = Address(display_name=settings.sender_name, addr_spec=settings.sender_address)
-    msg["To"] = _address(name, email)
     msg["Subject"] = clean_name(strings["confirm_subject"].format(name=settings.display_name(language)))
     msg["Date"] = format_datetime(datetime.now(UTC))
     msg["Message-ID"] = make_msgid(domain=settings.list_domain)
@@ -88,7 +154,7 @@ def confirmation_message(
         f"{paragraphs}</body></html>"
     )
     msg.add_alternative(html, subtype="html", charset="utf-8", cte="quoted-printable")
-    return msg
+    return to_header(name, check_address(address)) + msg.as_bytes()
 
 
 DKIM_HEADERS = (
@@ -173,21 +239,22 @@ class MessageFactory:
         return body
 
     def build(
-        self, recipient: Recipient, *, now: datetime | None = None, message_id: str | None = None
+        self,
+        recipient: Recipient,
+        *,
+        address: str | None = None,
+        now: datetime | None = None,
+        message_id: str | None = None,
     ) -> tuple[str, bytes]:
-        """(Message-ID, the message as bytes with CRLF line ends) for one recipient."""
+        """(Message-ID, the message as bytes with CRLF line ends) for one recipient. ``address``
+        is the form of the recipient's address the transport carries (transport.mail_address):
+        an IDNA domain, or UTF-8 for SMTPUTF8; by default the address as stored."""
         values = recipient_values(self.settings, self.strings, recipient, self.rendered.municipal)
-        address = _address(recipient.name, recipient.email)  # checks the address
-        # Written directly (the header classes cost more than the rest of the message): the name
-        # has no control characters left (clean_name); when it is not ASCII it becomes RFC 2047
-        # encoded words of at most 75 characters, folded.
-        if address.display_name.isascii():
-            to_line = f"To: {formataddr((address.display_name, address.addr_spec))}\r\n"
-        else:  # the email package's own folding, as build_message gets it
-            to_line = policy.SMTP.fold(*policy.SMTP.header_store_parse("To", address))
+        # Written directly (the header classes cost more than the rest of the message).
+        to_line = to_header(recipient.name, check_address(address or recipient.email))
         message_id = message_id or make_msgid(domain=self.settings.list_domain)
-        personal = (
-            f"{to_line}Date: {format_datetime(now or datetime.now(UTC))}\r\nMessage-ID: {message_id}\r\n"
+        personal = to_line + (
+            f"Date: {format_datetime(now or datetime.now(UTC))}\r\nMessage-ID: {message_id}\r\n"
             f"List-Unsubscribe: <{values['unsubscribe_url']}>{self.mailto}\r\n"
         ).encode("ascii")
         body = b"".join(

@@ -105,16 +105,27 @@ templates = "templates"
 build = "build"
 database = "newsletter.db"
 
+[sending]
+# Where messages go: "outbox" keeps them in the local outbox/ folder (nothing leaves this
+# machine; open them in a mail program). To send for real, set NEWSLETTER_SENDING_TRANSPORT=smtp
+# and the SMTP settings in .env (see .env.example), or write transport = "smtp" here.
+transport = "outbox"
+
 # The focus areas articles are grouped by ('category:' in an article). Change them freely.
 {categories}
 """
 
 ENV_EXAMPLE = """# Secrets and machine-specific settings. Copy to .env and fill in; .env is never committed.
 # Any setting in newsletter.toml can also be set here as NEWSLETTER_<NAME> (see README).
+# Back .env up together with newsletter.db: without the same NEWSLETTER_SECRET_KEY, the
+# unsubscribe links in emails already sent stop working, and newsletter refuses to send.
 # NEWSLETTER_SECRET_KEY signs the links in emails: at least 32 random characters, e.g. from
 #   python -c "import secrets; print(secrets.token_urlsafe(48))"
-# Without NEWSLETTER_SMTP_HOST, mail goes to the local outbox/ folder instead of being sent.
+# (the first command that needs it makes one here, in a project that has never signed a link).
 NEWSLETTER_SECRET_KEY=
+# To send for real: smtp, with the SMTP server below. (newsletter.toml may say "outbox", which
+# keeps every message in the local outbox/ folder instead.)
+NEWSLETTER_SENDING_TRANSPORT=
 NEWSLETTER_SMTP_HOST=
 NEWSLETTER_SMTP_PORT=587
 NEWSLETTER_SMTP_USERNAME=

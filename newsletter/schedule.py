@@ -1,239 +1,186 @@
-"""What is due when: scheduled deliveries, and the cron entry point that starts and resumes them.
+"""What is due when: scheduled deliveries, and ``run_due``, the cron entry point.
 
-A schedule records the time (in UTC), the audience segment and a fingerprint of the built
-issue. ``run_due`` is safe to run every minute: one run at a time (a lock file), silent when
-there is nothing to do, and it refuses to send an issue that changed after it was scheduled.
+A schedule records the time (stored in UTC), the audience segment, whether the check was
+overridden and a fingerprint of the built issue. ``run_due`` is safe to run every minute: one
+run at a time (a lock), silent when there is nothing to do. It hands each due delivery to
+``delivery``, which does the sending, the gate and the publishing; here is only the when. A
+scheduled issue that can no longer go as it was scheduled (changed, errors found, nobody left
+in its audience, its folder gone) becomes 'blocked' with the reason, until it is approved
+again or cancelled; problems of this machine (no transport, no key, SMTP down) leave it
+scheduled and are reported until they are fixed.
 """
 
 from __future__ import annotations
 
-import fcntl
-import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
+import threading
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from zoneinfo import ZoneInfo
+from datetime import datetime
 
+from . import delivery, journal, keys
+from .build import prepare
+from .clock import now, oslo, parse_when
 from .config import Settings
-from .errors import NewsletterError
-from .store import connect, now, parse_timestamp, timestamp
+from .content import find_issue
+from .emissions import project_members
+from .errors import (
+    BusyError,
+    ConfigError,
+    GateError,
+    NewsletterError,
+    ProjectError,
+    ScheduleError,
+    StoreError,
+    TransportError,
+)
+from .locks import hold
+from .store import database
+from .subscribers import audience, parse_segment
 
-OSLO = ZoneInfo("Europe/Oslo")
-
-
-class ScheduleError(NewsletterError):
-    """A schedule cannot be made, changed or run."""
-
-
-def parse_when(text: str, moment: datetime | None = None) -> datetime:
-    """'2026-12-01 09:00' (Oslo time) or with a zone ('...T09:00+01:00', '...Z') -> UTC."""
-    try:
-        value = datetime.fromisoformat(text.strip().replace(" UTC", "+00:00"))
-    except ValueError:
-        raise ScheduleError(
-            f"--at {text!r} is not a time; write it as 'YYYY-MM-DD HH:MM' (Oslo time), e.g. '2026-12-01 09:00'."
-        ) from None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=OSLO)
-    value = value.astimezone(UTC)
-    if value <= (moment or now()):
-        raise ScheduleError(f"--at {text!r} is in the past; give a time to come.")
-    return value
-
-
-def oslo(value: datetime) -> str:
-    """A time as Oslo people read it: '2026-12-01 09:00 (Oslo)'."""
-    return value.astimezone(OSLO).strftime("%Y-%m-%d %H:%M (Oslo)")
+# Problems of this machine, not of the issue: a scheduled delivery stays scheduled.
+NOT_THE_ISSUE = (ConfigError, StoreError, BusyError, TransportError)
 
 
 @dataclass(frozen=True)
 class Scheduled:
-    """One scheduled or unfinished delivery."""
+    """One scheduled, blocked or unfinished delivery."""
 
     delivery: int
     issue: str
     at: datetime | None
     status: str
     segment: str
+    reason: str | None = None  # why it is blocked
+
+    @classmethod
+    def of(cls, row: journal.Delivery) -> Scheduled:
+        return cls(row.id, row.issue, row.scheduled_at, row.status, row.segment, row.blocked_reason)
 
 
-def schedule(settings: Settings, ref: str | None, at: str, segment: str | None = None, gate=None) -> Scheduled:
-    """Schedule an issue: checks it builds and has an audience, records time, segment and fingerprint.
-
-    ``gate(prepared)`` may refuse the issue (the CLI's pre-send check), on the very build whose
-    fingerprint is recorded."""
-    from .send import _active, content_hash, plan_send
-
-    plan, prepared = plan_send(settings, ref, segment)
-    if gate is not None:
-        gate(prepared)
+def schedule(
+    settings: Settings, ref: str | None, at: str, segment: str | None = None, *, force: bool = False
+) -> Scheduled:
+    """Schedule an issue: it must pass the check (unless ``force``), have an audience and a
+    transport; records time, segment and fingerprint."""
     when = parse_when(at)
-    conn = connect(settings.database)
-    try:
-        with conn:
-            existing = _active(conn, plan.issue)
-            if existing is not None:
-                raise ScheduleError(
-                    f"{plan.issue} is already {existing['status']}"
-                    + (f" for {oslo(parse_timestamp(existing['scheduled_at']))}" if existing["scheduled_at"] else "")
-                    + f"; cancel it first with 'newsletter schedule cancel {plan.issue}'."
-                )
-            cursor = conn.execute(
-                "INSERT INTO deliveries (issue, segment, content_hash, status, scheduled_at, created_at)"
-                " VALUES (?, ?, ?, 'scheduled', ?, ?)",
-                (plan.issue, segment or "", content_hash(prepared.rendered), timestamp(when), timestamp(now())),
+    keys.check(settings)  # run-due signs the links with it: it must be there now
+    planned = delivery.plan(settings, ref, segment, force=force)
+    with database(settings.database) as conn, conn:
+        existing = journal.active(conn, planned.issue)
+        if existing is not None:
+            raise ScheduleError(
+                f"{planned.issue} is already {existing.status}"
+                + (f" for {oslo(existing.scheduled_at)}" if existing.scheduled_at else "")
+                + f"; cancel it first with 'newsletter schedule cancel {planned.issue}'."
             )
-        return Scheduled(cursor.lastrowid, plan.issue, when, "scheduled", segment or "")  # type: ignore[arg-type]
-    finally:
-        conn.close()
+        number = journal.create(conn, planned.issue, segment or "", planned.prepared.fingerprint, forced=force,
+                                scheduled_at=when)  # fmt: skip
+    return Scheduled(number, planned.issue, when, "scheduled", segment or "")
+
+
+def approve(settings: Settings, ref: str, *, at: str | None = None, force: bool = False) -> Scheduled:
+    """Schedule a blocked (or scheduled) delivery again, for the issue as it is now: it must
+    pass the check (unless ``force``) and have an audience. ``at`` gives it a new time; without
+    it the old time stands (a time passed means: at the next run-due)."""
+    issue = _issue_name(settings, ref)
+    when = parse_when(at) if at else None
+    with database(settings.database) as conn:
+        existing = journal.active(conn, issue)
+        if existing is None or existing.status not in ("scheduled", "blocked"):
+            state = "not scheduled" if existing is None else f"{existing.status} (it has started)"
+            raise ScheduleError(f"{issue} is {state}; only a scheduled delivery that has not started can be approved.")
+    prepared = prepare(settings, issue)
+    delivery.gate(settings, prepared, force)
+    with database(settings.database) as conn:
+        if not audience(conn, parse_segment(existing.segment or None, settings, project_members(settings))):
+            raise ScheduleError(f"nobody is in the audience of {issue} ({existing.segment or 'all confirmed'}).")
+        with conn:
+            journal.approve(conn, existing.id, prepared.fingerprint, force, when)
+        return Scheduled.of(journal.get(conn, existing.id))
 
 
 def listing(settings: Settings) -> list[Scheduled]:
-    """Scheduled deliveries, and started ones that are not finished."""
-    conn = connect(settings.database)
+    """Scheduled and blocked deliveries, and started ones that are not finished."""
+    with database(settings.database) as conn:
+        return [Scheduled.of(row) for row in journal.unfinished(conn)]
+
+
+def _issue_name(settings: Settings, ref: str | None) -> str:
     try:
-        rows = conn.execute(
-            "SELECT * FROM deliveries WHERE status IN ('scheduled', 'running') ORDER BY COALESCE(scheduled_at, created_at)"
-        ).fetchall()
-    finally:
-        conn.close()
-    return [Scheduled(r["id"], r["issue"], parse_timestamp(r["scheduled_at"]), r["status"], r["segment"]) for r in rows]
-
-
-def cancel(settings: Settings, ref: str | None) -> Scheduled:
-    """Cancel a scheduled delivery that has not started."""
-    from .content import find_issue
-    from .errors import ProjectError
-
-    try:
-        issue = find_issue(settings, ref).name
+        return find_issue(settings, ref).name
     except ProjectError:
         if not ref:
             raise
-        issue = ref  # the issue folder is gone: cancel its schedule by name
-    conn = connect(settings.database)
-    try:
-        with conn:
-            row = conn.execute(
-                "SELECT * FROM deliveries WHERE issue = ? AND status != 'cancelled'", (issue,)
-            ).fetchone()
-            if row is None or row["status"] != "scheduled":
-                state = "not scheduled" if row is None else f"{row['status']} (it has started)"
-                raise ScheduleError(f"{issue} is {state}; only a delivery that has not started can be cancelled.")
-            conn.execute("UPDATE deliveries SET status = 'cancelled' WHERE id = ?", (row["id"],))
-        return Scheduled(row["id"], issue, parse_timestamp(row["scheduled_at"]), "cancelled", row["segment"])
-    finally:
-        conn.close()
+        return ref  # the issue folder is gone: its schedule can still be found by name
 
 
-@contextmanager
-def _run_lock(settings: Settings) -> Iterator[bool]:
-    folder = settings.build_dir / ".locks"
-    folder.mkdir(parents=True, exist_ok=True)
-    with (folder / "run-due.lock").open("a+") as handle:
-        from .send import HELD_LOCKS
-
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        HELD_LOCKS.add(handle.fileno())
-        try:
-            yield True
-        finally:
-            HELD_LOCKS.discard(handle.fileno())
-            fcntl.flock(handle, fcntl.LOCK_UN)
+def cancel(settings: Settings, ref: str | None) -> Scheduled:
+    """Cancel a scheduled (or blocked) delivery that has not started."""
+    issue = _issue_name(settings, ref)
+    with database(settings.database) as conn, conn:
+        row = journal.active(conn, issue)
+        if row is None or row.status not in ("scheduled", "blocked"):
+            state = "not scheduled" if row is None else f"{row.status} (it has started)"
+            raise ScheduleError(f"{issue} is {state}; only a delivery that has not started can be cancelled.")
+        journal.cancel(conn, row.id)
+    return Scheduled(row.id, issue, row.scheduled_at, "cancelled", row.segment)
 
 
 @dataclass(frozen=True)
 class DueResult:
-    """What one run of run-due did: summary lines, and refusals (which make cron report)."""
+    """What one run of run-due did: summary lines, notes (the archive), and problems (which
+    make cron report)."""
 
     lines: tuple[str, ...]
     problems: tuple[str, ...]
     busy: bool = False
 
 
-def run_due(settings: Settings, moment: datetime | None = None, stop=None, on_start=None) -> DueResult:
-    """Start the deliveries that are due and resume interrupted ones. Safe to run every minute.
-    ``on_start()`` is called before each delivery sends (a scheduled one just started, or one
-    resumed after a crash); it must not raise."""
-    from .archive import save_snapshot, snapshot
-    from .build import prepare
-    from .emissions import project_members
-    from .send import content_hash, delivery_lock, run_delivery
-    from .subscribers import audience, parse_segment
-
+def run_due(settings: Settings, moment: datetime | None = None, stop: threading.Event | None = None) -> DueResult:
+    """Start the deliveries that are due and resume interrupted ones. Safe to run every minute."""
     moment = moment or now()
-    lines: list[str] = []
-    problems: list[str] = []
     if not settings.database.is_file():
         return DueResult((), ())
-    with _run_lock(settings) as mine:
-        if not mine:
-            return DueResult((), (), busy=True)  # another run-due is at work
-        conn = connect(settings.database)
-        try:
-            due = conn.execute(
-                "SELECT * FROM deliveries WHERE (status = 'scheduled' AND scheduled_at <= ?) OR (status = 'running'"
-                " AND EXISTS (SELECT 1 FROM delivery_recipients r WHERE r.delivery = deliveries.id"
-                " AND r.status IN ('pending', 'sending'))) ORDER BY id",
-                (timestamp(moment),),
-            ).fetchall()
-            for row in due:
-                try:
-                    prepared = prepare(settings, row["issue"])
-                    if content_hash(prepared.rendered) != row["content_hash"]:
-                        again = (
-                            f"schedule it again ('newsletter schedule cancel {row['issue']}', then 'newsletter schedule')"
-                            if row["status"] == "scheduled"
-                            else "undo the change to finish the delivery (some recipients have the earlier version)"
-                        )
-                        problems.append(f"{row['issue']}: not sent: the issue changed after it was scheduled; {again}.")
-                        continue
-                    with delivery_lock(settings, row["issue"]):
-                        row = conn.execute("SELECT * FROM deliveries WHERE id = ?", (row["id"],)).fetchone()
-                        if row["status"] not in ("scheduled", "running"):
-                            continue  # cancelled (or finished) since this run looked
-                        if row["status"] == "scheduled":
-                            members = project_members(settings)
-                            people = audience(conn, parse_segment(row["segment"] or None, settings, members))
-                            if not people:
-                                problems.append(
-                                    f"{row['issue']}: not sent: nobody is in its audience "
-                                    f"({row['segment'] or 'all confirmed subscribers'}); it stays scheduled."
-                                )
-                                continue
-                            page = snapshot(settings, prepared)
-                            with conn:  # every recipient recorded before the first message
-                                save_snapshot(conn, page)
-                                conn.executemany(
-                                    "INSERT INTO delivery_recipients (delivery, subscriber, email, status)"
-                                    " VALUES (?, ?, ?, 'pending')",
-                                    [(row["id"], p.id, p.email) for p in people],
-                                )
-                                conn.execute(
-                                    "UPDATE deliveries SET status = 'running', started_at = ? WHERE id = ?",
-                                    (timestamp(now()), row["id"]),
-                                )
-                            if prepared.news:
-                                from .feeds import mark_sent
+    try:
+        with hold(settings.build_dir, "run-due"):
+            return _run_due(settings, moment, stop)
+    except BusyError:
+        return DueResult((), (), busy=True)  # another run-due is at work
 
-                                mark_sent(conn, row["issue"], tuple(item.id for item in prepared.news))
-                        if on_start is not None:  # also on a resume: a crash may have come before it
-                            on_start()
-                        result = run_delivery(settings, conn, row["id"], prepared, stop=stop)
-                    lines.append(result.line)
-                    if result.pending:
-                        lines.append(f"{row['issue']}: {result.pending} left for retry; the next run-due goes on.")
-                except NewsletterError as exc:
-                    problems.append(f"{row['issue']}: {exc}")
-                except sqlite3.Error as exc:  # e.g. a manual 'send' started it meanwhile
-                    problems.append(
-                        f"{row['issue']}: the database refused a change ({exc}); the next run-due tries again."
-                    )
-        finally:
-            conn.close()
+
+def _run_due(settings: Settings, moment: datetime, stop: threading.Event | None) -> DueResult:
+    lines: list[str] = []
+    problems: list[str] = []
+    with database(settings.database) as conn:
+        due = journal.due(conn, moment)
+    for row in due:
+        try:
+            planned = delivery.plan(settings, row.issue, scheduled=True)
+        except NOT_THE_ISSUE as exc:
+            problems.append(f"{row.issue}: not sent: {exc}")
+            continue
+        except NewsletterError as exc:
+            if row.status != "scheduled":  # started: it cannot be blocked, only finished as it began
+                problems.append(f"{row.issue}: {exc}")
+                continue
+            reason = str(exc)
+            with database(settings.database) as conn, conn:
+                journal.block(conn, row.id, reason)
+            problems.append(
+                f"{row.issue}: not sent: {reason} It is blocked until approved ('newsletter schedule approve "
+                f"{row.issue}') or cancelled."
+            )
+            if isinstance(exc, GateError):
+                problems.extend(f"  {finding.line}" for finding in exc.findings)
+            continue
+        try:
+            result = delivery.send(settings, planned, stop=stop)
+        except BusyError:
+            continue  # a 'send' of the same issue is at work: it finishes the delivery
+        except NewsletterError as exc:
+            problems.append(f"{row.issue}: {exc}")
+            continue
+        lines.append(result.line)
+        lines.extend(result.notes)
+        if result.pending:
+            lines.append(f"{row.issue}: {result.pending} left for retry; the next run-due goes on.")
     return DueResult(tuple(lines), tuple(problems))

@@ -11,10 +11,10 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 
-from .errors import NewsletterError
+from .clock import now, timestamp
+from .errors import StoreError
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: news feeds and their items, the per-issue choices, and what sent issues used.
@@ -158,22 +158,43 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (issue, name)
     );
     """,
+    # 6: a delivery remembers its transport, when the first message was accepted (the archive
+    # publishes it from then), whether its check was overridden, and why a schedule is blocked.
+    # 'seen' remembers the signing keys and SMTP servers a project has used, so that a lost .env
+    # is noticed instead of quietly replaced.
+    """
+    CREATE TABLE deliveries_new (
+        id INTEGER PRIMARY KEY,
+        issue TEXT NOT NULL,
+        segment TEXT NOT NULL DEFAULT '',
+        content_hash TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('scheduled', 'blocked', 'running', 'done', 'cancelled')),
+        scheduled_at TEXT,
+        created_at TEXT NOT NULL,
+        started_at TEXT,
+        finished_at TEXT,
+        first_sent_at TEXT,
+        transport TEXT,
+        forced INTEGER NOT NULL DEFAULT 0,
+        blocked_reason TEXT
+    );
+    INSERT INTO deliveries_new (id, issue, segment, content_hash, status, scheduled_at, created_at, started_at,
+        finished_at, first_sent_at)
+        SELECT id, issue, segment, content_hash, status, scheduled_at, created_at, started_at, finished_at,
+        CASE WHEN status = 'done' OR EXISTS (SELECT 1 FROM delivery_recipients r WHERE r.delivery = deliveries.id
+            AND r.status = 'sent') THEN COALESCE(started_at, created_at) END
+        FROM deliveries;
+    DROP TABLE deliveries;
+    ALTER TABLE deliveries_new RENAME TO deliveries;
+    CREATE UNIQUE INDEX deliveries_active ON deliveries(issue) WHERE status != 'cancelled';
+    CREATE TABLE seen (
+        what TEXT NOT NULL,
+        value TEXT NOT NULL,
+        first_at TEXT NOT NULL,
+        PRIMARY KEY (what, value)
+    );
+    """,
 )
-
-
-def now() -> datetime:
-    """The current time in UTC (the one clock the store uses)."""
-    return datetime.now(UTC)
-
-
-def timestamp(value: datetime) -> str:
-    """A UTC ISO 8601 text that sorts in time order."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_timestamp(value: str | None) -> datetime | None:
-    """The inverse of ``timestamp``."""
-    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC) if value else None
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -190,7 +211,7 @@ def connect(path: Path) -> sqlite3.Connection:
         conn.execute("PRAGMA busy_timeout=30000")
         migrate(conn)
     except sqlite3.DatabaseError as exc:
-        raise NewsletterError(
+        raise StoreError(
             f"{path}: cannot use the database ({exc}); check the file (NEWSLETTER_DATABASE) or restore a backup."
         ) from exc
     conn.isolation_level = "DEFERRED"  # from now on, 'with conn:' is one transaction
@@ -201,22 +222,52 @@ def migrate(conn: sqlite3.Connection) -> int:
     """Apply the migrations not applied yet; return the schema version."""
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     if version > len(MIGRATIONS):
-        raise NewsletterError(
+        raise StoreError(
             f"the database has schema version {version}, newer than this program ({len(MIGRATIONS)}); "
             "upgrade newsletter."
         )
-    for number, script in enumerate(MIGRATIONS[version:], version + 1):
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for statement in script.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {number}")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+    if version == len(MIGRATIONS):
+        return version
+    # Foreign keys off while tables are rebuilt (dropping the old table must not cascade); they
+    # are checked before each migration commits.
+    conn.execute("PRAGMA foreign_keys=OFF")
+    try:
+        for number, script in enumerate(MIGRATIONS[version:], version + 1):
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if conn.execute("PRAGMA user_version").fetchone()[0] >= number:
+                    conn.execute("ROLLBACK")  # another process migrated meanwhile
+                    continue
+                for statement in script.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                if conn.execute("PRAGMA foreign_key_check").fetchone() is not None:
+                    raise StoreError(f"migration {number} left rows without their parent; restore a backup.")
+                conn.execute(f"PRAGMA user_version = {number}")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+    finally:
+        conn.execute("PRAGMA foreign_keys=ON")
     return len(MIGRATIONS)
+
+
+def remember(conn: sqlite3.Connection, what: str, value: str) -> None:
+    """Note once that the project has used ``value`` (a signing key's fingerprint, an SMTP server)."""
+    with conn:
+        conn.execute(
+            "INSERT INTO seen (what, value, first_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+            (what, value, timestamp(now())),
+        )
+
+
+def recall(conn: sqlite3.Connection, what: str) -> list[tuple[str, str]]:
+    """What the project has used of a kind, as (value, first used at), oldest first."""
+    return [
+        (row[0], row[1])
+        for row in conn.execute("SELECT value, first_at FROM seen WHERE what = ? ORDER BY first_at, value", (what,))
+    ]
 
 
 @contextmanager

@@ -20,11 +20,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from . import keys
+from .clock import now, timestamp
 from .compose import clean_name
 from .config import Settings, find_category
 from .emissions import Member
-from .errors import SubscriberError
-from .store import now, timestamp
+from .errors import NewsletterError, SubscriberError
+from .transport import check_address
 
 STATUSES = ("pending", "confirmed", "unsubscribed", "bounced", "blocked")
 CONFIRM_DAYS = 7
@@ -81,7 +83,11 @@ def normalize_email(text: str) -> str:
         raise SubscriberError(f"{raw!r} is not a valid e-mail address ({exc}).") from None
     # Lower case throughout: the local part is case-sensitive in theory, never in practice,
     # and one person must not be on the list twice as Kari@ and kari@.
-    return f"{result.local_part}@{result.domain}".lower()
+    address = f"{result.local_part}@{result.domain}".lower()
+    try:
+        return check_address(address)  # what is accepted here is what a message can be written to
+    except NewsletterError:
+        raise SubscriberError(f"{raw!r} is not an address a message can be sent to; check it.") from None
 
 
 def resolve_municipality(value: str | None, members: tuple[Member, ...]) -> str | None:
@@ -138,18 +144,31 @@ def _name(value: str | None) -> str:
 
 def forgotten_hash(settings: Settings, email: str) -> str:
     """A keyed hash of an address: recognises it again without storing it."""
+    return forgotten_hashes(settings, email)[0]
+
+
+def forgotten_hashes(settings: Settings, email: str) -> list[str]:
+    """The address's hash under the current key, then under each older one (kept after a rotation)."""
     if not settings.secret_key:
         raise SubscriberError("NEWSLETTER_SECRET_KEY is not set: put a long random value in .env (see .env.example).")
-    return hmac.new(settings.secret_key.encode(), email.encode(), hashlib.sha256).hexdigest()
+    return [
+        hmac.new(key.encode(), email.encode(), hashlib.sha256).hexdigest()
+        for key in (settings.secret_key, *settings.old_secret_keys)
+    ]
 
 
 def _is_forgotten(conn: sqlite3.Connection, settings: Settings, email: str) -> bool:
     if conn.execute("SELECT 1 FROM forgotten LIMIT 1").fetchone() is None:
         return False
-    return (
-        conn.execute("SELECT 1 FROM forgotten WHERE hash = ?", (forgotten_hash(settings, email),)).fetchone()
-        is not None
-    )
+    hashes = forgotten_hashes(settings, email)
+    marks = ",".join("?" * len(hashes))
+    return conn.execute(f"SELECT 1 FROM forgotten WHERE hash IN ({marks})", hashes).fetchone() is not None
+
+
+def unforget(conn: sqlite3.Connection, settings: Settings, email: str) -> None:
+    """The person confirmed a new subscription: a former 'forget' no longer applies. Call inside a transaction."""
+    hashes = forgotten_hashes(settings, email)
+    conn.execute(f"DELETE FROM forgotten WHERE hash IN ({','.join('?' * len(hashes))})", hashes)
 
 
 # --- changes -----------------------------------------------------------------------------------
@@ -280,6 +299,16 @@ def set_status(conn: sqlite3.Connection, subscriber_id: int, status: str) -> Non
         conn.execute(f"UPDATE subscribers SET status = ?, updated_at = ?{extra} WHERE id = ?", (*params, subscriber_id))
 
 
+def note_bounce(conn: sqlite3.Connection, subscriber_id: int, bounce_after: int) -> None:
+    """The server refused this subscriber's address for good: after ``bounce_after`` such
+    refusals a confirmed subscriber becomes 'bounced'. Call inside a transaction."""
+    conn.execute(
+        "UPDATE subscribers SET hard_bounces = hard_bounces + 1, status = CASE WHEN hard_bounces + 1 >= ?"
+        " AND status = 'confirmed' THEN 'bounced' ELSE status END, updated_at = ? WHERE id = ?",
+        (bounce_after, timestamp(now()), subscriber_id),
+    )
+
+
 def remove(conn: sqlite3.Connection, email: str) -> Subscriber:
     """Unsubscribe an address (it stays on record as unsubscribed)."""
     current = get(conn, email)
@@ -291,7 +320,9 @@ def remove(conn: sqlite3.Connection, email: str) -> Subscriber:
 
 
 def forget(conn: sqlite3.Connection, settings: Settings, email: str) -> None:
-    """Erase a person's data, keeping only a keyed hash of the address."""
+    """Erase a person's data, keeping only a keyed hash of the address (keyed with the project's
+    own key, so that it is recognised again: a missing or different key is refused)."""
+    keys.check(settings)
     address = normalize_email(email)
     digest = forgotten_hash(settings, address)
     with conn:
@@ -521,24 +552,25 @@ def make_token(settings: Settings, subscriber_id: int, purpose: str) -> str:
     It carries the subscriber's number, never the address."""
     if not settings.secret_key:
         raise SubscriberError("NEWSLETTER_SECRET_KEY is not set: put a long random value in .env (see .env.example).")
-    return _serializer(settings.secret_key, purpose).dumps(subscriber_id)
+    return _serializer((*settings.old_secret_keys, settings.secret_key), purpose).dumps(subscriber_id)
 
 
 @lru_cache(maxsize=16)
-def _serializer(secret: str, purpose: str):
-    """One serializer per key and purpose: a send makes two tokens per recipient."""
+def _serializer(keys: tuple[str, ...], purpose: str):
+    """One serializer per key set and purpose: a send makes two tokens per recipient. It signs
+    with the last key and accepts a signature by any of them (the old ones after a rotation)."""
     from itsdangerous import URLSafeTimedSerializer
 
-    return URLSafeTimedSerializer(secret, salt=f"newsletter-{purpose}")
+    return URLSafeTimedSerializer(list(keys), salt=f"newsletter-{purpose}")
 
 
 def read_token(settings: Settings, token: str, purpose: str) -> int:
     """The subscriber number in a token; SubscriberError if forged, changed or (confirm) older than 7 days."""
-    from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+    from itsdangerous import BadSignature, SignatureExpired
 
     if not settings.secret_key:
         raise SubscriberError("NEWSLETTER_SECRET_KEY is not set.")
-    serializer = URLSafeTimedSerializer(settings.secret_key, salt=f"newsletter-{purpose}")
+    serializer = _serializer((*settings.old_secret_keys, settings.secret_key), purpose)
     max_age = CONFIRM_DAYS * 86400 if purpose == "confirm" else None
     try:
         value = serializer.loads(token, max_age=max_age)
@@ -546,6 +578,6 @@ def read_token(settings: Settings, token: str, purpose: str) -> int:
         raise SubscriberError("the link has expired.") from None
     except BadSignature:
         raise SubscriberError("the link is not valid.") from None
-    if not isinstance(value, int):
+    if not isinstance(value, int) or isinstance(value, bool):
         raise SubscriberError("the link is not valid.")
     return value

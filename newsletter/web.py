@@ -28,6 +28,8 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from . import keys
+from .clock import now, timestamp
 from .compose import clean_name, confirm_url, preferences_url, unsubscribe_url
 from .config import Settings
 from .emissions import Member, project_members
@@ -35,10 +37,8 @@ from .errors import NewsletterError, SubscriberError
 from .i18n import load_strings
 from .message import confirmation_message
 from .render import template_folders, web_environment
-from .send import transport
-from .store import connect, now, timestamp
+from .store import connect, recall, remember
 from .subscribers import (
-    forgotten_hash,
     get,
     get_by_id,
     make_token,
@@ -47,8 +47,10 @@ from .subscribers import (
     resolve_topics,
     resubscribe,
     set_status,
+    unforget,
     upsert,
 )
+from .transport import Connection, choose, deliver
 
 CSRF_COOKIE = "nl_csrf"
 TITLES = {
@@ -184,12 +186,14 @@ def _client(request: Request) -> str:
 
 
 def create_app(settings: Settings, *, rate_limit: tuple[int, float] = (5, 600.0)) -> Starlette:
-    """The ASGI app for the public pages."""
-    if not settings.secret_key:
-        raise NewsletterError(
-            "NEWSLETTER_SECRET_KEY is not set: the pages sign their links with it; put a long random value in .env."
-        )
-    connect(settings.database).close()  # create and migrate the database before the first request
+    """The ASGI app for the public pages. Refuses to start without the key the links in sent mail
+    were signed with, and without a transport for the confirmation emails."""
+    keys.check(settings)  # also creates and migrates the database before the first request
+    conn = connect(settings.database)
+    try:
+        choose(settings, recall(conn, "smtp"))  # refuse now, not with the first signup
+    finally:
+        conn.close()
     folders = template_folders(settings)
     env = web_environment(settings)
     site = Site(
@@ -258,12 +262,25 @@ def create_app(settings: Settings, *, rate_limit: tuple[int, float] = (5, 600.0)
                 conn.close()
             assert person is not None
             url = confirm_url(settings, make_token(settings, person.id, "confirm"))
-            message = confirmation_message(
-                settings, site.strings[person.language], person.language, person.email, person.name, url
-            )
-            transport(settings).send(message)
+            _mail(person.email, lambda address, utf8: confirmation_message(
+                settings, site.strings[person.language], person.language, address, person.name, url))  # fmt: skip
         except NewsletterError as exc:  # logged for the operator; the visitor already has the neutral answer
             log.warning("signup: the confirmation email was not sent: %s", exc)
+
+    def _mail(email: str, make) -> None:
+        """One message through the configured transport (the same rules as a send)."""
+        conn = db()
+        try:
+            via = choose(settings, recall(conn, "smtp"))
+            connection = Connection(via)
+            try:
+                deliver(connection, settings.sender_address, email, make)
+            finally:
+                connection.close()
+            if via.kind == "smtp":
+                remember(conn, "smtp", via.target)
+        finally:
+            conn.close()
 
     def _person(token: str, purpose: str):
         subscriber_id = read_token(settings, token, purpose)
@@ -281,7 +298,7 @@ def create_app(settings: Settings, *, rate_limit: tuple[int, float] = (5, 600.0)
         try:
             set_status(conn, person_id, "confirmed")
             with conn:  # now that the person has confirmed, a former 'forget' no longer applies
-                conn.execute("DELETE FROM forgotten WHERE hash = ?", (forgotten_hash(settings, email),))
+                unforget(conn, settings, email)
         finally:
             conn.close()
 

@@ -239,7 +239,7 @@ def test_highlights_and_municipality_blocks_in_the_issue(project, issue_dir):
     settings = load_settings()
     _import(settings, project / "data/klimagassutslipp-syntetisk.csv", "syntetisk")
     prepared = prepare(settings)
-    assert prepared.warnings == ()
+    assert prepared.findings == ()
     rendered = prepared.rendered
     members = read_members(settings.emissions_members)
     assert set(rendered.municipal) == {n for m in members for n in m.numbers}  # either numbering

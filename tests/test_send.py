@@ -21,7 +21,7 @@ from aiosmtpd.controller import Controller
 from conftest import SAMPLE_ISSUE, assert_error, load_sample_data, rows
 
 from newsletter.config import load_settings
-from newsletter.send import delivery_lock
+from newsletter.locks import hold
 from newsletter.store import database
 from newsletter.subscribers import add, read_token, set_status
 
@@ -79,6 +79,7 @@ def sink(project, monkeypatch):
     load_sample_data(project)  # the sample news and emissions, so the issue builds without warnings
     for name, value in {
         "NEWSLETTER_SECRET_KEY": KEY,
+        "NEWSLETTER_SENDING_TRANSPORT": "smtp",
         "NEWSLETTER_SMTP_HOST": "127.0.0.1",
         "NEWSLETTER_SMTP_PORT": str(port),
         "NEWSLETTER_SMTP_SECURITY": "none",
@@ -166,15 +167,16 @@ def test_gave_up_then_retry_failed(run, project, sink):
 def test_resume_after_a_crash_sends_to_everyone_and_reports_uncertain(run, project, sink):
     ids = subscribe(*(f"p{n}@example.no" for n in range(6)))
     settings = load_settings()
+    from newsletter import journal
     from newsletter.build import prepare
-    from newsletter.send import content_hash, create_delivery
     from newsletter.subscribers import audience, parse_segment
 
     prepared = prepare(settings)
     with database(settings.database) as conn:
-        delivery = create_delivery(
-            conn, SAMPLE_ISSUE, "", audience(conn, parse_segment(None, settings, ())), content_hash(prepared.rendered)
-        )
+        with conn:
+            delivery = journal.create(conn, SAMPLE_ISSUE, "", prepared.fingerprint)
+            people = audience(conn, parse_segment(None, settings, ()))
+            journal.start(conn, delivery, ((p.id, p.email) for p in people), f"smtp 127.0.0.1:{settings.smtp_port}")
         # The crash: two messages were marked as leaving, one was recorded as sent.
         conn.execute("UPDATE delivery_recipients SET status = 'sending' WHERE subscriber IN (?, ?)", (ids[0], ids[1]))
         conn.execute("UPDATE delivery_recipients SET status = 'sent' WHERE subscriber = ?", (ids[2],))
@@ -207,7 +209,7 @@ def test_limit_and_exit_codes(run, project, sink):
 
 def test_one_sender_per_issue(run, project, sink):
     subscribe("a@example.no")
-    with delivery_lock(load_settings(), SAMPLE_ISSUE):
+    with hold(load_settings().build_dir, f"send-{SAMPLE_ISSUE}"):
         assert_error(run("send", "--yes"), "another send of", "is running right now")
     assert sink.messages == []
 
@@ -242,13 +244,13 @@ def test_segment_and_empty_audience(run, project, sink):
     )
 
 
-def test_outbox_is_the_default(run, project, monkeypatch):
+def test_the_outbox_when_the_project_chose_it(run, project, monkeypatch):
     monkeypatch.setenv("NEWSLETTER_SECRET_KEY", KEY)
     load_sample_data(project)
     subscribe("a@example.no", "b@example.no")
     result = run("send", "--yes")
     assert result.exit_code == 0, result.output
-    assert "via the local outbox" in result.stdout and "set NEWSLETTER_SMTP_HOST to send for real" in result.stdout
+    assert "via the local outbox" in result.stdout and "nothing left this machine" in result.stdout
     box = mailbox.Maildir(project / "outbox", create=False)
     assert sorted(BytesParser(policy=policy.default).parsebytes(box.get_bytes(k))["To"] for k in box.iterkeys()) == [
         "a@example.no",
@@ -283,7 +285,7 @@ def test_sigkill_in_the_middle_and_resume(project, sink):
 def test_schedule_and_run_due_with_a_controlled_clock(run, project, sink, issue_dir):
     from datetime import UTC, datetime
 
-    from newsletter.schedule import _run_lock, run_due
+    from newsletter.schedule import run_due
 
     subscribe("a@example.no", "b@example.no")
     made = run("schedule", "ordforer", "--at", "2030-01-15 09:00")
@@ -297,7 +299,7 @@ def test_schedule_and_run_due_with_a_controlled_clock(run, project, sink, issue_
     quiet = run("run-due")  # today is long before 2030: nothing to do, and nothing said
     assert quiet.exit_code == 0 and quiet.output == ""
     assert run_due(settings, datetime(2030, 1, 15, 7, 59, tzinfo=UTC)).lines == ()
-    with _run_lock(settings):
+    with hold(settings.build_dir, "run-due"):
         assert run_due(settings, datetime(2030, 1, 15, 8, 1, tzinfo=UTC)).busy  # one run-due at a time
     done = run_due(settings, datetime(2030, 1, 15, 8, 1, tzinfo=UTC))
     assert done.problems == () and "2 sent" in done.lines[0]
@@ -315,10 +317,11 @@ def test_run_due_refuses_an_issue_changed_after_scheduling(run, project, sink, i
     path = issue_dir / "02-klemetsrud.md"
     path.write_text(path.read_text(encoding="utf-8") + "\nEn setning til.\n", encoding="utf-8")
     result = run_due(load_settings(), datetime(2030, 1, 16, tzinfo=UTC))
-    assert result.lines == () and "the issue changed after it was scheduled" in result.problems[0]
+    assert result.lines == () and "changed after it was scheduled" in result.problems[0]
+    assert "It is blocked until approved" in result.problems[0]
     assert sink.messages == []
     cron = run("run-due")
-    assert cron.exit_code == 0  # not due yet by the real clock
+    assert cron.exit_code == 0  # nothing else is due by the real clock
     assert "Cancelled" in run("schedule", "cancel", SAMPLE_ISSUE).stdout
     assert run("schedule", SAMPLE_ISSUE, "--at", "2030-01-15 10:00").exit_code == 0
     assert "1 sent" in run_due(load_settings(), datetime(2030, 1, 16, tzinfo=UTC)).lines[0]
@@ -417,6 +420,7 @@ def tls_sink(project, monkeypatch, tmp_path):
     load_sample_data(project)
     for env, value in {
         "NEWSLETTER_SECRET_KEY": KEY,
+        "NEWSLETTER_SENDING_TRANSPORT": "smtp",
         "NEWSLETTER_SMTP_HOST": "127.0.0.1",
         "NEWSLETTER_SMTP_PORT": str(port),
         "NEWSLETTER_SMTP_SECURITY": "starttls",
@@ -469,7 +473,7 @@ def test_slow_server_times_out_and_is_retried(run, project, sink, monkeypatch):
 
 
 def test_rate_limit_per_second_and_per_hour():
-    from newsletter.send import RateLimit
+    from newsletter.workers import RateLimit
 
     clock = [0.0]
     waits = []
@@ -535,8 +539,8 @@ def test_a_refused_sender_stops_the_run_and_bounces_nobody(run, project, sink, m
 
 
 def test_run_due_edge_cases(run, project, sink, issue_dir):
-    """An empty audience at due time keeps the schedule; a cancel between look and lock is
-    honoured; a schedule whose issue folder was deleted can still be cancelled."""
+    """An empty audience at due time blocks the schedule (with the reason); a schedule whose issue
+    folder was deleted is blocked and can still be cancelled."""
     import shutil
     from datetime import UTC, datetime
 
@@ -548,10 +552,10 @@ def test_run_due_edge_cases(run, project, sink, issue_dir):
     with database(settings.database) as conn:
         set_status(conn, kari, "unsubscribed")
     result = run_due(settings, datetime(2030, 1, 16, tzinfo=UTC))
-    assert "nobody is in its audience" in result.problems[0] and sink.messages == []
-    assert rows(project, "SELECT status FROM deliveries") == [("scheduled",)]
+    assert "nobody to send" in result.problems[0] and sink.messages == []
+    assert rows(project, "SELECT status FROM deliveries") == [("blocked",)]
+    assert run_due(settings, datetime(2030, 1, 16, tzinfo=UTC)).problems == ()  # blocked: said once, not every minute
     shutil.rmtree(issue_dir)
-    assert "Unknown issue" in run_due(settings, datetime(2030, 1, 16, tzinfo=UTC)).problems[0]
     assert "Cancelled" in run("schedule", "cancel", SAMPLE_ISSUE).stdout
     assert run_due(settings, datetime(2030, 1, 16, tzinfo=UTC)).problems == ()
 
@@ -587,7 +591,6 @@ def test_a_change_to_the_municipality_blocks_alone_is_noticed(project):
     """Each municipality's block is part of what recipients get: editing only its template
     changes the fingerprint a resumed or scheduled delivery is checked against."""
     from newsletter.build import prepare
-    from newsletter.send import content_hash
 
     load_sample_data(project)
     before = prepare(load_settings())
@@ -596,7 +599,7 @@ def test_a_change_to_the_municipality_blocks_alone_is_noticed(project):
     template.write_text(template.read_text(encoding="utf-8") + "Endret.\n", encoding="utf-8")
     after = prepare(load_settings())
     assert after.rendered.html.parts == before.rendered.html.parts  # the shared parts are the same
-    assert content_hash(after.rendered) != content_hash(before.rendered)
+    assert after.fingerprint != before.fingerprint
 
 
 def test_a_stored_address_that_cannot_be_written_fails_that_recipient_only(run, project, sink):

@@ -1,0 +1,465 @@
+"""The delivery of an issue: the one owner of a send, whoever calls it (the CLI, cron, Python).
+
+- ``plan`` builds the issue, runs the pre-send check (the gate: errors refuse unless forced),
+  chooses the transport (refusing rather than guessing) and says who would get it;
+- ``send`` takes the issue's lock, records the delivery, every recipient and the archive's
+  snapshot in one transaction before the first message leaves (``start_or_resume``), sends
+  (``run``), and publishes the archive once the transport has accepted the first message;
+- ``send_test`` sends to test addresses and records no delivery; ``status`` reports one.
+
+A failure to make or send one recipient's message is that recipient's, recorded with its
+reason; only the connection, the login or the sender address stop a run. Every recipient is
+recorded before anything leaves, and each message is marked as leaving before it is handed
+over, so a run stopped at any moment goes on where it stopped: nobody is lost, and only the
+messages in flight at a crash (at most one per connection) may arrive twice, flagged uncertain.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import journal, keys, workers
+from .archive import save_snapshot, shown_path, snapshot, write_archive
+from .build import Prepared, prepare, same_content
+from .check import findings as check_findings
+from .clock import now, oslo
+from .compose import Recipient
+from .config import Settings
+from .content import find_issue
+from .emissions import project_members
+from .errors import ERROR, Finding, GateError, NewsletterError, SendError, TransportError
+from .feeds import mark_sent
+from .locks import hold
+from .message import MessageFactory, dkim_key, sign
+from .store import connect, database, recall, remember
+from .subscribers import audience, make_token, normalize_email, note_bounce, parse_segment
+from .transport import Connection, Outbox, Transport, choose, deliver
+from .workers import ABORT, PERMANENT, Outcome
+
+log = logging.getLogger(__name__)
+Progress = Callable[[journal.Summary], None]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a send would do, for the confirmation question and --dry-run. Made by ``plan``,
+    which ran the gate on ``prepared``."""
+
+    issue: str
+    subject: str
+    audience: int
+    via: str  # the transport, as people read it
+    resuming: int | None  # the delivery being resumed (or the scheduled one being started), if any
+    prepared: Prepared
+    segment: str
+    forced: bool
+    findings: tuple[Finding, ...]  # what the gate saw (errors only when forced)
+    sample: tuple[str, ...] = ()
+    other_language: int = 0  # recipients who chose the other language edition
+    language: str = "nb"
+    retry_failed: bool = False
+
+
+def gate(settings: Settings, prepared: Prepared, force: bool = False) -> tuple[Finding, ...]:
+    """The pre-send check (``check`` without the online link check and SpamAssassin). Errors
+    refuse (GateError, with the findings) unless ``force``. Returns the findings."""
+    found = tuple(check_findings(settings, prepared))
+    errors = tuple(f for f in found if f.level == ERROR)
+    if errors and not force:
+        raise GateError(
+            f"{len(errors)} error(s) found by 'newsletter check'; fix them, or add --force to send anyway.", errors
+        )
+    return found
+
+
+def transport_for(settings: Settings, conn: sqlite3.Connection) -> Transport:
+    """The transport the settings name, refusing the outbox where SMTP has been used before
+    (a message accepted by SMTP, or a delivery started by SMTP)."""
+    used = recall(conn, "smtp") + journal.smtp_targets(conn)
+    return choose(settings, used)
+
+
+def plan(
+    settings: Settings,
+    ref: str | None = None,
+    segment: str | None = None,
+    *,
+    retry_failed: bool = False,
+    force: bool = False,
+    scheduled: bool = False,
+    prepared: Prepared | None = None,
+) -> Plan:
+    """Check that the issue can be sent to this audience and say to how many, without sending.
+
+    Refuses (SendError) an issue that has been sent, is scheduled (unless ``scheduled``: run-due
+    starting it), changed since its delivery started, or has nobody to go to; the gate refuses
+    errors unless ``force`` (a scheduled delivery keeps the choice it was scheduled with).
+    ``prepared``: the issue already prepared by the caller."""
+    prepared = prepared or prepare(settings, ref)
+    issue = prepared.issue
+    with database(settings.database) as conn:
+        existing = journal.active(conn, issue.id)
+        via = transport_for(settings, conn)
+        if existing is not None:
+            _check_existing(existing, prepared, segment, retry_failed, scheduled)
+            force = force or existing.forced
+            segment = existing.segment
+        findings = gate(settings, prepared, force)
+        if existing is None or existing.status in ("scheduled", "blocked"):
+            people = audience(conn, parse_segment(segment or None, settings, project_members(settings)))
+            if not people:
+                raise SendError(
+                    f"nobody to send {issue.id} to: the audience ({segment or 'all confirmed subscribers'}) is empty."
+                )
+            other = sum(p.language != issue.language for p in people)
+            return Plan(
+                issue.id, issue.subject, len(people), via.describe(), existing.id if existing else None, prepared,
+                segment or "", force, findings, tuple(p.email for p in people[:5]), other, issue.language,
+            )  # fmt: skip
+        left = journal.left(conn, existing.id, retry_failed)
+        return Plan(issue.id, issue.subject, left, via.describe(), existing.id, prepared, existing.segment, force,
+                    findings, retry_failed=retry_failed, language=issue.language)  # fmt: skip
+
+
+def _check_existing(
+    existing: journal.Delivery, prepared: Prepared, segment: str | None, retry_failed: bool, scheduled: bool
+) -> None:
+    issue = prepared.issue.id
+    if existing.status == "scheduled" and not scheduled:
+        raise SendError(
+            f"{issue} is scheduled for {oslo(existing.scheduled_at)}; "  # type: ignore[arg-type]
+            f"cancel it with 'newsletter schedule cancel {issue}' first."
+        )
+    if existing.status == "blocked" and not scheduled:
+        raise SendError(
+            f"{issue} is scheduled but blocked ({existing.blocked_reason}); approve it with "
+            f"'newsletter schedule approve {issue}' or cancel it with 'newsletter schedule cancel {issue}'."
+        )
+    if existing.status == "done" and not retry_failed:
+        raise SendError(
+            f"{issue} has been sent already (delivery {existing.id}); 'newsletter status {issue}' shows the result, "
+            "'--retry-failed' tries temporary failures again."
+        )
+    if segment is not None and segment != existing.segment:
+        raise SendError(
+            f"{issue} is being sent to the segment {existing.segment or '(all confirmed)'!r}; it cannot change to {segment!r} halfway."
+        )
+    if not same_content(prepared, existing.content_hash):
+        if existing.status in ("scheduled", "blocked"):
+            raise SendError(
+                f"{issue} changed after it was scheduled; approve the issue as it is now "
+                f"('newsletter schedule approve {issue}') or cancel it."
+            )
+        raise SendError(
+            f"{issue} has changed since its delivery started; some recipients already have the earlier version. "
+            "Undo the change to finish the delivery."
+        )
+
+
+def send(
+    settings: Settings,
+    planned: Plan,
+    *,
+    limit: int | None = None,
+    stop: threading.Event | None = None,
+    progress: Progress | None = None,
+    max_wait: float = 900.0,
+) -> journal.Summary:
+    """Start (or resume) the planned delivery and run it. One sender per issue at a time."""
+    with hold(
+        settings.build_dir,
+        f"send-{planned.issue}",
+        busy=f"another send of {planned.issue} is running right now; wait for it to finish "
+        f"(see 'newsletter status {planned.issue}').",
+    ):
+        delivery = start_or_resume(settings, planned)
+        return run(settings, delivery, planned.prepared, limit=limit, stop=stop, progress=progress, max_wait=max_wait)
+
+
+def start_or_resume(settings: Settings, planned: Plan) -> int:
+    """Record the delivery, every recipient and the archive's snapshot in one transaction (or mark
+    an interrupted one running again); return its number. The caller holds the issue's lock."""
+    keys.check(settings)  # before anything is signed: the key the links in sent mail were signed with
+    prepared = planned.prepared
+    members = project_members(settings)
+    with database(settings.database) as conn:
+        existing = journal.active(conn, planned.issue)
+        via = transport_for(settings, conn)
+        if existing is not None and existing.status in ("running", "done"):
+            if not same_content(prepared, existing.content_hash):
+                raise SendError(
+                    f"{planned.issue} has changed since its delivery started; undo the change to finish it."
+                )
+            with conn:
+                journal.resume(conn, existing.id, via.target, planned.retry_failed)
+            return existing.id
+        if existing is not None and existing.id != planned.resuming:
+            raise SendError(f"{planned.issue} was scheduled meanwhile; see 'newsletter schedule list'.")
+        page = snapshot(settings, prepared)
+        with conn:  # every recipient, and the archive's copy, before the first message
+            people = audience(conn, parse_segment(planned.segment or None, settings, members))
+            if not people:
+                raise SendError(f"nobody to send {planned.issue} to: the audience is empty now.")
+            if existing is None:
+                delivery = journal.create(conn, planned.issue, planned.segment, prepared.fingerprint,
+                                          forced=planned.forced)  # fmt: skip
+            else:
+                delivery = existing.id
+            journal.start(conn, delivery, ((p.id, p.email) for p in people), via.target)
+            save_snapshot(conn, page)
+        if prepared.news:
+            mark_sent(conn, planned.issue, tuple(item.id for item in prepared.news))  # the news counts as used
+        return delivery
+
+
+def publish(settings: Settings, test: bool = False) -> str:
+    """Write the archive now; a line that says what happened. A failure never stops a delivery.
+    ``test``: for a test send, which publishes only the issue's images."""
+    try:
+        result = write_archive(settings)
+    except Exception as exc:  # the delivery goes on whatever happens here
+        log.debug("archive not written", exc_info=True)
+        reason = str(exc) if isinstance(exc, NewsletterError) else f"{type(exc).__name__}: {exc} (--verbose shows more)"
+        return f"Warning: the archive was not updated: {reason}"
+    if test:
+        return f"The test's images are published in {shown_path(result.out_dir)} (the issue is not archived)."
+    return f"Archive updated: {shown_path(result.out_dir)} ({len(result.issues)} issue(s))."
+
+
+def run(
+    settings: Settings,
+    delivery: int,
+    prepared: Prepared,
+    *,
+    limit: int | None = None,
+    stop: threading.Event | None = None,
+    progress: Progress | None = None,
+    max_wait: float = 900.0,
+) -> journal.Summary:
+    """Send what is due in a delivery over several persistent connections, with the rate limit,
+    retries with backoff, and a record of every outcome. Safe to call again after any crash.
+    The archive is published once the transport has accepted the delivery's first message."""
+    stop = stop or threading.Event()
+    key = dkim_key(settings)
+    factory = MessageFactory(settings, prepared.rendered, prepared.strings)  # the shared parts, encoded once
+    notes: list[str] = []
+    conn = connect(settings.database)
+    try:
+        row = journal.get(conn, delivery)
+        via = transport_for(settings, conn)
+        journal.recover(conn, delivery)  # summary() counts the uncertain ones from the table
+        if row.first_sent_at is not None:  # resumed: a crash may have come before the archive was written
+            notes.append(publish(settings))
+        limiter = workers.RateLimit(settings.send_per_second, settings.send_per_hour)
+        count = 1 if isinstance(via, Outbox) else settings.send_connections
+
+        def make(job: tuple, address: str) -> tuple[str, bytes]:
+            subscriber, email, name, municipality = job
+            recipient = Recipient(
+                email=email,
+                name=name or "",
+                unsubscribe_token=make_token(settings, subscriber, "unsubscribe"),
+                preferences_token=make_token(settings, subscriber, "preferences"),
+                municipality=municipality,
+            )
+            message_id, raw = factory.build(recipient, address=address)
+            return message_id, sign(settings, raw, key)
+
+        pool = workers.start(via, settings.sender_address, count, make)
+        aborted: list[str] = []
+        lost = False
+        try:
+            lost = _loop(settings, conn, delivery, pool, count, limiter, via, stop, limit, progress, max_wait,
+                         aborted, notes)  # fmt: skip
+        finally:
+            pool.stop()
+        if lost:
+            journal.recover(conn, delivery)
+            raise SendError(
+                "a sending process stopped unexpectedly; run the same command again (messages that were in flight "
+                "are sent again and reported as uncertain)."
+            )
+        if aborted:
+            raise TransportError(f"{aborted[0]} Nothing more was sent; the same command goes on where it stopped.")
+        result = journal.summary(conn, delivery, tuple(notes))
+        if result.pending == 0:
+            with conn:
+                journal.finish(conn, delivery)
+            result = journal.summary(conn, delivery, tuple(notes))
+        return result
+    finally:
+        conn.close()
+
+
+def _loop(
+    settings: Settings,
+    conn: sqlite3.Connection,
+    delivery: int,
+    pool: workers.Pool,
+    count: int,
+    limiter: workers.RateLimit,
+    via: Transport,
+    stop: threading.Event,
+    limit: int | None,
+    progress: Progress | None,
+    max_wait: float,
+    aborted: list[str],
+    notes: list[str],
+) -> bool:
+    """Dispatch jobs and record outcomes until nobody is due (or the limit, or a stop). Returns
+    True if a connection's process died (its message is uncertain)."""
+    in_flight: set[int] = set()
+    ready: deque[tuple] = deque()  # read ahead, not yet recorded as leaving
+    dispatched = 0
+    idle = False
+    last_progress = 0.0
+    while True:
+        # Record whatever finished; block briefly when every connection is busy or nothing
+        # could be dispatched last time (no busy loop at the tail, in retries, or stopping).
+        block = bool(in_flight) and (len(in_flight) >= count or idle or stop.is_set())
+        if block and not pool.alive():
+            return True
+        idle = True
+        finished = pool.collect(0.5 if block else None)
+        if finished:
+            first = False
+            with conn:
+                for outcome in finished:
+                    first = _record(settings, conn, delivery, outcome, aborted, stop) or first
+                    in_flight.discard(outcome.subscriber)
+            if first:  # the transport has accepted the first message: the issue is public now
+                if via.kind == "smtp":
+                    remember(conn, "smtp", via.target)
+                notes.append(publish(settings))
+            if progress and time.monotonic() - last_progress >= 1:  # counting is O(recipients)
+                last_progress = time.monotonic()
+                progress(journal.summary(conn, delivery))
+        if stop.is_set() or (limit is not None and dispatched >= limit):
+            if not in_flight:
+                return False
+            continue
+        room = count - len(in_flight)
+        if limit is not None:
+            room = min(room, limit - dispatched)
+        if room <= 0:
+            continue
+        if len(ready) < room:
+            busy = in_flight | {job[0] for job in ready}
+            ready.extend(journal.next_jobs(conn, delivery, max(count * 8, room), busy))
+        if not ready:
+            if in_flight:
+                continue
+            due = journal.next_attempt(conn, delivery)
+            if due is None:
+                return False
+            delay = (due - now()).total_seconds()
+            if delay > max_wait:
+                return False  # left for retry: the next 'send' or 'run-due' picks it up
+            stop.wait(max(0.05, min(delay, 5.0)))
+            continue
+        if limiter.active:  # one at a time: wait first (Ctrl-C can stop the wait), then record and hand over
+            if not limiter.wait(stop):
+                continue
+            batch = [ready.popleft()]
+        else:
+            batch = [ready.popleft() for _ in range(min(room, len(ready)))]
+        with conn:  # recorded before they leave: after a crash these are resent, as uncertain
+            going = set(journal.leaving(conn, delivery, [job[0] for job in batch]))
+        for job in batch:
+            if job[0] in going:
+                in_flight.add(job[0])
+                pool.put(job)
+                dispatched += 1
+        idle = False
+
+
+def _record(
+    settings: Settings,
+    conn: sqlite3.Connection,
+    delivery: int,
+    outcome: Outcome,
+    aborted: list[str],
+    stop: threading.Event,
+) -> bool:
+    """Write one outcome (inside the caller's transaction). True if it is the delivery's first acceptance."""
+    if outcome.kind == ABORT:  # back in the queue, no attempt counted; the run stops
+        journal.requeue(conn, delivery, outcome.subscriber)
+        if not aborted:
+            aborted.append(outcome.error)
+        stop.set()
+        return False
+    if outcome.ok:
+        return journal.sent(conn, delivery, outcome.subscriber, outcome.message_id)
+    final = journal.failed(
+        conn, delivery, outcome.subscriber, permanent=outcome.kind == PERMANENT, error=outcome.error,
+        uncertain=outcome.uncertain, max_attempts=settings.send_max_attempts,
+        retry_seconds=settings.send_retry_seconds,
+    )  # fmt: skip
+    if final and outcome.bounce:  # only a refused address counts towards 'bounced'
+        note_bounce(conn, outcome.subscriber, settings.send_bounce_after)
+    return False
+
+
+@dataclass(frozen=True)
+class TestSent:
+    """Where each test message went, and what the send has to say."""
+
+    sent: tuple[tuple[str, str], ...]  # (address, where it went)
+    via: Transport
+    notes: tuple[str, ...]
+
+
+def send_test(settings: Settings, prepared: Prepared, addresses: tuple[str, ...]) -> TestSent:
+    """Send the issue to test addresses, subject prefixed [TEST], exactly as subscribers get it
+    but for the personal links. Records no delivery; the issue's images are published once the
+    first test is accepted, so the test shows them."""
+    addresses = tuple(normalize_email(address) for address in addresses)  # every address valid before any send
+    keys.check(settings)
+    with database(settings.database) as conn:
+        via = transport_for(settings, conn)
+        if prepared.issue.assets or prepared.logo is not None:
+            with conn:
+                save_snapshot(conn, snapshot(settings, prepared), draft=True)
+    key = dkim_key(settings)
+    factory = MessageFactory(settings, prepared.rendered, prepared.strings, subject_prefix="[TEST] ")
+    done: list[tuple[str, str]] = []
+    notes: list[str] = []
+    connection = Connection(via)  # one connection for all the test addresses
+    try:
+        for email in addresses:
+            recipient = Recipient(email=email, unsubscribe_token="test", preferences_token="test")
+
+            def make(address: str, utf8: bool, recipient: Recipient = recipient) -> bytes:
+                return sign(settings, factory.build(recipient, address=address)[1], key)
+
+            done.append((email, deliver(connection, settings.sender_address, email, make)))
+            if len(done) == 1:
+                if via.kind == "smtp":
+                    with database(settings.database) as conn:
+                        remember(conn, "smtp", via.target)
+                if prepared.issue.assets or prepared.logo is not None:
+                    notes.append(publish(settings, test=True))
+    finally:
+        connection.close()
+    return TestSent(tuple(done), via, tuple(notes))
+
+
+def status(settings: Settings, ref: str | None) -> journal.Summary:
+    """The latest delivery of an issue (the newest issue by default)."""
+    try:
+        issue_id = find_issue(settings, ref).name
+    except NewsletterError:
+        if not ref:
+            raise
+        issue_id = ref  # the folder is gone: its delivery is still in the journal
+    with database(settings.database) as conn:
+        row = journal.latest(conn, issue_id)
+        if row is None:
+            raise SendError(f"{issue_id} has not been sent or scheduled.")
+        return journal.summary(conn, row.id)

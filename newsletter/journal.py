@@ -1,0 +1,424 @@
+"""The delivery journal: the only SQL on deliveries and their recipients.
+
+A delivery is one issue to one audience. It is 'scheduled' (a time, nobody recorded yet),
+'blocked' (a scheduled one that run-due refused, with the reason), 'running' (every recipient
+recorded, before the first message leaves), 'done' or 'cancelled'. Each recipient is
+'pending', 'sending' (handed to a connection: after a crash it may or may not have arrived),
+'sent', 'failed' or 'skipped' (unsubscribed meanwhile). Functions that change rows expect the
+caller's transaction (``with conn:``) unless they say they commit.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from .clock import now, parse_timestamp, timestamp
+
+ACTIVE = ("scheduled", "blocked", "running")
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One row of the journal."""
+
+    id: int
+    issue: str
+    segment: str
+    content_hash: str
+    status: str
+    scheduled_at: datetime | None
+    created_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    first_sent_at: datetime | None
+    transport: str | None
+    forced: bool
+    blocked_reason: str | None
+
+
+def _delivery(row: sqlite3.Row | None) -> Delivery | None:
+    if row is None:
+        return None
+    return Delivery(
+        id=row["id"],
+        issue=row["issue"],
+        segment=row["segment"],
+        content_hash=row["content_hash"],
+        status=row["status"],
+        scheduled_at=parse_timestamp(row["scheduled_at"]),
+        created_at=parse_timestamp(row["created_at"]),
+        started_at=parse_timestamp(row["started_at"]),
+        finished_at=parse_timestamp(row["finished_at"]),
+        first_sent_at=parse_timestamp(row["first_sent_at"]),
+        transport=row["transport"],
+        forced=bool(row["forced"]),
+        blocked_reason=row["blocked_reason"],
+    )
+
+
+def get(conn: sqlite3.Connection, delivery: int) -> Delivery:
+    """The delivery with this number."""
+    found = _delivery(conn.execute("SELECT * FROM deliveries WHERE id = ?", (delivery,)).fetchone())
+    assert found is not None, delivery
+    return found
+
+
+def active(conn: sqlite3.Connection, issue: str) -> Delivery | None:
+    """The issue's delivery that is not cancelled (there is at most one), if any."""
+    return _delivery(
+        conn.execute("SELECT * FROM deliveries WHERE issue = ? AND status != 'cancelled'", (issue,)).fetchone()
+    )
+
+
+def latest(conn: sqlite3.Connection, issue: str) -> Delivery | None:
+    """The issue's newest delivery, cancelled ones included."""
+    return _delivery(
+        conn.execute("SELECT * FROM deliveries WHERE issue = ? ORDER BY id DESC LIMIT 1", (issue,)).fetchone()
+    )
+
+
+def unfinished(conn: sqlite3.Connection) -> list[Delivery]:
+    """Scheduled, blocked and running deliveries, soonest first."""
+    rows = conn.execute(
+        "SELECT * FROM deliveries WHERE status IN ('scheduled', 'blocked', 'running')"
+        " ORDER BY COALESCE(scheduled_at, created_at), id"
+    ).fetchall()
+    return [d for d in map(_delivery, rows) if d is not None]
+
+
+def due(conn: sqlite3.Connection, moment: datetime) -> list[Delivery]:
+    """Scheduled deliveries whose time has come, and running ones with recipients left."""
+    rows = conn.execute(
+        "SELECT * FROM deliveries WHERE (status = 'scheduled' AND scheduled_at <= ?) OR (status = 'running'"
+        " AND EXISTS (SELECT 1 FROM delivery_recipients r WHERE r.delivery = deliveries.id"
+        " AND r.status IN ('pending', 'sending'))) ORDER BY id",
+        (timestamp(moment),),
+    ).fetchall()
+    return [d for d in map(_delivery, rows) if d is not None]
+
+
+def smtp_targets(conn: sqlite3.Connection) -> list[tuple[str, str]]:
+    """(transport, since) of deliveries that went (or started to go) by SMTP."""
+    return [
+        (row[0], row[1])
+        for row in conn.execute(
+            "SELECT transport, MIN(COALESCE(started_at, created_at)) FROM deliveries WHERE transport LIKE 'smtp %'"
+            " GROUP BY transport ORDER BY 2"
+        )
+    ]
+
+
+# --- starting, scheduling, blocking ---------------------------------------------------------------
+
+
+def create(
+    conn: sqlite3.Connection,
+    issue: str,
+    segment: str,
+    fingerprint: str,
+    *,
+    forced: bool = False,
+    scheduled_at: datetime | None = None,
+) -> int:
+    """A new delivery: scheduled (with ``scheduled_at``) or about to start (``start`` adds its
+    recipients in the same transaction)."""
+    moment = timestamp(now())
+    cursor = conn.execute(
+        "INSERT INTO deliveries (issue, segment, content_hash, status, scheduled_at, created_at, forced)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (issue, segment, fingerprint, "scheduled" if scheduled_at else "running",
+         timestamp(scheduled_at) if scheduled_at else None, moment, int(forced)),
+    )  # fmt: skip
+    return cursor.lastrowid  # type: ignore[return-value]
+
+
+def start(conn: sqlite3.Connection, delivery: int, recipients: Iterable[tuple[int, str]], transport: str) -> None:
+    """Record every recipient (subscriber id, address) and mark the delivery running."""
+    conn.executemany(
+        "INSERT INTO delivery_recipients (delivery, subscriber, email, status) VALUES (?, ?, ?, 'pending')",
+        [(delivery, subscriber, email) for subscriber, email in recipients],
+    )
+    conn.execute(
+        "UPDATE deliveries SET status = 'running', started_at = ?, transport = ?, blocked_reason = NULL WHERE id = ?",
+        (timestamp(now()), transport, delivery),
+    )
+
+
+def block(conn: sqlite3.Connection, delivery: int, reason: str) -> None:
+    """A scheduled delivery that cannot go as it is: it waits, with the reason, to be approved or cancelled."""
+    conn.execute(
+        "UPDATE deliveries SET status = 'blocked', blocked_reason = ? WHERE id = ? AND status IN ('scheduled', 'blocked')",
+        (reason, delivery),
+    )
+
+
+def approve(
+    conn: sqlite3.Connection, delivery: int, fingerprint: str, forced: bool, scheduled_at: datetime | None = None
+) -> None:
+    """Schedule a blocked (or scheduled) delivery again, for the issue as it is now."""
+    conn.execute(
+        "UPDATE deliveries SET status = 'scheduled', blocked_reason = NULL, content_hash = ?, forced = ?,"
+        " scheduled_at = COALESCE(?, scheduled_at) WHERE id = ? AND status IN ('scheduled', 'blocked')",
+        (fingerprint, int(forced), timestamp(scheduled_at) if scheduled_at else None, delivery),
+    )
+
+
+def cancel(conn: sqlite3.Connection, delivery: int) -> None:
+    """Cancel a delivery that has not started."""
+    conn.execute("UPDATE deliveries SET status = 'cancelled' WHERE id = ? AND status IN ('scheduled', 'blocked')",
+                 (delivery,))  # fmt: skip
+
+
+# --- running ----------------------------------------------------------------------------------------
+
+
+def recover(conn: sqlite3.Connection, delivery: int) -> None:
+    """After a crash: messages marked 'sending' may or may not have left. Send them again (nobody
+    is lost) and mark them uncertain (they may get two copies). Commits."""
+    with conn:
+        conn.execute(
+            "UPDATE delivery_recipients SET status = 'pending', uncertain = 1, next_attempt = ''"
+            " WHERE delivery = ? AND status = 'sending'",
+            (delivery,),
+        )
+
+
+def resume(conn: sqlite3.Connection, delivery: int, transport: str, retry_failed: bool = False) -> None:
+    """Mark a started delivery running again (with ``retry_failed``: temporary failures that gave
+    up are pending once more)."""
+    if retry_failed:
+        conn.execute(
+            "UPDATE delivery_recipients SET status = 'pending', attempts = 0, next_attempt = ''"
+            " WHERE delivery = ? AND status = 'failed' AND permanent = 0",
+            (delivery,),
+        )
+    conn.execute(
+        "UPDATE deliveries SET status = 'running', finished_at = NULL, transport = ? WHERE id = ?",
+        (transport, delivery),
+    )
+
+
+def left(conn: sqlite3.Connection, delivery: int, retry_failed: bool = False) -> int:
+    """Recipients still to send (with ``retry_failed``: and the temporary failures that gave up)."""
+    extra = " OR (status = 'failed' AND permanent = 0)" if retry_failed else ""
+    return conn.execute(
+        f"SELECT COUNT(*) FROM delivery_recipients WHERE delivery = ? AND (status IN ('pending', 'sending'){extra})",
+        (delivery,),
+    ).fetchone()[0]
+
+
+Job = tuple[int, str, str, str | None]  # subscriber, address, name, municipality
+
+
+def next_jobs(conn: sqlite3.Connection, delivery: int, want: int, busy: set[int]) -> list[Job]:
+    """Up to ``want`` recipients due now, not among ``busy`` (read ahead or in flight). Those who
+    are no longer confirmed subscribers (unsubscribed, bounced, forgotten meanwhile) are marked
+    skipped on the way, however many there are. Nothing is recorded for the ones returned: a
+    crash now loses no one and doubles no one. Index order: no sort of the whole delivery."""
+    jobs: list[Job] = []
+    while len(jobs) < want:
+        limit = want - len(jobs) + len(busy)
+        rows = conn.execute(
+            "SELECT r.subscriber, r.email, s.name, s.municipality, s.status FROM delivery_recipients r"
+            " LEFT JOIN subscribers s ON s.id = r.subscriber WHERE r.delivery = ? AND r.status = 'pending'"
+            " AND r.next_attempt <= ? ORDER BY r.next_attempt LIMIT ?",
+            (delivery, timestamp(now()), limit),
+        ).fetchall()
+        gone = [row["subscriber"] for row in rows if row["status"] != "confirmed" and row["subscriber"] not in busy]
+        if gone:
+            with conn:
+                conn.executemany(
+                    "UPDATE delivery_recipients SET status = 'skipped' WHERE delivery = ? AND subscriber = ?"
+                    " AND status = 'pending'",
+                    [(delivery, subscriber) for subscriber in gone],
+                )
+        taken = {job[0] for job in jobs}
+        for row in rows:
+            if row["status"] == "confirmed" and row["subscriber"] not in busy and row["subscriber"] not in taken:
+                jobs.append((row["subscriber"], row["email"], row["name"] or "", row["municipality"]))
+        if len(rows) < limit or not gone:
+            break  # no more due rows, or what was there was taken (the rest are busy)
+    return jobs[:want]
+
+
+def next_attempt(conn: sqlite3.Connection, delivery: int) -> datetime | None:
+    """When the next pending recipient is due (now, for those never tried), or None if nobody is left."""
+    value = conn.execute(
+        "SELECT MIN(next_attempt) FROM delivery_recipients WHERE delivery = ? AND status = 'pending'", (delivery,)
+    ).fetchone()[0]
+    if value is None:
+        return None
+    return parse_timestamp(value) or now()
+
+
+def leaving(conn: sqlite3.Connection, delivery: int, subscribers: list[int]) -> list[int]:
+    """Mark these as handed over, before they are (after a crash they are resent, as uncertain),
+    and return them; those who stopped being confirmed subscribers since they were read are
+    marked skipped instead and left out."""
+    marks = ",".join("?" * len(subscribers))
+    still = {
+        row[0]
+        for row in conn.execute(
+            f"SELECT id FROM subscribers WHERE id IN ({marks}) AND status = 'confirmed'", subscribers
+        )
+    }
+    conn.executemany(
+        "UPDATE delivery_recipients SET status = ? WHERE delivery = ? AND subscriber = ?",
+        [("sending" if subscriber in still else "skipped", delivery, subscriber) for subscriber in subscribers],
+    )
+    return [subscriber for subscriber in subscribers if subscriber in still]
+
+
+def requeue(conn: sqlite3.Connection, delivery: int, subscriber: int) -> None:
+    """Back in the queue with no attempt counted: the run stopped, not for this recipient's sake."""
+    conn.execute(
+        "UPDATE delivery_recipients SET status = 'pending' WHERE delivery = ? AND subscriber = ? AND status = 'sending'",
+        (delivery, subscriber),
+    )
+
+
+def sent(conn: sqlite3.Connection, delivery: int, subscriber: int, message_id: str) -> bool:
+    """The transport accepted the message. Returns True if it is the delivery's first (the issue
+    is published from then on)."""
+    moment = timestamp(now())
+    conn.execute(
+        "UPDATE delivery_recipients SET status = 'sent', attempts = attempts + 1, sent_at = ?, message_id = ?,"
+        " last_error = NULL WHERE delivery = ? AND subscriber = ?",
+        (moment, message_id, delivery, subscriber),
+    )
+    first = conn.execute(
+        "UPDATE deliveries SET first_sent_at = ? WHERE id = ? AND first_sent_at IS NULL", (moment, delivery)
+    )
+    return first.rowcount == 1
+
+
+def failed(
+    conn: sqlite3.Connection,
+    delivery: int,
+    subscriber: int,
+    *,
+    permanent: bool,
+    error: str,
+    uncertain: bool,
+    max_attempts: int,
+    retry_seconds: int,
+) -> bool:
+    """A failed attempt: retried later with a doubling wait, or failed for good (a permanent
+    failure, or the last attempt). Returns True when it failed for good."""
+    attempts = conn.execute(
+        "SELECT attempts + 1 FROM delivery_recipients WHERE delivery = ? AND subscriber = ?", (delivery, subscriber)
+    ).fetchone()[0]
+    if permanent or attempts >= max_attempts:
+        conn.execute(
+            "UPDATE delivery_recipients SET status = 'failed', permanent = ?, attempts = ?, last_error = ?,"
+            " uncertain = MAX(uncertain, ?) WHERE delivery = ? AND subscriber = ?",
+            (int(permanent), attempts, error, int(uncertain), delivery, subscriber),
+        )
+        return True
+    wait = retry_seconds * 2 ** (attempts - 1)
+    conn.execute(
+        "UPDATE delivery_recipients SET status = 'pending', attempts = ?, last_error = ?, next_attempt = ?,"
+        " uncertain = MAX(uncertain, ?) WHERE delivery = ? AND subscriber = ?",
+        (attempts, error, timestamp(now() + timedelta(seconds=wait)), int(uncertain), delivery, subscriber),
+    )
+    return False
+
+
+def finish(conn: sqlite3.Connection, delivery: int) -> None:
+    """Nobody is left: the delivery is done."""
+    conn.execute("UPDATE deliveries SET status = 'done', finished_at = ? WHERE id = ?", (timestamp(now()), delivery))
+
+
+# --- reading -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Summary:
+    """A delivery's counts after a run, and what the run has to say."""
+
+    delivery: int
+    issue: str
+    status: str
+    total: int
+    sent: int
+    failed: int  # permanently: the server refused the address, or it cannot be carried
+    gave_up: int  # temporary failures, retried until max_attempts; --retry-failed tries again
+    pending: int
+    skipped: int
+    uncertain: int
+    failures: tuple[tuple[str, str], ...] = ()
+    notes: tuple[str, ...] = ()  # e.g. the archive was published, or could not be
+    scheduled_at: datetime | None = None
+    blocked_reason: str | None = None
+
+    @property
+    def line(self) -> str:
+        """The one-line summary printed at the end of a send."""
+        gave_up = f", {self.gave_up} gave up after retries" if self.gave_up else ""
+        return (
+            f"{self.issue}: {self.sent} sent, {self.failed} failed permanently{gave_up}, {self.pending} left for retry, "
+            f"{self.uncertain} uncertain, {self.skipped} skipped (unsubscribed meanwhile) of {self.total}."
+        )
+
+
+def summary(conn: sqlite3.Connection, delivery: int, notes: tuple[str, ...] = ()) -> Summary:
+    """Counts and failures of a delivery."""
+    row = get(conn, delivery)
+    counts = dict.fromkeys(("pending", "sending", "sent", "failed", "skipped"), 0)
+    for status, n in conn.execute(
+        "SELECT status, COUNT(*) FROM delivery_recipients WHERE delivery = ? GROUP BY status", (delivery,)
+    ):
+        counts[status] = n
+    uncertain, permanent = conn.execute(
+        "SELECT COALESCE(SUM(uncertain), 0), COALESCE(SUM(status = 'failed' AND permanent = 1), 0)"
+        " FROM delivery_recipients WHERE delivery = ?",
+        (delivery,),
+    ).fetchone()
+    failures = tuple(
+        (r[0], f"{'permanent' if r[1] else 'temporary, gave up'}: {r[2]}")
+        for r in conn.execute(
+            "SELECT email, permanent, last_error FROM delivery_recipients WHERE delivery = ? AND status = 'failed'"
+            " ORDER BY email",
+            (delivery,),
+        )
+    )
+    return Summary(
+        delivery=delivery,
+        issue=row.issue,
+        status=row.status,
+        total=sum(counts.values()),
+        sent=counts["sent"],
+        failed=permanent,
+        gave_up=counts["failed"] - permanent,
+        pending=counts["pending"] + counts["sending"],
+        skipped=counts["skipped"],
+        uncertain=uncertain,
+        failures=failures,
+        notes=notes,
+        scheduled_at=row.scheduled_at,
+        blocked_reason=row.blocked_reason,
+    )
+
+
+def published(conn: sqlite3.Connection) -> dict[str, str]:
+    """Issues the transport has accepted a message of (the archive shows them), with the time of
+    the first one (stored text, UTC)."""
+    return {
+        row[0]: row[1]
+        for row in conn.execute(
+            "SELECT issue, MIN(first_sent_at) FROM deliveries WHERE first_sent_at IS NOT NULL"
+            " AND status IN ('running', 'done') GROUP BY issue"
+        )
+    }
+
+
+def sent_fingerprint(conn: sqlite3.Connection, issue: str) -> str | None:
+    """The fingerprint the issue was sent with (its newest delivery that started), if it was."""
+    row = conn.execute(
+        "SELECT content_hash FROM deliveries WHERE issue = ? AND status IN ('running', 'done') ORDER BY id DESC",
+        (issue,),
+    ).fetchone()
+    return row[0] if row else None

@@ -1,0 +1,182 @@
+"""The key that signs the links in emails: made once, never replaced behind anyone's back.
+
+Every unsubscribe, preferences and confirmation link carries a signature made with
+NEWSLETTER_SECRET_KEY, and forgotten addresses are kept as hashes keyed with it. A new key
+would silently break all of them. So a key is made only in a project that has never signed
+anything; the database remembers a fingerprint of every key it has used (never the key), and
+a missing or different key is a one-line refusal that says to restore .env. ``rotate`` makes a
+new key and keeps the old ones for checking links, so links in sent mail keep working.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import os
+import secrets
+import sqlite3
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from dotenv import dotenv_values
+
+from .config import Settings
+from .errors import ConfigError, SecretKeyError
+from .store import database, recall, remember
+
+ENV = "NEWSLETTER_SECRET_KEY"
+OLD_ENV = "NEWSLETTER_OLD_SECRET_KEYS"
+SEEN = "secret_key"
+
+
+def fingerprint(key: str) -> str:
+    """A short name for a key that reveals nothing about it (shown, and kept in the database)."""
+    return hmac.new(key.encode(), b"newsletter key fingerprint", hashlib.sha256).hexdigest()[:16]
+
+
+def signed_before(conn: sqlite3.Connection) -> str | None:
+    """Why links signed with a key may be out there, or None for a project that never signed one."""
+    if recall(conn, SEEN):
+        return "the database knows the key it signed links with"
+    if conn.execute("SELECT 1 FROM deliveries WHERE started_at IS NOT NULL LIMIT 1").fetchone():
+        return "issues have been sent with unsubscribe links"
+    if conn.execute(
+        "SELECT 1 FROM subscribers WHERE status = 'pending' AND consent_source LIKE 'signup%' LIMIT 1"
+    ).fetchone():
+        return "confirmation links have been mailed"
+    if conn.execute("SELECT 1 FROM forgotten LIMIT 1").fetchone():
+        return "forgotten addresses are kept as hashes made with it"
+    return None
+
+
+def _dotenv(settings: Settings) -> Path:
+    return settings.project_dir / ".env"
+
+
+def ensure(settings: Settings) -> tuple[Settings, bool]:
+    """The settings with a usable key: the one set (checked), or a new one written to .env when
+    the project has never signed anything. Returns (settings, whether a key was made)."""
+    if settings.secret_key:
+        return check(settings), False
+    with database(settings.database) as conn:
+        reason = signed_before(conn)
+        if reason is not None:
+            raise SecretKeyError(
+                f"{ENV} is not set, but this project has signed links with a key ({reason}); restore .env from "
+                f"your backup, or set {ENV} to the key it had. A new key would break every unsubscribe link "
+                "already sent."
+            )
+        key = secrets.token_urlsafe(48)
+        path = _dotenv(settings)
+        try:
+            existed = path.exists()
+            with path.open("a", encoding="utf-8") as handle:
+                if not existed:
+                    path.chmod(0o600)
+                handle.write(
+                    "\n# Signs the links in emails. Made by newsletter; keep it secret, keep it, and keep a backup\n"
+                    f"# of this file: a new key breaks the links in emails already sent.\n{ENV}={key}\n"
+                )
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot store a new {ENV} ({exc.strerror}); set it yourself.") from exc
+        remember(conn, SEEN, fingerprint(key))
+    return dataclasses.replace(settings, secret_key=key), True
+
+
+def check(settings: Settings) -> Settings:
+    """The settings, if their key is the one this project signs with (recorded on first use);
+    SecretKeyError otherwise. Call before signing or checking anything."""
+    key = settings.secret_key
+    if not key:
+        raise SecretKeyError(
+            f"{ENV} is not set: it signs the links in emails. Restore .env from your backup; in a new project, "
+            "'newsletter send --test ADDRESS' makes one."
+        )
+    with database(settings.database) as conn:
+        known = {value for value, _ in recall(conn, SEEN)}
+        mine = fingerprint(key)
+        if mine in known:
+            return settings
+        if known and not known & {fingerprint(old) for old in settings.old_secret_keys}:
+            raise SecretKeyError(
+                f"{ENV} is not the key this project's links were signed with (its fingerprint is {mine}, the "
+                f"project's is {sorted(known)[-1]}); restore the .env that belongs with {settings.database.name}. "
+                f"To change keys without breaking links, use 'newsletter secret rotate'."
+            )
+        remember(conn, SEEN, mine)  # first use, or a new key with the old one kept for checking
+    return settings
+
+
+@dataclass(frozen=True)
+class KeyStatus:
+    """What ``newsletter secret status`` shows: no key, only where it is and its fingerprint."""
+
+    source: str  # '.env', 'the environment' or 'not set'
+    fingerprint: str | None
+    known: tuple[tuple[str, str], ...]  # fingerprints the project has used, with the first use
+    old_keys: int
+
+
+def status(settings: Settings) -> KeyStatus:
+    """Where the key comes from, its fingerprint, and the keys the project has used."""
+    with database(settings.database) as conn:
+        known = tuple(recall(conn, SEEN))
+    return KeyStatus(_source(settings), fingerprint(settings.secret_key) if settings.secret_key else None, known,
+                     len(settings.old_secret_keys))  # fmt: skip
+
+
+def _source(settings: Settings) -> str:
+    if not settings.secret_key:
+        return "not set"
+    if os.environ.get(ENV, "").strip() == settings.secret_key:
+        return "the environment"
+    return ".env"
+
+
+def rotate(settings: Settings) -> tuple[str, int]:
+    """Make a new signing key in .env and keep the current one (and older ones) for checking
+    links. Returns (the new key's fingerprint, how many old keys are kept)."""
+    check(settings)
+    current = settings.secret_key
+    assert current is not None
+    path = _dotenv(settings)
+    if _source(settings) != ".env" or (OLD_ENV in os.environ and os.environ[OLD_ENV].strip()):
+        raise SecretKeyError(
+            f"{ENV} is set in the environment, not in {path}; rotate it there: set {OLD_ENV} to the current key "
+            f"(and any older ones, space-separated) and {ENV} to a new one of at least 32 random characters."
+        )
+    new = secrets.token_urlsafe(48)
+    old = [k for k in (*settings.old_secret_keys, current) if k]
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror}).") from exc
+    kept = [line for line in lines if not line.strip().startswith((f"{ENV}=", f"{OLD_ENV}=", f"export {ENV}=",
+                                                                   f"export {OLD_ENV}="))]  # fmt: skip
+    kept += [
+        "# Rotated by 'newsletter secret rotate': the new key signs, the old ones still check links in sent mail.",
+        f"{ENV}={new}",
+        f'{OLD_ENV}="{" ".join(old)}"',
+    ]
+    with database(settings.database) as conn:
+        remember(conn, SEEN, fingerprint(new))
+    _write_private(path, "\n".join(kept) + "\n")
+    assert dotenv_values(path).get(ENV) == new
+    return fingerprint(new), len(old)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Replace ``path`` in one step, readable by its owner only."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".env.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

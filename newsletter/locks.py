@@ -1,0 +1,54 @@
+"""Lock files in build/.locks/: one holder at a time, released by the OS when the holder dies.
+
+One place for every lock: a delivery per issue, run-due, the archive writer. A forked sending
+process lets go of its parent's locks (``release_inherited``), so that only the process that
+took a lock holds it, and a killed sender never leaves one behind.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+from .errors import BusyError, ProjectError
+
+_HELD: set[int] = set()  # file descriptors of the lock files this process holds
+
+
+def folder(build_dir: Path) -> Path:
+    """Where the lock files live."""
+    return build_dir / ".locks"
+
+
+@contextmanager
+def hold(build_dir: Path, name: str, *, wait: bool = False, busy: str = "") -> Iterator[None]:
+    """Hold the lock ``name`` for the block. Without ``wait``, a lock someone else holds raises
+    BusyError(``busy``) at once; with it, the call waits its turn."""
+    place = folder(build_dir)
+    try:
+        place.mkdir(parents=True, exist_ok=True)
+        handle = (place / f"{name}.lock").open("a+")
+    except OSError as exc:
+        raise ProjectError(f"cannot make the lock file in {place} ({exc.strerror}); check the folder.") from exc
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            raise BusyError(busy or f"{name} is in use by another run; wait for it to finish.") from None
+        _HELD.add(handle.fileno())
+        try:
+            yield
+        finally:
+            _HELD.discard(handle.fileno())
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def release_inherited() -> None:
+    """In a forked child: close the lock files inherited from the parent (the parent keeps them)."""
+    for fd in list(_HELD):
+        with suppress(OSError):
+            os.close(fd)
+    _HELD.clear()

@@ -1,0 +1,311 @@
+"""Where messages go: an SMTP server, or the local outbox (a Maildir) when the project chose it.
+
+Bytes in, no SQL. ``choose`` picks the transport from the settings and refuses rather than
+guess: no transport configured, SMTP settings that went missing after SMTP was used, or two
+transports at once are each a one-line refusal. ``Connection`` is one persistent connection;
+``mail_address`` decides how an address travels (ASCII, IDNA A-label domain, or SMTPUTF8), so
+that an address with æøå is that recipient's business and never stops a send.
+"""
+
+from __future__ import annotations
+
+import mailbox
+import smtplib
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import Settings
+from .errors import AfterData, ConnectFailed, NewsletterError, NoTransport, TransportError, Undeliverable
+
+TEMPORARY = "temporary"
+PERMANENT = "permanent"
+
+
+@dataclass(frozen=True)
+class Outbox:
+    """Messages written to a Maildir instead of being sent (open it with any mail program)."""
+
+    path: Path
+    kind = "outbox"
+
+    def describe(self) -> str:
+        return f"the local outbox {self.path} (nothing leaves this machine)"
+
+    @property
+    def target(self) -> str:
+        """What the delivery journal records as its transport."""
+        return "outbox"
+
+    def store(self, raw: bytes) -> str:
+        """Store a message given as bytes; return the file it went to."""
+        try:
+            box = mailbox.Maildir(self.path, create=True)
+            key = box.add(raw)
+        except OSError as exc:
+            raise TransportError(f"cannot write to the outbox {self.path} ({exc.strerror}).") from exc
+        return f"{self.path}/new/{key}"
+
+
+@dataclass(frozen=True)
+class SMTP:
+    """An SMTP server: STARTTLS, implicit TLS or plain, with optional login."""
+
+    host: str
+    port: int
+    security: str
+    username: str | None
+    password: str | None
+    timeout: float
+    ca_file: Path | None = None
+    kind = "smtp"
+
+    def describe(self) -> str:
+        return f"SMTP {self.host}:{self.port} ({self.security})"
+
+    @property
+    def target(self) -> str:
+        return f"smtp {self.host}:{self.port}"
+
+    def connect(self) -> smtplib.SMTP:
+        """An open, authenticated connection. Certificates are always verified."""
+        try:
+            context = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConnectFailed(f"cannot use the CA file {self.ca_file} ({exc}); check smtp.ca_file.") from exc
+        client: smtplib.SMTP | None = None
+        try:
+            if self.security == "tls":
+                client = smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout, context=context)
+            else:
+                client = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+                if self.security == "starttls":
+                    client.starttls(context=context)
+            if self.username:
+                client.login(self.username, self.password or "")
+        except smtplib.SMTPNotSupportedError as exc:
+            _close(client)
+            raise ConnectFailed(
+                f"the SMTP server {self.host} does not offer {exc}; check NEWSLETTER_SMTP_SECURITY."
+            ) from exc
+        except smtplib.SMTPAuthenticationError as exc:
+            _close(client)
+            raise ConnectFailed(
+                f"the SMTP server {self.host} refused the login ({exc.smtp_code}); check NEWSLETTER_SMTP_USERNAME and _PASSWORD."
+            ) from exc
+        except (OSError, smtplib.SMTPException) as exc:
+            _close(client)
+            raise ConnectFailed(f"cannot connect to the SMTP server {self.host}:{self.port} ({exc}).") from exc
+        return client
+
+
+Transport = Outbox | SMTP
+
+
+def _close(client: smtplib.SMTP | None) -> None:
+    if client is None:
+        return
+    try:
+        client.quit()
+    except (smtplib.SMTPException, OSError):
+        client.close()
+
+
+def choose(settings: Settings, smtp_used: list[tuple[str, str]] = ()) -> Transport:  # type: ignore[assignment]
+    """The transport the settings name; a refusal (NoTransport) rather than a guess.
+
+    ``smtp_used`` is what the project has sent through before (``store.recall(conn, 'smtp')``):
+    if it ever used SMTP, the outbox is never chosen in its place."""
+    kind = settings.send_transport
+    if kind is None:
+        if not settings.smtp_host:
+            raise NoTransport(
+                "no transport is configured: set NEWSLETTER_SMTP_HOST (and the other smtp settings, in .env) to "
+                'send by SMTP, or sending.transport = "outbox" in newsletter.toml to keep messages in the local outbox.'
+            )
+        kind = "smtp"
+    if kind == "smtp":
+        if not settings.smtp_host:
+            raise NoTransport(
+                "sending.transport is smtp, but no SMTP server is set; set NEWSLETTER_SMTP_HOST (in .env) "
+                "or restore .env from your backup."
+            )
+        return SMTP(
+            settings.smtp_host,
+            settings.smtp_port,
+            settings.smtp_security,
+            settings.smtp_username,
+            settings.smtp_password,
+            settings.smtp_timeout,
+            settings.smtp_ca_file,
+        )
+    if settings.smtp_host:
+        raise NoTransport(
+            f"sending.transport is outbox, but an SMTP server is set too ({settings.smtp_host}); "
+            "set NEWSLETTER_SENDING_TRANSPORT=smtp to send by SMTP, or remove NEWSLETTER_SMTP_HOST to use the outbox."
+        )
+    if smtp_used:
+        server, since = smtp_used[-1]
+        raise NoTransport(
+            f"this project has sent by SMTP ({server.removeprefix('smtp ')}, first on {since[:10]}), but no SMTP server "
+            "is set now (was .env moved or lost?); restore .env from your backup or set NEWSLETTER_SMTP_HOST. "
+            "Nothing was sent to the outbox in its place."
+        )
+    return Outbox(settings.outbox_dir)
+
+
+_NOT_IN_ADDRESS = set('\r\n\t "(),:;<>[\\]') | {chr(c) for c in range(32)} | {"\x7f"}
+
+
+def check_address(email: str) -> str:
+    """``email`` if it is a plain address that can be written into a header (what
+    subscribers.normalize_email accepts: no quoted local part, no comments, nothing that could
+    end a header); else NewsletterError."""
+    local, _, domain = email.rpartition("@")
+    if not local or not domain or "@" in local or any(c in _NOT_IN_ADDRESS for c in email):
+        raise NewsletterError(f"recipient address {email!r} is not a plain e-mail address; correct it.")
+    return email
+
+
+def mail_address(email: str, smtputf8: bool) -> tuple[str, bool]:
+    """How ``email`` travels: (the address to use in RCPT TO and To, whether it needs SMTPUTF8).
+
+    ASCII goes as it is. With æøå, a server that offers SMTPUTF8 gets the address as written;
+    one that does not gets the domain as an IDNA A-label (kari@xn--blbr-roah.no), which only
+    works when the part before the @ is ASCII: otherwise Undeliverable names the reason."""
+    if email.isascii():
+        return email, False
+    if smtputf8:
+        return email, True
+    from email_validator import EmailNotValidError, validate_email
+
+    try:
+        ascii_email = validate_email(email, check_deliverability=False).ascii_email
+    except EmailNotValidError as exc:
+        raise Undeliverable(f"{email!r} is not a valid e-mail address ({exc}).") from None
+    if ascii_email is None:
+        raise Undeliverable(
+            f"the SMTP server does not accept addresses with letters such as æøå before the @ (it lacks SMTPUTF8), "
+            f"so {email} cannot be reached through it."
+        )
+    return ascii_email, False
+
+
+class Connection:
+    """One persistent connection, opened on first use and again after any failure."""
+
+    def __init__(self, via: Transport) -> None:
+        self.via = via
+        self.client: smtplib.SMTP | None = None
+
+    def open(self) -> None:
+        """Connect (and log in) if not connected; ConnectFailed if that fails."""
+        if isinstance(self.via, SMTP) and self.client is None:
+            self.client = self.via.connect()
+            self.client.ehlo_or_helo_if_needed()
+
+    @property
+    def smtputf8(self) -> bool:
+        """Whether addresses and headers may be UTF-8 (the outbox: always; SMTP: if offered)."""
+        if isinstance(self.via, Outbox):
+            return True
+        self.open()
+        return bool(self.client and self.client.has_extn("smtputf8"))
+
+    def send(self, sender: str, recipient: str, raw: bytes, utf8: bool = False) -> str:
+        """Hand over one message; return where it went. SMTP errors are raised as smtplib's own
+        (``classify`` reads them), except ConnectFailed (stop the run) and AfterData (maybe sent)."""
+        if isinstance(self.via, Outbox):
+            return self.via.store(raw)
+        self.open()
+        try:
+            self._transaction(sender, recipient, raw, utf8)
+        except smtplib.SMTPRecipientsRefused:
+            self.reset()  # the session is still usable, but RSET keeps it clean
+            raise
+        except (smtplib.SMTPServerDisconnected, OSError, AfterData):
+            self.close()
+            raise
+        except smtplib.SMTPResponseException:
+            self.reset()
+            raise
+        return self.via.describe()
+
+    def _transaction(self, sender: str, recipient: str, raw: bytes, utf8: bool) -> None:
+        """MAIL, RCPT and DATA as smtplib.sendmail does them, but with the dot-stuffing done by a
+        byte replace: smtplib's regular expression costs as much as building the message."""
+        client = self.client
+        assert client is not None
+        options: list[str] = []
+        if utf8:
+            options.append("SMTPUTF8")
+            if client.has_extn("8bitmime"):
+                options.append("BODY=8BITMIME")
+        client.command_encoding = "utf-8" if utf8 else "ascii"
+        code, reply = client.mail(sender, options)
+        if code != 250:
+            text = reply.decode(errors="replace") if isinstance(reply, bytes) else str(reply)
+            if 500 <= code < 600:  # our sender address is refused: no recipient's fault
+                raise ConnectFailed(
+                    f"the SMTP server refused the sender {sender} ({code} {text}); check sender.address."
+                )
+            raise smtplib.SMTPSenderRefused(code, reply, sender)
+        code, reply = client.rcpt(recipient)
+        if code not in (250, 251):
+            raise smtplib.SMTPRecipientsRefused({recipient: (code, reply)})
+        code, reply = client.docmd("data")
+        if code != 354:
+            raise smtplib.SMTPDataError(code, reply)
+        body = raw.replace(b"\r\n.", b"\r\n..")
+        if body.startswith(b"."):
+            body = b"." + body
+        if not body.endswith(b"\r\n"):
+            body += b"\r\n"
+        client.send(body + b".\r\n")
+        try:
+            code, reply = client.getreply()
+        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+            raise AfterData(f"no answer after the message was sent ({exc})") from exc
+        if code != 250:
+            raise smtplib.SMTPDataError(code, reply)
+
+    def reset(self) -> None:
+        try:
+            if self.client is not None:
+                self.client.rset()
+        except (smtplib.SMTPException, OSError):
+            self.close()
+
+    def close(self) -> None:
+        _close(self.client)
+        self.client = None
+
+
+def deliver(connection: Connection, sender: str, email: str, make: Callable[[str, bool], bytes]) -> str:
+    """Send one message to ``email`` on ``connection``: the address form is chosen for this
+    server, ``make(address, utf8)`` builds the bytes. Returns where it went; raises
+    Undeliverable, ConnectFailed or TransportError (with the server's words)."""
+    address, utf8 = mail_address(email, connection.smtputf8)
+    raw = make(address, utf8)
+    try:
+        return connection.send(sender, address, raw, utf8)
+    except smtplib.SMTPException as exc:
+        _, text = classify(exc)
+        raise TransportError(f"the SMTP server did not accept the message for {email} ({text}).") from exc
+
+
+def classify(exc: BaseException) -> tuple[str, str]:
+    """(TEMPORARY | PERMANENT, the server's words) for an exception raised while sending."""
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        code, reply = next(iter(exc.recipients.values()))
+        text = reply.decode(errors="replace") if isinstance(reply, bytes) else str(reply)
+        return (PERMANENT if 500 <= code < 600 else TEMPORARY), f"{code} {text}"
+    if isinstance(exc, smtplib.SMTPResponseException):
+        text = exc.smtp_error.decode(errors="replace") if isinstance(exc.smtp_error, bytes) else str(exc.smtp_error)
+        return (PERMANENT if 500 <= exc.smtp_code < 600 else TEMPORARY), f"{exc.smtp_code} {text}"
+    if isinstance(exc, Undeliverable):
+        return PERMANENT, str(exc)
+    if isinstance(exc, TransportError):
+        return TEMPORARY, str(exc)
+    return TEMPORARY, f"{type(exc).__name__}: {exc}"  # timeouts, dropped connections, refused connections

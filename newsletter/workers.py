@@ -1,0 +1,191 @@
+"""The connections of a send: worker processes (threads where forking is not safe) that build
+and hand over messages, and the rate limit they share. No SQL: jobs go in, outcomes come out,
+and the delivery records them.
+
+Every outcome belongs to one recipient, except ABORT: no connection, no login, or our sender
+refused, which stops the run and blames nobody.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from queue import Empty
+from typing import Any
+
+from .errors import AfterData, ConnectFailed, NewsletterError, Undeliverable
+from .locks import release_inherited
+from .transport import PERMANENT, TEMPORARY, Connection, Transport, classify, mail_address
+
+ABORT = "abort"  # no connection at all: not the recipient's fault
+
+# make(job, address) -> (Message-ID, bytes): the message for one job, to the address as the
+# connection carries it (transport.mail_address).
+Make = Callable[[tuple, str], tuple[str, bytes]]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one message."""
+
+    subscriber: int
+    ok: bool
+    kind: str = ""  # TEMPORARY, PERMANENT or ABORT when not ok
+    error: str = ""
+    message_id: str = ""
+    bounce: bool = False  # the server refused the address itself (RCPT 5xx)
+    uncertain: bool = False  # it may have been delivered although it failed
+
+
+class RateLimit:
+    """Shared by all connections: at most ``per_second`` and ``per_hour`` messages (0: no limit)."""
+
+    def __init__(self, per_second: int, per_hour: int, clock=time.monotonic, sleep=time.sleep) -> None:
+        self.per_second, self.per_hour = per_second, per_hour
+        self.clock, self.sleep = clock, sleep
+        self.sent: deque[float] = deque()
+        self.lock = threading.Lock()
+
+    @property
+    def active(self) -> bool:
+        """Whether any limit is set."""
+        return bool(self.per_second or self.per_hour)
+
+    def wait(self, stop: threading.Event | None = None) -> bool:
+        """Block until one more message may go; False if ``stop`` was set meanwhile."""
+        if not self.active:
+            return True
+        while True:
+            if stop is not None and stop.is_set():
+                return False
+            with self.lock:
+                moment = self.clock()
+                while self.sent and self.sent[0] <= moment - 3600:
+                    self.sent.popleft()
+                last_second = sum(1 for t in reversed(self.sent) if t > moment - 1) if self.per_second else 0
+                delay = 0.0
+                if self.per_second and last_second >= self.per_second:
+                    delay = max(delay, self.sent[-self.per_second] + 1 - moment)
+                if self.per_hour and len(self.sent) >= self.per_hour:
+                    delay = max(delay, self.sent[-self.per_hour] + 3600 - moment)
+                if delay <= 0:
+                    self.sent.append(moment)
+                    return True
+            if stop is not None:
+                stop.wait(min(delay, 1.0))
+            else:
+                self.sleep(min(delay, 1.0))
+
+
+def handle(connection: Connection, sender: str, job: tuple, make: Make) -> Outcome:
+    """Build and hand over one job's message; every failure but a lost connection is the job's own."""
+    subscriber, email = job[0], job[1]
+    try:
+        address, utf8 = mail_address(email, connection.smtputf8)
+    except ConnectFailed as exc:
+        return Outcome(subscriber, False, ABORT, str(exc))
+    except Undeliverable as exc:
+        return Outcome(subscriber, False, PERMANENT, str(exc))
+    try:
+        message_id, raw = make(job, address)
+    except NewsletterError as exc:  # this recipient's data (a stored address no longer valid): no retry helps
+        return Outcome(subscriber, False, PERMANENT, f"the message could not be made: {exc}")
+    except Exception as exc:  # a fault in newsletter itself: retried, and '--retry-failed' after a fix
+        return Outcome(subscriber, False, TEMPORARY, f"the message could not be made ({type(exc).__name__}: {exc}).")
+    try:
+        connection.send(sender, address, raw, utf8)
+        return Outcome(subscriber, True, message_id=message_id)
+    except ConnectFailed as exc:
+        return Outcome(subscriber, False, ABORT, str(exc))
+    except AfterData as exc:
+        return Outcome(subscriber, False, TEMPORARY, str(exc), uncertain=True)
+    except Exception as exc:  # every other failure is recorded against the recipient
+        kind, text = classify(exc)
+        bounce = kind == PERMANENT and type(exc).__name__ == "SMTPRecipientsRefused"
+        return Outcome(subscriber, False, kind, text, bounce=bounce)
+
+
+def _work(via: Transport, sender: str, jobs: Any, results: Any, parent: int, make: Make) -> None:
+    """One connection: build and send the messages it is given and report each outcome (thread or
+    process). In a process it uses another core."""
+    if os.getpid() != parent:  # a forked worker: let go of the lock files, so only the sender holds them
+        release_inherited()
+    connection = Connection(via)
+    try:
+        while True:
+            try:
+                job = jobs.get(timeout=1)
+            except Empty:
+                if os.getppid() != parent and parent != os.getpid():
+                    return  # the sender died (even kill -9): stop rather than linger
+                continue
+            if job is None:
+                return
+            results.put(handle(connection, sender, job, make))
+    finally:
+        connection.close()
+
+
+@dataclass
+class Pool:
+    """The connections of a run."""
+
+    jobs: Any
+    results: Any
+    members: list
+
+    def alive(self) -> bool:
+        """Whether every connection is still running."""
+        return all(member.is_alive() for member in self.members)
+
+    def collect(self, timeout: float | None) -> list[Outcome]:
+        """The outcomes that have arrived, waiting up to ``timeout`` seconds for the first (None: not at all)."""
+        found = []
+        try:
+            found.append(self.results.get(timeout=timeout) if timeout else self.results.get_nowait())
+            while True:
+                found.append(self.results.get_nowait())
+        except Empty:
+            pass
+        return found
+
+    def put(self, job: tuple) -> None:
+        self.jobs.put(job)
+
+    def stop(self) -> None:
+        for _ in self.members:
+            self.jobs.put(None)
+        for member in self.members:
+            member.join(timeout=60)
+            if hasattr(member, "terminate") and member.is_alive():
+                member.terminate()
+
+
+def start(via: Transport, sender: str, count: int, make: Make) -> Pool:
+    """``count`` connections: processes where that is safe (SMTP, several cores, no other threads
+    in this process), else threads."""
+    import multiprocessing
+    from queue import Queue
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    forkable = "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1
+    if via.kind == "smtp" and count > 1 and cores > 1 and forkable:
+        context = multiprocessing.get_context("fork")
+        jobs, results = context.Queue(), context.Queue()
+        members: list = [
+            context.Process(target=_work, args=(via, sender, jobs, results, os.getpid(), make), daemon=True)
+            for _ in range(count)
+        ]
+    else:
+        jobs, results = Queue(), Queue()
+        members = [
+            threading.Thread(target=_work, args=(via, sender, jobs, results, os.getpid(), make), daemon=True)
+            for _ in range(count)
+        ]
+    for member in members:
+        member.start()
+    return Pool(jobs, results, members)
