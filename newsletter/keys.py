@@ -89,12 +89,18 @@ def check(settings: Settings) -> Settings:
     """The settings, if their key is the one this project signs with (recorded on first use);
     SecretKeyError otherwise. Call before signing or checking anything."""
     key = settings.secret_key
-    if not key:
-        raise SecretKeyError(
-            f"{ENV} is not set: it signs the links in emails. Restore .env from your backup; in a new project, "
-            "'newsletter send --test ADDRESS' makes one."
-        )
     with database(settings.database) as conn:
+        if not key:
+            reason = signed_before(conn)
+            if reason is not None:
+                raise SecretKeyError(
+                    f"{ENV} is not set, but this project has signed links with a key ({reason}); restore .env "
+                    f"from your backup, or set {ENV} to the key it had."
+                )
+            raise SecretKeyError(
+                f"{ENV} is not set: it signs the links in emails. Any command that sends makes one in .env "
+                "(e.g. 'newsletter send --test ADDRESS'), or set it yourself: at least 32 random characters."
+            )
         known = {value for value, _ in recall(conn, SEEN)}
         mine = fingerprint(key)
         if mine in known:

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
+import socket
 import sqlite3
 import threading
 import time
+from email import policy
+from email.parser import BytesParser
 from pathlib import Path
 
 import pytest
+from aiosmtpd.controller import Controller
 from click.testing import CliRunner, Result
 
 from newsletter.cli import cli
+from newsletter.config import load_settings
+from newsletter.store import database
+from newsletter.subscribers import add, set_status
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_ISSUE = "2026-12-ordforererklaeringen"
@@ -135,3 +143,169 @@ class LiveServer:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(10)
+
+
+# --- SMTP on loopback ------------------------------------------------------------------------
+
+KEY = "d" * 40
+
+
+class Sink:
+    """An SMTP server's handler: keeps messages; per-address scripted replies."""
+
+    def __init__(self) -> None:
+        self.messages: list[bytes] = []
+        self.envelopes: list[tuple[str, tuple[str, ...], bool]] = []  # (MAIL FROM, RCPT TOs, SMTPUTF8) of each
+        self.rcpt: dict[str, list[str]] = {}  # address -> replies to give, one per try ('' = accept)
+        self.drop: dict[str, int] = {}  # address -> times to drop the connection during DATA
+        self.delay = 0.0
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        replies = self.rcpt.get(address)
+        if replies:
+            reply = replies.pop(0)
+            if reply:
+                return reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        for address in envelope.rcpt_tos:
+            if self.drop.get(address):
+                self.drop[address] -= 1
+                server.transport.close()  # the connection drops in the middle of DATA
+                return "421 closing"
+        self.messages.append(envelope.original_content or envelope.content)
+        self.envelopes.append((envelope.mail_from, tuple(envelope.rcpt_tos), bool(envelope.smtp_utf8)))
+        return "250 Message accepted"
+
+    def parsed(self):
+        return [BytesParser(policy=policy.default).parsebytes(m) for m in self.messages]
+
+    def to(self):
+        return sorted(m["To"].addresses[0].addr_spec for m in self.parsed())
+
+    def rcpt_tos(self) -> list[str]:
+        """Every accepted message's envelope recipient, sorted (UTF-8 addresses as they are)."""
+        return sorted(address for _, tos, _ in self.envelopes for address in tos)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve_smtp(project, monkeypatch, handler=None, **options):
+    """An SMTP server on loopback (aiosmtpd, in this process) with ``handler`` (a Sink by
+    default), and the settings that send to it. Returns (handler, controller)."""
+    handler = handler or Sink()
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port, **options)
+    controller.start()
+    load_sample_data(project)  # the sample news and emissions, so the issue builds without warnings
+    for name, value in {
+        "NEWSLETTER_SECRET_KEY": KEY,
+        "NEWSLETTER_SENDING_TRANSPORT": "smtp",
+        "NEWSLETTER_SMTP_HOST": "127.0.0.1",
+        "NEWSLETTER_SMTP_PORT": str(port),
+        "NEWSLETTER_SMTP_SECURITY": "none",
+        "NEWSLETTER_SMTP_TIMEOUT": "5",
+        "NEWSLETTER_SENDING_RETRY_SECONDS": "0",
+        "NEWSLETTER_SENDING_MAX_ATTEMPTS": "3",
+        "NEWSLETTER_SENDING_CONNECTIONS": "2",
+    }.items():
+        monkeypatch.setenv(name, value)
+    return handler, controller
+
+
+@pytest.fixture
+def sink(project, monkeypatch):
+    """An SMTP server without SMTPUTF8 (as many relays are; aiosmtpd's Controller offers it unless told not to)."""
+    handler, controller = serve_smtp(project, monkeypatch, enable_SMTPUTF8=False)
+    yield handler
+    controller.stop()
+
+
+@pytest.fixture
+def utf8_sink(project, monkeypatch):
+    """An SMTP server that offers SMTPUTF8 (RFC 6531)."""
+    handler, controller = serve_smtp(project, monkeypatch, enable_SMTPUTF8=True)
+    yield handler
+    controller.stop()
+
+
+def subscribe(*people, status="confirmed"):
+    settings = load_settings()
+    from newsletter.emissions import read_members
+
+    members = read_members(settings.emissions_members)
+    ids = []
+    with database(settings.database) as conn:
+        for person in people:
+            email, name, municipality = (person, "", None) if isinstance(person, str) else person
+            _, s = add(conn, settings, members, email, name=name, municipality=municipality, confirmed=True)
+            if status != "confirmed":
+                set_status(conn, s.id, status)
+            ids.append(s.id)
+    return ids
+
+
+@pytest.fixture
+def tls_sink(project, monkeypatch, tmp_path):
+    """An SMTP server that requires STARTTLS (self-signed certificate) and AUTH."""
+    import datetime as dt
+    import ipaddress
+    import ssl
+
+    from aiosmtpd.smtp import AuthResult
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(dt.datetime.now(dt.UTC) - dt.timedelta(days=1))
+        .not_valid_after(dt.datetime.now(dt.UTC) + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_file, key_file)
+
+    def authenticator(server, session, envelope, mechanism, auth_data):
+        ok = auth_data.login == b"nyhetsbrev" and auth_data.password == b"riktig-passord"
+        return AuthResult(success=ok)
+
+    handler = Sink()
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port, tls_context=context, require_starttls=True,
+                            auth_required=True, auth_require_tls=True, authenticator=authenticator)  # fmt: skip
+    controller.start()
+    load_sample_data(project)
+    for env, value in {
+        "NEWSLETTER_SECRET_KEY": KEY,
+        "NEWSLETTER_SENDING_TRANSPORT": "smtp",
+        "NEWSLETTER_SMTP_HOST": "127.0.0.1",
+        "NEWSLETTER_SMTP_PORT": str(port),
+        "NEWSLETTER_SMTP_SECURITY": "starttls",
+        "NEWSLETTER_SMTP_USERNAME": "nyhetsbrev",
+        "NEWSLETTER_SMTP_PASSWORD": "riktig-passord",
+        "NEWSLETTER_SMTP_CA_FILE": str(cert_file),
+        "NEWSLETTER_SENDING_RETRY_SECONDS": "0",
+        "NEWSLETTER_SENDING_MAX_ATTEMPTS": "2",
+    }.items():
+        monkeypatch.setenv(env, value)
+    yield handler
+    controller.stop()

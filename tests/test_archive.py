@@ -9,8 +9,7 @@ from pathlib import Path
 import feedparser
 import httpx
 import pytest
-from conftest import SAMPLE_ISSUE, LiveServer, assert_error, load_sample_data, write
-from test_send import KEY, subscribe
+from conftest import KEY, SAMPLE_ISSUE, LiveServer, assert_error, load_sample_data, subscribe, write
 
 from newsletter.config import load_settings
 

@@ -4,109 +4,22 @@ limits, the outbox, test sends and the one-sender-per-issue lock."""
 
 from __future__ import annotations
 
-import asyncio
 import mailbox
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
 from email import policy
 from email.parser import BytesParser
 
-import pytest
-from aiosmtpd.controller import Controller
-from conftest import SAMPLE_ISSUE, assert_error, load_sample_data, rows
+from conftest import KEY, SAMPLE_ISSUE, assert_error, load_sample_data, rows, subscribe
 
 from newsletter.config import load_settings
 from newsletter.locks import hold
 from newsletter.store import database
-from newsletter.subscribers import add, read_token, set_status
-
-KEY = "d" * 40
-
-
-class Sink:
-    """An SMTP server's handler: keeps messages; per-address scripted replies."""
-
-    def __init__(self) -> None:
-        self.messages: list[bytes] = []
-        self.rcpt: dict[str, list[str]] = {}  # address -> replies to give, one per try ('' = accept)
-        self.drop: dict[str, int] = {}  # address -> times to drop the connection during DATA
-        self.delay = 0.0
-
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
-        replies = self.rcpt.get(address)
-        if replies:
-            reply = replies.pop(0)
-            if reply:
-                return reply
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server, session, envelope):
-        if self.delay:
-            await asyncio.sleep(self.delay)
-        for address in envelope.rcpt_tos:
-            if self.drop.get(address):
-                self.drop[address] -= 1
-                server.transport.close()  # the connection drops in the middle of DATA
-                return "421 closing"
-        self.messages.append(envelope.original_content or envelope.content)
-        return "250 Message accepted"
-
-    def parsed(self):
-        return [BytesParser(policy=policy.default).parsebytes(m) for m in self.messages]
-
-    def to(self):
-        return sorted(m["To"].addresses[0].addr_spec for m in self.parsed())
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def sink(project, monkeypatch):
-    handler = Sink()
-    port = free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    load_sample_data(project)  # the sample news and emissions, so the issue builds without warnings
-    for name, value in {
-        "NEWSLETTER_SECRET_KEY": KEY,
-        "NEWSLETTER_SENDING_TRANSPORT": "smtp",
-        "NEWSLETTER_SMTP_HOST": "127.0.0.1",
-        "NEWSLETTER_SMTP_PORT": str(port),
-        "NEWSLETTER_SMTP_SECURITY": "none",
-        "NEWSLETTER_SMTP_TIMEOUT": "5",
-        "NEWSLETTER_SENDING_RETRY_SECONDS": "0",
-        "NEWSLETTER_SENDING_MAX_ATTEMPTS": "3",
-        "NEWSLETTER_SENDING_CONNECTIONS": "2",
-    }.items():
-        monkeypatch.setenv(name, value)
-    yield handler
-    controller.stop()
-
-
-def subscribe(*people, status="confirmed"):
-    settings = load_settings()
-    from newsletter.emissions import read_members
-
-    members = read_members(settings.emissions_members)
-    ids = []
-    with database(settings.database) as conn:
-        for person in people:
-            email, name, municipality = (person, "", None) if isinstance(person, str) else person
-            _, s = add(conn, settings, members, email, name=name, municipality=municipality, confirmed=True)
-            if status != "confirmed":
-                set_status(conn, s.id, status)
-            ids.append(s.id)
-    return ids
+from newsletter.subscribers import read_token, set_status
 
 
 def test_delivery_and_headers(run, project, sink):
@@ -375,64 +288,6 @@ def test_dkim_signature_covers_the_unsubscribe_headers_and_verifies(run, project
 def test_dkim_settings_go_together(run, project, sink, monkeypatch):
     monkeypatch.setenv("NEWSLETTER_DKIM_DOMAIN", "osloregionen.no")
     assert_error(run("send", "--yes"), "set all of dkim.domain, dkim.selector and dkim.key_file")
-
-
-@pytest.fixture
-def tls_sink(project, monkeypatch, tmp_path):
-    """An SMTP server that requires STARTTLS (self-signed certificate) and AUTH."""
-    import datetime as dt
-    import ipaddress
-    import ssl
-
-    from aiosmtpd.smtp import AuthResult
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-    from cryptography.x509.oid import NameOID
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(dt.datetime.now(dt.UTC) - dt.timedelta(days=1))
-        .not_valid_after(dt.datetime.now(dt.UTC) + dt.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-        .sign(key, hashes.SHA256())
-    )  # fmt: skip
-    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert_file, key_file)
-
-    def authenticator(server, session, envelope, mechanism, auth_data):
-        ok = auth_data.login == b"nyhetsbrev" and auth_data.password == b"riktig-passord"
-        return AuthResult(success=ok)
-
-    handler = Sink()
-    port = free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port, tls_context=context, require_starttls=True,
-                            auth_required=True, auth_require_tls=True, authenticator=authenticator)  # fmt: skip
-    controller.start()
-    load_sample_data(project)
-    for env, value in {
-        "NEWSLETTER_SECRET_KEY": KEY,
-        "NEWSLETTER_SENDING_TRANSPORT": "smtp",
-        "NEWSLETTER_SMTP_HOST": "127.0.0.1",
-        "NEWSLETTER_SMTP_PORT": str(port),
-        "NEWSLETTER_SMTP_SECURITY": "starttls",
-        "NEWSLETTER_SMTP_USERNAME": "nyhetsbrev",
-        "NEWSLETTER_SMTP_PASSWORD": "riktig-passord",
-        "NEWSLETTER_SMTP_CA_FILE": str(cert_file),
-        "NEWSLETTER_SENDING_RETRY_SECONDS": "0",
-        "NEWSLETTER_SENDING_MAX_ATTEMPTS": "2",
-    }.items():
-        monkeypatch.setenv(env, value)
-    yield handler
-    controller.stop()
 
 
 def test_starttls_and_auth(run, project, tls_sink, monkeypatch):
