@@ -6,6 +6,7 @@ Run by `newsletter check`, and by `send` and `schedule`, which refuse on errors 
 from __future__ import annotations
 
 import math
+import os
 import re
 import shutil
 import subprocess
@@ -18,6 +19,8 @@ from .compose import PLACEHOLDER, recipient_values
 from .config import Settings
 from .content import IMAGE_TYPES, display
 from .errors import ERROR, ContentError, Finding, NewsletterError
+from .feeds import _run, http_client
+from .message import build_message
 
 SUBJECT_CHARS = 60
 PREHEADER_MIN = 20
@@ -384,8 +387,6 @@ def check_links(settings: Settings, urls: list[str], *, timeout: float = LINK_TI
 
     import httpx
 
-    from .feeds import _run, http_client
-
     async def ask(client: Any, semaphore: asyncio.Semaphore, url: str) -> LinkResult:
         async with semaphore:
             try:
@@ -457,15 +458,11 @@ def link_findings(
 
 def spamassassin() -> str | None:
     """The spamassassin program, if installed (NEWSLETTER_SPAMASSASSIN may name it)."""
-    import os
-
     return os.environ.get("NEWSLETTER_SPAMASSASSIN") or shutil.which("spamassassin")
 
 
 def spam_findings(settings: Settings, prepared: Prepared, program: str | None = None) -> list[Finding]:
     """SpamAssassin's score and rules for the built message, run locally (-L: no network tests)."""
-    from .message import build_message
-
     program = program or spamassassin()
     if program is None:
         return []

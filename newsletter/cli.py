@@ -80,7 +80,7 @@ def cli(ctx: click.Context, project: Path | None, verbose: bool) -> None:
 
     In a project folder (one with newsletter.toml): 'newsletter feeds fetch' brings in the
     news, 'newsletter build' builds the newest issue into build/<issue>/, 'newsletter send'
-    sends it to the subscribers (to the local outbox/ until NEWSLETTER_SMTP_HOST is set).
+    sends it to the subscribers, by SMTP or to the local outbox/ as sending.transport says.
     """
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"

@@ -37,9 +37,9 @@ from .errors import ERROR, Finding, GateError, NewsletterError, SendError, Trans
 from .feeds import mark_sent
 from .locks import hold
 from .message import MessageFactory, dkim_key, sign
-from .store import connect, database, recall, remember
+from .store import connect, database, note, recall, remember
 from .subscribers import audience, make_token, normalize_email, note_bounce, parse_segment
-from .transport import Connection, Outbox, Transport, choose, deliver
+from .transport import SMTPUTF8_SEEN, Connection, Outbox, Transport, choose, deliver, smtputf8_fact
 from .workers import ABORT, PERMANENT, Outcome
 
 log = logging.getLogger(__name__)
@@ -337,6 +337,9 @@ def _loop(
                 if via.kind == "smtp":
                     remember(conn, "smtp", via.target)
                 notes.append(publish(settings))
+            said = {o.smtputf8 for o in finished if o.smtputf8 is not None}
+            if via.kind == "smtp" and len(said) == 1:  # what the list may accept from now on (subscribers.upsert)
+                note(conn, SMTPUTF8_SEEN, smtputf8_fact(via, said.pop()))
             if progress and time.monotonic() - last_progress >= 1:  # counting is O(recipients)
                 last_progress = time.monotonic()
                 progress(journal.summary(conn, delivery))
@@ -443,6 +446,7 @@ def send_test(settings: Settings, prepared: Prepared, addresses: tuple[str, ...]
                 if via.kind == "smtp":
                     with database(settings.database) as conn:
                         remember(conn, "smtp", via.target)
+                        note(conn, SMTPUTF8_SEEN, smtputf8_fact(via, connection.smtputf8))
                 if prepared.issue.assets or prepared.logo is not None:
                     notes.append(publish(settings, test=True))
     finally:

@@ -23,7 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .clock import now, timestamp
-from .errors import ERROR, WARNING, EmissionsError, Finding
+from .errors import ERROR, WARNING, EmissionsError, Finding, UnsupportedSheet
+from .resources import builtin
+from .sheets import BLOCK, XlsxSheet, cell_value, full_rows, rows
 
 log = logging.getLogger(__name__)
 
@@ -278,8 +280,6 @@ class _Aggregator:
     def add_block(self, block: bytes, strings: list[str], width: int) -> None:
         """All rows of a block of sheet XML. Rows of the usual shape skip building cell lists:
         each distinct raw cell is converted once (shared-string indexes repeat all the time)."""
-        from .sheets import cell_value, full_rows, rows
-
         wanted = tuple(sorted({self.i_number, self.i_year, self.i_value, self.i_sector, self.i_name, self.i_county}))
         matched = full_rows(block, width, wanted)
         if matched is None:
@@ -345,8 +345,6 @@ class _Aggregator:
 def _read_xlsx_streaming(path: Path, known: set[str], block_size: int | None = None) -> _Aggregator | None:
     """Read the sheet block by block with the streaming reader (flat memory).
     None when this reader cannot handle the workbook (calamine takes over)."""
-    from .sheets import BLOCK, UnsupportedSheet, XlsxSheet, rows
-
     try:
         sheet = XlsxSheet(path, SHEET)
     except UnsupportedSheet as exc:
@@ -759,8 +757,6 @@ def project_members(settings) -> tuple[Member, ...]:
 
 def sectors_file(settings) -> Path:
     """The known-sectors CSV: the project's, or the built-in one."""
-    from .resources import builtin
-
     return settings.emissions_sectors or builtin("data") / "emission-sectors.csv"
 
 

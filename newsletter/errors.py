@@ -126,5 +126,9 @@ class ScheduleError(NewsletterError):
     """A schedule cannot be made, changed or run."""
 
 
+class UnsupportedSheet(Exception):
+    """The workbook has a shape the streaming reader does not handle; use calamine instead."""
+
+
 class BusyError(NewsletterError):
     """Someone else holds what this run needs (a lock): try again when they are done."""

@@ -23,7 +23,7 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 from . import __version__
-from .clock import now, parse_timestamp, timestamp
+from .clock import OSLO, now, parse_timestamp, timestamp
 from .config import FeedConfig, Settings
 from .errors import FeedError
 
@@ -164,10 +164,8 @@ def parse_norwegian_date(text: str) -> datetime | None:
     )
     try:
         if zone is None:  # Norwegian feeds without a zone mean Norwegian time, summer or winter
-            from zoneinfo import ZoneInfo
-
             local = parsedate_to_datetime(f"{int(match['day']):02d} {month} {match['year']} {clock}")
-            return local.replace(tzinfo=ZoneInfo("Europe/Oslo")).astimezone(UTC)
+            return local.replace(tzinfo=OSLO).astimezone(UTC)
         parsed = parsedate_to_datetime(f"{int(match['day']):02d} {month} {match['year']} {clock} {zone}")
         if parsed.tzinfo is None:  # a zone name email.utils does not know
             return None
@@ -598,6 +596,4 @@ def feed_status(conn: sqlite3.Connection) -> list[sqlite3.Row]:
 
 def news_date(value: datetime | None, fallback: datetime) -> date:
     """The day an item is shown with (Norwegian time for Norwegian readers)."""
-    from zoneinfo import ZoneInfo
-
-    return (value or fallback).astimezone(ZoneInfo("Europe/Oslo")).date()
+    return (value or fallback).astimezone(OSLO).date()

@@ -39,7 +39,7 @@ def fingerprint(key: str) -> str:
 def signed_before(conn: sqlite3.Connection) -> str | None:
     """Why links signed with a key may be out there, or None for a project that never signed one."""
     if recall(conn, SEEN):
-        return "the database knows the key it signed links with"
+        return "newsletter.db holds its fingerprint"
     if conn.execute("SELECT 1 FROM deliveries WHERE started_at IS NOT NULL LIMIT 1").fetchone():
         return "issues have been sent with unsubscribe links"
     if conn.execute(

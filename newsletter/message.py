@@ -7,7 +7,9 @@ package; names are stripped of control characters so they cannot add headers.
 
 from __future__ import annotations
 
+import base64
 import re
+import secrets
 from datetime import UTC, datetime
 from email import policy
 from email.headerregistry import Address
@@ -35,8 +37,6 @@ def _encoded_words(text: str) -> list[str]:
     """RFC 2047 encoded words (base64, UTF-8) of at most 75 characters for ``text``. Long text is
     split after a space where it can be (the space stays inside, since decoders drop the space
     between two encoded words), else between characters."""
-    import base64
-
     chunks, chunk = [], ""
     for word in text.split(" "):
         piece = (" " if chunk else "") + word
@@ -197,8 +197,6 @@ class MessageFactory:
     """
 
     def __init__(self, settings: Settings, rendered: RenderedIssue, strings: dict[str, str], subject_prefix: str = ""):
-        import secrets
-
         self.settings, self.rendered, self.strings = settings, rendered, strings
         shared = EmailMessage(policy=policy.SMTP)
         shared["From"] = Address(display_name=settings.sender_name, addr_spec=settings.sender_address)

@@ -27,8 +27,17 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from .build import prepare
+from .check import findings
+from .clock import OSLO, now
+from .compose import PLACEHOLDER, recipient_values
 from .config import CONFIG_FILE, Settings
+from .content import issue_folders
+from .emissions import read_members
 from .errors import NewsletterError
+from .i18n import format_date, load_strings
+from .message import build_message
+from .render import template_folders, web_environment
 
 log = logging.getLogger(__name__)
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
@@ -87,9 +96,6 @@ class Preview:
     def build(self, ref: str | None, language: str | None) -> Build:
         """The issue prepared and checked (cached until the next change). One build at a time:
         the page and its two frames ask at once after a change, and one build serves all three."""
-        from .build import prepare
-        from .check import findings
-
         key = (ref or self.ref, language)
         with self.building:
             with self.lock:
@@ -118,8 +124,6 @@ class Preview:
 
     def allowed(self, settings: Settings, ref: str | None) -> bool:
         """The issue given on the command line, or one of the project's issue folders by name."""
-        from .content import issue_folders
-
         return ref is None or ref == self.ref or ref in {p.name for p in issue_folders(settings)}
 
     def ref_for(self, issue_id: str) -> str:
@@ -185,30 +189,19 @@ class Preview:
 
 def _inbox_time(language: str) -> str:
     """Now, as an inbox shows it: '27. november 2026 10:41' (Oslo time)."""
-    from datetime import datetime
-    from zoneinfo import ZoneInfo
-
-    from .i18n import format_date
-
-    moment = datetime.now(ZoneInfo("Europe/Oslo"))
+    moment = now().astimezone(OSLO)
     return f"{format_date(moment.date(), language)} {moment:%H:%M}"
 
 
 def _issue_choices(settings: Settings) -> list[str]:
-    from .content import issue_folders
-
     return [p.name for p in sorted(issue_folders(settings), reverse=True)]
 
 
 def _recipient(municipality: str | None):
-    from .compose import PLACEHOLDER
-
     return replace(PLACEHOLDER, municipality=municipality)
 
 
 def _email_html(settings: Settings, build: Build, municipality: str | None) -> str:
-    from .compose import recipient_values
-
     prepared = build.prepared
     values = recipient_values(settings, prepared.strings, _recipient(municipality), prepared.rendered.municipal)
     issue_id = prepared.issue.id
@@ -219,9 +212,6 @@ def _email_html(settings: Settings, build: Build, municipality: str | None) -> s
 
 def create_preview_app(preview: Preview, *, allowed_hosts: tuple[str, ...] = LOOPBACK) -> Starlette:
     """The ASGI app of the preview page."""
-    from .compose import PLACEHOLDER
-    from .i18n import load_strings
-    from .render import template_folders, web_environment
 
     def choices(request: Request) -> dict[str, Any]:
         settings = preview.settings()
@@ -235,9 +225,6 @@ def create_preview_app(preview: Preview, *, allowed_hosts: tuple[str, ...] = LOO
         }
 
     def page_context(request: Request) -> dict[str, Any]:
-        from .emissions import read_members
-        from .message import build_message
-
         chosen = choices(request)
         settings: Settings = chosen["settings"]
         build = preview.build(chosen["issue"], chosen["lang"])

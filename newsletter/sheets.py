@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
+from .errors import UnsupportedSheet
+
 MAIN = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
 RELS = "{http://schemas.openxmlformats.org/package/2006/relationships}"
 DOC_RELS = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}"
@@ -32,10 +34,6 @@ _ESCAPED = re.compile(r"_x([0-9A-Fa-f]{4})_")  # OOXML writes some characters as
 _FULL_CELL = rb'<c r="[A-Z]+\d+"([^>]*)>(?:<v>([^<]*)</v>)?</c>'
 _SKIP_CELL = rb'<c r="[A-Z]+\d+"[^>]*>(?:<v>[^<]*</v>)?</c>'
 _FULL_ROWS: dict[tuple[int, tuple[int, ...]], re.Pattern[bytes]] = {}
-
-
-class UnsupportedSheet(Exception):
-    """The workbook has a shape this reader does not handle; use calamine instead."""
 
 
 class XlsxSheet:

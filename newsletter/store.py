@@ -262,6 +262,15 @@ def remember(conn: sqlite3.Connection, what: str, value: str) -> None:
         )
 
 
+def note(conn: sqlite3.Connection, what: str, value: str) -> None:
+    """Keep ``value`` as the one current fact of a kind (e.g. whether the SMTP server offers
+    SMTPUTF8), replacing the one before. Commits."""
+    with conn:
+        if conn.execute("SELECT 1 FROM seen WHERE what = ? AND value = ?", (what, value)).fetchone() is None:
+            conn.execute("DELETE FROM seen WHERE what = ?", (what,))
+            conn.execute("INSERT INTO seen (what, value, first_at) VALUES (?, ?, ?)", (what, value, timestamp(now())))
+
+
 def recall(conn: sqlite3.Connection, what: str) -> list[tuple[str, str]]:
     """What the project has used of a kind, as (value, first used at), oldest first."""
     return [

@@ -14,6 +14,7 @@ import hmac
 import io
 import json
 import re
+import shlex
 import sqlite3
 from dataclasses import asdict, dataclass
 from functools import lru_cache
@@ -26,7 +27,8 @@ from .compose import clean_name
 from .config import Settings, find_category
 from .emissions import Member
 from .errors import NewsletterError, SubscriberError
-from .transport import check_address
+from .store import recall
+from .transport import SMTPUTF8_SEEN, check_address
 
 STATUSES = ("pending", "confirmed", "unsubscribed", "bounced", "blocked")
 CONFIRM_DAYS = 7
@@ -174,6 +176,21 @@ def unforget(conn: sqlite3.Connection, settings: Settings, email: str) -> None:
 # --- changes -----------------------------------------------------------------------------------
 
 
+def deliverable(conn: sqlite3.Connection, settings: Settings, address: str) -> None:
+    """Refuse (SubscriberError, saying why) an address the newsletter's own SMTP server is known
+    not to carry: letters such as æøå before the @ when the server has said it lacks SMTPUTF8.
+    Every other address normalize_email accepts can be sent to."""
+    local = address.rpartition("@")[0]
+    if local.isascii() or not settings.smtp_host or settings.send_transport == "outbox":
+        return
+    target = f"smtp {settings.smtp_host}:{settings.smtp_port}"
+    if f"{target} no" in {value for value, _ in recall(conn, SMTPUTF8_SEEN)}:
+        raise SubscriberError(
+            f"{address}: the e-mail server this newsletter sends through ({settings.smtp_host}) cannot deliver to "
+            "addresses with letters such as æøå before the @ (it lacks SMTPUTF8); ask for another address."
+        )
+
+
 def get(conn: sqlite3.Connection, email: str) -> Subscriber | None:
     """The subscriber with this address, if any."""
     row = conn.execute("SELECT * FROM subscribers WHERE email = ?", (normalize_email(email),)).fetchone()
@@ -207,6 +224,7 @@ def upsert(
     address = normalize_email(email)
     if not allow_forgotten and _is_forgotten(conn, settings, address):
         raise SubscriberError(f"{address} asked to be forgotten; only the person can sign up again.")
+    deliverable(conn, settings, address)
     moment = timestamp(now())
     existing = conn.execute("SELECT * FROM subscribers WHERE email = ?", (address,)).fetchone()
     if existing is None:
@@ -497,8 +515,6 @@ def parse_segment(text: str | None, settings: Settings, members: tuple[Member, .
     """'municipality=3205,Asker lang=nb topic=klima status=confirmed' -> Segment (terms AND, values OR)."""
     if not text or not text.strip():
         return Segment()
-    import shlex
-
     fields: dict[str, tuple[str, ...]] = {}
     try:
         terms = shlex.split(text)

@@ -174,6 +174,10 @@ def mail_address(email: str, smtputf8: bool) -> tuple[str, bool]:
     ASCII goes as it is. With æøå, a server that offers SMTPUTF8 gets the address as written;
     one that does not gets the domain as an IDNA A-label (kari@xn--blbr-roah.no), which only
     works when the part before the @ is ASCII: otherwise Undeliverable names the reason."""
+    try:
+        check_address(email)
+    except NewsletterError as exc:
+        raise Undeliverable(f"the message could not be made: {exc}") from None
     if email.isascii():
         return email, False
     if smtputf8:
@@ -280,6 +284,14 @@ class Connection:
     def close(self) -> None:
         _close(self.client)
         self.client = None
+
+
+SMTPUTF8_SEEN = "smtputf8"  # store.note: '<transport target> yes|no', what the server said last
+
+
+def smtputf8_fact(via: Transport, offered: bool) -> str:
+    """What store.note keeps about the server's SMTPUTF8."""
+    return f"{via.target} {'yes' if offered else 'no'}"
 
 
 def deliver(connection: Connection, sender: str, email: str, make: Callable[[str, bool], bytes]) -> str:

@@ -37,8 +37,9 @@ from .errors import NewsletterError, SubscriberError
 from .i18n import load_strings
 from .message import confirmation_message
 from .render import template_folders, web_environment
-from .store import connect, recall, remember
+from .store import connect, note, recall, remember
 from .subscribers import (
+    deliverable,
     get,
     get_by_id,
     make_token,
@@ -50,7 +51,7 @@ from .subscribers import (
     unforget,
     upsert,
 )
-from .transport import Connection, choose, deliver
+from .transport import SMTPUTF8_SEEN, Connection, choose, deliver, smtputf8_fact
 
 CSRF_COOKIE = "nl_csrf"
 TITLES = {
@@ -225,8 +226,12 @@ def create_app(settings: Settings, *, rate_limit: tuple[int, float] = (5, 600.0)
             "topics": [str(t) for t in form.getlist("topics")],
             "language": str(form.get("language", lang)) if form.get("language") in ("nb", "en") else lang,
         }
+        problem = "web_invalid_email"
         try:
             email = normalize_email(values["email"])
+            problem = "web_undeliverable_email"  # valid, but the newsletter's SMTP server cannot reach it
+            await run_in_threadpool(_deliverable, email)
+            problem = "web_invalid_email"
             municipality = (
                 values["municipality"] if values["municipality"] in {m.number_2024 for m in site.members} else None
             )
@@ -234,7 +239,7 @@ def create_app(settings: Settings, *, rate_limit: tuple[int, float] = (5, 600.0)
         except SubscriberError:
             return site.page(request, "web/signup.html.j2", lang, 400, action=f"/signup?lang={lang}", form=values,
                              municipalities=site.municipalities(), topics=site.topics(lang),
-                             error=site.strings[lang]["web_invalid_email"])  # fmt: skip
+                             error=site.strings[lang][problem])  # fmt: skip
         # The same answer, at once, whether the address was new, known, confirmed or blocked: the
         # database work and the email happen after the response, so neither content nor timing tells.
         response = site.message(request, lang, "web_check_email_title", site.strings[lang]["web_check_email"])
@@ -275,10 +280,18 @@ def create_app(settings: Settings, *, rate_limit: tuple[int, float] = (5, 600.0)
             connection = Connection(via)
             try:
                 deliver(connection, settings.sender_address, email, make)
+                if via.kind == "smtp":
+                    remember(conn, "smtp", via.target)
+                    note(conn, SMTPUTF8_SEEN, smtputf8_fact(via, connection.smtputf8))
             finally:
                 connection.close()
-            if via.kind == "smtp":
-                remember(conn, "smtp", via.target)
+        finally:
+            conn.close()
+
+    def _deliverable(email: str) -> None:
+        conn = db()
+        try:
+            deliverable(conn, settings, email)
         finally:
             conn.close()
 

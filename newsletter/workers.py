@@ -8,13 +8,14 @@ refused, which stops the run and blames nobody.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from queue import Empty
+from queue import Empty, Queue
 from typing import Any
 
 from .errors import AfterData, ConnectFailed, NewsletterError, Undeliverable
@@ -39,6 +40,7 @@ class Outcome:
     message_id: str = ""
     bounce: bool = False  # the server refused the address itself (RCPT 5xx)
     uncertain: bool = False  # it may have been delivered although it failed
+    smtputf8: bool | None = None  # for an address with æøå: whether the server offered SMTPUTF8
 
 
 class RateLimit:
@@ -89,7 +91,7 @@ def handle(connection: Connection, sender: str, job: tuple, make: Make) -> Outco
     except ConnectFailed as exc:
         return Outcome(subscriber, False, ABORT, str(exc))
     except Undeliverable as exc:
-        return Outcome(subscriber, False, PERMANENT, str(exc))
+        return Outcome(subscriber, False, PERMANENT, str(exc), smtputf8=False)
     try:
         message_id, raw = make(job, address)
     except NewsletterError as exc:  # this recipient's data (a stored address no longer valid): no retry helps
@@ -98,7 +100,7 @@ def handle(connection: Connection, sender: str, job: tuple, make: Make) -> Outco
         return Outcome(subscriber, False, TEMPORARY, f"the message could not be made ({type(exc).__name__}: {exc}).")
     try:
         connection.send(sender, address, raw, utf8)
-        return Outcome(subscriber, True, message_id=message_id)
+        return Outcome(subscriber, True, message_id=message_id, smtputf8=True if utf8 else None)
     except ConnectFailed as exc:
         return Outcome(subscriber, False, ABORT, str(exc))
     except AfterData as exc:
@@ -168,9 +170,6 @@ class Pool:
 def start(via: Transport, sender: str, count: int, make: Make) -> Pool:
     """``count`` connections: processes where that is safe (SMTP, several cores, no other threads
     in this process), else threads."""
-    import multiprocessing
-    from queue import Queue
-
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     forkable = "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1
     if via.kind == "smtp" and count > 1 and cores > 1 and forkable:

@@ -93,6 +93,25 @@ def test_a_local_part_with_letters_a_server_cannot_carry_fails_alone(run, projec
     assert len(sink.messages) == 5
 
 
+def test_once_the_server_lacks_smtputf8_the_list_refuses_what_it_cannot_carry(run, project, sink, monkeypatch):
+    """Import, add and signup accept exactly what the sender can deliver: after the SMTP server
+    has said it lacks SMTPUTF8, an address with æøå before the @ is refused with the reason."""
+    from newsletter.web import create_app
+
+    run("subscribers", "add", "kåre@example.no", "--confirmed")  # not known yet: accepted
+    assert run("send", "--test", "redaktor@example.no").exit_code == 0  # the server says what it offers
+    assert_error(run("subscribers", "add", "åse@example.no"), "åse@example.no: the e-mail server", "lacks SMTPUTF8")
+    assert run("subscribers", "add", "ase@blåbær.no").exit_code == 0  # the domain travels as an A-label
+    write(project / "liste.csv", "e-post,navn\nårvik@example.no,Å\nola@example.no,Ola\n")
+    imported = run("subscribers", "import", "liste.csv", "--confirmed")
+    assert "Added 1" in imported.stdout and "liste.csv:2: rejected: årvik@example.no: the e-mail server" in imported.stderr
+    with LiveServer(create_app(load_settings())) as live, httpx.Client(base_url=live.url) as client:
+        page = client.get("/signup")
+        token = page.cookies.get("nl_csrf")
+        answer = client.post("/signup", data={"email": "øystein@example.no", "csrf": token})
+    assert answer.status_code == 400 and "Vi kan ikke sende til adresser med æ, ø eller å foran @" in answer.text
+
+
 def test_what_the_list_accepts_is_what_a_message_can_be_written_to(project):
     """Import, add and signup share normalize_email, and every address it accepts goes into a
     message header unchanged; what it refuses, it says why."""
