@@ -104,7 +104,9 @@ def test_once_the_server_lacks_smtputf8_the_list_refuses_what_it_cannot_carry(ru
     assert run("subscribers", "add", "ase@blåbær.no").exit_code == 0  # the domain travels as an A-label
     write(project / "liste.csv", "e-post,navn\nårvik@example.no,Å\nola@example.no,Ola\n")
     imported = run("subscribers", "import", "liste.csv", "--confirmed")
-    assert "Added 1" in imported.stdout and "liste.csv:2: rejected: årvik@example.no: the e-mail server" in imported.stderr
+    assert (
+        "Added 1" in imported.stdout and "liste.csv:2: rejected: årvik@example.no: the e-mail server" in imported.stderr
+    )
     with LiveServer(create_app(load_settings())) as live, httpx.Client(base_url=live.url) as client:
         page = client.get("/signup")
         token = page.cookies.get("nl_csrf")
