@@ -156,8 +156,9 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             tmp_path = Path(tmp)
             env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
-            env |= {"NEWSLETTER_SECRET_KEY": KEY, "NEWSLETTER_SMTP_HOST": "127.0.0.1", "NEWSLETTER_SMTP_PORT": str(port),
-                    "NEWSLETTER_SMTP_SECURITY": "none", "NEWSLETTER_SENDING_CONNECTIONS": "4"}  # fmt: skip
+            env |= {"NEWSLETTER_SECRET_KEY": KEY, "NEWSLETTER_SENDING_TRANSPORT": "smtp", "NEWSLETTER_SMTP_HOST": "127.0.0.1",
+                    "NEWSLETTER_SMTP_PORT": str(port), "NEWSLETTER_SMTP_SECURITY": "none",
+                    "NEWSLETTER_SENDING_CONNECTIONS": "4"}  # fmt: skip
             project = tmp_path / "project"
             project.mkdir()
             size = make_project(project, args.recipients, env)

@@ -106,15 +106,18 @@ def save_snapshot(conn: sqlite3.Connection, snap: Snapshot, *, draft: bool = Fal
 
     ``draft``: for a test send, which publishes only the images (so the test shows them); it
     never replaces the snapshot of an issue whose delivery has started."""
-    if draft and journal.sent_fingerprint(conn, snap.issue) is not None:
-        return
+    if draft:
+        conn.execute("UPDATE archive_issues SET test_images = 1 WHERE issue = ?", (snap.issue,))
+        if journal.sent_fingerprint(conn, snap.issue) is not None:
+            return
     conn.execute(
-        "INSERT INTO archive_issues (issue, language, title, subject, preheader, issue_date, html, feed_html)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(issue) DO UPDATE SET language = excluded.language,"
+        "INSERT INTO archive_issues (issue, language, title, subject, preheader, issue_date, html, feed_html,"
+        " test_images) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(issue) DO UPDATE SET language = excluded.language,"
         " title = excluded.title, subject = excluded.subject, preheader = excluded.preheader,"
-        " issue_date = excluded.issue_date, html = excluded.html, feed_html = excluded.feed_html",
+        " issue_date = excluded.issue_date, html = excluded.html, feed_html = excluded.feed_html,"
+        " test_images = MAX(test_images, excluded.test_images)",
         (snap.issue, snap.language, snap.title, snap.subject, snap.preheader, snap.issue_date, snap.html,
-         snap.feed_html),
+         snap.feed_html, int(draft)),
     )  # fmt: skip
     conn.execute("DELETE FROM archive_files WHERE issue = ?", (snap.issue,))
     conn.executemany(
@@ -156,12 +159,12 @@ def image_only_issues(settings: Settings, conn: sqlite3.Connection) -> list[str]
     already delivered show them), and those of issues test-sent but not sent yet (so the test
     shows them), as long as the issue's folder is still there."""
     published = journal.published(conn)
-    rows = conn.execute("SELECT issue, hidden FROM archive_issues ORDER BY issue").fetchall()
+    rows = conn.execute("SELECT issue, hidden, test_images FROM archive_issues ORDER BY issue").fetchall()
     return [
         row["issue"]
         for row in rows
         if (row["issue"] in published and row["hidden"])
-        or (row["issue"] not in published and (settings.issues_dir / row["issue"]).is_dir())
+        or (row["issue"] not in published and row["test_images"] and (settings.issues_dir / row["issue"]).is_dir())
     ]
 
 

@@ -731,11 +731,17 @@ def send(
                 click.echo(f"Test sent to {address} ({where})")
         for note in result.notes:
             click.echo(note, err=note.startswith("Warning"))
+        for address, reason in result.failed:
+            click.echo(f"  not sent to {address}: {reason}", err=True)
         if errors:
             click.echo(
                 f"Warning: {len(errors)} error(s) found by 'newsletter check': the test was sent, "
                 "but a real send refuses until they are fixed.",
                 err=True,
+            )
+        if result.failed:
+            raise click.ClickException(
+                f"the test did not reach {len(result.failed)} of {len(tests)} address(es) (see above); check them."
             )
         return
     settings = state.settings() if dry_run else state.settings_with_key()
@@ -773,14 +779,17 @@ def send(
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
     previous = signal.signal(signal.SIGINT, graceful)
-    started, last = time.monotonic(), [0.0]
+    started = time.monotonic()
+    last, first_sent = [started], [None]  # a first line after a second (or ten), not at once
 
     def progress(now_summary) -> None:
         done = now_summary.sent + now_summary.failed + now_summary.gave_up + now_summary.skipped
+        if first_sent[0] is None:
+            first_sent[0] = now_summary.sent  # what earlier runs sent does not count towards this run's rate
         elapsed = max(time.monotonic() - started, 1e-6)
         if time.monotonic() - last[0] >= (1 if sys.stdout.isatty() else 10):
             last[0] = time.monotonic()
-            rate = now_summary.sent / elapsed
+            rate = (now_summary.sent - first_sent[0]) / elapsed
             eta = (now_summary.pending / rate) if rate else 0
             end = "\r" if sys.stdout.isatty() else "\n"
             click.echo(f"{done}/{now_summary.total} done, {rate:.1f} msg/s, about {eta:.0f} s left", nl=False)
@@ -805,6 +814,8 @@ def send(
         raise click.ClickException(
             f"{result.pending} recipient(s) left for retry; run the same command again (or let 'newsletter run-due' do it)."
         )
+    if result.trouble:
+        raise click.ClickException(result.trouble)
 
 
 @cli.command()
@@ -1088,12 +1099,34 @@ def secret_status(state: State) -> None:
     click.echo(f"NEWSLETTER_SECRET_KEY: {found.source}{mine}")
     click.echo(f"Older keys kept for checking links (NEWSLETTER_OLD_SECRET_KEYS): {found.old_keys}")
     if found.known:
-        click.echo("Keys this project has signed with:")
-        for fingerprint, since in found.known:
-            marker = "  (the current one)" if fingerprint == found.fingerprint else ""
-            click.echo(f"  {fingerprint}  since {since[:10]}{marker}")
+        click.echo("Keys this project has signed links with:")
+        for fingerprint, since, state_ in found.known:
+            click.echo(f"  {fingerprint}  since {since[:10]}  {state_}")
     else:
         click.echo("This project has not signed any link yet.")
+    if any(state_ == "MISSING" for _, _, state_ in found.known):
+        raise click.ClickException(
+            "a key that signed links in sent emails is missing, so those links stop working; restore .env from "
+            "your backup (or 'newsletter secret retire FINGERPRINT' to give them up on purpose)."
+        )
+
+
+@secret.command("retire")
+@click.argument("fingerprint")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_obj
+def secret_retire(state: State, fingerprint: str, yes: bool) -> None:
+    """Give up an old key (by FINGERPRINT, from 'secret status'): links signed with it stop working.
+
+    Only for a key retired on purpose, long after a rotation: every unsubscribe link in emails
+    signed with it stops working. Remove it from NEWSLETTER_OLD_SECRET_KEYS afterwards.
+    """
+    from .keys import retire
+
+    if not yes:
+        click.confirm(f"Unsubscribe links signed with {fingerprint} stop working. Retire it?", abort=True)
+    retire(state.settings(), fingerprint)
+    click.echo(f"Retired {fingerprint}: it may now be removed from NEWSLETTER_OLD_SECRET_KEYS.")
 
 
 @secret.command("rotate")

@@ -20,7 +20,9 @@ from .emissions import Highlights
 from .feeds import FeedItem, news_date, shorten
 from .i18n import format_date, format_month
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")
+# Control characters, line and paragraph separators, and the invisible direction overrides
+# (U+202A-202E, U+2066-2069, U+200E/F, U+061C) that can make a name display as something else.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c]+")
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,7 @@ class Composition:
 
 
 def clean_name(name: str) -> str:
-    """A display name with control characters (CR, LF, ...) folded to single spaces."""
+    """A display name with control characters (CR, LF, direction overrides, ...) folded to single spaces."""
     return " ".join(_CONTROL.sub(" ", name or "").split())
 
 

@@ -166,6 +166,17 @@ def find_issue(settings: Settings, ref: str | None = None) -> Path:
     )
 
 
+def issue_name(settings: Settings, ref: str | None) -> str:
+    """The name of the issue ``ref`` names; when its folder is gone, ``ref`` itself (its
+    deliveries and schedules are still found by name)."""
+    try:
+        return find_issue(settings, ref).name
+    except ProjectError:
+        if not ref:
+            raise
+        return ref
+
+
 def _issue_date(folder: Path) -> date:
     """The date in an issue's front matter, validated (for choosing the newest issue)."""
     path = folder / ISSUE_FILE

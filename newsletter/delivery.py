@@ -31,18 +31,19 @@ from .check import findings as check_findings
 from .clock import now, oslo
 from .compose import Recipient
 from .config import Settings
-from .content import find_issue
+from .content import find_issue, issue_name
 from .emissions import project_members
-from .errors import ERROR, Finding, GateError, NewsletterError, SendError, TransportError
-from .feeds import mark_sent
+from .errors import ERROR, ConnectFailed, Finding, GateError, NewsletterError, SendError, TransportError, Undeliverable
+from .feeds import record_used
 from .locks import hold
 from .message import MessageFactory, dkim_key, sign
 from .store import connect, database, note, recall, remember
 from .subscribers import audience, make_token, normalize_email, note_bounce, parse_segment
-from .transport import SMTPUTF8_SEEN, Connection, Outbox, Transport, choose, deliver, smtputf8_fact
-from .workers import ABORT, PERMANENT, Outcome
+from .transport import SMTPUTF8_SEEN, Connection, Outbox, Transport, choose, smtputf8_fact
+from .workers import ABORT, PERMANENT, Outcome, deliver
 
 log = logging.getLogger(__name__)
+FAULTS_IN_A_ROW = 5  # messages in a row that cannot be made, before any is sent: the run stops
 Progress = Callable[[journal.Summary], None]
 
 
@@ -85,6 +86,9 @@ def transport_for(settings: Settings, conn: sqlite3.Connection) -> Transport:
     return choose(settings, used)
 
 
+SEND, DUE, APPROVE = "send", "due", "approve"  # who plans: a send, run-due starting a schedule, an approval
+
+
 def plan(
     settings: Settings,
     ref: str | None = None,
@@ -92,27 +96,36 @@ def plan(
     *,
     retry_failed: bool = False,
     force: bool = False,
-    scheduled: bool = False,
+    purpose: str = SEND,
     prepared: Prepared | None = None,
 ) -> Plan:
     """Check that the issue can be sent to this audience and say to how many, without sending.
 
-    Refuses (SendError) an issue that has been sent, is scheduled (unless ``scheduled``: run-due
-    starting it), changed since its delivery started, or has nobody to go to; the gate refuses
-    errors unless ``force`` (a scheduled delivery keeps the choice it was scheduled with).
-    ``prepared``: the issue already prepared by the caller."""
+    Refuses (SendError) an issue that has been sent, is scheduled (unless ``purpose`` is DUE:
+    run-due starting it, or APPROVE), is blocked (unless APPROVE), changed since its delivery
+    started or was scheduled (unless APPROVE), or has nobody to go to; the gate refuses errors
+    unless ``force`` (a schedule keeps the choice it was made with). ``prepared``: the issue
+    already prepared by the caller."""
     prepared = prepared or prepare(settings, ref)
     issue = prepared.issue
     with database(settings.database) as conn:
         existing = journal.active(conn, issue.id)
         via = transport_for(settings, conn)
+        restart = False
         if existing is not None:
-            _check_existing(existing, prepared, segment, retry_failed, scheduled)
-            force = force or existing.forced
+            restart = existing.status == "running" and journal.untouched(conn, existing.id)
+            _check_existing(existing, prepared, segment, retry_failed, purpose, restart)
+            force = force or (existing.forced and purpose != APPROVE)
             segment = existing.segment
         findings = gate(settings, prepared, force)
-        if existing is None or existing.status in ("scheduled", "blocked"):
-            people = audience(conn, parse_segment(segment or None, settings, project_members(settings)))
+        if existing is None or existing.status in ("scheduled", "blocked") or restart:
+            chosen = parse_segment(segment or None, settings, project_members(settings))
+            if chosen.statuses != ("confirmed",):
+                raise SendError(
+                    f"--segment {segment!r}: an issue goes only to confirmed subscribers; leave 'status=' out "
+                    "(it is for 'newsletter subscribers list')."
+                )
+            people = audience(conn, chosen)
             if not people:
                 raise SendError(
                     f"nobody to send {issue.id} to: the audience ({segment or 'all confirmed subscribers'}) is empty."
@@ -128,19 +141,28 @@ def plan(
 
 
 def _check_existing(
-    existing: journal.Delivery, prepared: Prepared, segment: str | None, retry_failed: bool, scheduled: bool
+    existing: journal.Delivery,
+    prepared: Prepared,
+    segment: str | None,
+    retry_failed: bool,
+    purpose: str,
+    untouched: bool = False,
 ) -> None:
+    """Whether the issue's delivery in the journal lets this plan go on. ``untouched``: a started
+    delivery of which no message was accepted, which may start again with the issue as it is now."""
     issue = prepared.issue.id
-    if existing.status == "scheduled" and not scheduled:
+    if existing.status == "scheduled" and purpose == SEND:
         raise SendError(
             f"{issue} is scheduled for {oslo(existing.scheduled_at)}; "  # type: ignore[arg-type]
             f"cancel it with 'newsletter schedule cancel {issue}' first."
         )
-    if existing.status == "blocked" and not scheduled:
+    if existing.status == "blocked" and purpose != APPROVE:
         raise SendError(
             f"{issue} is scheduled but blocked ({existing.blocked_reason}); approve it with "
             f"'newsletter schedule approve {issue}' or cancel it with 'newsletter schedule cancel {issue}'."
         )
+    if existing.status in ("running", "done") and purpose == APPROVE:
+        raise SendError(f"{issue} has started; only a scheduled delivery that has not started can be approved.")
     if existing.status == "done" and not retry_failed:
         raise SendError(
             f"{issue} has been sent already (delivery {existing.id}); 'newsletter status {issue}' shows the result, "
@@ -150,7 +172,7 @@ def _check_existing(
         raise SendError(
             f"{issue} is being sent to the segment {existing.segment or '(all confirmed)'!r}; it cannot change to {segment!r} halfway."
         )
-    if not same_content(prepared, existing.content_hash):
+    if purpose != APPROVE and not untouched and not same_content(prepared, existing.content_hash):
         if existing.status in ("scheduled", "blocked"):
             raise SendError(
                 f"{issue} changed after it was scheduled; approve the issue as it is now "
@@ -160,6 +182,15 @@ def _check_existing(
             f"{issue} has changed since its delivery started; some recipients already have the earlier version. "
             "Undo the change to finish the delivery."
         )
+
+
+def issue_lock(settings: Settings, issue: str):
+    """The lock that makes one writer of an issue's delivery at a time (send, run-due, schedule)."""
+    return hold(
+        settings.build_dir,
+        f"send-{issue}",
+        busy=f"another send of {issue} is running right now; wait for it to finish (see 'newsletter status {issue}').",
+    )
 
 
 def send(
@@ -172,37 +203,37 @@ def send(
     max_wait: float = 900.0,
 ) -> journal.Summary:
     """Start (or resume) the planned delivery and run it. One sender per issue at a time."""
-    with hold(
-        settings.build_dir,
-        f"send-{planned.issue}",
-        busy=f"another send of {planned.issue} is running right now; wait for it to finish "
-        f"(see 'newsletter status {planned.issue}').",
-    ):
+    with issue_lock(settings, planned.issue):
         delivery = start_or_resume(settings, planned)
         return run(settings, delivery, planned.prepared, limit=limit, stop=stop, progress=progress, max_wait=max_wait)
 
 
 def start_or_resume(settings: Settings, planned: Plan) -> int:
     """Record the delivery, every recipient and the archive's snapshot in one transaction (or mark
-    an interrupted one running again); return its number. The caller holds the issue's lock."""
+    an interrupted one running again); return its number. The caller holds the issue's lock;
+    the journal is read again under it, so a schedule cancelled, approved or started since the
+    plan was made is refused rather than sent."""
     keys.check(settings)  # before anything is signed: the key the links in sent mail were signed with
     prepared = planned.prepared
     members = project_members(settings)
+    news = tuple(item.id for item in prepared.news)
     with database(settings.database) as conn:
         existing = journal.active(conn, planned.issue)
         via = transport_for(settings, conn)
-        if existing is not None and existing.status in ("running", "done"):
-            if not same_content(prepared, existing.content_hash):
-                raise SendError(
-                    f"{planned.issue} has changed since its delivery started; undo the change to finish it."
-                )
+        if (existing.id if existing else None) != planned.resuming:
+            what = "cancelled" if existing is None else f"{existing.status} by another command"
+            raise SendError(f"the delivery of {planned.issue} was {what} meanwhile; see 'newsletter status'.")
+        changed = existing is not None and not same_content(prepared, existing.content_hash)
+        restart = changed and existing.status == "running" and journal.untouched(conn, existing.id)  # type: ignore[union-attr]
+        if existing is not None and (existing.status == "blocked" or (changed and not restart)):
+            raise SendError(f"{planned.issue} was blocked or changed meanwhile; see 'newsletter status'.")
+        if existing is not None and existing.status in ("running", "done") and not restart:
             with conn:
                 journal.resume(conn, existing.id, via.target, planned.retry_failed)
+                record_used(conn, planned.issue, news)
             return existing.id
-        if existing is not None and existing.id != planned.resuming:
-            raise SendError(f"{planned.issue} was scheduled meanwhile; see 'newsletter schedule list'.")
         page = snapshot(settings, prepared)
-        with conn:  # every recipient, and the archive's copy, before the first message
+        with conn:  # every recipient, the archive's copy and the news it uses, before the first message
             people = audience(conn, parse_segment(planned.segment or None, settings, members))
             if not people:
                 raise SendError(f"nobody to send {planned.issue} to: the audience is empty now.")
@@ -211,11 +242,13 @@ def start_or_resume(settings: Settings, planned: Plan) -> int:
                                           forced=planned.forced)  # fmt: skip
             else:
                 delivery = existing.id
+                if restart:  # nothing had been accepted: it starts again with the issue as it is now
+                    journal.restart(conn, delivery, prepared.fingerprint, planned.forced)
             journal.start(conn, delivery, ((p.id, p.email) for p in people), via.target)
             save_snapshot(conn, page)
-        if prepared.news:
-            mark_sent(conn, planned.issue, tuple(item.id for item in prepared.news))  # the news counts as used
-        return delivery
+            record_used(conn, planned.issue, news)
+    keys.record(settings)  # links signed with it are about to go out
+    return delivery
 
 
 def publish(settings: Settings, test: bool = False) -> str:
@@ -317,6 +350,7 @@ def _loop(
     in_flight: set[int] = set()
     ready: deque[tuple] = deque()  # read ahead, not yet recorded as leaving
     dispatched = 0
+    accepted = faults = 0  # in this run; faults: messages in a row that newsletter itself could not make
     idle = False
     last_progress = 0.0
     while True:
@@ -333,6 +367,16 @@ def _loop(
                 for outcome in finished:
                     first = _record(settings, conn, delivery, outcome, aborted, stop) or first
                     in_flight.discard(outcome.subscriber)
+                    accepted += outcome.ok
+                    faults = 0 if outcome.ok else faults + outcome.fault
+            if faults >= FAULTS_IN_A_ROW and not accepted and not aborted:
+                # Not one recipient's data: no message can be made at all. Stop, rather than
+                # fail the whole list (they are retried; '--retry-failed' after a fix).
+                aborted.append(
+                    f"newsletter could not make any message ({finished[-1].error}); this is a fault in newsletter "
+                    "or the templates: try 'newsletter --verbose build', fix it or report it."
+                )
+                stop.set()
             if first:  # the transport has accepted the first message: the issue is public now
                 if via.kind == "smtp":
                     remember(conn, "smtp", via.target)
@@ -366,8 +410,12 @@ def _loop(
                 return False  # left for retry: the next 'send' or 'run-due' picks it up
             stop.wait(max(0.05, min(delay, 5.0)))
             continue
-        if limiter.active:  # one at a time: wait first (Ctrl-C can stop the wait), then record and hand over
-            if not limiter.wait(stop):
+        if limiter.active:  # one at a time, when the limit allows; outcomes are recorded while waiting
+            delay = limiter.reserve()
+            if delay > 0:
+                idle = True
+                if not in_flight:
+                    stop.wait(min(delay, 1.0))
                 continue
             batch = [ready.popleft()]
         else:
@@ -416,54 +464,61 @@ class TestSent:
     sent: tuple[tuple[str, str], ...]  # (address, where it went)
     via: Transport
     notes: tuple[str, ...]
+    failed: tuple[tuple[str, str], ...] = ()  # (address, why): one address's failure does not stop the others
 
 
 def send_test(settings: Settings, prepared: Prepared, addresses: tuple[str, ...]) -> TestSent:
     """Send the issue to test addresses, subject prefixed [TEST], exactly as subscribers get it
     but for the personal links. Records no delivery; the issue's images are published once the
-    first test is accepted, so the test shows them."""
+    first test is accepted, so the test shows them. An address that cannot be reached is that
+    address's failure (in ``failed``); only the connection stops the others."""
     addresses = tuple(normalize_email(address) for address in addresses)  # every address valid before any send
     keys.check(settings)
     with database(settings.database) as conn:
         via = transport_for(settings, conn)
-        if prepared.issue.assets or prepared.logo is not None:
-            with conn:
-                save_snapshot(conn, snapshot(settings, prepared), draft=True)
+    images = prepared.issue.assets or prepared.logo is not None
+    page = snapshot(settings, prepared) if images else None
     key = dkim_key(settings)
     factory = MessageFactory(settings, prepared.rendered, prepared.strings, subject_prefix="[TEST] ")
     done: list[tuple[str, str]] = []
+    failed: list[tuple[str, str]] = []
     notes: list[str] = []
     connection = Connection(via)  # one connection for all the test addresses
     try:
         for email in addresses:
             recipient = Recipient(email=email, unsubscribe_token="test", preferences_token="test")
 
-            def make(address: str, utf8: bool, recipient: Recipient = recipient) -> bytes:
+            def make(address: str, recipient: Recipient = recipient) -> bytes:
                 return sign(settings, factory.build(recipient, address=address)[1], key)
 
-            done.append((email, deliver(connection, settings.sender_address, email, make)))
-            if len(done) == 1:
-                if via.kind == "smtp":
-                    with database(settings.database) as conn:
+            try:
+                done.append((email, deliver(connection, settings.sender_address, email, make)))
+            except (Undeliverable, TransportError) as exc:
+                if isinstance(exc, ConnectFailed):
+                    raise
+                failed.append((email, str(exc)))
+                continue
+            if len(done) == 1:  # the first test is accepted: its images go online
+                with database(settings.database) as conn:
+                    if via.kind == "smtp":
                         remember(conn, "smtp", via.target)
                         note(conn, SMTPUTF8_SEEN, smtputf8_fact(via, connection.smtputf8))
-                if prepared.issue.assets or prepared.logo is not None:
+                    if page is not None:
+                        with conn:
+                            save_snapshot(conn, page, draft=True)
+                if page is not None:
                     notes.append(publish(settings, test=True))
     finally:
         connection.close()
-    return TestSent(tuple(done), via, tuple(notes))
+    return TestSent(tuple(done), via, tuple(notes), tuple(failed))
 
 
 def status(settings: Settings, ref: str | None) -> journal.Summary:
     """The latest delivery of an issue (the newest issue by default)."""
-    try:
-        issue_id = find_issue(settings, ref).name
-    except NewsletterError:
-        if not ref:
-            raise
-        issue_id = ref  # the folder is gone: its delivery is still in the journal
+    issue_id = issue_name(settings, ref)
     with database(settings.database) as conn:
         row = journal.latest(conn, issue_id)
         if row is None:
+            find_issue(settings, ref)  # an issue that does not exist at all says so
             raise SendError(f"{issue_id} has not been sent or scheduled.")
         return journal.summary(conn, row.id)

@@ -122,6 +122,10 @@ class Undeliverable(TransportError):
     server without SMTPUTF8): that recipient fails permanently, the rest go on."""
 
 
+class NoSmtputf8(Undeliverable):
+    """An address with æøå before the @, and a server without SMTPUTF8."""
+
+
 class ScheduleError(NewsletterError):
     """A schedule cannot be made, changed or run."""
 

@@ -576,15 +576,24 @@ def choose(conn: sqlite3.Connection, issue_id: str, item_ids: Iterable[int], cho
 
 
 def mark_sent(conn: sqlite3.Connection, issue_id: str, item_ids: Iterable[int], when: datetime | None = None) -> None:
-    """Record that an issue went out with these items: they count as used from now on."""
+    """Record that an issue went out with these items: they count as used from now on. Commits."""
     with conn:
-        conn.execute(
-            "INSERT INTO sent_issues (issue, sent_at) VALUES (?, ?) ON CONFLICT(issue) DO NOTHING",
-            (issue_id, timestamp(when or now())),
-        )
-        conn.executemany(
-            "INSERT OR IGNORE INTO used_items (item, issue) VALUES (?, ?)", [(i, issue_id) for i in item_ids]
-        )
+        record_used(conn, issue_id, item_ids, when)
+
+
+def record_used(conn: sqlite3.Connection, issue_id: str, item_ids: Iterable[int], when: datetime | None = None) -> None:
+    """``mark_sent`` inside the caller's transaction (the one that starts the delivery)."""
+    conn.execute(
+        "INSERT INTO sent_issues (issue, sent_at) VALUES (?, ?) ON CONFLICT(issue) DO NOTHING",
+        (issue_id, timestamp(when or now())),
+    )
+    conn.executemany("INSERT OR IGNORE INTO used_items (item, issue) VALUES (?, ?)", [(i, issue_id) for i in item_ids])
+
+
+def unrecord_used(conn: sqlite3.Connection, issue_id: str) -> None:
+    """An issue's delivery was cancelled before any message was accepted: its news is unused again."""
+    conn.execute("DELETE FROM used_items WHERE issue = ?", (issue_id,))
+    conn.execute("DELETE FROM sent_issues WHERE issue = ?", (issue_id,))
 
 
 def feed_status(conn: sqlite3.Connection) -> list[sqlite3.Row]:

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 
 from .clock import now, parse_timestamp, timestamp
 
-ACTIVE = ("scheduled", "blocked", "running")
+ACTIVE = ("scheduled", "blocked", "running")  # not finished
 
 
 @dataclass(frozen=True)
@@ -82,9 +82,9 @@ def latest(conn: sqlite3.Connection, issue: str) -> Delivery | None:
 
 def unfinished(conn: sqlite3.Connection) -> list[Delivery]:
     """Scheduled, blocked and running deliveries, soonest first."""
+    marks = ",".join("?" * len(ACTIVE))
     rows = conn.execute(
-        "SELECT * FROM deliveries WHERE status IN ('scheduled', 'blocked', 'running')"
-        " ORDER BY COALESCE(scheduled_at, created_at), id"
+        f"SELECT * FROM deliveries WHERE status IN ({marks}) ORDER BY COALESCE(scheduled_at, created_at), id", ACTIVE
     ).fetchall()
     return [d for d in map(_delivery, rows) if d is not None]
 
@@ -147,6 +147,29 @@ def start(conn: sqlite3.Connection, delivery: int, recipients: Iterable[tuple[in
     )
 
 
+def untouched(conn: sqlite3.Connection, delivery: int) -> bool:
+    """Whether a started delivery has had no message accepted, and none that might have been
+    (a wrong SMTP password, a server that could not be reached): it can start again or be cancelled."""
+    return (
+        conn.execute(
+            "SELECT 1 FROM deliveries WHERE id = ? AND first_sent_at IS NULL AND NOT EXISTS (SELECT 1 FROM"
+            " delivery_recipients r WHERE r.delivery = deliveries.id AND (r.status IN ('sent', 'sending')"
+            " OR r.uncertain = 1))",
+            (delivery,),
+        ).fetchone()
+        is not None
+    )
+
+
+def restart(conn: sqlite3.Connection, delivery: int, fingerprint: str, forced: bool) -> None:
+    """An untouched delivery starts again with the issue as it is now: its recipients are
+    recorded anew by ``start`` in the same transaction."""
+    conn.execute("DELETE FROM delivery_recipients WHERE delivery = ?", (delivery,))
+    conn.execute(
+        "UPDATE deliveries SET content_hash = ?, forced = ? WHERE id = ?", (fingerprint, int(forced), delivery)
+    )
+
+
 def block(conn: sqlite3.Connection, delivery: int, reason: str) -> None:
     """A scheduled delivery that cannot go as it is: it waits, with the reason, to be approved or cancelled."""
     conn.execute(
@@ -167,9 +190,9 @@ def approve(
 
 
 def cancel(conn: sqlite3.Connection, delivery: int) -> None:
-    """Cancel a delivery that has not started."""
-    conn.execute("UPDATE deliveries SET status = 'cancelled' WHERE id = ? AND status IN ('scheduled', 'blocked')",
-                 (delivery,))  # fmt: skip
+    """Cancel a delivery that has not started, or an untouched one (see ``untouched``)."""
+    conn.execute("UPDATE deliveries SET status = 'cancelled' WHERE id = ? AND status IN ('scheduled', 'blocked',"
+                 " 'running')", (delivery,))  # fmt: skip
 
 
 # --- running ----------------------------------------------------------------------------------------
@@ -353,6 +376,21 @@ class Summary:
     notes: tuple[str, ...] = ()  # e.g. the archive was published, or could not be
     scheduled_at: datetime | None = None
     blocked_reason: str | None = None
+
+    @property
+    def trouble(self) -> str | None:
+        """What a person must look at after a run (the CLI exits 1, run-due reports it), or None:
+        temporary failures that gave up, or a delivery nobody received."""
+        if self.pending:
+            return None  # the next run goes on
+        if self.gave_up:
+            return (
+                f"{self.issue}: {self.gave_up} recipient(s) gave up after repeated temporary failures (see "
+                f"'newsletter status {self.issue}'); 'newsletter send {self.issue} --retry-failed' tries them again."
+            )
+        if self.failed and not self.sent:
+            return f"{self.issue}: nobody received it: all {self.failed} failed permanently; see 'newsletter status {self.issue}'."
+        return None
 
     @property
     def line(self) -> str:

@@ -24,11 +24,13 @@ from dotenv import dotenv_values
 
 from .config import Settings
 from .errors import ConfigError, SecretKeyError
+from .locks import hold
 from .store import database, recall, remember
 
 ENV = "NEWSLETTER_SECRET_KEY"
 OLD_ENV = "NEWSLETTER_OLD_SECRET_KEYS"
 SEEN = "secret_key"
+RETIRED = "retired_key"
 
 
 def fingerprint(key: str) -> str:
@@ -60,7 +62,12 @@ def ensure(settings: Settings) -> tuple[Settings, bool]:
     the project has never signed anything. Returns (settings, whether a key was made)."""
     if settings.secret_key:
         return check(settings), False
-    with database(settings.database) as conn:
+    # One at a time (cron and a person may start at the same moment), and a key another process
+    # made meanwhile is taken, not made again.
+    with hold(settings.build_dir, "secret-key", wait=True), database(settings.database) as conn:
+        made = (dotenv_values(_dotenv(settings)).get(ENV) or "").strip() if _dotenv(settings).is_file() else ""
+        if made:
+            return check(dataclasses.replace(settings, secret_key=made)), False
         reason = signed_before(conn)
         if reason is not None:
             raise SecretKeyError(
@@ -81,13 +88,13 @@ def ensure(settings: Settings) -> tuple[Settings, bool]:
                 )
         except OSError as exc:
             raise ConfigError(f"{path}: cannot store a new {ENV} ({exc.strerror}); set it yourself.") from exc
-        remember(conn, SEEN, fingerprint(key))
     return dataclasses.replace(settings, secret_key=key), True
 
 
 def check(settings: Settings) -> Settings:
-    """The settings, if their key is the one this project signs with (recorded on first use);
-    SecretKeyError otherwise. Call before signing or checking anything."""
+    """The settings, if their keys can sign and check every link the project has signed:
+    SecretKeyError if the key is missing, is not the project's, or a key that signed links in
+    sent mail is no longer among the old ones. Call before signing or checking anything."""
     key = settings.secret_key
     with database(settings.database) as conn:
         if not key:
@@ -101,36 +108,70 @@ def check(settings: Settings) -> Settings:
                 f"{ENV} is not set: it signs the links in emails. Any command that sends makes one in .env "
                 "(e.g. 'newsletter send --test ADDRESS'), or set it yourself: at least 32 random characters."
             )
-        known = {value for value, _ in recall(conn, SEEN)}
+        known = dict(recall(conn, SEEN))
+        retired = {value for value, _ in recall(conn, RETIRED)}
         mine = fingerprint(key)
-        if mine in known:
-            return settings
-        if known and not known & {fingerprint(old) for old in settings.old_secret_keys}:
+        have = {mine} | {fingerprint(old) for old in settings.old_secret_keys}
+        if known and mine not in known and not have & set(known):
             raise SecretKeyError(
                 f"{ENV} is not the key this project's links were signed with (its fingerprint is {mine}, the "
-                f"project's is {sorted(known)[-1]}); restore the .env that belongs with {settings.database.name}. "
-                f"To change keys without breaking links, use 'newsletter secret rotate'."
+                f"project's is {max(known, key=known.get)}); restore the .env that belongs with "
+                f"{settings.database.name}. To change keys without breaking links, use 'newsletter secret rotate'."
             )
-        remember(conn, SEEN, mine)  # first use, or a new key with the old one kept for checking
+        missing = sorted(set(known) - have - retired, key=known.get)
+        if missing:
+            raise SecretKeyError(
+                f"links in sent emails were signed with a key that is not set now (fingerprint {missing[0]}, used "
+                f"since {known[missing[0]][:10]}), so they would stop working: {OLD_ENV} lacks it. Restore .env from "
+                f"your backup; to give up those links on purpose, run 'newsletter secret retire {missing[0]}'."
+            )
+        if not known and signed_before(conn) is not None:
+            remember(conn, SEEN, mine)  # a database from before keys were remembered: this is its key
     return settings
+
+
+def record(settings: Settings) -> None:
+    """Remember that the current key has signed something (call once links are out)."""
+    with database(settings.database) as conn:
+        remember(conn, SEEN, fingerprint(settings.secret_key or ""))
+
+
+def retire(settings: Settings, fingerprint_: str) -> None:
+    """Give up the links signed with an old key: it no longer has to be kept."""
+    check_current = settings.secret_key and fingerprint(settings.secret_key) == fingerprint_
+    with database(settings.database) as conn:
+        known = dict(recall(conn, SEEN))
+        if fingerprint_ not in known:
+            raise SecretKeyError(
+                f"no key with the fingerprint {fingerprint_!r} has signed links here; see 'newsletter secret status'."
+            )
+        if check_current:
+            raise SecretKeyError(f"{fingerprint_} is the current key; rotate first ('newsletter secret rotate').")
+        remember(conn, RETIRED, fingerprint_)
 
 
 @dataclass(frozen=True)
 class KeyStatus:
-    """What ``newsletter secret status`` shows: no key, only where it is and its fingerprint."""
+    """What ``newsletter secret status`` shows: no key, only where it is and fingerprints."""
 
     source: str  # '.env', 'the environment' or 'not set'
     fingerprint: str | None
-    known: tuple[tuple[str, str], ...]  # fingerprints the project has used, with the first use
+    known: tuple[tuple[str, str, str], ...]  # (fingerprint, first use, 'current' | 'kept' | 'retired' | 'MISSING')
     old_keys: int
 
 
 def status(settings: Settings) -> KeyStatus:
-    """Where the key comes from, its fingerprint, and the keys the project has used."""
+    """Where the key comes from, its fingerprint, and the keys the project has signed with."""
+    mine = fingerprint(settings.secret_key) if settings.secret_key else None
+    kept = {fingerprint(old) for old in settings.old_secret_keys}
     with database(settings.database) as conn:
-        known = tuple(recall(conn, SEEN))
-    return KeyStatus(_source(settings), fingerprint(settings.secret_key) if settings.secret_key else None, known,
-                     len(settings.old_secret_keys))  # fmt: skip
+        retired = {value for value, _ in recall(conn, RETIRED)}
+        known = tuple(
+            (value, since, "current" if value == mine else "kept" if value in kept else "retired"
+             if value in retired else "MISSING")
+            for value, since in recall(conn, SEEN)
+        )  # fmt: skip
+    return KeyStatus(_source(settings), mine, known, len(settings.old_secret_keys))
 
 
 def _source(settings: Settings) -> str:
@@ -145,6 +186,7 @@ def rotate(settings: Settings) -> tuple[str, int]:
     """Make a new signing key in .env and keep the current one (and older ones) for checking
     links. Returns (the new key's fingerprint, how many old keys are kept)."""
     check(settings)
+    record(settings)  # the current key becomes an old one: links it signed must keep working
     current = settings.secret_key
     assert current is not None
     path = _dotenv(settings)

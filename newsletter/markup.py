@@ -7,6 +7,7 @@ the file into the build and returns its public address.
 
 from __future__ import annotations
 
+import re
 import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -95,22 +96,41 @@ def render_markdown(
     return Rendered(html=html.strip(), text=text.strip(), refused=_refused_lines(tokens, refused))
 
 
+_LITERAL_LINK = re.compile(r"\[[^\]\n]*\]\(\s*([^\s()]+(?:\([^\s()]*\)[^\s()]*)*)\s*\)")
+
+
 def _refused_lines(tokens: list, refused: list[str]) -> tuple[tuple[int, str], ...]:
-    """Where each refused link stands: the line of the text it was left as (not code, which
-    never was a link)."""
-    if not refused:
-        return ()
+    """Where each link the email shows as text stands: those Markdown refused (javascript:,
+    data:, ...), and '[text](target)' that Markdown could not read as a link at all (a '<' in
+    the target, say). Code never was a link and is not searched."""
     targets = list(dict.fromkeys(refused))
     found: list[tuple[int, str]] = []
     for token in tokens:
         if token.type != "inline" or not token.children:
             continue
         line = token.map[0] if token.map else 0
+        pieces: list[tuple[int, str]] = []  # runs of text between code spans and links, with their first line
+        run, run_line = "", line
         for child in token.children:
             if child.type in ("softbreak", "hardbreak"):
                 line += 1
-            elif child.type == "text":
-                found += [(line, url) for url in targets if url in child.content and (line, url) not in found]
+                run += "\n"
+            elif child.type in ("text", "html_inline"):
+                if not run:
+                    run_line = line
+                run += child.content
+            else:
+                pieces.append((run_line, run))
+                run = ""
+        pieces.append((run_line, run))
+        for first, text in pieces:
+            for url in targets:
+                if url in text and not any(target == url for _, target in found):
+                    found.append((first + text[: text.index(url)].count("\n"), url))
+            for match in _LITERAL_LINK.finditer(text):
+                place = (first + text[: match.start()].count("\n"), match.group(1))
+                if place not in found:
+                    found.append(place)
     return tuple(sorted(found))
 
 
@@ -119,10 +139,12 @@ def image_alts(source: str, *, allow_raw_html: bool = False) -> list[tuple[int, 
     found = []
     for token in _parser(allow_raw_html).parse(source):
         if token.type == "inline" and token.children:
+            line = token.map[0] if token.map else 0
             for child in token.children:
-                if child.type == "image":
+                if child.type in ("softbreak", "hardbreak"):
+                    line += 1  # the image's own line within its paragraph
+                elif child.type == "image":
                     alt = "".join(c.content for c in child.children or [])
-                    line = token.map[0] if token.map else 0
                     found.append((line, str(child.attrGet("src") or ""), alt))
     return found
 

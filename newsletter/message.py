@@ -7,7 +7,6 @@ package; names are stripped of control characters so they cannot add headers.
 
 from __future__ import annotations
 
-import base64
 import re
 import secrets
 from datetime import UTC, datetime
@@ -33,47 +32,76 @@ def _address(name: str, email: str) -> Address:
 _SPECIALS = re.compile(r'[][\\()<>@,:;".]')
 
 
-def _encoded_words(text: str) -> list[str]:
-    """RFC 2047 encoded words (base64, UTF-8) of at most 75 characters for ``text``. Long text is
-    split after a space where it can be (the space stays inside, since decoders drop the space
-    between two encoded words), else between characters."""
+def _q(char: str) -> str:
+    """One character in RFC 2047 Q encoding, safe in a display name as well as in a subject."""
+    if char == " ":
+        return "_"
+    if char.isascii() and (char.isalnum() or char in "!*+-/"):
+        return char
+    return "".join(f"={byte:02X}" for byte in char.encode("utf-8"))
+
+
+def _encoded_words(text: str, first: int = 75) -> list[str]:
+    """RFC 2047 encoded words (Q encoding, UTF-8) of at most 75 characters (``first`` for the
+    first one, to fit after the header's name) for ``text``. Long text is split after a space
+    where it can be (the space stays inside, since decoders drop the space between two encoded
+    words), else between characters."""
+    room = first - len("=?utf-8?q??=")
     chunks, chunk = [], ""
     for word in text.split(" "):
         piece = (" " if chunk else "") + word
-        if chunk and len((chunk + piece).encode("utf-8")) > 45:  # 45 bytes: 60 base64 characters + 12 around
+        if chunk and len("".join(map(_q, chunk + piece))) > room:
             chunks.append(chunk + " ")
-            chunk, piece = "", word
+            chunk, piece, room = "", word, 75 - len("=?utf-8?q??=")
         for char in piece:
-            if len((chunk + char).encode("utf-8")) > 45:
+            if len("".join(map(_q, chunk + char))) > room:
                 chunks.append(chunk)
-                chunk = ""
+                chunk, room = "", 75 - len("=?utf-8?q??=")
             chunk += char
     chunks.append(chunk)
-    return [f"=?utf-8?b?{base64.b64encode(c.encode('utf-8')).decode('ascii')}?=" for c in chunks if c]
+    return [f"=?utf-8?q?{''.join(map(_q, c))}?=" for c in chunks if c]
 
 
-def _phrase(name: str) -> list[str]:
-    """The display name as header words: plain ASCII words as they are, each run of other words
-    (æøå, quotes, commas, or text that merely looks like an encoded word) as encoded words, so a
-    mail program shows it as written. An all-ASCII name is one quoted string when it needs one,
-    as email.utils.formataddr writes it."""
-    if name.isascii() and "=?" not in name:
-        if _SPECIALS.search(name):
-            name = '"' + re.sub(r'[\\"]', lambda m: "\\" + m.group(0), name) + '"'
-        return name.split(" ")
+def _words(text: str, specials: bool, first: int = 75) -> list[str]:
+    """Header words: plain ASCII words as they are, each run of other words (æøå, text that
+    merely looks like an encoded word, and with ``specials`` quotes, commas and parentheses) as
+    encoded words, so a mail program shows the text as written."""
     tokens: list[str] = []
     run: list[str] = []
-    for word in name.split(" "):
-        if word.isascii() and "=?" not in word and not _SPECIALS.search(word):
+    for word in text.split(" "):
+        if word.isascii() and "=?" not in word and not (specials and _SPECIALS.search(word)):
             if run:
-                tokens += _encoded_words(" ".join(run))
+                tokens += _encoded_words(" ".join(run), first if not tokens else 75)
                 run = []
             tokens.append(word)
         else:
             run.append(word)
     if run:
-        tokens += _encoded_words(" ".join(run))
+        tokens += _encoded_words(" ".join(run), first if not tokens else 75)
     return tokens
+
+
+def _phrase(name: str) -> list[str]:
+    """A display name as header words; an all-ASCII name is one quoted string when it needs one,
+    as email.utils.formataddr writes it."""
+    if name.isascii() and "=?" not in name:
+        if _SPECIALS.search(name):
+            name = '"' + re.sub(r'[\\"]', lambda m: "\\" + m.group(0), name) + '"'
+        return name.split(" ")
+    return _words(name, specials=True, first=78 - len("To: "))
+
+
+def _fold(tokens: list[str], first: int) -> str:
+    """Words joined by spaces, folded (CRLF + space) so that no line passes 78 characters where
+    it can be helped; ``first``: the length of 'Name:' before them."""
+    lines, line = [], ""
+    for token in tokens:
+        if line and first + len(line) + 1 + len(token) > 78:
+            lines.append(line)
+            line, first = "", 0
+        line += " " + token
+    lines.append(line)
+    return "\r\n".join(lines)
 
 
 def to_header(name: str, address: str) -> bytes:
@@ -84,14 +112,14 @@ def to_header(name: str, address: str) -> bytes:
     UTF-8 for a server that offers SMTPUTF8)."""
     name = clean_name(name)
     tokens = [*(_phrase(name) if name else ()), f"<{address}>" if name else address]
-    lines, line = [], "To:"
-    for token in tokens:
-        if len(line) + 1 + len(token) > 78 and line != "To:":
-            lines.append(line)
-            line = ""
-        line += " " + token
-    lines.append(line)
-    return ("\r\n".join(lines) + "\r\n").encode("utf-8")
+    return f"To:{_fold(tokens, 3)}\r\n".encode()
+
+
+def subject_value(subject: str) -> str:
+    """The Subject header's value, encoded and folded here: the email package decodes text that
+    merely looks like an encoded word ('=?utf-8?q?...?=') instead of showing it as written.
+    Set it with ``Message.set_raw`` (lines within 78 characters are not refolded)."""
+    return _fold(_words(clean_name(subject), specials=False, first=78 - len("Subject: ")), len("Subject:"))[1:]
 
 
 def build_message(
@@ -109,7 +137,7 @@ def build_message(
     msg = EmailMessage(policy=policy.SMTP)
     msg["From"] = Address(display_name=settings.sender_name, addr_spec=settings.sender_address)
     msg["To"] = _address(recipient.name, recipient.email)
-    msg["Subject"] = clean_name(subject_prefix + rendered.subject)
+    msg.set_raw("Subject", subject_value(subject_prefix + rendered.subject))
     msg["Date"] = format_datetime(now or datetime.now(UTC))
     msg["Message-ID"] = message_id or make_msgid(domain=settings.list_domain)
     if settings.reply_to:
@@ -133,7 +161,7 @@ def confirmation_message(
     the form the transport carries (transport.mail_address)."""
     msg = EmailMessage(policy=policy.SMTP)
     msg["From"] = Address(display_name=settings.sender_name, addr_spec=settings.sender_address)
-    msg["Subject"] = clean_name(strings["confirm_subject"].format(name=settings.display_name(language)))
+    msg.set_raw("Subject", subject_value(strings["confirm_subject"].format(name=settings.display_name(language))))
     msg["Date"] = format_datetime(datetime.now(UTC))
     msg["Message-ID"] = make_msgid(domain=settings.list_domain)
     if settings.reply_to:
@@ -175,6 +203,13 @@ def dkim_key(settings: Settings) -> bytes | None:
         ) from exc
     if b"PRIVATE KEY" not in key:
         raise NewsletterError(f"{settings.dkim_key_file}: not a PEM private key; check dkim.key_file.")
+    try:  # once here, so that a key that cannot sign stops the send before the first message
+        sign(settings, b"From: a@example.org\r\nSubject: test\r\n\r\ntest\r\n", key)
+    except Exception as exc:
+        reason = " ".join(str(exc).split())
+        raise NewsletterError(
+            f"{settings.dkim_key_file}: the DKIM key cannot sign ({type(exc).__name__}: {reason}); check dkim.key_file."
+        ) from exc
     return key
 
 
@@ -200,7 +235,7 @@ class MessageFactory:
         self.settings, self.rendered, self.strings = settings, rendered, strings
         shared = EmailMessage(policy=policy.SMTP)
         shared["From"] = Address(display_name=settings.sender_name, addr_spec=settings.sender_address)
-        shared["Subject"] = clean_name(subject_prefix + rendered.subject)
+        shared.set_raw("Subject", subject_value(subject_prefix + rendered.subject))
         if settings.reply_to:
             shared["Reply-To"] = settings.reply_to
         shared["List-Id"] = f"{clean_name(settings.name)} <{settings.list_id}>"

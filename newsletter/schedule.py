@@ -17,25 +17,23 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from . import delivery, journal, keys
-from .build import prepare
 from .clock import now, oslo, parse_when
 from .config import Settings
-from .content import find_issue
-from .emissions import project_members
+from .content import issue_name
 from .errors import (
     BusyError,
     ConfigError,
     GateError,
     NewsletterError,
-    ProjectError,
     ScheduleError,
     StoreError,
     TransportError,
 )
+from .feeds import unrecord_used
 from .locks import hold
 from .store import database
-from .subscribers import audience, parse_segment
 
+RETRY_WAIT = 50.0  # seconds run-due waits for a retry that is due soon; later ones are the next run's
 # Problems of this machine, not of the issue: a scheduled delivery stays scheduled.
 NOT_THE_ISSUE = (ConfigError, StoreError, BusyError, TransportError)
 
@@ -64,7 +62,7 @@ def schedule(
     when = parse_when(at)
     keys.check(settings)  # run-due signs the links with it: it must be there now
     planned = delivery.plan(settings, ref, segment, force=force)
-    with database(settings.database) as conn, conn:
+    with delivery.issue_lock(settings, planned.issue), database(settings.database) as conn, conn:
         existing = journal.active(conn, planned.issue)
         if existing is not None:
             raise ScheduleError(
@@ -81,20 +79,19 @@ def approve(settings: Settings, ref: str, *, at: str | None = None, force: bool 
     """Schedule a blocked (or scheduled) delivery again, for the issue as it is now: it must
     pass the check (unless ``force``) and have an audience. ``at`` gives it a new time; without
     it the old time stands (a time passed means: at the next run-due)."""
-    issue = _issue_name(settings, ref)
+    issue = issue_name(settings, ref)
     when = parse_when(at) if at else None
     with database(settings.database) as conn:
+        if journal.active(conn, issue) is None:
+            raise ScheduleError(f"{issue} is not scheduled; schedule it with 'newsletter schedule {issue} --at ...'.")
+    keys.check(settings)
+    planned = delivery.plan(settings, issue, force=force, purpose=delivery.APPROVE)  # the check, the audience
+    with delivery.issue_lock(settings, issue), database(settings.database) as conn:
         existing = journal.active(conn, issue)
-        if existing is None or existing.status not in ("scheduled", "blocked"):
-            state = "not scheduled" if existing is None else f"{existing.status} (it has started)"
-            raise ScheduleError(f"{issue} is {state}; only a scheduled delivery that has not started can be approved.")
-    prepared = prepare(settings, issue)
-    delivery.gate(settings, prepared, force)
-    with database(settings.database) as conn:
-        if not audience(conn, parse_segment(existing.segment or None, settings, project_members(settings))):
-            raise ScheduleError(f"nobody is in the audience of {issue} ({existing.segment or 'all confirmed'}).")
+        if existing is None or existing.id != planned.resuming or existing.status not in ("scheduled", "blocked"):
+            raise ScheduleError(f"{issue} was cancelled or started meanwhile; see 'newsletter schedule list'.")
         with conn:
-            journal.approve(conn, existing.id, prepared.fingerprint, force, when)
+            journal.approve(conn, existing.id, planned.prepared.fingerprint, force, when)
         return Scheduled.of(journal.get(conn, existing.id))
 
 
@@ -104,24 +101,19 @@ def listing(settings: Settings) -> list[Scheduled]:
         return [Scheduled.of(row) for row in journal.unfinished(conn)]
 
 
-def _issue_name(settings: Settings, ref: str | None) -> str:
-    try:
-        return find_issue(settings, ref).name
-    except ProjectError:
-        if not ref:
-            raise
-        return ref  # the issue folder is gone: its schedule can still be found by name
-
-
 def cancel(settings: Settings, ref: str | None) -> Scheduled:
-    """Cancel a scheduled (or blocked) delivery that has not started."""
-    issue = _issue_name(settings, ref)
-    with database(settings.database) as conn, conn:
+    """Cancel a scheduled (or blocked) delivery that has not started, or a started one of which
+    no message was accepted (its news counts as unused again)."""
+    issue = issue_name(settings, ref)
+    with delivery.issue_lock(settings, issue), database(settings.database) as conn, conn:
         row = journal.active(conn, issue)
-        if row is None or row.status not in ("scheduled", "blocked"):
-            state = "not scheduled" if row is None else f"{row.status} (it has started)"
-            raise ScheduleError(f"{issue} is {state}; only a delivery that has not started can be cancelled.")
+        untouched = row is not None and row.status == "running" and journal.untouched(conn, row.id)
+        if row is None or (row.status not in ("scheduled", "blocked") and not untouched):
+            state = "not scheduled" if row is None else f"{row.status} (messages have gone out)"
+            raise ScheduleError(f"{issue} is {state}; only a delivery that has not sent anything can be cancelled.")
         journal.cancel(conn, row.id)
+        if untouched:
+            unrecord_used(conn, issue)
     return Scheduled(row.id, issue, row.scheduled_at, "cancelled", row.segment)
 
 
@@ -154,7 +146,7 @@ def _run_due(settings: Settings, moment: datetime, stop: threading.Event | None)
         due = journal.due(conn, moment)
     for row in due:
         try:
-            planned = delivery.plan(settings, row.issue, scheduled=True)
+            planned = delivery.plan(settings, row.issue, purpose=delivery.DUE)
         except NOT_THE_ISSUE as exc:
             problems.append(f"{row.issue}: not sent: {exc}")
             continue
@@ -173,7 +165,7 @@ def _run_due(settings: Settings, moment: datetime, stop: threading.Event | None)
                 problems.extend(f"  {finding.line}" for finding in exc.findings)
             continue
         try:
-            result = delivery.send(settings, planned, stop=stop)
+            result = delivery.send(settings, planned, stop=stop, max_wait=RETRY_WAIT)
         except BusyError:
             continue  # a 'send' of the same issue is at work: it finishes the delivery
         except NewsletterError as exc:
@@ -183,4 +175,6 @@ def _run_due(settings: Settings, moment: datetime, stop: threading.Event | None)
         lines.extend(result.notes)
         if result.pending:
             lines.append(f"{row.issue}: {result.pending} left for retry; the next run-due goes on.")
+        if result.trouble:
+            problems.append(result.trouble)
     return DueResult(tuple(lines), tuple(problems))

@@ -160,6 +160,7 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 6: a delivery remembers its transport, when the first message was accepted (the archive
     # publishes it from then), whether its check was overridden, and why a schedule is blocked.
+    # An archived issue remembers whether a test send published its images.
     # 'seen' remembers the signing keys and SMTP servers a project has used, so that a lost .env
     # is noticed instead of quietly replaced.
     """
@@ -187,6 +188,9 @@ MIGRATIONS: tuple[str, ...] = (
     DROP TABLE deliveries;
     ALTER TABLE deliveries_new RENAME TO deliveries;
     CREATE UNIQUE INDEX deliveries_active ON deliveries(issue) WHERE status != 'cancelled';
+    ALTER TABLE archive_issues ADD COLUMN test_images INTEGER NOT NULL DEFAULT 0;
+    UPDATE archive_issues SET test_images = 1
+        WHERE issue NOT IN (SELECT issue FROM deliveries WHERE status IN ('running', 'done'));
     CREATE TABLE seen (
         what TEXT NOT NULL,
         value TEXT NOT NULL,

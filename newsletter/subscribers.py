@@ -140,7 +140,7 @@ def _language(value: str | None, default: str) -> str:
 def _name(value: str | None) -> str:
     name = clean_name(value or "")
     if len(name) > 200:
-        raise SubscriberError("the name is longer than 200 characters.")
+        raise SubscriberError("the name is longer than 200 characters; shorten it.")
     return name
 
 
@@ -304,8 +304,16 @@ def add(
         language=_language(language, settings.language),
         topics=resolve_topics(topics, settings),
     )
+    _key_for_forgotten(conn, settings)
     with conn:
         return upsert(conn, settings, email, confirmed=confirmed, source=source, **values)
+
+
+def _key_for_forgotten(conn: sqlite3.Connection, settings: Settings) -> None:
+    """Forgotten addresses are recognised by hashes keyed with the project's key: with another
+    key (or none) an import would bring them back. Checked before a transaction starts."""
+    if conn.execute("SELECT 1 FROM forgotten LIMIT 1").fetchone() is not None:
+        keys.check(settings)
 
 
 def set_status(conn: sqlite3.Connection, subscriber_id: int, status: str) -> None:
@@ -343,6 +351,7 @@ def forget(conn: sqlite3.Connection, settings: Settings, email: str) -> None:
     keys.check(settings)
     address = normalize_email(email)
     digest = forgotten_hash(settings, address)
+    keys.record(settings)
     with conn:
         conn.execute("DELETE FROM subscribers WHERE email = ?", (address,))
         conn.execute(
@@ -409,6 +418,7 @@ def import_csv(
     unchanged = skipped = 0
     seen: dict[str, int] = {}
     source = f"imported from {path.name}" + (" (consent confirmed by staff)" if confirmed else "")
+    _key_for_forgotten(conn, settings)
     conn.execute("BEGIN IMMEDIATE")
     try:
         for line, row in enumerate(rows[1:], 2):

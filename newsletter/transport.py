@@ -12,12 +12,19 @@ from __future__ import annotations
 import mailbox
 import smtplib
 import ssl
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from .config import Settings
-from .errors import AfterData, ConnectFailed, NewsletterError, NoTransport, TransportError, Undeliverable
+from .errors import (
+    AfterData,
+    ConnectFailed,
+    NewsletterError,
+    NoSmtputf8,
+    NoTransport,
+    TransportError,
+    Undeliverable,
+)
 
 TEMPORARY = "temporary"
 PERMANENT = "permanent"
@@ -44,7 +51,9 @@ class Outbox:
             box = mailbox.Maildir(self.path, create=True)
             key = box.add(raw)
         except OSError as exc:
-            raise TransportError(f"cannot write to the outbox {self.path} ({exc.strerror}).") from exc
+            raise ConnectFailed(
+                f"cannot write to the outbox {self.path} ({exc.strerror}); check paths.outbox."
+            ) from exc
         return f"{self.path}/new/{key}"
 
 
@@ -86,9 +95,17 @@ class SMTP:
                 client.login(self.username, self.password or "")
         except smtplib.SMTPNotSupportedError as exc:
             _close(client)
-            raise ConnectFailed(
-                f"the SMTP server {self.host} does not offer {exc}; check NEWSLETTER_SMTP_SECURITY."
-            ) from exc
+            if "AUTH" in str(exc):
+                advice = (
+                    "it offers no login here: leave NEWSLETTER_SMTP_USERNAME empty, or use NEWSLETTER_SMTP_SECURITY "
+                    "starttls or tls (servers often offer login only over TLS)"
+                )
+            else:
+                advice = (
+                    "it does not offer STARTTLS: set NEWSLETTER_SMTP_SECURITY to tls (usually port 465), or to none "
+                    "only for a server on this machine or a trusted network"
+                )
+            raise ConnectFailed(f"the SMTP server {self.host}:{self.port}: {advice}.") from exc
         except smtplib.SMTPAuthenticationError as exc:
             _close(client)
             raise ConnectFailed(
@@ -189,7 +206,7 @@ def mail_address(email: str, smtputf8: bool) -> tuple[str, bool]:
     except EmailNotValidError as exc:
         raise Undeliverable(f"{email!r} is not a valid e-mail address ({exc}).") from None
     if ascii_email is None:
-        raise Undeliverable(
+        raise NoSmtputf8(
             f"the SMTP server does not accept addresses with letters such as æøå before the @ (it lacks SMTPUTF8), "
             f"so {email} cannot be reached through it."
         )
@@ -206,8 +223,13 @@ class Connection:
     def open(self) -> None:
         """Connect (and log in) if not connected; ConnectFailed if that fails."""
         if isinstance(self.via, SMTP) and self.client is None:
-            self.client = self.via.connect()
-            self.client.ehlo_or_helo_if_needed()
+            client = self.via.connect()
+            try:
+                client.ehlo_or_helo_if_needed()
+            except (OSError, smtplib.SMTPException) as exc:
+                _close(client)
+                raise ConnectFailed(f"the SMTP server {self.via.host} did not greet us ({exc}).") from exc
+            self.client = client
 
     @property
     def smtputf8(self) -> bool:
@@ -292,19 +314,6 @@ SMTPUTF8_SEEN = "smtputf8"  # store.note: '<transport target> yes|no', what the 
 def smtputf8_fact(via: Transport, offered: bool) -> str:
     """What store.note keeps about the server's SMTPUTF8."""
     return f"{via.target} {'yes' if offered else 'no'}"
-
-
-def deliver(connection: Connection, sender: str, email: str, make: Callable[[str, bool], bytes]) -> str:
-    """Send one message to ``email`` on ``connection``: the address form is chosen for this
-    server, ``make(address, utf8)`` builds the bytes. Returns where it went; raises
-    Undeliverable, ConnectFailed or TransportError (with the server's words)."""
-    address, utf8 = mail_address(email, connection.smtputf8)
-    raw = make(address, utf8)
-    try:
-        return connection.send(sender, address, raw, utf8)
-    except smtplib.SMTPException as exc:
-        _, text = classify(exc)
-        raise TransportError(f"the SMTP server did not accept the message for {email} ({text}).") from exc
 
 
 def classify(exc: BaseException) -> tuple[str, str]:

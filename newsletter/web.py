@@ -32,12 +32,13 @@ from . import keys
 from .clock import now, timestamp
 from .compose import clean_name, confirm_url, preferences_url, unsubscribe_url
 from .config import Settings
+from .delivery import transport_for
 from .emissions import Member, project_members
 from .errors import NewsletterError, SubscriberError
 from .i18n import load_strings
 from .message import confirmation_message
 from .render import template_folders, web_environment
-from .store import connect, note, recall, remember
+from .store import connect, note, remember
 from .subscribers import (
     deliverable,
     get,
@@ -51,7 +52,8 @@ from .subscribers import (
     unforget,
     upsert,
 )
-from .transport import SMTPUTF8_SEEN, Connection, choose, deliver, smtputf8_fact
+from .transport import SMTPUTF8_SEEN, Connection, smtputf8_fact
+from .workers import deliver
 
 CSRF_COOKIE = "nl_csrf"
 TITLES = {
@@ -192,7 +194,7 @@ def create_app(settings: Settings, *, rate_limit: tuple[int, float] = (5, 600.0)
     keys.check(settings)  # also creates and migrates the database before the first request
     conn = connect(settings.database)
     try:
-        choose(settings, recall(conn, "smtp"))  # refuse now, not with the first signup
+        transport_for(settings, conn)  # refuse now, not with the first signup
     finally:
         conn.close()
     folders = template_folders(settings)
@@ -267,7 +269,8 @@ def create_app(settings: Settings, *, rate_limit: tuple[int, float] = (5, 600.0)
                 conn.close()
             assert person is not None
             url = confirm_url(settings, make_token(settings, person.id, "confirm"))
-            _mail(person.email, lambda address, utf8: confirmation_message(
+            keys.record(settings)
+            _mail(person.email, lambda address: confirmation_message(
                 settings, site.strings[person.language], person.language, address, person.name, url))  # fmt: skip
         except NewsletterError as exc:  # logged for the operator; the visitor already has the neutral answer
             log.warning("signup: the confirmation email was not sent: %s", exc)
@@ -276,7 +279,7 @@ def create_app(settings: Settings, *, rate_limit: tuple[int, float] = (5, 600.0)
         """One message through the configured transport (the same rules as a send)."""
         conn = db()
         try:
-            via = choose(settings, recall(conn, "smtp"))
+            via = transport_for(settings, conn)
             connection = Connection(via)
             try:
                 deliver(connection, settings.sender_address, email, make)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import smtplib
 import threading
 import time
 from collections import deque
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from queue import Empty, Queue
 from typing import Any
 
-from .errors import AfterData, ConnectFailed, NewsletterError, Undeliverable
+from .errors import AfterData, ConnectFailed, NewsletterError, NoSmtputf8, TransportError, Undeliverable
 from .locks import release_inherited
 from .transport import PERMANENT, TEMPORARY, Connection, Transport, classify, mail_address
 
@@ -41,6 +42,8 @@ class Outcome:
     bounce: bool = False  # the server refused the address itself (RCPT 5xx)
     uncertain: bool = False  # it may have been delivered although it failed
     smtputf8: bool | None = None  # for an address with æøå: whether the server offered SMTPUTF8
+    fault: bool = False  # the message could not be made for a reason that is newsletter's own
+    where: str = ""  # where it went (the outbox names the file)
 
 
 class RateLimit:
@@ -57,58 +60,81 @@ class RateLimit:
         """Whether any limit is set."""
         return bool(self.per_second or self.per_hour)
 
+    def reserve(self) -> float:
+        """0 if one more message may go now (and it is counted), else the seconds to wait."""
+        if not self.active:
+            return 0.0
+        with self.lock:
+            moment = self.clock()
+            while self.sent and self.sent[0] <= moment - 3600:
+                self.sent.popleft()
+            last_second = sum(1 for t in reversed(self.sent) if t > moment - 1) if self.per_second else 0
+            delay = 0.0
+            if self.per_second and last_second >= self.per_second:
+                delay = max(delay, self.sent[-self.per_second] + 1 - moment)
+            if self.per_hour and len(self.sent) >= self.per_hour:
+                delay = max(delay, self.sent[-self.per_hour] + 3600 - moment)
+            if delay <= 0:
+                self.sent.append(moment)
+            return max(delay, 0.0)
+
     def wait(self, stop: threading.Event | None = None) -> bool:
         """Block until one more message may go; False if ``stop`` was set meanwhile."""
-        if not self.active:
-            return True
-        while True:
-            if stop is not None and stop.is_set():
-                return False
-            with self.lock:
-                moment = self.clock()
-                while self.sent and self.sent[0] <= moment - 3600:
-                    self.sent.popleft()
-                last_second = sum(1 for t in reversed(self.sent) if t > moment - 1) if self.per_second else 0
-                delay = 0.0
-                if self.per_second and last_second >= self.per_second:
-                    delay = max(delay, self.sent[-self.per_second] + 1 - moment)
-                if self.per_hour and len(self.sent) >= self.per_hour:
-                    delay = max(delay, self.sent[-self.per_hour] + 3600 - moment)
-                if delay <= 0:
-                    self.sent.append(moment)
-                    return True
+        while (delay := self.reserve()) > 0:
             if stop is not None:
+                if stop.is_set():
+                    return False
                 stop.wait(min(delay, 1.0))
             else:
                 self.sleep(min(delay, 1.0))
+        return not (stop is not None and stop.is_set())
 
 
 def handle(connection: Connection, sender: str, job: tuple, make: Make) -> Outcome:
-    """Build and hand over one job's message; every failure but a lost connection is the job's own."""
+    """Build and hand over one job's message; every failure but a lost connection (or an outbox
+    that cannot be written) is the job's own."""
     subscriber, email = job[0], job[1]
     try:
         address, utf8 = mail_address(email, connection.smtputf8)
     except ConnectFailed as exc:
         return Outcome(subscriber, False, ABORT, str(exc))
-    except Undeliverable as exc:
+    except NoSmtputf8 as exc:
         return Outcome(subscriber, False, PERMANENT, str(exc), smtputf8=False)
+    except Undeliverable as exc:
+        return Outcome(subscriber, False, PERMANENT, str(exc))
     try:
         message_id, raw = make(job, address)
     except NewsletterError as exc:  # this recipient's data (a stored address no longer valid): no retry helps
         return Outcome(subscriber, False, PERMANENT, f"the message could not be made: {exc}")
     except Exception as exc:  # a fault in newsletter itself: retried, and '--retry-failed' after a fix
-        return Outcome(subscriber, False, TEMPORARY, f"the message could not be made ({type(exc).__name__}: {exc}).")
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())
+        return Outcome(subscriber, False, TEMPORARY, f"the message could not be made ({reason}).", fault=True)
     try:
-        connection.send(sender, address, raw, utf8)
-        return Outcome(subscriber, True, message_id=message_id, smtputf8=True if utf8 else None)
+        where = connection.send(sender, address, raw, utf8)
+        return Outcome(subscriber, True, message_id=message_id, smtputf8=True if utf8 else None, where=where)
     except ConnectFailed as exc:
         return Outcome(subscriber, False, ABORT, str(exc))
     except AfterData as exc:
         return Outcome(subscriber, False, TEMPORARY, str(exc), uncertain=True)
     except Exception as exc:  # every other failure is recorded against the recipient
         kind, text = classify(exc)
-        bounce = kind == PERMANENT and type(exc).__name__ == "SMTPRecipientsRefused"
+        bounce = kind == PERMANENT and isinstance(exc, smtplib.SMTPRecipientsRefused)
         return Outcome(subscriber, False, kind, text, bounce=bounce)
+
+
+def deliver(connection: Connection, sender: str, email: str, make: Callable[[str], bytes]) -> str:
+    """One message outside a delivery (a test send, a confirmation email), by the same rules as
+    a delivery's: ``make(address)`` builds it for the address form this server carries. Returns
+    where it went; raises ConnectFailed, Undeliverable (this address cannot be reached) or
+    TransportError (the server's answer)."""
+    outcome = handle(connection, sender, (0, email), lambda job, address: ("", make(address)))
+    if outcome.ok:
+        return outcome.where
+    if outcome.kind == ABORT:
+        raise ConnectFailed(outcome.error)
+    if outcome.kind == PERMANENT:
+        raise Undeliverable(f"{email}: {outcome.error}")
+    raise TransportError(f"the message to {email} was not accepted ({outcome.error}).")
 
 
 def _work(via: Transport, sender: str, jobs: Any, results: Any, parent: int, make: Make) -> None:

@@ -411,3 +411,19 @@ def test_a_member_missing_from_the_emission_data_is_named(run, project, tmp_path
     result = run("build")
     assert result.exit_code == 0, result.output
     assert "no 'Din kommune' block for Nesodden" in result.stderr
+
+
+def test_an_image_without_alt_text_is_reported_once_at_its_own_line(run, project, issue_dir):
+    write(
+        issue_dir / "06-bilde.md",
+        "---\ntitle: Bilde\n---\nFørste linje i avsnittet\nog så ![](ordforererklaeringen.png)\n",
+    )
+    out = run("check").stdout
+    assert out.count("has no alt text") == 1, out
+    assert "06-bilde.md:5: image 'ordforererklaeringen.png' has no alt text" in out
+
+
+def test_a_refused_link_with_markup_in_it_is_still_found(run, project, issue_dir):
+    write(issue_dir / "06-data.md", "---\ntitle: Data\n---\nTekst\n\nSe [data](data:text/html,<b>x</b>) her.\n")
+    out = run("check").stdout
+    assert "06-data.md:6: the link 'data:text/html,<b>x</b>' is not allowed" in out, out

@@ -72,6 +72,7 @@ def test_gave_up_then_retry_failed(run, project, sink):
     result = run("send", "--yes")
     assert "1 sent, 0 failed permanently, 1 gave up after retries, 0 left for retry" in result.stdout
     assert "failed full@example.no: temporary, gave up: 452 4.2.2 mailbox full" in result.stderr
+    assert result.exit_code == 1 and "--retry-failed' tries them again" in result.stderr.splitlines()[-1]
     retried = run("send", "--yes", "--retry-failed")
     assert retried.exit_code == 0 and "2 sent, 0 failed" in retried.stdout
     assert sink.to() == ["full@example.no", "ok@example.no"]
@@ -320,7 +321,7 @@ def test_slow_server_times_out_and_is_retried(run, project, sink, monkeypatch):
     subscribe("treg@example.no")
     sink.delay = 2.5  # longer than the timeout
     first = run("send", "--yes")
-    assert first.exit_code == 0 and "1 gave up after retries" in first.stdout
+    assert first.exit_code == 1 and "1 gave up after retries" in first.stdout
     assert "TimeoutError" in first.stderr or "timed out" in first.stderr
     sink.delay = 0
     again = run("send", "--yes", "--retry-failed")
