@@ -30,12 +30,12 @@ class State:
     def settings(self, **overrides: object) -> Settings:
         return load_settings(self.project, overrides)
 
-    def settings_with_key(self) -> Settings:
+    def settings_with_key(self, **overrides: object) -> Settings:
         """Settings for commands that sign links: in a project that has never signed one, a key is
         made and kept in .env; otherwise the key must be the project's own (keys.ensure)."""
         from .keys import ensure
 
-        settings, created = ensure(self.settings())
+        settings, created = ensure(self.settings(**overrides))
         if created:
             click.echo(
                 f"Made a new NEWSLETTER_SECRET_KEY in {settings.project_dir / '.env'}: keep that file secret, and "
@@ -308,6 +308,10 @@ def emissions_import(state: State, file: Path, release: str | None) -> None:
         click.echo(f"  ignored: {report.ignored_rows} rows without a municipality number (sums, notes)")
     if report.empty_values:
         _warn([f"{report.empty_values} empty emission values were read as 0."])
+    if report.negative_values:
+        click.echo(
+            f"  negative: {report.negative_values} rows (removals, e.g. by forest or carbon capture; kept as they are)"
+        )
     if report.unknown_sectors:
         _warn([f"new sector(s) not in the sector list, imported as they are: {', '.join(report.unknown_sectors)}"])
 
@@ -571,13 +575,13 @@ def subscribers_show(state: State, email: str) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535), help="Port to listen on.")
 @click.option(
-    "--forwarded-allow-ips",
-    default="127.0.0.1",
-    show_default=True,
-    help="Reverse proxies whose X-Forwarded-For/-Proto headers are trusted (for rate limits and https).",
+    "--trusted-proxies",
+    metavar="ADDRESSES",
+    help="Reverse proxies (addresses or networks, space-separated) whose X-Forwarded-For/-Proto are trusted "
+    "(default: web.trusted_proxies; none: the client's own address counts).",
 )
 @click.pass_obj
-def serve(state: State, host: str, port: int, forwarded_allow_ips: str) -> None:
+def serve(state: State, host: str, port: int, trusted_proxies: str | None) -> None:
     """Serve the public pages: signup, confirm, preferences, unsubscribe (one-click), /health,
     and the archive of sent issues at /archive/ (what 'newsletter archive' writes).
 
@@ -587,7 +591,7 @@ def serve(state: State, host: str, port: int, forwarded_allow_ips: str) -> None:
 
     from .web import create_app
 
-    settings = state.settings_with_key()
+    settings = state.settings_with_key(web_trusted_proxies=trusted_proxies)
     app = create_app(settings)
     _can_listen(host, port)
     click.echo(f"Serving on {_url(host, port)} (public address {settings.base_url}); Ctrl-C stops.")
@@ -596,8 +600,8 @@ def serve(state: State, host: str, port: int, forwarded_allow_ips: str) -> None:
         app,
         host=host,
         port=port,
-        proxy_headers=True,
-        forwarded_allow_ips=forwarded_allow_ips,
+        proxy_headers=bool(settings.web_trusted_proxies),  # only what the named proxies say is believed
+        forwarded_allow_ips=(settings.web_trusted_proxies or "").replace(" ", ","),
         log_level="info",
         access_log=False,
     )

@@ -7,6 +7,7 @@ Every problem is collected and reported at once.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -139,6 +140,8 @@ class Settings:
     news_concurrency: int
     news_summary_chars: int
     news_user_agent: str | None
+    web_trusted_proxies: str | None
+    web_confirm_interval: int
     categories: tuple[Category, ...] = field(default=DEFAULT_CATEGORIES)
     feeds: tuple[FeedConfig, ...] = ()
     secret_key: str | None = field(default=None, repr=False)  # never printed
@@ -340,6 +343,22 @@ OPTIONS: tuple[Option, ...] = (
         None,
         "User-Agent for feed requests (default: newsletter/<version> + base_url).",
     ),
+    Option(
+        "web_trusted_proxies",
+        "web",
+        "trusted_proxies",
+        "opt_str",
+        None,
+        "Reverse proxies (addresses or networks, space-separated) whose X-Forwarded-For/-Proto 'serve' trusts.",
+    ),
+    Option(
+        "web_confirm_interval",
+        "web",
+        "confirm_interval",
+        "int0",
+        60,
+        "Minutes before the same address can get another confirmation email (0: no limit).",
+    ),
 )
 
 # Settings hold the operator's own addresses: a strict ASCII check is enough here (and fast).
@@ -512,6 +531,13 @@ def _convert(opt: Option, raw: Any, root: Path) -> Any:
         # Absolute and tidy, but links are not followed: paths.archive is itself a link that
         # 'newsletter archive' moves to each new version.
         return Path(os.path.normpath(root / text))
+    if opt.attr == "web_trusted_proxies":
+        for item in text.replace(",", " ").split():
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an address or network such as 127.0.0.1 or 10.0.0.0/8") from None
+        return " ".join(text.replace(",", " ").split())
     if opt.attr == "send_transport" and text not in ("smtp", "outbox"):
         raise ValueError(f"{text!r} must be smtp or outbox")
     if opt.attr == "smtp_security" and text not in ("starttls", "tls", "none"):

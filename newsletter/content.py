@@ -195,9 +195,35 @@ def _real_day(year: int, month: int, day: int) -> bool:
     return True
 
 
+MAX_MARKDOWN = 2 << 20  # bytes: far more than any article; an email must stay under 102 KB anyway
+
+
+def _no_aliases(path: Path, raw: str) -> None:
+    """Refuse YAML anchors and aliases (&name, *name): front matter never needs them, and nested
+    aliases expand to billions of values (an 'alias bomb') in a few lines."""
+    if "*" not in raw and "&" not in raw:
+        return
+    try:
+        for token in yaml.scan(raw, Loader=yaml.SafeLoader):
+            if isinstance(token, yaml.AliasToken | yaml.AnchorToken):
+                kind = "an alias (*name)" if isinstance(token, yaml.AliasToken) else "an anchor (&name)"
+                raise ContentError(
+                    f"the front matter uses {kind}, which newsletter does not read; write the value out instead.",
+                    f"{display(path)}:{token.start_mark.line + 2}",
+                )
+    except yaml.YAMLError:
+        return  # the parser reports bad YAML itself, with its line
+
+
 def split_front_matter(path: Path) -> tuple[dict[str, Any], str, int]:
     """(front matter, body, line number of the body's first line) of a Markdown file."""
     try:
+        if path.stat().st_size > MAX_MARKDOWN:
+            raise ContentError(
+                f"the file is {path.stat().st_size >> 20} MB; an article is at most {MAX_MARKDOWN >> 20} MB "
+                "(check that it is the right file).",
+                display(path),
+            )
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
         raise ContentError("not UTF-8 text; save the file as UTF-8.", display(path)) from exc
@@ -222,6 +248,7 @@ def split_front_matter(path: Path) -> tuple[dict[str, Any], str, int]:
             raise ContentError(
                 "the front matter has a tab character; use spaces instead of tabs.", f"{display(path)}:{number}"
             )
+    _no_aliases(path, raw)
     try:
         meta = yaml.load(raw, Loader=_YAML_LOADER) if raw.strip() else {}
     except yaml.MarkedYAMLError as exc:

@@ -38,7 +38,7 @@ from .feeds import record_used
 from .locks import hold
 from .message import MessageFactory, dkim_key, sign
 from .store import connect, database, note, recall, remember
-from .subscribers import audience, make_token, normalize_email, note_bounce, parse_segment
+from .subscribers import apply_pending_unsubscribes, audience, make_token, normalize_email, note_bounce, parse_segment
 from .transport import SMTPUTF8_SEEN, Connection, Outbox, Transport, choose, smtputf8_fact
 from .workers import ABORT, PERMANENT, Outcome, deliver
 
@@ -233,6 +233,7 @@ def start_or_resume(settings: Settings, planned: Plan) -> int:
                 record_used(conn, planned.issue, news)
             return existing.id
         page = snapshot(settings, prepared)
+        apply_pending_unsubscribes(conn)  # unsubscribes kept aside while the database was busy
         with conn:  # every recipient, the archive's copy and the news it uses, before the first message
             people = audience(conn, parse_segment(planned.segment or None, settings, members))
             if not people:
@@ -351,6 +352,7 @@ def _loop(
     ready: deque[tuple] = deque()  # read ahead, not yet recorded as leaving
     dispatched = 0
     accepted = faults = 0  # in this run; faults: messages in a row that newsletter itself could not make
+    last_pending = 0.0
     idle = False
     last_progress = 0.0
     while True:
@@ -396,6 +398,9 @@ def _loop(
             room = min(room, limit - dispatched)
         if room <= 0:
             continue
+        if time.monotonic() - last_pending >= 2:  # unsubscribes kept aside while the database was busy
+            last_pending = time.monotonic()
+            apply_pending_unsubscribes(conn)
         if len(ready) < room:
             busy = in_flight | {job[0] for job in ready}
             ready.extend(journal.next_jobs(conn, delivery, max(count * 8, room), busy))

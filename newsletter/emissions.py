@@ -25,11 +25,13 @@ from pathlib import Path
 from .clock import now, timestamp
 from .errors import ERROR, WARNING, EmissionsError, Finding, UnsupportedSheet
 from .resources import builtin
-from .sheets import BLOCK, XlsxSheet, cell_value, full_rows, rows
+from .sheets import BLOCK, XlsxSheet, cell_value, check_archive, csv_rows, full_rows, rows
 
 log = logging.getLogger(__name__)
 
 SHEET = "Oversikt - detaljert"
+MAX_TONNES = 1e12  # per row; all of Norway emits about 5e7 tonnes a year: larger is a mistake, and sums stay finite
+FIRST_YEAR, LAST_YEAR = 1900, 2100
 COLUMNS = {
     "fylke": "Fylke",
     "kommunenummer": "Kommunenummer",
@@ -132,6 +134,7 @@ class ImportReport:
     unknown_sectors: tuple[str, ...]
     zero_rows: int
     empty_values: int
+    negative_values: int
     ignored_rows: int
     numbering: str
 
@@ -139,6 +142,7 @@ class ImportReport:
 def _rows_xlsx(path: Path) -> Iterator[tuple[int, list[object]]]:
     from python_calamine import CalamineError, CalamineWorkbook
 
+    check_archive(path)  # calamine unpacks whole parts: their sizes first
     try:
         workbook = CalamineWorkbook.from_path(str(path))
     except (CalamineError, OSError, ValueError) as exc:
@@ -154,18 +158,11 @@ def _rows_xlsx(path: Path) -> Iterator[tuple[int, list[object]]]:
 
 def _rows_csv(path: Path) -> Iterator[tuple[int, list[object]]]:
     try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise EmissionsError(f"{path}: cannot be read ({exc.strerror}).") from exc
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise EmissionsError(f"{path}: not UTF-8 text; save the CSV as UTF-8 (Excel: 'CSV UTF-8').") from None
-    first = text.split("\n", 1)[0]
-    delimiter = ";" if first.count(";") > first.count(",") else ","
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
-    for number, row in enumerate(reader, 1):
-        yield number, list(row)
+        yield from csv_rows(path)
+    except UnicodeDecodeError as exc:
+        raise EmissionsError(
+            f"{path}:{getattr(exc, 'line', 1)}: not UTF-8 text; save the CSV as UTF-8 (Excel: 'CSV UTF-8')."
+        ) from None
 
 
 def _number(value: object) -> float | None:
@@ -173,7 +170,7 @@ def _number(value: object) -> float | None:
     if isinstance(value, bool):
         raise ValueError(value)
     if isinstance(value, (int, float)):
-        if not math.isfinite(value):
+        if not math.isfinite(value) or abs(value) > MAX_TONNES:
             raise ValueError(value)
         return float(value)
     text = str(value).strip().replace("\u00a0", "").replace("\u202f", "").replace(" ", "").replace("\u2212", "-")
@@ -184,9 +181,23 @@ def _number(value: object) -> float | None:
     else:
         text = text.replace(",", ".")
     result = float(text)
-    if not math.isfinite(result):
+    if not math.isfinite(result) or abs(result) > MAX_TONNES:
         raise ValueError(value)
     return result
+
+
+def _year(value: object, path: Path, line: int) -> int:
+    """A year between FIRST_YEAR and LAST_YEAR, written as a whole number (2019, '2019', 2019.0)."""
+    text = str(value).strip()
+    try:
+        number = float(text)
+    except ValueError:
+        number = math.nan
+    if not (math.isfinite(number) and number.is_integer() and FIRST_YEAR <= number <= LAST_YEAR):
+        raise EmissionsError(
+            f"{path}:{line}: year {value!r} is not a year from {FIRST_YEAR} to {LAST_YEAR}; check column År."
+        )
+    return int(number)
 
 
 def _find_header(path: Path, line: int, row: list[object]) -> dict[str, int] | None:
@@ -223,7 +234,7 @@ class _Aggregator:
         self.unknown: set[str] = set()
         self.sectors: set[str] = set()
         self.years: set[int] = set()
-        self.count = self.zeros = self.empties = self.ignored = 0
+        self.count = self.zeros = self.empties = self.ignored = self.negatives = 0
 
     def add(self, line: int, row: list[object]) -> None:
         """One data row. The hot path of a 600,000-row import: labels, numbers and years
@@ -240,21 +251,21 @@ class _Aggregator:
         raw_year = row[self.i_year]
         year = self.year_cache.get(raw_year)
         if year is None:
-            try:
-                year = self.year_cache[raw_year] = int(float(str(raw_year).strip()))
-            except ValueError:
-                raise EmissionsError(f"{self.path}:{line}: year {raw_year!r} is not a year; check column År.") from None
+            year = self.year_cache[raw_year] = _year(raw_year, self.path, line)
         value = row[self.i_value]
-        if value.__class__ is not float:
+        if value.__class__ is not float or not -MAX_TONNES <= value <= MAX_TONNES:
             try:
                 value = _number(value)
             except ValueError:
                 raise EmissionsError(
-                    f"{self.path}:{line}: emission {row[self.i_value]!r} is not a number; check column {COLUMNS[_VALUE]}."
+                    f"{self.path}:{line}: emission {row[self.i_value]!r} is not a number of tonnes (at most "
+                    f"{MAX_TONNES:.0e} either way); check column {COLUMNS[_VALUE]}."
                 ) from None
             if value is None:
                 self.empties += 1
                 value = 0.0
+        if value < 0:
+            self.negatives += 1
         raw_sector = row[self.i_sector]
         sector = self.label_cache.get(raw_sector)
         if sector is None:
@@ -325,9 +336,14 @@ class _Aggregator:
                 sector_cache[match[bs + 1]] = self.label_cache[value_of(match, self.i_sector)]
                 continue
             value = float(raw_value)
+            if not -MAX_TONNES <= value <= MAX_TONNES:
+                slow(match)  # refuses it, with the line
+                continue
             self.count += 1
             if value == 0.0:
                 self.zeros += 1
+            elif value < 0:
+                self.negatives += 1
             key = (number, year, sector)
             bucket = totals.get(key)
             if bucket is None:
@@ -415,6 +431,7 @@ def read_emissions(
         unknown_sectors=tuple(sorted(aggregate.unknown)),
         zero_rows=aggregate.zeros,
         empty_values=aggregate.empties,
+        negative_values=aggregate.negatives,
         ignored_rows=aggregate.ignored,
         numbering="",
     )

@@ -130,6 +130,11 @@ class ScheduleError(NewsletterError):
     """A schedule cannot be made, changed or run."""
 
 
+class UnsafeFile(NewsletterError):
+    """A file is too large, or unpacks to too much, to be read safely (a 'zip bomb', a line of a
+    gigabyte): refused before it can fill the memory."""
+
+
 class UnsupportedSheet(Exception):
     """The workbook has a shape the streaming reader does not handle; use calamine instead."""
 

@@ -6,6 +6,11 @@ sheet's XML in blocks cut at row ends and reads rows from each block with a regu
 expression, so memory stays flat. Rows of the usual
 shape (every cell present, values in <v>) take a fast path; any other row is read cell by cell.
 Workbooks this reader cannot make sense of fall back to calamine (see emissions.py).
+
+Every workbook is inspected before anything is unpacked (``check_archive``): a part that would
+unpack to more than MAX_PART, shared strings over MAX_STRINGS, a compression ratio only a 'zip
+bomb' has, or a row longer than MAX_ROW is refused with one line (UnsafeFile), in bounded
+memory, before reading on.
 """
 
 from __future__ import annotations
@@ -18,12 +23,43 @@ from collections.abc import Iterator
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
-from .errors import UnsupportedSheet
+from .errors import UnsafeFile, UnsupportedSheet
 
 MAIN = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
 RELS = "{http://schemas.openxmlformats.org/package/2006/relationships}"
 DOC_RELS = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}"
 BLOCK = 8 << 20
+MAX_PART = 1 << 30  # a sheet's XML: the national file is about a quarter of this
+MAX_STRINGS = 64 << 20  # the shared strings (names, sectors): a few hundred KB in real files
+MAX_ROW = 16 << 20  # one row of XML
+MAX_RATIO = 200  # XML packs 10-30 times; a part packed far more than this is a bomb
+_RATIO_FROM = 32 << 20  # small parts may pack as well as they like
+
+
+def _size(count: int) -> str:
+    return f"{count / (1 << 30):.1f} GB" if count >= 1 << 30 else f"{count / (1 << 20):.0f} MB"
+
+
+def check_archive(path: Path, archive: zipfile.ZipFile | None = None) -> None:
+    """Refuse (UnsafeFile) a workbook whose parts would unpack to more than can be read safely.
+    The sizes come from the zip's directory, which Python's zipfile enforces while unpacking."""
+    try:
+        infos = (archive or zipfile.ZipFile(path)).infolist()
+    except (zipfile.BadZipFile, OSError):
+        return  # not a zip: the reader says what is wrong with it
+    for info in infos:
+        limit = MAX_STRINGS if info.filename.endswith("sharedStrings.xml") else MAX_PART
+        if info.file_size > limit:
+            raise UnsafeFile(
+                f"{path}: its part {info.filename} unpacks to {_size(info.file_size)}, more than the {_size(limit)} "
+                "newsletter reads; this is not a real export (or it is damaged): check the file."
+            )
+        if info.file_size > _RATIO_FROM and info.file_size > MAX_RATIO * max(info.compress_size, 1):
+            raise UnsafeFile(
+                f"{path}: its part {info.filename} is packed {info.file_size // max(info.compress_size, 1)} times "
+                f"(real workbooks about 20); this looks like a 'zip bomb', not an export: check the file."
+            )
+
 
 _ROW = re.compile(rb'<row r="(\d+)"[^>]*>(.*?)</row>', re.S)
 _CELL = re.compile(
@@ -40,8 +76,10 @@ class XlsxSheet:
     """One worksheet of an .xlsx file, located by name, with the workbook's shared strings."""
 
     def __init__(self, path: Path, name: str) -> None:
+        self.path = path
         try:
             self.zip = zipfile.ZipFile(path)
+            check_archive(path, self.zip)
             workbook = ET.fromstring(self.zip.read("xl/workbook.xml"))
             rels = ET.fromstring(self.zip.read("xl/_rels/workbook.xml.rels"))
         except (zipfile.BadZipFile, KeyError, ET.ParseError, OSError) as exc:
@@ -72,14 +110,18 @@ class XlsxSheet:
             raise UnsupportedSheet(f"shared strings: {exc}") from exc
 
     def _shared_strings(self) -> list[str]:
+        """The shared strings, read piece by piece (their part's size is checked already)."""
         try:
-            data = self.zip.read("xl/sharedStrings.xml")
+            handle = self.zip.open("xl/sharedStrings.xml")
         except KeyError:
             return []
-        return [
-            _unescape("".join(t.text or "" for t in si.iter(f"{MAIN}t")))
-            for si in ET.fromstring(data).iter(f"{MAIN}si")
-        ]
+        strings: list[str] = []
+        with handle:
+            for _, element in ET.iterparse(handle, events=("end",)):
+                if element.tag == f"{MAIN}si":
+                    strings.append(_unescape("".join(t.text or "" for t in element.iter(f"{MAIN}t"))))
+                    element.clear()
+        return strings
 
     @property
     def xml_size(self) -> int:
@@ -100,11 +142,72 @@ class XlsxSheet:
                     return
                 cut = data.rfind(b"</row>")
                 if cut < 0:
+                    if len(data) > MAX_ROW:
+                        raise UnsafeFile(
+                            f"{self.path}: sheet {self.part} has a row longer than {_size(MAX_ROW)} (or no rows at "
+                            "all); this is not a real export: check the file."
+                        )
                     carry = data
                     continue
                 cut += len(b"</row>")
                 yield data[:cut]
                 carry = data[cut:]
+
+
+MAX_LINE = 1 << 20  # one line of a CSV file: a subscriber or an emission row is a few hundred bytes
+
+
+def csv_rows(path: Path, what: str = "CSV") -> Iterator[tuple[int, list[str]]]:
+    """(line number, cells) of a UTF-8 CSV file (comma or semicolon, as the first line has more),
+    read line by line: a line longer than MAX_LINE is refused with its number (UnsafeFile), so a
+    file of one gigabyte-long line never fills the memory. A line that is not UTF-8 raises
+    UnicodeDecodeError with its number in the exception's ``line``."""
+    import csv
+
+    try:
+        handle = path.open("rb")
+    except OSError as exc:
+        raise UnsafeFile(f"{path}: cannot be read ({exc.strerror}).") from exc
+    with handle:
+        number = 0
+
+        def lines() -> Iterator[str]:
+            nonlocal number
+            while True:
+                raw = handle.readline(MAX_LINE + 1)
+                if not raw:
+                    return
+                number += 1
+                if len(raw) > MAX_LINE:
+                    raise UnsafeFile(
+                        f"{path}:{number}: the line is longer than {_size(MAX_LINE)}; this is not a {what} file "
+                        "with one row per line: check the file."
+                    )
+                try:
+                    text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+                except UnicodeDecodeError as exc:
+                    exc.line = number  # type: ignore[attr-defined]
+                    raise
+                yield text
+
+        source = lines()
+        first = next(source, None)
+        if first is None:
+            return
+        delimiter = ";" if first.count(";") > first.count(",") else ","
+
+        def again() -> Iterator[str]:
+            yield first
+            yield from source
+
+        reader = csv.reader(again(), delimiter=delimiter)
+        start = 1
+        try:
+            for row in reader:
+                yield start, row
+                start = number + 1
+        except csv.Error as exc:
+            raise UnsafeFile(f"{path}:{number}: not a readable {what} row ({exc}); check the file.") from exc
 
 
 def _unescape(text: str) -> str:

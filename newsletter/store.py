@@ -198,23 +198,55 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (what, value)
     );
     """,
+    # 7: when an address was last sent a confirmation email (one per confirm_interval); an
+    # import applied in short steps, with the rows as they were before each change, so that a
+    # killed import can be undone without holding the database for its whole run.
+    """
+    ALTER TABLE subscribers ADD COLUMN confirm_sent_at TEXT;
+    CREATE TABLE imports (
+        id INTEGER PRIMARY KEY,
+        source TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('applying', 'done', 'undone'))
+    );
+    CREATE TABLE import_undo (
+        import INTEGER NOT NULL REFERENCES imports(id) ON DELETE CASCADE,
+        subscriber INTEGER NOT NULL,
+        before TEXT,
+        after TEXT NOT NULL,
+        PRIMARY KEY (import, subscriber)
+    );
+    """,
 )
 
 
-def connect(path: Path) -> sqlite3.Connection:
-    """Open (creating if needed) and migrate the database at ``path``."""
+BUSY_SECONDS = 30  # how long a command waits for another one's write to finish
+
+
+def busy(exc: BaseException) -> bool:
+    """Whether an SQLite error means that another connection holds the database for writing."""
+    return isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc))
+
+
+def connect(path: Path, timeout: float = BUSY_SECONDS) -> sqlite3.Connection:
+    """Open (creating if needed) and migrate the database at ``path``. Writes wait up to
+    ``timeout`` seconds for another connection's write to finish."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(path, timeout=30, isolation_level=None)
+        conn = sqlite3.connect(path, timeout=timeout, isolation_level=None)
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA foreign_keys=ON")
         # WAL + NORMAL: a commit survives the process being killed; only a power cut can undo
         # the last commits, never corrupt the file. It saves an fsync per transaction.
         conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA busy_timeout=30000")
+        conn.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
         migrate(conn)
     except sqlite3.DatabaseError as exc:
+        if busy(exc):
+            raise StoreError(
+                f"{path}: the database is busy (another command is writing to it); try again in a minute."
+            ) from exc
         raise StoreError(
             f"{path}: cannot use the database ({exc}); check the file (NEWSLETTER_DATABASE) or restore a backup."
         ) from exc

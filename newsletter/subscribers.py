@@ -13,20 +13,23 @@ import hashlib
 import hmac
 import io
 import json
+import os
 import re
 import shlex
 import sqlite3
+import time
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from . import keys
-from .clock import now, timestamp
+from .clock import now, parse_timestamp, timestamp
 from .compose import clean_name
 from .config import Settings, find_category
 from .emissions import Member
 from .errors import NewsletterError, SubscriberError
+from .locks import hold
 from .store import recall
 from .transport import SMTPUTF8_SEEN, check_address
 
@@ -61,6 +64,7 @@ class Subscriber:
     hard_bounces: int
     created_at: str
     updated_at: str
+    confirm_sent_at: str | None = None
 
 
 def _subscriber(row: sqlite3.Row) -> Subscriber:
@@ -262,26 +266,80 @@ def upsert(
     return "updated", get(conn, address)  # type: ignore[return-value]
 
 
-def resubscribe(
+SIGNUP_SOURCE = "signup form (web)"
+
+
+@dataclass(frozen=True)
+class SignupRequest:
+    """What a signup asks for: who, and the details they gave (kept in the confirmation link,
+    so that nothing about an existing subscriber changes before the link is clicked)."""
+
+    subscriber: int
+    details: dict[str, Any]
+
+
+def request_signup(
     conn: sqlite3.Connection,
-    subscriber_id: int,
+    settings: Settings,
+    email: str,
     *,
     name: str = "",
     municipality: str | None = None,
     language: str | None = None,
     topics: tuple[str, ...] = (),
-    source: str,
-) -> None:
-    """Someone who unsubscribed or bounced signs up again: pending until they confirm, with the
-    details they gave now (those left empty keep the earlier ones). Call inside a transaction."""
+) -> tuple[SignupRequest, Subscriber] | None:
+    """A signup from the web: a new address is stored as pending; a known one is not changed at
+    all (a stranger may type anybody's address), only the time of its last confirmation email.
+    Returns what the confirmation email must carry and whom it greets (the subscriber as stored),
+    or None when no email goes out (confirmed or blocked already, or one was sent within
+    ``web.confirm_interval`` minutes). Commits."""
     moment = timestamp(now())
-    conn.execute(
-        "UPDATE subscribers SET status = 'pending', consent_source = ?, consent_at = ?, unsubscribed_at = NULL,"
-        " hard_bounces = 0, updated_at = ?, name = CASE WHEN ? != '' THEN ? ELSE name END,"
-        " municipality = COALESCE(?, municipality), language = COALESCE(?, language),"
-        " topics = CASE WHEN ? != '' THEN ? ELSE topics END WHERE id = ?",
-        (source, moment, moment, name, name, municipality, language, ",".join(topics), ",".join(topics), subscriber_id),
-    )
+    details = {"name": name, "municipality": municipality, "language": language or settings.language,
+               "topics": list(topics)}  # fmt: skip
+    with conn:
+        person = get(conn, email)
+        if person is None:  # also an address that was forgotten: the person asks again
+            _, person = upsert(conn, settings, email, name=name, municipality=municipality, language=language,
+                               topics=topics, source=SIGNUP_SOURCE, allow_forgotten=True)  # fmt: skip
+            conn.execute("UPDATE subscribers SET confirm_sent_at = ? WHERE id = ?", (moment, person.id))
+            return SignupRequest(person.id, {}), person
+        if person.status in ("confirmed", "blocked"):
+            return None  # nothing to do, and nothing to tell
+        interval = settings.web_confirm_interval * 60
+        last = parse_timestamp(person.confirm_sent_at)
+        if interval and last is not None and (now() - last).total_seconds() < interval:
+            return None  # one email per address per interval, however many ask
+        conn.execute("UPDATE subscribers SET confirm_sent_at = ? WHERE id = ?", (moment, person.id))
+        return SignupRequest(person.id, details), person
+
+
+def confirm(conn: sqlite3.Connection, settings: Settings, request: SignupRequest) -> Subscriber | None:
+    """The person clicked the confirmation link: confirmed, with the details the signup gave (a
+    returning subscriber's consent is renewed), and a former 'forget' no longer applies. None if
+    the subscriber is gone or blocked. Commits."""
+    moment = timestamp(now())
+    with conn:
+        person = get_by_id(conn, request.subscriber)
+        if person is None or person.status == "blocked":
+            return None
+        details = request.details
+        if details or person.status != "pending":
+            topics = tuple(t for t in details.get("topics", ()) if find_category(settings.categories, str(t)))
+            conn.execute(
+                "UPDATE subscribers SET consent_source = ?, consent_at = ?, unsubscribed_at = NULL, hard_bounces = 0,"
+                " name = CASE WHEN ? != '' THEN ? ELSE name END, municipality = COALESCE(?, municipality),"
+                " language = COALESCE(?, language), topics = CASE WHEN ? != '' THEN ? ELSE topics END WHERE id = ?",
+                (SIGNUP_SOURCE, moment, details.get("name") or "", details.get("name") or "",
+                 details.get("municipality"), details.get("language") if details.get("language") in ("nb", "en")
+                 else None, ",".join(topics), ",".join(topics), person.id),
+            )  # fmt: skip
+        conn.execute(  # a confirmed address may ask again (after leaving) without waiting for the interval
+            "UPDATE subscribers SET status = 'confirmed', confirmed_at = CASE WHEN status = 'confirmed'"
+            " THEN confirmed_at ELSE ? END, updated_at = ?, confirm_sent_at = NULL WHERE id = ?",
+            (moment, moment, person.id),
+        )
+        unforget(conn, settings, person.email)
+    return get_by_id(conn, person.id)
 
 
 def add(
@@ -323,6 +381,72 @@ def set_status(conn: sqlite3.Connection, subscriber_id: int, status: str) -> Non
     params = (status, moment, moment) if extra else (status, moment)
     with conn:
         conn.execute(f"UPDATE subscribers SET status = ?, updated_at = ?{extra} WHERE id = ?", (*params, subscriber_id))
+
+
+# --- unsubscribes the database could not take at once -------------------------------------------
+#
+# A one-click unsubscribe is answered only once it is durable. When the database is busy past a
+# short wait (a long write elsewhere), it is appended to a file beside the database and fsynced
+# instead, and applied before the list is next read (a send, an audience, a listing) or the
+# moment the database is free again. Applying twice is harmless: it only unsubscribes.
+
+
+def _pending_file(database: Path) -> Path:
+    return database.with_name(database.name + ".unsubscribes")
+
+
+def record_unsubscribe(database: Path, subscriber_id: int) -> None:
+    """Keep an unsubscribe durably beside ``database`` (one fsynced line) to be applied later."""
+    path = _pending_file(database)
+    line = json.dumps({"subscriber": subscriber_id, "at": timestamp(now())}) + "\n"
+    with hold(database.parent, f"{database.name}-unsubscribes", wait=True):
+        new = not path.exists()
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, line.encode("ascii"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if new:  # the file's name must survive a power cut too
+            folder = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(folder)
+            finally:
+                os.close(folder)
+
+
+def apply_pending_unsubscribes(conn: sqlite3.Connection) -> int:
+    """Apply the unsubscribes kept beside the database (see ``record_unsubscribe``); how many.
+    One stat when there are none; nothing inside a transaction (the caller's would be cut in two)."""
+    if conn.in_transaction:
+        return 0
+    database = Path(conn.execute("PRAGMA database_list").fetchone()[2] or ".")
+    path = _pending_file(database)
+    taken = sorted(database.parent.glob(f"{path.name}.applying-*"))  # left by an apply that was killed
+    if not path.exists() and not taken:
+        return 0
+    with hold(database.parent, f"{database.name}-unsubscribes", wait=True):
+        if path.exists():
+            moved = path.with_name(f"{path.name}.applying-{os.getpid()}-{time.time_ns()}")
+            os.replace(path, moved)  # new unsubscribes start a new file meanwhile
+            taken.append(moved)
+    applied = 0
+    for file in taken:
+        entries = []
+        for line in file.read_text(encoding="ascii", errors="replace").splitlines():
+            try:
+                entry = json.loads(line)
+                entries.append((str(entry["at"]), str(entry["at"]), int(entry["subscriber"])))
+            except (ValueError, KeyError, TypeError):
+                continue  # a line cut short by a crash while writing it: its request was never answered
+        with conn:
+            applied += conn.executemany(
+                "UPDATE subscribers SET status = 'unsubscribed', unsubscribed_at = ?, updated_at = ?"
+                " WHERE id = ? AND status IN ('pending', 'confirmed')",
+                entries,
+            ).rowcount
+        file.unlink(missing_ok=True)
+    return applied
 
 
 def note_bounce(conn: sqlite3.Connection, subscriber_id: int, bounce_after: int) -> None:
@@ -467,6 +591,7 @@ def import_csv(
 
 def listing(conn: sqlite3.Connection, statuses: tuple[str, ...] = ()) -> list[Subscriber]:
     """Subscribers (with the given statuses, or all), by address."""
+    apply_pending_unsubscribes(conn)
     for status in statuses:
         if status not in STATUSES:
             raise SubscriberError(f"unknown status {status!r}; use one of: {', '.join(STATUSES)}.")
@@ -494,6 +619,7 @@ def export(subscribers: list[Subscriber], fmt: str) -> str:
 
 def counts(conn: sqlite3.Connection) -> dict[str, dict[str, int]]:
     """Numbers of subscribers by status, and of confirmed ones by municipality and language."""
+    apply_pending_unsubscribes(conn)
     result: dict[str, dict[str, int]] = {"status": dict.fromkeys(STATUSES, 0), "municipality": {}, "language": {}}
     for status, n in conn.execute("SELECT status, COUNT(*) FROM subscribers GROUP BY status"):
         result["status"][status] = n
@@ -554,7 +680,8 @@ def parse_segment(text: str | None, settings: Settings, members: tuple[Member, .
 
 
 def audience(conn: sqlite3.Connection, segment: Segment) -> list[Subscriber]:
-    """The subscribers a segment selects, by address."""
+    """The subscribers a segment selects, by address (unsubscribes kept aside applied first)."""
+    apply_pending_unsubscribes(conn)
     where, params = [f"status IN ({','.join('?' * len(segment.statuses))})"], list(segment.statuses)
     if segment.municipalities:
         where.append(f"municipality IN ({','.join('?' * len(segment.municipalities))})")
@@ -588,6 +715,37 @@ def _serializer(keys: tuple[str, ...], purpose: str):
     from itsdangerous import URLSafeTimedSerializer
 
     return URLSafeTimedSerializer(list(keys), salt=f"newsletter-{purpose}")
+
+
+def make_confirm_token(settings: Settings, request: SignupRequest) -> str:
+    """The confirmation link's token: the subscriber, and the details a returning one asked for."""
+    if not request.details:
+        return make_token(settings, request.subscriber, "confirm")
+    if not settings.secret_key:
+        raise SubscriberError("NEWSLETTER_SECRET_KEY is not set: put a long random value in .env (see .env.example).")
+    payload = [request.subscriber, request.details]
+    return _serializer((*settings.old_secret_keys, settings.secret_key), "confirm").dumps(payload)
+
+
+def read_confirm_token(settings: Settings, token: str) -> SignupRequest:
+    """The request in a confirmation token; SubscriberError if forged, changed or older than 7 days."""
+    from itsdangerous import BadSignature, SignatureExpired
+
+    if not settings.secret_key:
+        raise SubscriberError("NEWSLETTER_SECRET_KEY is not set.")
+    try:
+        value = _serializer((*settings.old_secret_keys, settings.secret_key), "confirm").loads(
+            token, max_age=CONFIRM_DAYS * 86400
+        )
+    except SignatureExpired:
+        raise SubscriberError("the link has expired.") from None
+    except BadSignature:
+        raise SubscriberError("the link is not valid.") from None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return SignupRequest(value, {})
+    if isinstance(value, list) and len(value) == 2 and isinstance(value[0], int) and isinstance(value[1], dict):
+        return SignupRequest(value[0], value[1])
+    raise SubscriberError("the link is not valid.")
 
 
 def read_token(settings: Settings, token: str, purpose: str) -> int:

@@ -13,16 +13,19 @@ import hmac
 import logging
 import os
 import secrets
+import sqlite3
 import threading
 import time
-from collections import defaultdict, deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import jinja2
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
@@ -34,28 +37,34 @@ from .compose import clean_name, confirm_url, preferences_url, unsubscribe_url
 from .config import Settings
 from .delivery import transport_for
 from .emissions import Member, project_members
-from .errors import NewsletterError, SubscriberError
+from .errors import NewsletterError, StoreError, SubscriberError
 from .i18n import load_strings
 from .message import confirmation_message
 from .render import template_folders, web_environment
-from .store import connect, note, remember
+from .store import busy, connect, note, remember
 from .subscribers import (
+    SignupRequest,
+    Subscriber,
+    apply_pending_unsubscribes,
     deliverable,
-    get,
     get_by_id,
+    make_confirm_token,
     make_token,
     normalize_email,
+    read_confirm_token,
     read_token,
+    record_unsubscribe,
+    request_signup,
     resolve_topics,
-    resubscribe,
     set_status,
-    unforget,
-    upsert,
 )
+from .subscribers import confirm as confirm_signup
 from .transport import SMTPUTF8_SEEN, Connection, smtputf8_fact
 from .workers import deliver
 
 CSRF_COOKIE = "nl_csrf"
+UNSUBSCRIBE_WAIT = 2.0  # seconds an unsubscribe waits for the database before it is kept beside it
+SIGNUP_WAIT = 5.0  # seconds a signup waits for the database before the visitor is asked to try again
 TITLES = {
     "web/signup.html.j2": "web_signup_title",
     "web/preferences.html.j2": "web_preferences_title",
@@ -66,19 +75,24 @@ log = logging.getLogger(__name__)
 
 
 class RateLimiter:
-    """At most ``limit`` events per ``window`` seconds per key (client address), in memory."""
+    """At most ``limit`` events per ``window`` seconds per key (client address), in memory that
+    stays bounded: at most ``keys`` clients are remembered, the least recently seen forgotten
+    first (a flood of addresses cannot fill the memory; it only forgets the quiet ones)."""
 
-    def __init__(self, limit: int, window: float) -> None:
-        self.limit, self.window = limit, window
-        self.events: dict[str, deque[float]] = defaultdict(deque)
+    def __init__(self, limit: int, window: float, keys: int = 10_000) -> None:
+        self.limit, self.window, self.keys = limit, window, keys
+        self.events: OrderedDict[str, deque[float]] = OrderedDict()
         self.lock = threading.Lock()
 
     def allow(self, key: str) -> bool:
         moment = time.monotonic()
         with self.lock:
-            events = self.events[key]
+            events = self.events.pop(key, None) or deque(maxlen=self.limit)
+            self.events[key] = events  # the most recent at the end
             while events and events[0] <= moment - self.window:
                 events.popleft()
+            while len(self.events) > self.keys:
+                self.events.popitem(last=False)
             if len(events) >= self.limit:
                 return False
             events.append(moment)
@@ -151,7 +165,19 @@ class Site:
 
 class ArchiveFiles(StaticFiles):
     """The archive folder: 404 (not 500) before the first archive is written, no dot files (the
-    marker), and the Atom feed with its own media type."""
+    marker), the Atom feed with its own media type, and redirects (a folder without its '/') to
+    the public address, never to whatever Host a request names."""
+
+    def __init__(self, *, public: str, **options: Any) -> None:
+        super().__init__(**options)
+        self.public = public  # <base_url>/archive/
+
+    async def get_response(self, path: str, scope: Any) -> Response:
+        response = await super().get_response(path, scope)
+        if isinstance(response, RedirectResponse):
+            inside = "/".join(part for part in path.replace(os.sep, "/").split("/") if part not in ("", "."))
+            return RedirectResponse(f"{self.public}{quote(inside)}/", status_code=response.status_code)
+        return response
 
     async def check_config(self) -> None:
         if self.directory is not None and not os.path.isdir(self.directory):
@@ -213,7 +239,7 @@ def create_app(settings: Settings, *, rate_limit: tuple[int, float] = (5, 600.0)
     async def signup(request: Request) -> Response:
         lang = _lang(request)
         form_values = {"email": "", "name": "", "municipality": "", "topics": [], "language": lang}
-        if request.method == "GET":
+        if request.method in ("GET", "HEAD"):
             return site.page(request, "web/signup.html.j2", lang, action=f"/signup?lang={lang}", form=form_values,
                              municipalities=site.municipalities(), topics=site.topics(lang), error=None)  # fmt: skip
         form = await request.form()
@@ -242,36 +268,38 @@ def create_app(settings: Settings, *, rate_limit: tuple[int, float] = (5, 600.0)
             return site.page(request, "web/signup.html.j2", lang, 400, action=f"/signup?lang={lang}", form=values,
                              municipalities=site.municipalities(), topics=site.topics(lang),
                              error=site.strings[lang][problem])  # fmt: skip
-        # The same answer, at once, whether the address was new, known, confirmed or blocked: the
-        # database work and the email happen after the response, so neither content nor timing tells.
+        # Stored before the answer (a busy database is a 503, never a success that was not kept);
+        # the answer is the same whether the address was new, known, confirmed or blocked, and
+        # the email goes out after it, so neither content nor timing tells.
+        try:
+            wanted = await run_in_threadpool(
+                _subscribe, email, values["name"], municipality, values["language"], topics
+            )
+        except (sqlite3.OperationalError, StoreError):
+            log.warning("signup: the database was busy; the visitor was asked to try again", exc_info=True)
+            return site.refusal(request, lang, "web_busy", 503)
         response = site.message(request, lang, "web_check_email_title", site.strings[lang]["web_check_email"])
-        response.background = BackgroundTask(
-            _subscribe, email, values["name"], municipality, values["language"], topics
-        )
+        if wanted is not None:
+            response.background = BackgroundTask(_send_confirmation, *wanted)
         return response
 
-    def _subscribe(email: str, name: str, municipality: str | None, language: str, topics: tuple[str, ...]) -> None:
+    def _subscribe(email: str, name: str, municipality: str | None, language: str, topics: tuple[str, ...]):
+        conn = connect(settings.database, timeout=SIGNUP_WAIT)
         try:
-            conn = db()
-            try:
-                person = get(conn, email)
-                if person is not None and person.status in ("confirmed", "blocked"):
-                    return  # nothing to do, and nothing to tell
-                with conn:
-                    if person is not None and person.status in ("unsubscribed", "bounced"):
-                        resubscribe(conn, person.id, name=name, municipality=municipality, language=language,
-                                    topics=topics, source="signup form (web)")  # fmt: skip
-                    elif person is None:  # also an address that was forgotten: the person asks again
-                        upsert(conn, settings, email, name=name, municipality=municipality, language=language,
-                               topics=topics, source="signup form (web)", allow_forgotten=True)  # fmt: skip
-                person = get(conn, email)
-            finally:
-                conn.close()
-            assert person is not None
-            url = confirm_url(settings, make_token(settings, person.id, "confirm"))
+            return request_signup(conn, settings, email, name=name, municipality=municipality, language=language,
+                                  topics=topics)  # fmt: skip
+        except SubscriberError:
+            return None  # e.g. forgotten and not allowed: the same answer
+        finally:
+            conn.close()
+
+    def _send_confirmation(wanted: SignupRequest, person: Subscriber) -> None:
+        try:
+            url = confirm_url(settings, make_confirm_token(settings, wanted))
             keys.record(settings)
+            language = person.language
             _mail(person.email, lambda address: confirmation_message(
-                settings, site.strings[person.language], person.language, address, person.name, url))  # fmt: skip
+                settings, site.strings[language], language, address, person.name, url))  # fmt: skip
         except NewsletterError as exc:  # logged for the operator; the visitor already has the neutral answer
             log.warning("signup: the confirmation email was not sent: %s", exc)
 
@@ -309,33 +337,46 @@ def create_app(settings: Settings, *, rate_limit: tuple[int, float] = (5, 600.0)
             raise SubscriberError("the subscriber no longer exists.")
         return person
 
-    def _confirm(person_id: int, email: str) -> None:
+    def _confirm(wanted: SignupRequest):
         conn = db()
         try:
-            set_status(conn, person_id, "confirmed")
-            with conn:  # now that the person has confirmed, a former 'forget' no longer applies
-                unforget(conn, settings, email)
+            return confirm_signup(conn, settings, wanted)
         finally:
             conn.close()
+
+    def _requested(token: str):
+        wanted = read_confirm_token(settings, token)
+        conn = db()
+        try:
+            person = get_by_id(conn, wanted.subscriber)
+        finally:
+            conn.close()
+        if person is None:
+            raise SubscriberError("the subscriber no longer exists.")
+        return wanted, person
 
     async def confirm(request: Request) -> Response:
         token = request.path_params["token"]
         lang = _lang(request)
         try:
-            person = await run_in_threadpool(_person, token, "confirm")
+            wanted, person = await run_in_threadpool(_requested, token)
         except SubscriberError:
             return site.refusal(request, lang, "web_bad_link", 400)
-        lang = _lang(request, person.language)
-        if person.status not in ("pending", "confirmed"):
+        lang = _lang(request, wanted.details.get("language") or person.language)
+        # A plain link confirms a pending subscriber; one that carries a signup's details may bring
+        # back someone who left (only by their own click); a blocked address never comes back.
+        if person.status == "blocked" or not (wanted.details or person.status in ("pending", "confirmed")):
             return site.refusal(request, lang, "web_bad_link", 400)
-        if person.status == "pending":
-            if request.method == "GET":
+        if wanted.details or person.status == "pending":
+            if request.method in ("GET", "HEAD"):
                 # A page with a button: link scanners that open every link cannot confirm for anyone.
                 return site.page(request, "web/confirm.html.j2", lang, email=person.email, action=f"/confirm/{token}")
             form = await request.form()
             if not _csrf_ok(request, form):
                 return site.refusal(request, lang, "web_bad_form", 403)
-            await run_in_threadpool(_confirm, person.id, person.email)
+            person = await run_in_threadpool(_confirm, wanted)
+            if person is None:
+                return site.refusal(request, lang, "web_bad_link", 400)
         link = {"url": preferences_url(settings, make_token(settings, person.id, "preferences")),
                 "text": site.strings[lang]["web_preferences_link"]}  # fmt: skip
         return site.message(request, lang, "web_confirmed_title", site.strings[lang]["web_confirmed"], link=link)
@@ -349,7 +390,7 @@ def create_app(settings: Settings, *, rate_limit: tuple[int, float] = (5, 600.0)
             return site.refusal(request, lang, "web_bad_link", 400)
         lang = _lang(request, person.language)
         saved = False
-        if request.method == "POST":
+        if request.method == "POST":  # GET and HEAD only show the page
             form = await request.form()
             if not _csrf_ok(request, form):
                 return site.refusal(request, lang, "web_bad_form", 403)
@@ -393,8 +434,9 @@ def create_app(settings: Settings, *, rate_limit: tuple[int, float] = (5, 600.0)
                 return PlainTextResponse("invalid link\n", status_code=400)
             return site.refusal(request, lang, "web_bad_link", 400)
         lang = _lang(request, person.language)
-        if request.method == "GET":
-            # A page with a button: link scanners that follow GET links cannot unsubscribe anyone.
+        if request.method in ("GET", "HEAD"):
+            # A page with a button: link scanners that follow GET links cannot unsubscribe anyone;
+            # HEAD never changes anything either, whatever its body says.
             return site.page(
                 request, "web/unsubscribe.html.j2", lang, email=person.email, action=f"/unsubscribe/{token}"
             )
@@ -403,18 +445,32 @@ def create_app(settings: Settings, *, rate_limit: tuple[int, float] = (5, 600.0)
         if not one_click and not _csrf_ok(request, form):
             return site.refusal(request, lang, "web_bad_form", 403)
         if person.status in ("pending", "confirmed"):  # bounced and blocked stay as they are
-
-            def leave() -> None:
-                conn = db()
-                try:
-                    set_status(conn, person.id, "unsubscribed")
-                finally:
-                    conn.close()
-
-            await run_in_threadpool(leave)
+            try:
+                await run_in_threadpool(_leave, person.id)
+            except OSError:  # neither the database nor the file beside it took it: say so, do not pretend
+                log.exception("unsubscribe: could not be stored")
+                if one_click:
+                    return PlainTextResponse("try again later\n", status_code=503)
+                return site.refusal(request, lang, "web_busy", 503)
         if one_click:
             return PlainTextResponse("unsubscribed\n")
         return site.message(request, lang, "web_unsubscribed_title", site.strings[lang]["web_unsubscribed"])
+
+    def _leave(subscriber_id: int) -> None:
+        """Unsubscribe durably before the answer: in the database (every commit synced to disk),
+        or, when it is busy past a short wait, in the file beside it that the next reader applies."""
+        try:
+            conn = connect(settings.database, timeout=UNSUBSCRIBE_WAIT)
+            try:
+                conn.execute("PRAGMA synchronous=FULL")
+                set_status(conn, subscriber_id, "unsubscribed")
+                apply_pending_unsubscribes(conn)  # the database is free now: earlier ones kept aside go in too
+            finally:
+                conn.close()
+        except (sqlite3.OperationalError, StoreError) as exc:
+            if not busy(exc) and not busy(exc.__cause__ or exc):
+                raise
+            record_unsubscribe(settings.database, subscriber_id)
 
     def ping() -> None:
         conn = db()
@@ -442,6 +498,40 @@ def create_app(settings: Settings, *, rate_limit: tuple[int, float] = (5, 600.0)
             Route("/unsubscribe/{token}", unsubscribe, methods=["GET", "POST"]),
             Route("/health", health),
             # The archive that 'newsletter archive' (and every send) writes; a folder swapped whole.
-            Mount("/archive", ArchiveFiles(directory=settings.archive_dir, html=True, check_dir=False)),
-        ]
+            Mount(
+                "/archive",
+                ArchiveFiles(
+                    directory=settings.archive_dir, html=True, check_dir=False, public=settings.archive_index_url()
+                ),
+            ),
+        ],
+        middleware=[Middleware(SecurityHeaders)],
     )
+
+
+class SecurityHeaders:
+    """Every answer (pages, archive, feed) says: no scripts, styles and images only from here (and
+    images over https), forms only to here, no framing, no guessing of content types."""
+
+    HEADERS = (
+        (b"content-security-policy", (b"default-src 'none'; img-src 'self' https: data:; style-src 'self' "
+                                      b"'unsafe-inline'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")),
+        (b"x-content-type-options", b"nosniff"),
+    )  # fmt: skip
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                present = {name.lower() for name, _ in message.get("headers", [])}
+                message["headers"] = [*message.get("headers", []),
+                                      *(h for h in self.HEADERS if h[0] not in present)]  # fmt: skip
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
