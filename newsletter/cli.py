@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 import traceback
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ import click
 from . import __version__
 from .config import Settings, load_settings
 from .errors import ConfigError, NewsletterError
-from .store import database
+from .store import database, explain
 
 # The stages are imported inside the commands that use them, so that each command starts
 # without loading the others (the renderer alone is a third of a build's start-up).
@@ -51,6 +52,11 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
+        except sqlite3.Error as exc:  # busy past the wait, or a damaged file: one line, never a traceback
+            state = ctx.find_object(State)
+            if state is not None and state.verbose:
+                traceback.print_exc()
+            raise click.ClickException(explain(_database_path(state), exc)) from exc
         except NewsletterError as exc:
             state = ctx.find_object(State)
             if state is not None and state.verbose:
@@ -58,6 +64,14 @@ class _Group(click.Group):
             for finding in getattr(exc, "findings", ()):  # the check's errors behind a refused send
                 click.echo(finding.line, err=True)
             raise click.ClickException(str(exc)) from exc
+
+
+def _database_path(state: State | None) -> Path:
+    """The project's database, for a message (its name alone if the settings cannot be read)."""
+    try:
+        return state.settings().database if state is not None else Path("newsletter.db")
+    except NewsletterError:
+        return Path("newsletter.db")
 
 
 def _warn(findings) -> None:
@@ -456,16 +470,18 @@ def subscribers_import(state: State, file: Path, confirmed: bool, dry_run: bool)
     prefix = "Would add" if dry_run else "Added"
     skipped = f", skipped {report.skipped} (unsubscribed, bounced or blocked)" if report.skipped else ""
     click.echo(
-        f"{prefix} {len(report.added)}, updated {len(report.updated)}, unchanged {report.unchanged}{skipped}, "
-        f"rejected {len(report.rejected)}."
+        f"{prefix} {report.added}, updated {report.updated}, unchanged {report.unchanged}{skipped}, "
+        f"rejected {report.rejected_count}."
     )
     for line, reason in report.rejected:
         click.echo(f"{file.name}:{line}: rejected: {reason}", err=True)
+    if report.rejected_count > len(report.rejected):
+        click.echo(f"... and {report.rejected_count - len(report.rejected)} more rejected rows.", err=True)
     if dry_run:
         click.echo("Dry run: nothing was changed.")
-    if report.rejected:
+    if report.rejected_count:
         raise click.ClickException(
-            f"{len(report.rejected)} row(s) rejected; fix them and import the file again (the rest is {'not ' if dry_run else ''}saved)."
+            f"{report.rejected_count} row(s) rejected; fix them and import the file again (the rest is {'not ' if dry_run else ''}saved)."
         )
 
 

@@ -514,6 +514,15 @@ def _render(
             )
     rendered = render_markdown(body, resolve, allow_raw_html=settings.allow_raw_html, width=assets.width)
     refused += [(display(path), first_line + line, target) for line, target in rendered.refused]
+    for line, what in rendered.removed:
+        found.append(
+            Finding(
+                WARNING,
+                where(display(path), first_line + line),
+                f"raw HTML: {what} was removed (not allowed in emails: scripts, frames, forms and event handlers "
+                "never are); write it another way.",
+            )
+        )
     return rendered
 
 

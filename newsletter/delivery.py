@@ -33,12 +33,31 @@ from .compose import Recipient
 from .config import Settings
 from .content import find_issue, issue_name
 from .emissions import project_members
-from .errors import ERROR, ConnectFailed, Finding, GateError, NewsletterError, SendError, TransportError, Undeliverable
+from .errors import (
+    ERROR,
+    BusyError,
+    ConnectFailed,
+    Finding,
+    GateError,
+    NewsletterError,
+    SendError,
+    TransportError,
+    Undeliverable,
+)
 from .feeds import record_used
 from .locks import hold
 from .message import MessageFactory, dkim_key, sign
-from .store import connect, database, note, recall, remember
-from .subscribers import apply_pending_unsubscribes, audience, make_token, normalize_email, note_bounce, parse_segment
+from .store import connect, database, give_way, note, recall, remember
+from .subscribers import (
+    apply_pending_unsubscribes,
+    audience,
+    importing,
+    make_token,
+    normalize_email,
+    note_bounce,
+    parse_segment,
+    settle,
+)
 from .transport import SMTPUTF8_SEEN, Connection, Outbox, Transport, choose, smtputf8_fact
 from .workers import ABORT, PERMANENT, Outcome, deliver
 
@@ -233,7 +252,11 @@ def start_or_resume(settings: Settings, planned: Plan) -> int:
                 record_used(conn, planned.issue, news)
             return existing.id
         page = snapshot(settings, prepared)
-        apply_pending_unsubscribes(conn)  # unsubscribes kept aside while the database was busy
+        settle(conn)  # a killed import undone, unsubscribes kept aside while the database was busy applied
+        if importing(conn):  # the list is half imported right now: its audience would be too
+            raise BusyError(
+                f"a subscriber import is running; {planned.issue} starts when it is done (try again in a minute)."
+            )
         with conn:  # every recipient, the archive's copy and the news it uses, before the first message
             people = audience(conn, parse_segment(planned.segment or None, settings, members))
             if not people:
@@ -365,6 +388,7 @@ def _loop(
         finished = pool.collect(0.5 if block else None)
         if finished:
             first = False
+            give_way(settings.database)  # an unsubscribe waiting goes first
             with conn:
                 for outcome in finished:
                     first = _record(settings, conn, delivery, outcome, aborted, stop) or first

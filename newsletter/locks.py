@@ -46,6 +46,31 @@ def hold(build_dir: Path, name: str, *, wait: bool = False, busy: str = "") -> I
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+@contextmanager
+def urgent(folder_: Path, name: str) -> Iterator[None]:
+    """A short write that must not wait for a long job (an unsubscribe, a signup): many may hold
+    this at once; a long job gives way to them between its steps (``give_way``). SQLite's own
+    lock is not fair: without this, a writer that commits and begins again at once can keep a
+    waiting one out for seconds."""
+    place = folder(folder_)
+    place.mkdir(parents=True, exist_ok=True)
+    with (place / f"{name}.lock").open("a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def give_way(folder_: Path, name: str) -> None:
+    """Between the steps of a long job: wait until no ``urgent`` write is waiting or at work."""
+    place = folder(folder_)
+    place.mkdir(parents=True, exist_ok=True)
+    with (place / f"{name}.lock").open("a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def release_inherited() -> None:
     """In a forked child: close the lock files inherited from the parent (the parent keeps them)."""
     for fd in list(_HELD):

@@ -11,7 +11,9 @@ import re
 import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
+from html.parser import HTMLParser
 
+import nh3
 from markdown_it import MarkdownIt
 from markdown_it.tree import SyntaxTreeNode
 
@@ -30,12 +32,58 @@ class Rendered:
     # Links Markdown refuses (javascript:, vbscript:, file:, data:) and shows as plain text:
     # (0-based line in the source, target).
     refused: tuple[tuple[int, str], ...] = ()
+    removed: tuple[tuple[int, str], ...] = ()  # (line, what) the raw HTML allowlist took out
 
 
 def _parser(allow_raw_html: bool) -> MarkdownIt:
     md = MarkdownIt("commonmark", {"html": allow_raw_html, "typographer": False})
     md.enable(["table", "strikethrough"])
     return md
+
+
+# Raw HTML (markdown.allow_raw_html) passes this allowlist (nh3, Ammonia): formatting, links,
+# images and tables; no scripts, frames, forms, event handlers or javascript: addresses.
+RAW_TAGS = {"a", "abbr", "b", "blockquote", "br", "caption", "code", "del", "div", "em", "figcaption", "figure", "h3",
+            "h4", "h5", "h6", "hr", "i", "img", "li", "ol", "p", "pre", "s", "small", "span", "strong", "sub", "sup",
+            "table", "tbody", "td", "tfoot", "th", "thead", "tr", "u", "ul"}  # fmt: skip
+RAW_ATTRIBUTES = {
+    "a": {"href", "title"},
+    "img": {"src", "alt", "width", "height", "title"},
+    "td": {"colspan", "rowspan"},
+    "th": {"colspan", "rowspan", "scope"},
+    "*": {"style", "lang", "dir"},
+}
+RAW_STYLES = {"color", "background-color", "font-weight", "font-style", "text-align", "text-decoration",
+              "vertical-align", "width", "height", "margin", "padding", "border"}  # fmt: skip
+RAW_SCHEMES = {"http", "https", "mailto"}
+
+
+class _RawHTML(HTMLParser):
+    """What the allowlist takes out of raw HTML, to name it: tags, event handlers and other
+    attributes, and links to other schemes than http(s) and mailto."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.removed: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag not in RAW_TAGS:
+            self.removed.append(f"<{tag}>")
+            return
+        allowed = RAW_ATTRIBUTES.get(tag, set()) | RAW_ATTRIBUTES["*"]
+        for name, value in attrs:
+            if name not in allowed:
+                self.removed.append(f"the {name} attribute of <{tag}>")
+            elif name in ("href", "src") and value and ":" in value.split("/")[0]:
+                scheme = value.split(":", 1)[0].strip().lower()
+                if scheme not in RAW_SCHEMES:
+                    self.removed.append(f"the {scheme}: address in <{tag} {name}>")
+
+
+def sanitize(html: str) -> str:
+    """Raw HTML as the allowlist lets it through."""
+    return nh3.clean(html, tags=RAW_TAGS, attributes=RAW_ATTRIBUTES, url_schemes=RAW_SCHEMES,
+                     filter_style_properties=RAW_STYLES, link_rel=None)  # fmt: skip
 
 
 def is_relative(target: str) -> bool:
@@ -92,8 +140,19 @@ def render_markdown(
                     if href and is_relative(href):
                         child.attrSet("href", resolve(href, "link", line))
     html = md.renderer.render(tokens, md.options, {})
+    removed: list[tuple[int, str]] = []
+    if allow_raw_html:
+        for token in tokens:  # where each piece of raw HTML stands, and what goes
+            pieces = [token] if token.type == "html_block" else [
+                c for c in (token.children or []) if c.type == "html_inline"] if token.type == "inline" else []  # fmt: skip
+            for piece in pieces:
+                found = _RawHTML()
+                found.feed(piece.content)
+                removed += [(token.map[0] if token.map else 0, what) for what in found.removed]
+        html = sanitize(html)
     text = _blocks_to_text(SyntaxTreeNode(tokens).children)
-    return Rendered(html=html.strip(), text=text.strip(), refused=_refused_lines(tokens, refused))
+    return Rendered(html=html.strip(), text=text.strip(), refused=_refused_lines(tokens, refused),
+                    removed=tuple(dict.fromkeys(removed)))  # fmt: skip
 
 
 _LITERAL_LINK = re.compile(r"\[[^\]\n]*\]\(\s*([^\s()]+(?:\([^\s()]*\)[^\s()]*)*)\s*\)")

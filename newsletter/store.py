@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from . import locks
 from .clock import now, timestamp
 from .errors import StoreError
 
@@ -228,9 +229,27 @@ def busy(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc))
 
 
-def connect(path: Path, timeout: float = BUSY_SECONDS) -> sqlite3.Connection:
+def urgent(database: Path):
+    """Around a write that people wait for (an unsubscribe, a signup): long jobs give way to it."""
+    return locks.urgent(database.parent, f"{database.name}-urgent")
+
+
+def give_way(database: Path) -> None:
+    """Between the steps of a long job (an import, a send): let waiting urgent writes go first."""
+    locks.give_way(database.parent, f"{database.name}-urgent")
+
+
+def explain(path: Path, exc: sqlite3.Error) -> str:
+    """One line for a database error that reached a command."""
+    if busy(exc):
+        return f"{path}: the database is busy (another command is writing to it); try again in a minute."
+    return f"{path}: cannot use the database ({exc}); check the file (NEWSLETTER_DATABASE) or restore a backup."
+
+
+def connect(path: Path, timeout: float | None = None) -> sqlite3.Connection:
     """Open (creating if needed) and migrate the database at ``path``. Writes wait up to
-    ``timeout`` seconds for another connection's write to finish."""
+    ``timeout`` seconds (BUSY_SECONDS) for another connection's write to finish."""
+    timeout = BUSY_SECONDS if timeout is None else timeout
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(path, timeout=timeout, isolation_level=None)
@@ -243,13 +262,7 @@ def connect(path: Path, timeout: float = BUSY_SECONDS) -> sqlite3.Connection:
         conn.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
         migrate(conn)
     except sqlite3.DatabaseError as exc:
-        if busy(exc):
-            raise StoreError(
-                f"{path}: the database is busy (another command is writing to it); try again in a minute."
-            ) from exc
-        raise StoreError(
-            f"{path}: cannot use the database ({exc}); check the file (NEWSLETTER_DATABASE) or restore a backup."
-        ) from exc
+        raise StoreError(explain(path, exc)) from exc
     conn.isolation_level = "DEFERRED"  # from now on, 'with conn:' is one transaction
     return conn
 

@@ -17,6 +17,7 @@ import os
 import re
 import shlex
 import sqlite3
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from functools import lru_cache
@@ -28,9 +29,10 @@ from .clock import now, parse_timestamp, timestamp
 from .compose import clean_name
 from .config import Settings, find_category
 from .emissions import Member
-from .errors import NewsletterError, SubscriberError
+from .errors import BusyError, NewsletterError, SubscriberError
 from .locks import hold
-from .store import recall
+from .sheets import csv_rows
+from .store import give_way, recall, urgent
 from .transport import SMTPUTF8_SEEN, check_address
 
 STATUSES = ("pending", "confirmed", "unsubscribed", "bounced", "blocked")
@@ -225,7 +227,24 @@ def upsert(
     Call inside a transaction. Refuses addresses that unsubscribed, bounced, were blocked or
     were forgotten: only the person can come back, through the signup form.
     """
-    address = normalize_email(email)
+    return _upsert(conn, settings, normalize_email(email), name=name, municipality=municipality, language=language,
+                   topics=topics, confirmed=confirmed, source=source, allow_forgotten=allow_forgotten)  # fmt: skip
+
+
+def _upsert(
+    conn: sqlite3.Connection,
+    settings: Settings,
+    address: str,
+    *,
+    name: str = "",
+    municipality: str | None = None,
+    language: str | None = None,
+    topics: tuple[str, ...] = (),
+    confirmed: bool = False,
+    source: str,
+    allow_forgotten: bool = False,
+) -> tuple[str, Subscriber]:
+    """``upsert`` of an address already normalized."""
     if not allow_forgotten and _is_forgotten(conn, settings, address):
         raise SubscriberError(f"{address} asked to be forgotten; only the person can sign up again.")
     deliverable(conn, settings, address)
@@ -363,7 +382,7 @@ def add(
         topics=resolve_topics(topics, settings),
     )
     _key_for_forgotten(conn, settings)
-    with conn:
+    with urgent(_database_file(conn)), conn:
         return upsert(conn, settings, email, confirmed=confirmed, source=source, **values)
 
 
@@ -375,11 +394,12 @@ def _key_for_forgotten(conn: sqlite3.Connection, settings: Settings) -> None:
 
 
 def set_status(conn: sqlite3.Connection, subscriber_id: int, status: str) -> None:
-    """Change a subscriber's status (confirm, unsubscribe, bounce, block), with its timestamp."""
+    """Change a subscriber's status (confirm, unsubscribe, bounce, block), with its timestamp.
+    A short write that long jobs (an import) give way to."""
     moment = timestamp(now())
     extra = {"confirmed": ", confirmed_at = ?", "unsubscribed": ", unsubscribed_at = ?"}.get(status, "")
     params = (status, moment, moment) if extra else (status, moment)
-    with conn:
+    with urgent(_database_file(conn)), conn:
         conn.execute(f"UPDATE subscribers SET status = ?, updated_at = ?{extra} WHERE id = ?", (*params, subscriber_id))
 
 
@@ -489,14 +509,20 @@ def forget(conn: sqlite3.Connection, settings: Settings, email: str) -> None:
 
 @dataclass(frozen=True)
 class ImportReport:
-    """What a CSV import did, row by row."""
+    """What an import did: counts, and the rejected rows with their reasons (the first
+    REJECTED_SHOWN of them; ``rejected_count`` counts them all)."""
 
-    added: tuple[tuple[int, str], ...]
-    updated: tuple[tuple[int, str], ...]
+    added: int
+    updated: int
     unchanged: int
     skipped: int  # rows whose status column says unsubscribed, bounced or blocked
     rejected: tuple[tuple[int, str], ...]
+    rejected_count: int
     dry_run: bool
+
+
+REJECTED_SHOWN = 1000
+IMPORT_BATCH = 500  # rows per transaction: the database is never held for long
 
 
 def _columns(header: list[str], path: Path) -> dict[str, int]:
@@ -513,6 +539,62 @@ def _columns(header: list[str], path: Path) -> dict[str, int]:
     return found
 
 
+def _stage(
+    settings: Settings, members: tuple[Member, ...], path: Path, stage: sqlite3.Connection
+) -> tuple[int, list[tuple[int, str]], int]:
+    """Read and check the whole file into ``stage`` (a scratch database) before anything is
+    written to the list: (rows skipped by their status column, rejected rows, rejected count)."""
+    rejected: list[tuple[int, str]] = []
+    count = skipped = 0
+    stage.execute(
+        "CREATE TABLE rows (line INTEGER PRIMARY KEY, email TEXT NOT NULL UNIQUE, name TEXT, municipality TEXT,"
+        " language TEXT, topics TEXT, confirmed INTEGER)"
+    )
+    columns: dict[str, int] = {}
+    try:
+        for line, row in csv_rows(path, "subscriber list"):
+            if not columns:
+                columns = _columns(row, path)
+                continue
+            if not any(cell.strip() for cell in row):
+                continue
+
+            def cell(field: str, row: list[str] = row, columns: dict[str, int] = columns) -> str | None:
+                index = columns.get(field)
+                return row[index] if index is not None and index < len(row) else None
+
+            try:
+                email = normalize_email(_unneutralized(cell("email") or ""))
+                row_status = (cell("status") or "").strip().lower()
+                if row_status and row_status not in STATUSES:
+                    raise SubscriberError(f"unknown status {row_status!r}; use one of: {', '.join(STATUSES)}.")
+                if row_status in ("unsubscribed", "bounced", "blocked"):
+                    skipped += 1  # e.g. an export: such rows never (re)subscribe anyone
+                    continue
+                first = stage.execute("SELECT line FROM rows WHERE email = ?", (email,)).fetchone()
+                if first is not None:
+                    raise SubscriberError(f"{email} appears again (first on line {first[0]}).")
+                values = (
+                    _name(_unneutralized(cell("name") or "")),
+                    resolve_municipality(cell("municipality"), members),
+                    _language(cell("language"), settings.language),
+                    ",".join(resolve_topics([cell("topics") or ""], settings)),
+                )
+                stage.execute("INSERT INTO rows VALUES (?, ?, ?, ?, ?, ?, ?)",
+                              (line, email, *values, int(row_status == "confirmed")))  # fmt: skip
+            except SubscriberError as exc:
+                count += 1
+                if len(rejected) < REJECTED_SHOWN:
+                    rejected.append((line, str(exc)))
+    except UnicodeDecodeError as exc:
+        raise SubscriberError(
+            f"{path}:{getattr(exc, 'line', 1)}: not UTF-8 text; save the CSV as UTF-8 (Excel: 'CSV UTF-8')."
+        ) from None
+    if not columns:
+        raise SubscriberError(f"{path}: the file is empty.")
+    return skipped, rejected, count
+
+
 def import_csv(
     conn: sqlite3.Connection,
     settings: Settings,
@@ -522,76 +604,161 @@ def import_csv(
     confirmed: bool = False,
     dry_run: bool = False,
 ) -> ImportReport:
-    """Import subscribers from a CSV file in one transaction (rolled back with ``dry_run``)."""
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except OSError as exc:
-        raise SubscriberError(f"{path}: cannot be read ({exc.strerror}).") from exc
-    except UnicodeDecodeError:
-        raise SubscriberError(f"{path}: not UTF-8 text; save the CSV as UTF-8 (Excel: 'CSV UTF-8').") from None
-    first = text.split("\n", 1)[0]
-    delimiter = ";" if first.count(";") > first.count(",") else ","
-    try:
-        rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
-    except csv.Error as exc:
-        raise SubscriberError(f"{path}: not a readable CSV file ({exc}).") from exc
-    if not rows:
-        raise SubscriberError(f"{path}: the file is empty.")
-    columns = _columns(rows[0], path)
-    added, updated, rejected = [], [], []
-    unchanged = skipped = 0
-    seen: dict[str, int] = {}
-    source = f"imported from {path.name}" + (" (consent confirmed by staff)" if confirmed else "")
+    """Import subscribers from a CSV file. The file is read and checked first, into a scratch
+    database, with nothing written to the list; then it is applied in short transactions of
+    IMPORT_BATCH rows, each remembering the rows as they were, so that the public pages are
+    never kept waiting, and an import that is killed halfway is undone (``settle``) to the list
+    as it was. ``dry_run`` applies nothing, but reports what would happen."""
+    settle(conn)  # an import killed earlier is undone first
     _key_for_forgotten(conn, settings)
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        for line, row in enumerate(rows[1:], 2):
-            if not any(cell.strip() for cell in row):
-                continue
+    source = f"imported from {path.name}" + (" (consent confirmed by staff)" if confirmed else "")
+    with tempfile.TemporaryDirectory(prefix="newsletter-import-") as scratch:
+        stage = sqlite3.connect(Path(scratch) / "stage.db", isolation_level=None)
+        try:
+            stage.execute("PRAGMA journal_mode=OFF")
+            stage.execute("PRAGMA synchronous=OFF")
+            stage.execute("BEGIN")
+            skipped, rejected, rejected_count = _stage(settings, members, path, stage)
+            stage.execute("COMMIT")
+            counts = _apply_staged(conn, settings, stage, source, confirmed, dry_run, rejected)
+        finally:
+            stage.close()
+    added, updated, unchanged, late = counts
+    rejected.sort()
+    return ImportReport(added, updated, unchanged, skipped, tuple(rejected[:REJECTED_SHOWN]), rejected_count + late,
+                        dry_run)  # fmt: skip
 
-            def cell(field: str, row: list[str] = row) -> str | None:
-                index = columns.get(field)
-                return row[index] if index is not None and index < len(row) else None
 
+def _apply_staged(
+    conn: sqlite3.Connection,
+    settings: Settings,
+    stage: sqlite3.Connection,
+    source: str,
+    confirmed: bool,
+    dry_run: bool,
+    rejected: list[tuple[int, str]],
+) -> tuple[int, int, int, int]:
+    """Apply the staged rows in short transactions (rolled back each, with ``dry_run``):
+    (added, updated, unchanged, rejected now: unsubscribed or forgotten addresses)."""
+    database = _database_file(conn)
+    counts = {"added": 0, "updated": 0, "unchanged": 0}
+    late = 0
+    with conn:
+        job = conn.execute(
+            "INSERT INTO imports (source, started_at, state) VALUES (?, ?, 'applying')", (source, timestamp(now()))
+        ).lastrowid
+    with hold(database.parent, f"{database.name}-import-{job}"):  # held while alive: a dead one is undone
+        rows = stage.execute("SELECT * FROM rows ORDER BY line")
+        try:
+            while batch := rows.fetchmany(IMPORT_BATCH):
+                give_way(database)  # an unsubscribe or a signup waiting goes first
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    for line, email, name, municipality, language, topics, row_confirmed in batch:
+                        before = conn.execute("SELECT * FROM subscribers WHERE email = ?", (email,)).fetchone()
+                        try:
+                            action, person = _upsert(
+                                conn, settings, email, name=name, municipality=municipality, language=language,
+                                topics=tuple(t for t in topics.split(",") if t),
+                                confirmed=confirmed or bool(row_confirmed), source=source,
+                            )  # fmt: skip
+                        except SubscriberError as exc:
+                            late += 1
+                            if len(rejected) < REJECTED_SHOWN:
+                                rejected.append((line, str(exc)))
+                            continue
+                        counts[action] += 1
+                        if action != "unchanged":
+                            after = conn.execute("SELECT * FROM subscribers WHERE id = ?", (person.id,)).fetchone()
+                            conn.execute(
+                                "INSERT OR REPLACE INTO import_undo (import, subscriber, before, after)"
+                                " VALUES (?, ?, ?, ?)",
+                                (job, person.id, _row_json(before) if before else None, _row_json(after)),
+                            )
+                    conn.execute("ROLLBACK" if dry_run else "COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+        except BaseException:
+            _undo_import(conn, job)  # an error (not a kill: that is settle's) undoes what went in
+            raise
+        with conn:
+            conn.execute("UPDATE imports SET state = 'done' WHERE id = ?", (job,))
+        while conn.execute("SELECT 1 FROM import_undo WHERE import = ? LIMIT 1", (job,)).fetchone():
+            with conn:  # the rows as they were are not needed any more; deleted in short steps too
+                conn.execute(
+                    "DELETE FROM import_undo WHERE rowid IN (SELECT rowid FROM import_undo WHERE import = ? LIMIT ?)",
+                    (job, IMPORT_BATCH * 10),
+                )
+    return counts["added"], counts["updated"], counts["unchanged"], late
+
+
+def _row_json(row: sqlite3.Row) -> str:
+    return json.dumps(dict(row), sort_keys=True, ensure_ascii=False)
+
+
+def _database_file(conn: sqlite3.Connection) -> Path:
+    """The file of the connection's main database."""
+    return Path(conn.execute("PRAGMA database_list").fetchone()[2] or ".")
+
+
+def _undo_import(conn: sqlite3.Connection, job: int) -> None:
+    """Put back the rows an import changed, in short steps; a row that someone changed since
+    (an unsubscribe, a confirmation) keeps that change."""
+    while True:
+        with conn:
+            entries = conn.execute(
+                "SELECT rowid, subscriber, before, after FROM import_undo WHERE import = ? LIMIT ?", (job, IMPORT_BATCH)
+            ).fetchall()
+            for rowid, subscriber, before, after in entries:
+                current = conn.execute("SELECT * FROM subscribers WHERE id = ?", (subscriber,)).fetchone()
+                if current is not None and _row_json(current) == after:
+                    if before is None:
+                        conn.execute("DELETE FROM subscribers WHERE id = ?", (subscriber,))
+                    else:
+                        old = json.loads(before)
+                        old.pop("id", None)
+                        conn.execute(
+                            f"UPDATE subscribers SET {', '.join(f'{k} = ?' for k in old)} WHERE id = ?",
+                            (*old.values(), subscriber),
+                        )
+                conn.execute("DELETE FROM import_undo WHERE rowid = ?", (rowid,))
+            if not entries:
+                conn.execute("UPDATE imports SET state = 'undone' WHERE id = ?", (job,))
+                return
+
+
+def importing(conn: sqlite3.Connection) -> bool:
+    """Whether an import is being applied right now by a running process."""
+    database = _database_file(conn)
+    for (job,) in conn.execute("SELECT id FROM imports WHERE state = 'applying'").fetchall():
+        try:
+            with hold(database.parent, f"{database.name}-import-{job}"):
+                pass
+        except BusyError:
+            return True
+    return False
+
+
+def settle(conn: sqlite3.Connection) -> None:
+    """Before the list is read: undo imports that were killed halfway (their process is gone)
+    and apply unsubscribes kept aside while the database was busy. Nothing inside a transaction."""
+    if conn.in_transaction:
+        return
+    if conn.execute("SELECT 1 FROM imports WHERE state = 'applying' LIMIT 1").fetchone():
+        database = _database_file(conn)
+        for (job,) in conn.execute("SELECT id FROM imports WHERE state = 'applying'").fetchall():
             try:
-                email = normalize_email(cell("email") or "")
-                if email in seen:
-                    raise SubscriberError(f"{email} appears again (first on line {seen[email]}).")
-                seen[email] = line
-                row_status = (cell("status") or "").strip().lower()
-                if row_status and row_status not in STATUSES:
-                    raise SubscriberError(f"unknown status {row_status!r}; use one of: {', '.join(STATUSES)}.")
-                if row_status in ("unsubscribed", "bounced", "blocked"):
-                    skipped += 1  # e.g. an export: such rows never (re)subscribe anyone
-                    continue
-                values = dict(
-                    name=_name(cell("name")),
-                    municipality=resolve_municipality(cell("municipality"), members),
-                    language=_language(cell("language"), settings.language),
-                    topics=resolve_topics([cell("topics") or ""], settings),
-                )
-                action, _ = upsert(
-                    conn, settings, email, confirmed=confirmed or row_status == "confirmed", source=source, **values
-                )
-            except SubscriberError as exc:
-                rejected.append((line, str(exc)))
-                continue
-            if action == "added":
-                added.append((line, email))
-            elif action == "updated":
-                updated.append((line, email))
-            else:
-                unchanged += 1
-        conn.execute("ROLLBACK" if dry_run else "COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    return ImportReport(tuple(added), tuple(updated), unchanged, skipped, tuple(rejected), dry_run)
+                with hold(database.parent, f"{database.name}-import-{job}"):
+                    _undo_import(conn, job)  # its process is gone: back to the list as it was
+            except BusyError:
+                continue  # still at work
+    apply_pending_unsubscribes(conn)
 
 
 def listing(conn: sqlite3.Connection, statuses: tuple[str, ...] = ()) -> list[Subscriber]:
     """Subscribers (with the given statuses, or all), by address."""
-    apply_pending_unsubscribes(conn)
+    settle(conn)
     for status in statuses:
         if status not in STATUSES:
             raise SubscriberError(f"unknown status {status!r}; use one of: {', '.join(STATUSES)}.")
@@ -603,8 +770,23 @@ def listing(conn: sqlite3.Connection, statuses: tuple[str, ...] = ()) -> list[Su
     return [_subscriber(r) for r in rows]
 
 
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what spreadsheets read as a formula (OWASP: CSV injection)
+
+
+def _neutralized(value: object) -> object:
+    """Text a spreadsheet would run as a formula, made plain text by a leading apostrophe."""
+    return f"'{value}" if isinstance(value, str) and value.startswith(FORMULA_START) else value
+
+
+def _unneutralized(text: str) -> str:
+    """The value an export neutralized, as it was (the import reads the real name)."""
+    return text[1:] if text.startswith("'") and text[1:].startswith(FORMULA_START) else text
+
+
 def export(subscribers: list[Subscriber], fmt: str) -> str:
-    """CSV (re-importable) or JSON of subscribers with their consent records."""
+    """CSV (re-importable) or JSON of subscribers with their consent records. In the CSV, text
+    that Excel or LibreOffice would run as a formula ('=HYPERLINK(...)' as a name) starts with
+    an apostrophe; importing the file again gives the text as it was."""
     records = [asdict(s) | {"topics": list(s.topics)} for s in subscribers]
     if fmt == "json":
         return json.dumps(records, ensure_ascii=False, indent=2) + "\n"
@@ -613,13 +795,13 @@ def export(subscribers: list[Subscriber], fmt: str) -> str:
     writer = csv.DictWriter(out, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for record in records:
-        writer.writerow(record | {"topics": ",".join(record["topics"])})
+        writer.writerow({k: _neutralized(v) for k, v in (record | {"topics": ",".join(record["topics"])}).items()})
     return out.getvalue()
 
 
 def counts(conn: sqlite3.Connection) -> dict[str, dict[str, int]]:
     """Numbers of subscribers by status, and of confirmed ones by municipality and language."""
-    apply_pending_unsubscribes(conn)
+    settle(conn)
     result: dict[str, dict[str, int]] = {"status": dict.fromkeys(STATUSES, 0), "municipality": {}, "language": {}}
     for status, n in conn.execute("SELECT status, COUNT(*) FROM subscribers GROUP BY status"):
         result["status"][status] = n
@@ -680,8 +862,8 @@ def parse_segment(text: str | None, settings: Settings, members: tuple[Member, .
 
 
 def audience(conn: sqlite3.Connection, segment: Segment) -> list[Subscriber]:
-    """The subscribers a segment selects, by address (unsubscribes kept aside applied first)."""
-    apply_pending_unsubscribes(conn)
+    """The subscribers a segment selects, by address (the list settled first: see ``settle``)."""
+    settle(conn)
     where, params = [f"status IN ({','.join('?' * len(segment.statuses))})"], list(segment.statuses)
     if segment.municipalities:
         where.append(f"municipality IN ({','.join('?' * len(segment.municipalities))})")

@@ -41,7 +41,7 @@ from .errors import NewsletterError, StoreError, SubscriberError
 from .i18n import load_strings
 from .message import confirmation_message
 from .render import template_folders, web_environment
-from .store import busy, connect, note, remember
+from .store import busy, connect, note, remember, urgent
 from .subscribers import (
     SignupRequest,
     Subscriber,
@@ -284,14 +284,15 @@ def create_app(settings: Settings, *, rate_limit: tuple[int, float] = (5, 600.0)
         return response
 
     def _subscribe(email: str, name: str, municipality: str | None, language: str, topics: tuple[str, ...]):
-        conn = connect(settings.database, timeout=SIGNUP_WAIT)
-        try:
-            return request_signup(conn, settings, email, name=name, municipality=municipality, language=language,
-                                  topics=topics)  # fmt: skip
-        except SubscriberError:
-            return None  # e.g. forgotten and not allowed: the same answer
-        finally:
-            conn.close()
+        with urgent(settings.database):
+            conn = connect(settings.database, timeout=SIGNUP_WAIT)
+            try:
+                return request_signup(conn, settings, email, name=name, municipality=municipality,
+                                      language=language, topics=topics)  # fmt: skip
+            except SubscriberError:
+                return None  # e.g. forgotten and not allowed: the same answer
+            finally:
+                conn.close()
 
     def _send_confirmation(wanted: SignupRequest, person: Subscriber) -> None:
         try:
@@ -460,10 +461,15 @@ def create_app(settings: Settings, *, rate_limit: tuple[int, float] = (5, 600.0)
         """Unsubscribe durably before the answer: in the database (every commit synced to disk),
         or, when it is busy past a short wait, in the file beside it that the next reader applies."""
         try:
+            with urgent(settings.database):
+                conn = connect(settings.database, timeout=UNSUBSCRIBE_WAIT)
+                try:
+                    conn.execute("PRAGMA synchronous=FULL")
+                    set_status(conn, subscriber_id, "unsubscribed")
+                finally:
+                    conn.close()
             conn = connect(settings.database, timeout=UNSUBSCRIBE_WAIT)
             try:
-                conn.execute("PRAGMA synchronous=FULL")
-                set_status(conn, subscriber_id, "unsubscribed")
                 apply_pending_unsubscribes(conn)  # the database is free now: earlier ones kept aside go in too
             finally:
                 conn.close()

@@ -114,7 +114,7 @@ def test_malformed_csv(run, project, tmp_path):
     )
     latin = tmp_path / "latin.csv"
     latin.write_bytes("email,navn\nkari@example.no,Kåre\n".encode("latin-1"))
-    assert_error(run("subscribers", "import", str(latin)), "latin.csv: not UTF-8 text")
+    assert_error(run("subscribers", "import", str(latin)), "latin.csv:2: not UTF-8 text")
     assert_error(run("subscribers", "import", str(write(tmp_path / "tom.csv", ""))), "tom.csv: the file is empty")
 
 

@@ -298,14 +298,123 @@ def test_signing_up_again_after_leaving_keeps_what_the_person_gives_now(server, 
 
     with httpx.Client(base_url=server.url) as client:
         signup(client, email="ola@example.no", name="Ola", municipality="3205")
-        confirm(client, link(outbox(project, 1)[0], "confirm"))
+        first = link(outbox(project, 1)[0], "confirm")
+        confirm(client, first)
         path = f"/unsubscribe/{make_token(load_settings(), 1, 'unsubscribe')}"
         client.post(path, data={"csrf": csrf(client.get(path).text)})
         assert status(project, "ola@example.no")[0] == "unsubscribed"
         signup(
             client, email="ola@example.no", name="Ola Nordmann", municipality="0301", language="en", topics=["klima"]
         )
-        again = outbox(project, 2)[1]  # a new confirmation email ...
+        again = next(m for m in outbox(project, 2) if link(m, "confirm") != first)  # a new confirmation email ...
         assert status(project, "ola@example.no") == ("unsubscribed", "Ola", "3205", "nb", "")  # ... and no change yet
+        assert client.get(first).status_code == 400  # the old link cannot bring anyone back
         confirm(client, link(again, "confirm"))
     assert status(project, "ola@example.no") == ("confirmed", "Ola Nordmann", "0301", "en", "klima")
+
+
+# --- hardening (issue 12) -----------------------------------------------------------------------------------
+
+
+def test_a_stranger_signing_up_someone_who_left_changes_nothing(server, project):
+    from newsletter.subscribers import make_token
+
+    with httpx.Client(base_url=server.url) as client:
+        signup(client, email="ola@example.no", name="Ola", municipality="3205")
+        confirm(client, link(outbox(project, 1)[0], "confirm"))
+        path = f"/unsubscribe/{make_token(load_settings(), 1, 'unsubscribe')}"
+        client.post(path, data={"csrf": csrf(client.get(path).text)})
+        before = rows(project, "SELECT * FROM subscribers")
+        answer = signup(client, email="ola@example.no", name="Ondsinnet", municipality="0301", language="en")
+        assert answer.status_code == 200 and "Sjekk e-posten din" in answer.text
+        outbox(project, 2)
+    after = rows(project, "SELECT * FROM subscribers")
+    columns = [r[1] for r in rows(project, "PRAGMA table_info(subscribers)")]
+    changed = {c for c, a, b in zip(columns, before[0], after[0], strict=True) if a != b}
+    assert changed == {"confirm_sent_at"}  # status, unsubscribed_at, name, municipality, language: as they were
+
+
+def test_one_confirmation_email_per_address_per_interval(project, monkeypatch):
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", KEY)
+    with (
+        LiveServer(create_app(load_settings(), rate_limit=(100, 600))) as live,
+        httpx.Client(base_url=live.url) as client,
+    ):
+        for n in range(20):
+            answer = signup(client, email="kari@example.no", name=f"Kari {n}")
+            assert answer.status_code == 200 and "Sjekk e-posten din" in answer.text  # the same answer every time
+        time.sleep(1)
+        assert len(outbox(project)) == 1
+    monkeypatch.setenv("NEWSLETTER_WEB_CONFIRM_INTERVAL", "0")  # no limit: each asks anew
+    with (
+        LiveServer(create_app(load_settings(), rate_limit=(100, 600))) as live,
+        httpx.Client(base_url=live.url) as client,
+    ):
+        signup(client, email="kari@example.no")
+        assert len(outbox(project, 2)) == 2
+
+
+def test_the_rate_limiter_forgets_the_quiet_not_the_busy():
+    from newsletter.web import RateLimiter
+
+    limiter = RateLimiter(2, 600, keys=1000)
+    assert limiter.allow("busy") and limiter.allow("busy") and not limiter.allow("busy")
+    for n in range(100_000):
+        limiter.allow(f"10.0.{n // 256}.{n % 256}")
+        if n % 500 == 0:
+            limiter.allow("busy")  # still refused, and kept as recently seen
+    assert len(limiter.events) <= 1000 and not limiter.allow("busy")
+
+
+def test_head_never_changes_anything(server, project):
+    from newsletter.subscribers import make_token
+
+    with httpx.Client(base_url=server.url) as client:
+        signup(client, email="kari@example.no")
+        confirm(client, link(outbox(project, 1)[0], "confirm"))
+        token = make_token(load_settings(), 1, "unsubscribe")
+        answer = client.request("HEAD", f"/unsubscribe/{token}", content=b"List-Unsubscribe=One-Click",
+                                headers={"content-type": "application/x-www-form-urlencoded"})  # fmt: skip
+        assert answer.status_code == 200
+    assert status(project, "kari@example.no")[0] == "confirmed"
+
+
+def test_every_answer_has_a_strict_content_security_policy(server, project, run):
+    write_archive = run("archive")
+    assert write_archive.exit_code == 0
+    with httpx.Client(base_url=server.url) as client:
+        for path in ("/signup", "/unsubscribe/nonsense", "/health", "/archive/", "/archive/feed.xml", "/nothing"):
+            answer = client.get(path)
+            policy_ = answer.headers.get("content-security-policy", "")
+            assert "default-src 'none'" in policy_ and "script-src" not in policy_, (path, answer.headers)
+            assert "frame-ancestors 'none'" in policy_ and answer.headers.get("x-content-type-options") == "nosniff"
+
+
+def test_archive_redirects_go_to_the_public_address_whatever_the_host(project, monkeypatch, run):
+    from conftest import KEY as SEND_KEY
+    from conftest import load_sample_data, subscribe
+
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", SEND_KEY)
+    load_sample_data(project)
+    subscribe("kari@example.no")
+    assert run("send", "--yes").exit_code == 0
+    with LiveServer(create_app(load_settings())) as live, httpx.Client(base_url=live.url) as client:
+        answer = client.get("/archive/2026-12-ordforererklaeringen", headers={"Host": "evil.example"})
+    assert answer.status_code in (301, 302, 307, 308)
+    assert answer.headers["location"] == "https://nyhetsbrev.osloregionen.no/archive/2026-12-ordforererklaeringen/"
+
+
+def test_export_neutralises_spreadsheet_formulas_and_import_keeps_the_real_name(run, project, tmp_path):
+    people = {"a@example.no": '=HYPERLINK("https://evil.example","Klikk")', "b@example.no": "+47 22 00 00 00",
+              "-c@example.no": "@SUM(A1)", "d@example.no": "Vanlig Navn"}  # fmt: skip
+    for email, name in people.items():
+        assert run("subscribers", "add", "--name", name, "--confirmed", "--", email).exit_code == 0
+    exported = run("subscribers", "export").stdout
+    assert "'=HYPERLINK" in exported and "'+47 22" in exported and "'@SUM" in exported and "'-c@example.no" in exported
+    assert ",Vanlig Navn," in exported
+    path = tmp_path / "eksport.csv"
+    path.write_text(exported, encoding="utf-8")
+    with sqlite3.connect(project / "newsletter.db") as conn:  # a list restored from the export, into an empty one
+        conn.execute("DELETE FROM subscribers")
+    assert run("subscribers", "import", str(path)).exit_code == 0
+    assert dict(rows(project, "SELECT email, name FROM subscribers")) == people
