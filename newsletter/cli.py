@@ -899,6 +899,10 @@ def status(state: State, issue: str | None) -> None:
     if result.status == "cancelled":
         click.echo(f"{result.issue}: the schedule was cancelled; nothing was sent.")
         return
+    if result.status == "starting":
+        click.echo(f"{result.issue}: its start was cut short before anything was sent; "
+                   f"'newsletter send {result.issue}' (or run-due) starts it again.")  # fmt: skip
+        return
     click.echo(result.line)
     for address, reason in result.failures:
         click.echo(f"  failed {address}: {reason}")

@@ -56,6 +56,7 @@ from .subscribers import (
     normalize_email,
     note_bounce,
     parse_segment,
+    recipients,
     settle,
 )
 from .transport import SMTPUTF8_SEEN, Connection, Outbox, Transport, choose, smtputf8_fact
@@ -63,6 +64,7 @@ from .workers import ABORT, PERMANENT, Outcome, deliver
 
 log = logging.getLogger(__name__)
 FAULTS_IN_A_ROW = 5  # messages in a row that cannot be made, before any is sent: the run stops
+RECORD_BATCH = 5000  # recipients recorded per transaction when a delivery starts
 Progress = Callable[[journal.Summary], None]
 
 
@@ -132,7 +134,7 @@ def plan(
         via = transport_for(settings, conn)
         restart = False
         if existing is not None:
-            restart = existing.status == "running" and journal.untouched(conn, existing.id)
+            restart = existing.status in ("starting", "running") and journal.untouched(conn, existing.id)
             _check_existing(existing, prepared, segment, retry_failed, purpose, restart)
             force = force or (existing.forced and purpose != APPROVE)
             segment = existing.segment
@@ -180,7 +182,7 @@ def _check_existing(
             f"{issue} is scheduled but blocked ({existing.blocked_reason}); approve it with "
             f"'newsletter schedule approve {issue}' or cancel it with 'newsletter schedule cancel {issue}'."
         )
-    if existing.status in ("running", "done") and purpose == APPROVE:
+    if existing.status in ("starting", "running", "done") and purpose == APPROVE:
         raise SendError(f"{issue} has started; only a scheduled delivery that has not started can be approved.")
     if existing.status == "done" and not retry_failed:
         raise SendError(
@@ -228,13 +230,14 @@ def send(
 
 
 def start_or_resume(settings: Settings, planned: Plan) -> int:
-    """Record the delivery, every recipient and the archive's snapshot in one transaction (or mark
-    an interrupted one running again); return its number. The caller holds the issue's lock;
-    the journal is read again under it, so a schedule cancelled, approved or started since the
-    plan was made is refused rather than sent."""
+    """Record the delivery, every recipient and the archive's snapshot before the first message
+    (or mark an interrupted one running again); return its number. The caller holds the issue's
+    lock; the journal is read again under it, so a schedule cancelled, approved or started since
+    the plan was made is refused rather than sent. The recipients are recorded in short steps
+    while the delivery is 'starting' (nothing leaves before it is 'running'); a start that is cut
+    short starts again from the beginning."""
     keys.check(settings)  # before anything is signed: the key the links in sent mail were signed with
     prepared = planned.prepared
-    members = project_members(settings)
     news = tuple(item.id for item in prepared.news)
     with database(settings.database) as conn:
         existing = journal.active(conn, planned.issue)
@@ -243,32 +246,39 @@ def start_or_resume(settings: Settings, planned: Plan) -> int:
             what = "cancelled" if existing is None else f"{existing.status} by another command"
             raise SendError(f"the delivery of {planned.issue} was {what} meanwhile; see 'newsletter status'.")
         changed = existing is not None and not same_content(prepared, existing.content_hash)
-        restart = changed and existing.status == "running" and journal.untouched(conn, existing.id)  # type: ignore[union-attr]
-        if existing is not None and (existing.status == "blocked" or (changed and not restart)):
+        untouched = (
+            existing is not None and existing.status in ("starting", "running") and journal.untouched(conn, existing.id)
+        )
+        again = existing is not None and (existing.status == "starting" or (changed and untouched))
+        if existing is not None and (existing.status == "blocked" or (changed and not again)):
             raise SendError(f"{planned.issue} was blocked or changed meanwhile; see 'newsletter status'.")
-        if existing is not None and existing.status in ("running", "done") and not restart:
+        if existing is not None and existing.status in ("running", "done") and not again:
             with conn:
                 journal.resume(conn, existing.id, via.target, planned.retry_failed)
                 record_used(conn, planned.issue, news)
             return existing.id
-        page = snapshot(settings, prepared)
         settle(conn)  # a killed import undone, unsubscribes kept aside while the database was busy applied
         if importing(conn):  # the list is half imported right now: its audience would be too
             raise BusyError(
                 f"a subscriber import is running; {planned.issue} starts when it is done (try again in a minute)."
             )
-        with conn:  # every recipient, the archive's copy and the news it uses, before the first message
-            people = audience(conn, parse_segment(planned.segment or None, settings, members))
-            if not people:
-                raise SendError(f"nobody to send {planned.issue} to: the audience is empty now.")
+        people = recipients(conn, parse_segment(planned.segment or None, settings, project_members(settings)))
+        if not people:
+            raise SendError(f"nobody to send {planned.issue} to: the audience is empty now.")
+        page = snapshot(settings, prepared)
+        with conn:
             if existing is None:
                 delivery = journal.create(conn, planned.issue, planned.segment, prepared.fingerprint,
                                           forced=planned.forced)  # fmt: skip
             else:
                 delivery = existing.id
-                if restart:  # nothing had been accepted: it starts again with the issue as it is now
-                    journal.restart(conn, delivery, prepared.fingerprint, planned.forced)
-            journal.start(conn, delivery, ((p.id, p.email) for p in people), via.target)
+            journal.starting(conn, delivery, prepared.fingerprint, planned.forced)
+        for start in range(0, len(people), RECORD_BATCH):  # short steps: the public pages never wait long
+            give_way(settings.database)
+            with conn:
+                journal.add_recipients(conn, delivery, people[start : start + RECORD_BATCH])
+        with conn:  # running, with the archive's copy and the news it uses, before the first message
+            journal.start(conn, delivery, via.target)
             save_snapshot(conn, page)
             record_used(conn, planned.issue, news)
     keys.record(settings)  # links signed with it are about to go out

@@ -1,8 +1,9 @@
 """The delivery journal: the only SQL on deliveries and their recipients.
 
 A delivery is one issue to one audience. It is 'scheduled' (a time, nobody recorded yet),
-'blocked' (a scheduled one that run-due refused, with the reason), 'running' (every recipient
-recorded, before the first message leaves), 'done' or 'cancelled'. Each recipient is
+'blocked' (a scheduled one that run-due refused, with the reason), 'starting' (its recipients
+being recorded, in short steps; nothing has left), 'running' (every recipient recorded, before
+the first message leaves), 'done' or 'cancelled'. Each recipient is
 'pending', 'sending' (handed to a connection: after a crash it may or may not have arrived),
 'sent', 'failed' or 'skipped' (unsubscribed meanwhile). Functions that change rows expect the
 caller's transaction (``with conn:``) unless they say they commit.
@@ -17,7 +18,7 @@ from datetime import datetime, timedelta
 
 from .clock import now, parse_timestamp, timestamp
 
-ACTIVE = ("scheduled", "blocked", "running")  # not finished
+ACTIVE = ("scheduled", "blocked", "starting", "running")  # not finished
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,8 @@ def unfinished(conn: sqlite3.Connection) -> list[Delivery]:
 def due(conn: sqlite3.Connection, moment: datetime) -> list[Delivery]:
     """Scheduled deliveries whose time has come, and running ones with recipients left."""
     rows = conn.execute(
-        "SELECT * FROM deliveries WHERE (status = 'scheduled' AND scheduled_at <= ?) OR (status = 'running'"
+        "SELECT * FROM deliveries WHERE (status = 'scheduled' AND scheduled_at <= ?) OR status = 'starting'"
+        " OR (status = 'running'"
         " AND EXISTS (SELECT 1 FROM delivery_recipients r WHERE r.delivery = deliveries.id"
         " AND r.status IN ('pending', 'sending'))) ORDER BY id",
         (timestamp(moment),),
@@ -129,18 +131,32 @@ def create(
     cursor = conn.execute(
         "INSERT INTO deliveries (issue, segment, content_hash, status, scheduled_at, created_at, forced)"
         " VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (issue, segment, fingerprint, "scheduled" if scheduled_at else "running",
+        (issue, segment, fingerprint, "scheduled" if scheduled_at else "starting",
          timestamp(scheduled_at) if scheduled_at else None, moment, int(forced)),
     )  # fmt: skip
     return cursor.lastrowid  # type: ignore[return-value]
 
 
-def start(conn: sqlite3.Connection, delivery: int, recipients: Iterable[tuple[int, str]], transport: str) -> None:
-    """Record every recipient (subscriber id, address) and mark the delivery running."""
+def starting(conn: sqlite3.Connection, delivery: int, fingerprint: str, forced: bool) -> None:
+    """Its recipients are about to be recorded (in short steps, ``add_recipients``): any recorded
+    by a start that was cut short go, and the issue's fingerprint is the one starting now."""
+    conn.execute("DELETE FROM delivery_recipients WHERE delivery = ?", (delivery,))
+    conn.execute(
+        "UPDATE deliveries SET status = 'starting', content_hash = ?, forced = ?, blocked_reason = NULL WHERE id = ?",
+        (fingerprint, int(forced), delivery),
+    )
+
+
+def add_recipients(conn: sqlite3.Connection, delivery: int, recipients: Iterable[tuple[int, str]]) -> None:
+    """Record recipients (subscriber id, address) of a starting delivery."""
     conn.executemany(
         "INSERT INTO delivery_recipients (delivery, subscriber, email, status) VALUES (?, ?, ?, 'pending')",
         [(delivery, subscriber, email) for subscriber, email in recipients],
     )
+
+
+def start(conn: sqlite3.Connection, delivery: int, transport: str) -> None:
+    """Every recipient is recorded: the delivery is running."""
     conn.execute(
         "UPDATE deliveries SET status = 'running', started_at = ?, transport = ?, blocked_reason = NULL WHERE id = ?",
         (timestamp(now()), transport, delivery),
@@ -158,15 +174,6 @@ def untouched(conn: sqlite3.Connection, delivery: int) -> bool:
             (delivery,),
         ).fetchone()
         is not None
-    )
-
-
-def restart(conn: sqlite3.Connection, delivery: int, fingerprint: str, forced: bool) -> None:
-    """An untouched delivery starts again with the issue as it is now: its recipients are
-    recorded anew by ``start`` in the same transaction."""
-    conn.execute("DELETE FROM delivery_recipients WHERE delivery = ?", (delivery,))
-    conn.execute(
-        "UPDATE deliveries SET content_hash = ?, forced = ? WHERE id = ?", (fingerprint, int(forced), delivery)
     )
 
 
@@ -192,7 +199,7 @@ def approve(
 def cancel(conn: sqlite3.Connection, delivery: int) -> None:
     """Cancel a delivery that has not started, or an untouched one (see ``untouched``)."""
     conn.execute("UPDATE deliveries SET status = 'cancelled' WHERE id = ? AND status IN ('scheduled', 'blocked',"
-                 " 'running')", (delivery,))  # fmt: skip
+                 " 'starting', 'running')", (delivery,))  # fmt: skip
 
 
 # --- running ----------------------------------------------------------------------------------------

@@ -107,7 +107,7 @@ def cancel(settings: Settings, ref: str | None) -> Scheduled:
     issue = issue_name(settings, ref)
     with delivery.issue_lock(settings, issue), database(settings.database) as conn, conn:
         row = journal.active(conn, issue)
-        untouched = row is not None and row.status == "running" and journal.untouched(conn, row.id)
+        untouched = row is not None and row.status in ("starting", "running") and journal.untouched(conn, row.id)
         if row is None or (row.status not in ("scheduled", "blocked") and not untouched):
             state = "not scheduled" if row is None else f"{row.status} (messages have gone out)"
             raise ScheduleError(f"{issue} is {state}; only a delivery that has not sent anything can be cancelled.")

@@ -170,7 +170,7 @@ MIGRATIONS: tuple[str, ...] = (
         issue TEXT NOT NULL,
         segment TEXT NOT NULL DEFAULT '',
         content_hash TEXT NOT NULL,
-        status TEXT NOT NULL CHECK (status IN ('scheduled', 'blocked', 'running', 'done', 'cancelled')),
+        status TEXT NOT NULL CHECK (status IN ('scheduled', 'blocked', 'starting', 'running', 'done', 'cancelled')),
         scheduled_at TEXT,
         created_at TEXT NOT NULL,
         started_at TEXT,

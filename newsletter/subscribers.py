@@ -14,10 +14,12 @@ import hmac
 import io
 import json
 import os
+import queue
 import re
 import shlex
 import sqlite3
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass
 from functools import lru_cache
@@ -32,7 +34,7 @@ from .emissions import Member
 from .errors import BusyError, NewsletterError, SubscriberError
 from .locks import hold
 from .sheets import csv_rows
-from .store import give_way, recall, urgent
+from .store import busy, connect, give_way, recall, urgent
 from .transport import SMTPUTF8_SEEN, check_address
 
 STATUSES = ("pending", "confirmed", "unsubscribed", "bounced", "blocked")
@@ -415,15 +417,16 @@ def _pending_file(database: Path) -> Path:
     return database.with_name(database.name + ".unsubscribes")
 
 
-def record_unsubscribe(database: Path, subscriber_id: int) -> None:
-    """Keep an unsubscribe durably beside ``database`` (one fsynced line) to be applied later."""
+def record_unsubscribe(database: Path, *subscriber_ids: int) -> None:
+    """Keep unsubscribes durably beside ``database`` (a line each, fsynced once) to be applied later."""
     path = _pending_file(database)
-    line = json.dumps({"subscriber": subscriber_id, "at": timestamp(now())}) + "\n"
+    moment = timestamp(now())
+    lines = "".join(json.dumps({"subscriber": i, "at": moment}) + "\n" for i in subscriber_ids)
     with hold(database.parent, f"{database.name}-unsubscribes", wait=True):
         new = not path.exists()
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
-            os.write(fd, line.encode("ascii"))
+            os.write(fd, lines.encode("ascii"))
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -433,6 +436,72 @@ def record_unsubscribe(database: Path, subscriber_id: int) -> None:
                 os.fsync(folder)
             finally:
                 os.close(folder)
+
+
+class Unsubscriber:
+    """One-click unsubscribes for a server: each caller returns only when its own is durable,
+    while one writer thread commits all that are waiting together, with one synced write (a
+    group commit): a burst of thousands costs a few hundred commits, not thousands. When the
+    database stays busy for ``wait`` seconds, the batch goes to the file beside it instead."""
+
+    def __init__(self, database: Path, wait: float, batch: int = 1000) -> None:
+        self.database, self.wait, self.batch = database, wait, batch
+        self.queue: queue.SimpleQueue[tuple[int, threading.Event, list]] = queue.SimpleQueue()
+        self.thread: threading.Thread | None = None
+        self.lock = threading.Lock()
+
+    def unsubscribe(self, subscriber_id: int) -> None:
+        """Unsubscribe, durably, before returning; OSError if neither the database nor the file took it."""
+        done, outcome = threading.Event(), []
+        with self.lock:
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(target=self._run, name="unsubscribes", daemon=True)
+                self.thread.start()
+        self.queue.put((subscriber_id, done, outcome))
+        done.wait()
+        if outcome and outcome[0] is not None:
+            raise outcome[0]
+
+    def _run(self) -> None:
+        conn: sqlite3.Connection | None = None
+        while True:
+            waiting = [self.queue.get()]
+            while len(waiting) < self.batch:
+                try:
+                    waiting.append(self.queue.get_nowait())
+                except queue.Empty:
+                    break
+            ids = [item[0] for item in waiting]
+            error: BaseException | None = None
+            try:
+                with urgent(self.database):
+                    if conn is None:
+                        conn = connect(self.database, timeout=self.wait)
+                        conn.execute("PRAGMA synchronous=FULL")  # durable when answered, power cut included
+                    moment = timestamp(now())
+                    with conn:
+                        conn.executemany(
+                            "UPDATE subscribers SET status = 'unsubscribed', unsubscribed_at = ?, updated_at = ?"
+                            " WHERE id = ? AND status IN ('pending', 'confirmed')",
+                            [(moment, moment, i) for i in ids],
+                        )
+                apply_pending_unsubscribes(conn)  # the database is free now: those kept aside go in too
+            except (sqlite3.Error, NewsletterError) as exc:
+                if conn is not None:
+                    conn.close()
+                    conn = None
+                if busy(exc) or busy(exc.__cause__ or exc):
+                    try:
+                        record_unsubscribe(self.database, *ids)
+                    except OSError as failed:
+                        error = failed
+                else:
+                    error = exc
+            except Exception as exc:  # answered with the error, never left waiting
+                error = exc
+            for _, done, outcome in waiting:
+                outcome.append(error)
+                done.set()
 
 
 def apply_pending_unsubscribes(conn: sqlite3.Connection) -> int:
@@ -861,9 +930,7 @@ def parse_segment(text: str | None, settings: Settings, members: tuple[Member, .
     return Segment(**fields)
 
 
-def audience(conn: sqlite3.Connection, segment: Segment) -> list[Subscriber]:
-    """The subscribers a segment selects, by address (the list settled first: see ``settle``)."""
-    settle(conn)
+def _selection(segment: Segment) -> tuple[str, list[str]]:
     where, params = [f"status IN ({','.join('?' * len(segment.statuses))})"], list(segment.statuses)
     if segment.municipalities:
         where.append(f"municipality IN ({','.join('?' * len(segment.municipalities))})")
@@ -871,11 +938,31 @@ def audience(conn: sqlite3.Connection, segment: Segment) -> list[Subscriber]:
     if segment.languages:
         where.append(f"language IN ({','.join('?' * len(segment.languages))})")
         params += segment.languages
-    rows = conn.execute(f"SELECT * FROM subscribers WHERE {' AND '.join(where)} ORDER BY email", params)
+    return " AND ".join(where), params
+
+
+def audience(conn: sqlite3.Connection, segment: Segment) -> list[Subscriber]:
+    """The subscribers a segment selects, by address (the list settled first: see ``settle``)."""
+    settle(conn)
+    where, params = _selection(segment)
+    rows = conn.execute(f"SELECT * FROM subscribers WHERE {where} ORDER BY email", params)
     found = [_subscriber(r) for r in rows]
     if segment.topics:
         found = [s for s in found if set(s.topics) & set(segment.topics)]
     return found
+
+
+def recipients(conn: sqlite3.Connection, segment: Segment) -> list[tuple[int, str]]:
+    """(id, address) of the subscribers a segment selects: what a delivery records, lighter
+    than ``audience`` for a large list. Settles the list first."""
+    settle(conn)
+    where, params = _selection(segment)
+    wanted = set(segment.topics)
+    return [
+        (row[0], row[1])
+        for row in conn.execute(f"SELECT id, email, topics FROM subscribers WHERE {where} ORDER BY email", params)
+        if not wanted or wanted & set(row[2].split(","))
+    ]
 
 
 # --- tokens --------------------------------------------------------------------------------------

@@ -41,11 +41,11 @@ from .errors import NewsletterError, StoreError, SubscriberError
 from .i18n import load_strings
 from .message import confirmation_message
 from .render import template_folders, web_environment
-from .store import busy, connect, note, remember, urgent
+from .store import connect, note, remember, urgent
 from .subscribers import (
     SignupRequest,
     Subscriber,
-    apply_pending_unsubscribes,
+    Unsubscriber,
     deliverable,
     get_by_id,
     make_confirm_token,
@@ -53,10 +53,8 @@ from .subscribers import (
     normalize_email,
     read_confirm_token,
     read_token,
-    record_unsubscribe,
     request_signup,
     resolve_topics,
-    set_status,
 )
 from .subscribers import confirm as confirm_signup
 from .transport import SMTPUTF8_SEEN, Connection, smtputf8_fact
@@ -236,6 +234,16 @@ def create_app(settings: Settings, *, rate_limit: tuple[int, float] = (5, 600.0)
     def db():
         return connect(settings.database)
 
+    unsubscriber = Unsubscriber(settings.database, UNSUBSCRIBE_WAIT)
+    reading = threading.local()
+
+    def reader() -> sqlite3.Connection:
+        """This thread's connection for reading (a server thread answers many requests)."""
+        conn = getattr(reading, "conn", None)
+        if conn is None:
+            conn = reading.conn = connect(settings.database)
+        return conn
+
     async def signup(request: Request) -> Response:
         lang = _lang(request)
         form_values = {"email": "", "name": "", "municipality": "", "topics": [], "language": lang}
@@ -329,11 +337,7 @@ def create_app(settings: Settings, *, rate_limit: tuple[int, float] = (5, 600.0)
 
     def _person(token: str, purpose: str):
         subscriber_id = read_token(settings, token, purpose)
-        conn = db()
-        try:
-            person = get_by_id(conn, subscriber_id)
-        finally:
-            conn.close()
+        person = get_by_id(reader(), subscriber_id)
         if person is None:
             raise SubscriberError("the subscriber no longer exists.")
         return person
@@ -458,25 +462,8 @@ def create_app(settings: Settings, *, rate_limit: tuple[int, float] = (5, 600.0)
         return site.message(request, lang, "web_unsubscribed_title", site.strings[lang]["web_unsubscribed"])
 
     def _leave(subscriber_id: int) -> None:
-        """Unsubscribe durably before the answer: in the database (every commit synced to disk),
-        or, when it is busy past a short wait, in the file beside it that the next reader applies."""
-        try:
-            with urgent(settings.database):
-                conn = connect(settings.database, timeout=UNSUBSCRIBE_WAIT)
-                try:
-                    conn.execute("PRAGMA synchronous=FULL")
-                    set_status(conn, subscriber_id, "unsubscribed")
-                finally:
-                    conn.close()
-            conn = connect(settings.database, timeout=UNSUBSCRIBE_WAIT)
-            try:
-                apply_pending_unsubscribes(conn)  # the database is free now: earlier ones kept aside go in too
-            finally:
-                conn.close()
-        except (sqlite3.OperationalError, StoreError) as exc:
-            if not busy(exc) and not busy(exc.__cause__ or exc):
-                raise
-            record_unsubscribe(settings.database, subscriber_id)
+        """Unsubscribe durably before the answer (see subscribers.Unsubscriber)."""
+        unsubscriber.unsubscribe(subscriber_id)
 
     def ping() -> None:
         conn = db()

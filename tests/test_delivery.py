@@ -649,3 +649,32 @@ def test_direction_overrides_are_taken_out_of_names(project):
     from newsletter.compose import clean_name
 
     assert clean_name("Kari\u202eeksnaB\u202c Nordmann\u2066") == "Kari eksnaB Nordmann"
+
+
+def test_a_start_cut_short_while_recording_recipients_starts_again(run, project, sink, monkeypatch):
+    """Recipients are recorded in short steps while the delivery is 'starting'; a start killed
+    halfway has sent nothing, and the next send records everyone anew and sends once each."""
+    import newsletter.delivery as delivery_module
+    from newsletter import journal as journal_module
+
+    monkeypatch.setattr(delivery_module, "RECORD_BATCH", 2)
+    subscribe(*(f"p{n}@example.no" for n in range(7)))
+    calls = []
+    real = journal_module.add_recipients
+
+    def cut_short(conn, delivery, people):  # fault injection: the process dies after the second step
+        calls.append(len(people))
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        real(conn, delivery, people)
+
+    monkeypatch.setattr(journal_module, "add_recipients", cut_short)
+    with pytest.raises(KeyboardInterrupt):
+        delivery.send(load_settings(), delivery.plan(load_settings()))
+    assert rows(project, "SELECT status FROM deliveries") == [("starting",)]
+    assert rows(project, "SELECT COUNT(*) FROM delivery_recipients") == [(4,)] and sink.messages == []
+    assert "its start was cut short" in run("status").stdout
+    monkeypatch.setattr(journal_module, "add_recipients", real)
+    result = run("send", "--yes")
+    assert result.exit_code == 0, result.output
+    assert sink.rcpt_tos() == sorted(f"p{n}@example.no" for n in range(7))

@@ -83,14 +83,14 @@ def test_resume_after_a_crash_sends_to_everyone_and_reports_uncertain(run, proje
     settings = load_settings()
     from newsletter import journal
     from newsletter.build import prepare
-    from newsletter.subscribers import audience, parse_segment
+    from newsletter.subscribers import parse_segment, recipients
 
     prepared = prepare(settings)
     with database(settings.database) as conn:
         with conn:
             delivery = journal.create(conn, SAMPLE_ISSUE, "", prepared.fingerprint)
-            people = audience(conn, parse_segment(None, settings, ()))
-            journal.start(conn, delivery, ((p.id, p.email) for p in people), f"smtp 127.0.0.1:{settings.smtp_port}")
+            journal.add_recipients(conn, delivery, recipients(conn, parse_segment(None, settings, ())))
+            journal.start(conn, delivery, f"smtp 127.0.0.1:{settings.smtp_port}")
         # The crash: two messages were marked as leaving, one was recorded as sent.
         conn.execute("UPDATE delivery_recipients SET status = 'sending' WHERE subscriber IN (?, ?)", (ids[0], ids[1]))
         conn.execute("UPDATE delivery_recipients SET status = 'sent' WHERE subscriber = ?", (ids[2],))
