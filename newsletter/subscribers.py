@@ -453,11 +453,11 @@ class Unsubscriber:
     def unsubscribe(self, subscriber_id: int) -> None:
         """Unsubscribe, durably, before returning; OSError if neither the database nor the file took it."""
         done, outcome = threading.Event(), []
-        with self.lock:
+        self.queue.put((subscriber_id, done, outcome))
+        with self.lock:  # the writer ends when idle; started again when needed
             if self.thread is None or not self.thread.is_alive():
                 self.thread = threading.Thread(target=self._run, name="unsubscribes", daemon=True)
                 self.thread.start()
-        self.queue.put((subscriber_id, done, outcome))
         done.wait()
         if outcome and outcome[0] is not None:
             raise outcome[0]
@@ -465,7 +465,16 @@ class Unsubscriber:
     def _run(self) -> None:
         conn: sqlite3.Connection | None = None
         while True:
-            waiting = [self.queue.get()]
+            try:
+                waiting = [self.queue.get(timeout=5)]
+            except queue.Empty:
+                with self.lock:
+                    if self.queue.empty():  # nobody waiting: end (a new caller starts a new writer)
+                        self.thread = None
+                        if conn is not None:
+                            conn.close()
+                        return
+                continue
             while len(waiting) < self.batch:
                 try:
                     waiting.append(self.queue.get_nowait())
