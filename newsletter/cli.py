@@ -577,10 +577,11 @@ def subscribers_show(state: State, email: str) -> None:
     import json
     from dataclasses import asdict
 
-    from .subscribers import get, normalize_email
+    from .subscribers import get, normalize_email, settle
 
     settings = state.settings()
     with database(settings.database) as conn:
+        settle(conn)  # an unsubscribe kept aside while the database was busy shows too
         person = get(conn, email)
     if person is None:
         raise click.ClickException(f"{normalize_email(email)} is not on the list (nothing is stored about it).")
@@ -592,6 +593,8 @@ def subscribers_show(state: State, email: str) -> None:
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535), help="Port to listen on.")
 @click.option(
     "--trusted-proxies",
+    "--forwarded-allow-ips",  # its name before 0.2; kept so that existing service files still start
+    "trusted_proxies",
     metavar="ADDRESSES",
     help="Reverse proxies (addresses or networks, space-separated) whose X-Forwarded-For/-Proto are trusted "
     "(default: web.trusted_proxies; none: the client's own address counts).",

@@ -204,7 +204,7 @@ def _no_aliases(path: Path, raw: str) -> None:
     if "*" not in raw and "&" not in raw:
         return
     try:
-        for token in yaml.scan(raw, Loader=yaml.SafeLoader):
+        for token in yaml.scan(raw, Loader=_YAML_LOADER):  # the parser that loads it, not another one
             if isinstance(token, yaml.AliasToken | yaml.AnchorToken):
                 kind = "an alias (*name)" if isinstance(token, yaml.AliasToken) else "an anchor (&name)"
                 raise ContentError(

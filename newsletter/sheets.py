@@ -31,6 +31,7 @@ DOC_RELS = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships
 BLOCK = 8 << 20
 MAX_PART = 1 << 30  # a sheet's XML: the national file is about a quarter of this
 MAX_STRINGS = 64 << 20  # the shared strings (names, sectors): a few hundred KB in real files
+MAX_META = 16 << 20  # any other part (workbook.xml, relationships, styles): a few KB in real files
 MAX_ROW = 16 << 20  # one row of XML
 MAX_RATIO = 200  # XML packs 10-30 times; a part packed far more than this is a bomb
 _RATIO_FROM = 32 << 20  # small parts may pack as well as they like
@@ -48,7 +49,13 @@ def check_archive(path: Path, archive: zipfile.ZipFile | None = None) -> None:
     except (zipfile.BadZipFile, OSError):
         return  # not a zip: the reader says what is wrong with it
     for info in infos:
-        limit = MAX_STRINGS if info.filename.endswith("sharedStrings.xml") else MAX_PART
+        name = info.filename.lower()
+        if name.startswith("xl/worksheets/") and not name.startswith("xl/worksheets/_rels/"):
+            limit = MAX_PART
+        elif name.endswith("sharedstrings.xml"):  # calamine finds it whatever its case
+            limit = MAX_STRINGS
+        else:
+            limit = MAX_META
         if info.file_size > limit:
             raise UnsafeFile(
                 f"{path}: its part {info.filename} unpacks to {_size(info.file_size)}, more than the {_size(limit)} "
@@ -169,19 +176,26 @@ def csv_rows(path: Path, what: str = "CSV") -> Iterator[tuple[int, list[str]]]:
     except OSError as exc:
         raise UnsafeFile(f"{path}: cannot be read ({exc.strerror}).") from exc
     with handle:
-        number = 0
+        number, start = 0, 1
+        row_bytes = 0  # of the row being read: a quoted field may carry one row over many lines
 
         def lines() -> Iterator[str]:
-            nonlocal number
+            nonlocal number, row_bytes
             while True:
                 raw = handle.readline(MAX_LINE + 1)
                 if not raw:
                     return
                 number += 1
+                row_bytes += len(raw)
                 if len(raw) > MAX_LINE:
                     raise UnsafeFile(
                         f"{path}:{number}: the line is longer than {_size(MAX_LINE)}; this is not a {what} file "
                         "with one row per line: check the file."
+                    )
+                if row_bytes > MAX_LINE:
+                    raise UnsafeFile(
+                        f"{path}:{start}: the row goes on for more than {_size(MAX_LINE)} (a quote that is never "
+                        "closed?); check the file."
                     )
                 try:
                     text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
@@ -200,14 +214,14 @@ def csv_rows(path: Path, what: str = "CSV") -> Iterator[tuple[int, list[str]]]:
             yield first
             yield from source
 
+        csv.field_size_limit(MAX_LINE)  # a cell is cut off by the row's own limit below, with its line
         reader = csv.reader(again(), delimiter=delimiter)
-        start = 1
         try:
             for row in reader:
                 yield start, row
-                start = number + 1
+                start, row_bytes = number + 1, 0
         except csv.Error as exc:
-            raise UnsafeFile(f"{path}:{number}: not a readable {what} row ({exc}); check the file.") from exc
+            raise UnsafeFile(f"{path}:{start}: not a readable {what} row ({exc}); check the file.") from exc
 
 
 def _unescape(text: str) -> str:

@@ -207,6 +207,7 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE imports (
         id INTEGER PRIMARY KEY,
         source TEXT NOT NULL,
+        lock TEXT NOT NULL,
         started_at TEXT NOT NULL,
         state TEXT NOT NULL CHECK (state IN ('applying', 'done', 'undone'))
     );

@@ -16,11 +16,14 @@ import json
 import os
 import queue
 import re
+import secrets
 import shlex
 import sqlite3
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -290,6 +293,18 @@ def _upsert(
 SIGNUP_SOURCE = "signup form (web)"
 
 
+@contextmanager
+def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
+    """A transaction that takes the write lock at once (what it reads cannot change before it writes)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
 @dataclass(frozen=True)
 class SignupRequest:
     """What a signup asks for: who, and the details they gave (kept in the confirmation link,
@@ -317,7 +332,8 @@ def request_signup(
     moment = timestamp(now())
     details = {"name": name, "municipality": municipality, "language": language or settings.language,
                "topics": list(topics)}  # fmt: skip
-    with conn:
+    apply_pending_unsubscribes(conn)  # someone who left while the database was busy has left
+    with _immediate(conn):  # the look and the change together: two signups at once make one row
         person = get(conn, email)
         if person is None:  # also an address that was forgotten: the person asks again
             _, person = upsert(conn, settings, email, name=name, municipality=municipality, language=language,
@@ -339,7 +355,8 @@ def confirm(conn: sqlite3.Connection, settings: Settings, request: SignupRequest
     returning subscriber's consent is renewed), and a former 'forget' no longer applies. None if
     the subscriber is gone or blocked. Commits."""
     moment = timestamp(now())
-    with conn:
+    apply_pending_unsubscribes(conn)  # an unsubscribe kept aside is older than this confirmation
+    with _immediate(conn):
         person = get_by_id(conn, request.subscriber)
         if person is None or person.status == "blocked":
             return None
@@ -458,7 +475,8 @@ class Unsubscriber:
             if self.thread is None or not self.thread.is_alive():
                 self.thread = threading.Thread(target=self._run, name="unsubscribes", daemon=True)
                 self.thread.start()
-        done.wait()
+        if not done.wait(timeout=60):
+            raise OSError("the unsubscribe was not written within a minute")
         if outcome and outcome[0] is not None:
             raise outcome[0]
 
@@ -483,67 +501,85 @@ class Unsubscriber:
             ids = [item[0] for item in waiting]
             error: BaseException | None = None
             try:
-                with urgent(self.database):
-                    if conn is None:
-                        conn = connect(self.database, timeout=self.wait)
-                        conn.execute("PRAGMA synchronous=FULL")  # durable when answered, power cut included
-                    moment = timestamp(now())
-                    with conn:
-                        conn.executemany(
-                            "UPDATE subscribers SET status = 'unsubscribed', unsubscribed_at = ?, updated_at = ?"
-                            " WHERE id = ? AND status IN ('pending', 'confirmed')",
-                            [(moment, moment, i) for i in ids],
-                        )
-                apply_pending_unsubscribes(conn)  # the database is free now: those kept aside go in too
-            except (sqlite3.Error, NewsletterError) as exc:
-                if conn is not None:
-                    conn.close()
-                    conn = None
-                if busy(exc) or busy(exc.__cause__ or exc):
-                    try:
-                        record_unsubscribe(self.database, *ids)
-                    except OSError as failed:
-                        error = failed
-                else:
-                    error = exc
-            except Exception as exc:  # answered with the error, never left waiting
-                error = exc
-            for _, done, outcome in waiting:
-                outcome.append(error)
-                done.set()
+                conn, error = self._write(conn, ids)
+            except BaseException as exc:  # whatever happens, every caller gets an answer
+                error = exc if isinstance(exc, Exception) else OSError(f"the unsubscribe writer stopped ({exc!r})")
+                conn = None
+            finally:
+                for _, done, outcome in waiting:
+                    outcome.append(error)
+                    done.set()
+
+    def _write(
+        self, conn: sqlite3.Connection | None, ids: list[int]
+    ) -> tuple[sqlite3.Connection | None, BaseException | None]:
+        """Commit the unsubscribes, or keep them in the file when the database stays busy:
+        (the connection to go on with, the error to answer with, if any)."""
+        try:
+            with urgent(self.database):
+                if conn is None:
+                    conn = connect(self.database, timeout=self.wait)
+                    conn.execute("PRAGMA synchronous=FULL")  # durable when answered, power cut included
+                moment = timestamp(now())
+                with conn:
+                    conn.executemany(
+                        "UPDATE subscribers SET status = 'unsubscribed', unsubscribed_at = ?, updated_at = ?"
+                        " WHERE id = ? AND status IN ('pending', 'confirmed')",
+                        [(moment, moment, i) for i in ids],
+                    )
+            apply_pending_unsubscribes(conn)  # the database is free now: those kept aside go in too
+            return conn, None
+        except (sqlite3.Error, NewsletterError) as exc:
+            if conn is not None:
+                conn.close()
+            if not (busy(exc) or busy(exc.__cause__ or exc)):
+                return None, exc
+            try:
+                record_unsubscribe(self.database, *ids)
+            except Exception as failed:  # neither took it: the callers are told, nothing pretends
+                return None, failed
+            return None, None
 
 
 def apply_pending_unsubscribes(conn: sqlite3.Connection) -> int:
     """Apply the unsubscribes kept beside the database (see ``record_unsubscribe``); how many.
-    One stat when there are none; nothing inside a transaction (the caller's would be cut in two)."""
+    One stat when there are none; nothing inside a transaction (the caller's would be cut in
+    two). The commit is synced before the file is removed (a power cut loses neither), and a
+    line older than the subscriber's latest confirmation is not applied (they came back)."""
     if conn.in_transaction:
         return 0
-    database = Path(conn.execute("PRAGMA database_list").fetchone()[2] or ".")
+    database = _database_file(conn)
     path = _pending_file(database)
-    taken = sorted(database.parent.glob(f"{path.name}.applying-*"))  # left by an apply that was killed
-    if not path.exists() and not taken:
+    if not path.exists() and not any(database.parent.glob(f"{path.name}.applying-*")):
         return 0
-    with hold(database.parent, f"{database.name}-unsubscribes", wait=True):
-        if path.exists():
-            moved = path.with_name(f"{path.name}.applying-{os.getpid()}-{time.time_ns()}")
-            os.replace(path, moved)  # new unsubscribes start a new file meanwhile
-            taken.append(moved)
     applied = 0
-    for file in taken:
-        entries = []
-        for line in file.read_text(encoding="ascii", errors="replace").splitlines():
+    with hold(database.parent, f"{database.name}-unsubscribes", wait=True):  # one applier at a time
+        if path.exists():
+            os.replace(path, path.with_name(f"{path.name}.applying-{os.getpid()}-{time.time_ns()}"))
+        for file in sorted(database.parent.glob(f"{path.name}.applying-*")):  # also one a killed applier left
             try:
-                entry = json.loads(line)
-                entries.append((str(entry["at"]), str(entry["at"]), int(entry["subscriber"])))
-            except (ValueError, KeyError, TypeError):
-                continue  # a line cut short by a crash while writing it: its request was never answered
-        with conn:
-            applied += conn.executemany(
-                "UPDATE subscribers SET status = 'unsubscribed', unsubscribed_at = ?, updated_at = ?"
-                " WHERE id = ? AND status IN ('pending', 'confirmed')",
-                entries,
-            ).rowcount
-        file.unlink(missing_ok=True)
+                text = file.read_text(encoding="ascii", errors="replace")
+            except FileNotFoundError:
+                continue
+            entries = []
+            for line in text.splitlines():
+                try:
+                    entry = json.loads(line)
+                    entries.append((str(entry["at"]), str(entry["at"]), int(entry["subscriber"]), str(entry["at"])))
+                except (ValueError, KeyError, TypeError):
+                    continue  # a line cut short by a crash while writing it: its request was never answered
+            synchronous = conn.execute("PRAGMA synchronous").fetchone()[0]
+            conn.execute("PRAGMA synchronous=FULL")
+            try:
+                with conn:
+                    applied += conn.executemany(
+                        "UPDATE subscribers SET status = 'unsubscribed', unsubscribed_at = ?, updated_at = ?"
+                        " WHERE id = ? AND status IN ('pending', 'confirmed') AND COALESCE(confirmed_at, '') <= ?",
+                        entries,
+                    ).rowcount
+            finally:
+                conn.execute(f"PRAGMA synchronous={int(synchronous)}")
+            file.unlink(missing_ok=True)
     return applied
 
 
@@ -721,11 +757,13 @@ def _apply_staged(
     database = _database_file(conn)
     counts = {"added": 0, "updated": 0, "unchanged": 0}
     late = 0
-    with conn:
-        job = conn.execute(
-            "INSERT INTO imports (source, started_at, state) VALUES (?, ?, 'applying')", (source, timestamp(now()))
-        ).lastrowid
-    with hold(database.parent, f"{database.name}-import-{job}"):  # held while alive: a dead one is undone
+    lock = f"{database.name}-import-{secrets.token_hex(8)}"
+    with hold(database.parent, lock):  # held from before the import is seen until it ends: a dead one is undone
+        with conn:
+            job = conn.execute(
+                "INSERT INTO imports (source, lock, started_at, state) VALUES (?, ?, ?, 'applying')",
+                (source, lock, timestamp(now())),
+            ).lastrowid
         rows = stage.execute("SELECT * FROM rows ORDER BY line")
         try:
             while batch := rows.fetchmany(IMPORT_BATCH):
@@ -809,9 +847,9 @@ def _undo_import(conn: sqlite3.Connection, job: int) -> None:
 def importing(conn: sqlite3.Connection) -> bool:
     """Whether an import is being applied right now by a running process."""
     database = _database_file(conn)
-    for (job,) in conn.execute("SELECT id FROM imports WHERE state = 'applying'").fetchall():
+    for (lock,) in conn.execute("SELECT lock FROM imports WHERE state = 'applying'").fetchall():
         try:
-            with hold(database.parent, f"{database.name}-import-{job}"):
+            with hold(database.parent, lock):
                 pass
         except BusyError:
             return True
@@ -825,9 +863,10 @@ def settle(conn: sqlite3.Connection) -> None:
         return
     if conn.execute("SELECT 1 FROM imports WHERE state = 'applying' LIMIT 1").fetchone():
         database = _database_file(conn)
-        for (job,) in conn.execute("SELECT id FROM imports WHERE state = 'applying'").fetchall():
+        # Newest first: a row two killed imports changed goes back to what it was before both.
+        for job, lock in conn.execute("SELECT id, lock FROM imports WHERE state = 'applying' ORDER BY id DESC"):
             try:
-                with hold(database.parent, f"{database.name}-import-{job}"):
+                with hold(database.parent, lock):
                     _undo_import(conn, job)  # its process is gone: back to the list as it was
             except BusyError:
                 continue  # still at work

@@ -25,7 +25,6 @@ import jinja2
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
@@ -212,7 +211,7 @@ def _client(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def create_app(settings: Settings, *, rate_limit: tuple[int, float] = (5, 600.0)) -> Starlette:
+def create_app(settings: Settings, *, rate_limit: tuple[int, float] = (5, 600.0)) -> Any:
     """The ASGI app for the public pages. Refuses to start without the key the links in sent mail
     were signed with, and without a transport for the confirmation emails."""
     keys.check(settings)  # also creates and migrates the database before the first request
@@ -482,7 +481,7 @@ def create_app(settings: Settings, *, rate_limit: tuple[int, float] = (5, 600.0)
     async def home(request: Request) -> Response:
         return RedirectResponse("/signup", status_code=307)
 
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/", home),
             Route("/signup", signup, methods=["GET", "POST"]),
@@ -498,8 +497,8 @@ def create_app(settings: Settings, *, rate_limit: tuple[int, float] = (5, 600.0)
                 ),
             ),
         ],
-        middleware=[Middleware(SecurityHeaders)],
     )
+    return SecurityHeaders(app)  # outermost: error pages (500) carry the headers too
 
 
 class SecurityHeaders:

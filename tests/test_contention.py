@@ -194,3 +194,63 @@ def test_a_send_waits_for_an_import_being_applied(keyed, run, tmp_path):
     finally:
         process.communicate(timeout=120)
     assert rows(keyed, "SELECT COUNT(*) FROM deliveries") == [(0,)]
+
+
+def test_an_unsubscribe_is_answered_whatever_fails_behind_it(keyed, monkeypatch):
+    """Neither the database (busy) nor the file beside it (a failure) takes it: the caller is told
+    at once, never left waiting, and the next one works again."""
+    import newsletter.subscribers as subscribers_module
+    from newsletter.errors import ProjectError
+    from newsletter.subscribers import Unsubscriber
+
+    (kari,) = subscribe("kari@example.no")
+    settings = load_settings()
+    writer = Unsubscriber(settings.database, wait=0.3)
+
+    def failing(*args):  # fault injection: no file can be written either
+        raise ProjectError("the lock folder cannot be made")
+
+    monkeypatch.setattr(subscribers_module, "record_unsubscribe", failing)
+    held = HeldDatabase(keyed / "newsletter.db")
+    try:
+        started = time.monotonic()
+        with pytest.raises(ProjectError):
+            writer.unsubscribe(kari)
+        assert time.monotonic() - started < 10
+    finally:
+        held.release()
+    monkeypatch.undo()
+    writer.unsubscribe(kari)
+    assert rows(keyed, "SELECT status FROM subscribers") == [("unsubscribed",)]
+
+
+def test_an_unsubscribe_kept_aside_does_not_undo_a_later_confirmation(keyed):
+    from newsletter.subscribers import record_unsubscribe, settle
+
+    (kari,) = subscribe("kari@example.no")
+    settings = load_settings()
+    record_unsubscribe(settings.database, kari)  # while the database was busy ...
+    time.sleep(1.1)
+    with database(settings.database) as conn, conn:  # ... then they came back and confirmed again
+        conn.execute("UPDATE subscribers SET confirmed_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now', '+1 second')")
+    with database(settings.database) as conn:
+        settle(conn)
+    assert rows(keyed, "SELECT status FROM subscribers") == [("confirmed",)]
+    assert not (keyed / "newsletter.db.unsubscribes").exists()
+
+
+def test_two_signups_of_one_new_address_at_once_make_one_subscriber(keyed):
+    import concurrent.futures
+
+    with LiveServer(create_app(load_settings(), rate_limit=(100, 600))) as live:
+
+        def sign_up(_: int) -> int:
+            with httpx.Client(base_url=live.url) as client:
+                page = client.get("/signup").text
+                token = page.split('name="csrf" value="')[1].split('"')[0]
+                return client.post("/signup", data={"csrf": token, "email": "ny@example.no"}).status_code
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(sign_up, range(8)))
+    assert answers == [200] * 8
+    assert rows(keyed, "SELECT COUNT(*) FROM subscribers") == [(1,)]

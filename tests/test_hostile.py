@@ -188,3 +188,30 @@ def test_raw_html_passes_an_allowlist_and_check_names_what_went(run, project, is
     html = (project / "build" / SAMPLE_ISSUE / "email.html").read_text(encoding="utf-8")
     assert "alert(" not in html and "<iframe" not in html and "onclick" not in html
     assert '<span style="color:red">ok</span>' in html
+
+
+def test_limits_that_cannot_be_walked_around(project, tmp_path, issue_dir, run):
+    """A quoted field that carries one row over many lines, an alias behind a line that only one
+    YAML scanner stumbles on, shared strings under another case, an oversized workbook.xml."""
+    path = tmp_path / "sitat.csv"
+    path.write_text('e-post,navn\na@example.no,"' + ("x" * 1000 + "\n") * 2000 + '"\n', encoding="utf-8")
+    done, peak, seconds = run_process(project, "subscribers", "import", str(path))
+    assert_refused(done, "sitat.csv:2: the row goes on for more than 1 MB", "a quote that is never closed?")
+    write(issue_dir / "issue.md", "---\ntitle: T\ndate: 2026-12-03\nx: |#\na: &a [1]\nsections: *a\n---\nTekst\n")
+    assert_error(run("build"), "issue.md:5: the front matter uses an anchor (&name)")
+    for name, size in (("xl/SharedStrings.xml", 70), ("xl/workbook.xml", 20)):
+        parts: dict = {"xl/worksheets/sheet1.xml": b"<worksheet><sheetData></sheetData></worksheet>"}
+        if name == "xl/workbook.xml":
+            big = tmp_path / "arbeidsbok.xlsx"
+            with (
+                zipfile.ZipFile(big, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive,
+                archive.open(name, "w", force_zip64=True) as handle,
+            ):
+                for _ in range(size):
+                    handle.write(b"<!-- " + b"Lillestr\xc3\xb8m " * 100_000 + b" -->")
+        else:
+            parts[name] = (b"<si><t>" + b"Lillestr\xc3\xb8m " * 1000 + b"</t></si>", size * 100)
+            big = workbook(tmp_path / "stor.xlsx", parts)
+        done, peak, seconds = run_process(project, "emissions", "import", str(big))
+        assert_refused(done, f"its part {name} unpacks to")
+        assert peak < MEMORY_MB and seconds < SECONDS
