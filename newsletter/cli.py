@@ -456,10 +456,12 @@ def subscribers_add(
 @click.option("--dry-run", is_flag=True, help="Check the file and report, but change nothing.")
 @click.pass_obj
 def subscribers_import(state: State, file: Path, confirmed: bool, dry_run: bool) -> None:
-    """Import subscribers from a CSV file (comma or semicolon, UTF-8).
+    """Import subscribers from a list as Excel saves one: a workbook (.xlsx, its first sheet) or
+    text (CSV UTF-8, CSV (semikolondelt) in Windows-1252, Unicode-tekst in UTF-16; commas,
+    semicolons or tabs). It says how it read the file.
 
-    Columns are matched by name, in any case: email/e-post, name/navn, municipality/kommune,
-    language/språk, topics/tema. Re-importing the same file changes nothing; an import never
+    Columns are matched by name, in any case: email/e-post/epost/e-postadresse, name/navn,
+    municipality/kommune, language/språk, topics/tema/emner. Re-importing the same file changes nothing; an import never
     brings back anyone who unsubscribed or asked to be forgotten. Exits 1 if any row was rejected.
     """
     from .subscribers import import_csv
@@ -467,6 +469,8 @@ def subscribers_import(state: State, file: Path, confirmed: bool, dry_run: bool)
     settings = state.settings()
     with database(settings.database) as conn:
         report = import_csv(conn, settings, _members(settings), file, confirmed=confirmed, dry_run=dry_run)
+    if report.read_as:
+        click.echo(f"Read {file.name} as {report.read_as}.")
     prefix = "Would add" if dry_run else "Added"
     skipped = f", skipped {report.skipped} (unsubscribed, bounced or blocked)" if report.skipped else ""
     click.echo(

@@ -161,7 +161,8 @@ def _rows_csv(path: Path) -> Iterator[tuple[int, list[object]]]:
         yield from csv_rows(path)
     except UnicodeDecodeError as exc:
         raise EmissionsError(
-            f"{path}:{getattr(exc, 'line', 1)}: not UTF-8 text; save the CSV as UTF-8 (Excel: 'CSV UTF-8')."
+            f"{path}:{getattr(exc, 'line', 1)}: not text in an encoding newsletter reads (UTF-8, UTF-16, "
+            "Windows-1252); save the CSV as UTF-8 (Excel: 'CSV UTF-8')."
         ) from None
 
 

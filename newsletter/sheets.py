@@ -16,10 +16,12 @@ memory, before reading on.
 from __future__ import annotations
 
 import html
+import io
 import posixpath
 import re
 import zipfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
@@ -80,9 +82,9 @@ _FULL_ROWS: dict[tuple[int, tuple[int, ...]], re.Pattern[bytes]] = {}
 
 
 class XlsxSheet:
-    """One worksheet of an .xlsx file, located by name, with the workbook's shared strings."""
+    """One worksheet of an .xlsx file, located by name (None: the first), with the workbook's shared strings."""
 
-    def __init__(self, path: Path, name: str) -> None:
+    def __init__(self, path: Path, name: str | None) -> None:
         self.path = path
         try:
             self.zip = zipfile.ZipFile(path)
@@ -93,7 +95,11 @@ class XlsxSheet:
             raise UnsupportedSheet(str(exc)) from exc
         self.sheet_names = [s.get("name", "") for s in workbook.iter(f"{MAIN}sheet")]
         wanted = next(
-            (s for s in workbook.iter(f"{MAIN}sheet") if " ".join(s.get("name", "").split()).lower() == name.lower()),
+            (
+                s
+                for s in workbook.iter(f"{MAIN}sheet")
+                if name is None or " ".join(s.get("name", "").split()).lower() == name.lower()
+            ),
             None,
         )
         self.part: str | None = None
@@ -164,51 +170,102 @@ class XlsxSheet:
 MAX_LINE = 1 << 20  # one line of a CSV file: a subscriber or an emission row is a few hundred bytes
 
 
-def csv_rows(path: Path, what: str = "CSV") -> Iterator[tuple[int, list[str]]]:
-    """(line number, cells) of a UTF-8 CSV file (comma or semicolon, as the first line has more),
-    read line by line: a line longer than MAX_LINE is refused with its number (UnsafeFile), so a
-    file of one gigabyte-long line never fills the memory. A line that is not UTF-8 raises
-    UnicodeDecodeError with its number in the exception's ``line``."""
+ENCODINGS = {"utf-8": "UTF-8", "utf-8-sig": "UTF-8", "utf-16": "UTF-16 (Excel's 'Unicode-tekst')",
+             "cp1252": "Windows-1252 (Excel's 'CSV (semikolondelt)')"}  # fmt: skip
+SEPARATORS = {",": "commas", ";": "semicolons", "\t": "tabs"}
+
+
+@dataclass(frozen=True)
+class TextFormat:
+    """How a text table was written: its encoding and separator (for the report)."""
+
+    encoding: str
+    separator: str
+
+    @property
+    def description(self) -> str:
+        return f"{ENCODINGS.get(self.encoding, self.encoding)} text, separated by {SEPARATORS[self.separator]}"
+
+
+def text_encoding(path: Path) -> str:
+    """The encoding of a text file as Excel and other programs save one: a byte order mark
+    says UTF-8 or UTF-16; else UTF-8 if every byte of the file is valid UTF-8 (read in blocks);
+    else Windows-1252 (Norwegian Excel's 'CSV (semikolondelt)'), checked when it is read."""
+    import codecs
+
+    with path.open("rb") as handle:
+        head = handle.read(4)
+        if head.startswith(codecs.BOM_UTF8):
+            return "utf-8-sig"
+        if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+            return "utf-16"
+        if len(head) >= 4 and head[1] == 0 and head[3] == 0 and head[0] and head[2]:
+            return "utf-16-le"  # UTF-16 without its mark: ASCII letters with a zero byte after each
+        handle.seek(0)
+        decoder = codecs.getincrementaldecoder("utf-8")()
+        try:
+            while block := handle.read(1 << 20):
+                decoder.decode(block)
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            return "cp1252"
+    return "utf-8"
+
+
+def csv_rows(path: Path, what: str = "CSV", found: list[TextFormat] | None = None) -> Iterator[tuple[int, list[str]]]:
+    """(line number, cells) of a text table as Excel and others save one: UTF-8 (with or without
+    a byte order mark), UTF-16 or Windows-1252 (``text_encoding``), separated by commas,
+    semicolons or tabs (whichever the first line has most of). Read line by line: a line or a
+    row longer than MAX_LINE is refused with its number (UnsafeFile), so a file of one
+    gigabyte-long line never fills the memory. Text that is not in the encoding raises
+    UnicodeDecodeError with its line in the exception's ``line``. ``found`` gets the format."""
     import csv
 
     try:
-        handle = path.open("rb")
+        encoding = text_encoding(path)
+        binary = path.open("rb")
     except OSError as exc:
         raise UnsafeFile(f"{path}: cannot be read ({exc.strerror}).") from exc
+    # UTF-16 is read through a text layer (a line end is two bytes); the others line by line as
+    # bytes, so that a byte that is not in the encoding is reported at its own line.
+    wide = encoding.startswith("utf-16")
+    handle = io.TextIOWrapper(binary, encoding=encoding, errors="strict", newline="") if wide else binary
     with handle:
         number, start = 0, 1
-        row_bytes = 0  # of the row being read: a quoted field may carry one row over many lines
+        row_chars = 0  # of the row being read: a quoted field may carry one row over many lines
 
         def lines() -> Iterator[str]:
-            nonlocal number, row_bytes
+            nonlocal number, row_chars
             while True:
-                raw = handle.readline(MAX_LINE + 1)
-                if not raw:
+                try:
+                    raw = handle.readline(MAX_LINE + 1)
+                    text = raw if wide else raw.decode(encoding)
+                except UnicodeDecodeError as exc:
+                    exc.line = number + 1  # type: ignore[attr-defined]
+                    raise
+                if not text:
                     return
                 number += 1
-                row_bytes += len(raw)
-                if len(raw) > MAX_LINE:
+                row_chars += len(text)
+                if len(text) > MAX_LINE:
                     raise UnsafeFile(
                         f"{path}:{number}: the line is longer than {_size(MAX_LINE)}; this is not a {what} file "
                         "with one row per line: check the file."
                     )
-                if row_bytes > MAX_LINE:
+                if row_chars > MAX_LINE:
                     raise UnsafeFile(
                         f"{path}:{start}: the row goes on for more than {_size(MAX_LINE)} (a quote that is never "
                         "closed?); check the file."
                     )
-                try:
-                    text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
-                except UnicodeDecodeError as exc:
-                    exc.line = number  # type: ignore[attr-defined]
-                    raise
-                yield text
+                yield text.removeprefix("\ufeff") if number == 1 else text
 
         source = lines()
         first = next(source, None)
         if first is None:
             return
-        delimiter = ";" if first.count(";") > first.count(",") else ","
+        delimiter = max((";", ",", "\t"), key=lambda mark: (first.count(mark), mark == ","))
+        if found is not None:
+            found.append(TextFormat(encoding, delimiter))
 
         def again() -> Iterator[str]:
             yield first
@@ -219,9 +276,32 @@ def csv_rows(path: Path, what: str = "CSV") -> Iterator[tuple[int, list[str]]]:
         try:
             for row in reader:
                 yield start, row
-                start, row_bytes = number + 1, 0
+                start, row_chars = number + 1, 0
         except csv.Error as exc:
             raise UnsafeFile(f"{path}:{start}: not a readable {what} row ({exc}); check the file.") from exc
+
+
+def sheet_rows(path: Path, name: str | None = None) -> Iterator[tuple[int, list[str]]]:
+    """(row number, cells as text) of a worksheet of an .xlsx workbook (the first one unless
+    ``name``), streamed block by block; numbers that are whole come out without '.0'
+    (municipality 3205, not 3205.0)."""
+    try:
+        sheet = XlsxSheet(path, name)
+    except UnsupportedSheet as exc:
+        raise UnsafeFile(
+            f"{path}: not a workbook this program can read ({exc}); save it as .xlsx again, or as CSV."
+        ) from exc
+    if sheet.part is None:
+        raise UnsafeFile(f"{path}: no sheet named {name!r} (the workbook has: {', '.join(sheet.sheet_names)}).")
+    for block in sheet.blocks():
+        for number, cells in rows(block, sheet.strings):
+            yield number, [_as_text(value) for value in cells]
+
+
+def _as_text(value: object) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def _unescape(text: str) -> str:

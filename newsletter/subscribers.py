@@ -36,7 +36,7 @@ from .config import Settings, find_category
 from .emissions import Member
 from .errors import BusyError, NewsletterError, SubscriberError
 from .locks import hold
-from .sheets import csv_rows
+from .sheets import TextFormat, csv_rows, sheet_rows
 from .store import busy, connect, give_way, recall, urgent
 from .transport import SMTPUTF8_SEEN, check_address
 
@@ -48,7 +48,7 @@ ALIASES = {
     "name": {"name", "navn", "fullt navn", "full name", "fornavn og etternavn"},
     "municipality": {"municipality", "kommune", "kommunenummer", "kommunenr"},
     "language": {"language", "lang", "språk", "sprak", "målform"},
-    "topics": {"topics", "topic", "tema", "temaer", "interesser", "interests"},
+    "topics": {"topics", "topic", "tema", "temaer", "emne", "emner", "interesser", "interests"},
     "status": {"status"},
 }
 
@@ -633,6 +633,7 @@ class ImportReport:
     rejected: tuple[tuple[int, str], ...]
     rejected_count: int
     dry_run: bool
+    read_as: str = ""  # how the file was read: 'Windows-1252 text, separated by semicolons', ...
 
 
 REJECTED_SHOWN = 1000
@@ -653,8 +654,35 @@ def _columns(header: list[str], path: Path) -> dict[str, int]:
     return found
 
 
+def table_rows(path: Path, found: list[str]) -> Iterator[tuple[int, list[str]]]:
+    """(line, cells) of a subscriber list as staff have one: an .xlsx workbook (its first sheet),
+    or a text file as Excel saves one (see sheets.csv_rows). ``found`` gets how it was read."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(8)
+    except OSError as exc:
+        raise SubscriberError(f"{path}: cannot be read ({exc.strerror}).") from exc
+    if head.startswith(b"PK\x03\x04"):  # a workbook, whatever its name says
+        found.append("an Excel workbook (.xlsx), its first sheet")
+        yield from sheet_rows(path)
+        return
+    if head.startswith(b"\xd0\xcf\x11\xe0"):
+        raise SubscriberError(f"{path}: an old Excel workbook (.xls); save it as .xlsx (Excel workbook) or CSV.")
+    formats: list[TextFormat] = []
+    try:
+        for line, cells in csv_rows(path, "subscriber list", formats):
+            if not found:
+                found.append(formats[0].description)
+            yield line, cells
+    except UnicodeDecodeError as exc:
+        raise SubscriberError(
+            f"{path}:{getattr(exc, 'line', 1)}: not text in an encoding newsletter reads (UTF-8, UTF-16, Windows-1252); "
+            "save it from Excel as 'CSV UTF-8' or as a workbook (.xlsx)."
+        ) from None
+
+
 def _stage(
-    settings: Settings, members: tuple[Member, ...], path: Path, stage: sqlite3.Connection
+    settings: Settings, members: tuple[Member, ...], path: Path, stage: sqlite3.Connection, found: list[str]
 ) -> tuple[int, list[tuple[int, str]], int]:
     """Read and check the whole file into ``stage`` (a scratch database) before anything is
     written to the list: (rows skipped by their status column, rejected rows, rejected count)."""
@@ -665,45 +693,40 @@ def _stage(
         " language TEXT, topics TEXT, confirmed INTEGER)"
     )
     columns: dict[str, int] = {}
-    try:
-        for line, row in csv_rows(path, "subscriber list"):
-            if not columns:
-                columns = _columns(row, path)
-                continue
-            if not any(cell.strip() for cell in row):
-                continue
+    for line, row in table_rows(path, found):
+        if not columns:
+            columns = _columns(row, path)
+            continue
+        if not any(cell.strip() for cell in row):
+            continue
 
-            def cell(field: str, row: list[str] = row, columns: dict[str, int] = columns) -> str | None:
-                index = columns.get(field)
-                return row[index] if index is not None and index < len(row) else None
+        def cell(field: str, row: list[str] = row, columns: dict[str, int] = columns) -> str | None:
+            index = columns.get(field)
+            return row[index] if index is not None and index < len(row) else None
 
-            try:
-                email = normalize_email(_unneutralized(cell("email") or ""))
-                row_status = (cell("status") or "").strip().lower()
-                if row_status and row_status not in STATUSES:
-                    raise SubscriberError(f"unknown status {row_status!r}; use one of: {', '.join(STATUSES)}.")
-                if row_status in ("unsubscribed", "bounced", "blocked"):
-                    skipped += 1  # e.g. an export: such rows never (re)subscribe anyone
-                    continue
-                first = stage.execute("SELECT line FROM rows WHERE email = ?", (email,)).fetchone()
-                if first is not None:
-                    raise SubscriberError(f"{email} appears again (first on line {first[0]}).")
-                values = (
-                    _name(_unneutralized(cell("name") or "")),
-                    resolve_municipality(cell("municipality"), members),
-                    _language(cell("language"), settings.language),
-                    ",".join(resolve_topics([cell("topics") or ""], settings)),
-                )
-                stage.execute("INSERT INTO rows VALUES (?, ?, ?, ?, ?, ?, ?)",
-                              (line, email, *values, int(row_status == "confirmed")))  # fmt: skip
-            except SubscriberError as exc:
-                count += 1
-                if len(rejected) < REJECTED_SHOWN:
-                    rejected.append((line, str(exc)))
-    except UnicodeDecodeError as exc:
-        raise SubscriberError(
-            f"{path}:{getattr(exc, 'line', 1)}: not UTF-8 text; save the CSV as UTF-8 (Excel: 'CSV UTF-8')."
-        ) from None
+        try:
+            email = normalize_email(_unneutralized(cell("email") or ""))
+            row_status = (cell("status") or "").strip().lower()
+            if row_status and row_status not in STATUSES:
+                raise SubscriberError(f"unknown status {row_status!r}; use one of: {', '.join(STATUSES)}.")
+            if row_status in ("unsubscribed", "bounced", "blocked"):
+                skipped += 1  # e.g. an export: such rows never (re)subscribe anyone
+                continue
+            first = stage.execute("SELECT line FROM rows WHERE email = ?", (email,)).fetchone()
+            if first is not None:
+                raise SubscriberError(f"{email} appears again (first on line {first[0]}).")
+            values = (
+                _name(_unneutralized(cell("name") or "")),
+                resolve_municipality(cell("municipality"), members),
+                _language(cell("language"), settings.language),
+                ",".join(resolve_topics([cell("topics") or ""], settings)),
+            )
+            stage.execute("INSERT INTO rows VALUES (?, ?, ?, ?, ?, ?, ?)",
+                          (line, email, *values, int(row_status == "confirmed")))  # fmt: skip
+        except SubscriberError as exc:
+            count += 1
+            if len(rejected) < REJECTED_SHOWN:
+                rejected.append((line, str(exc)))
     if not columns:
         raise SubscriberError(f"{path}: the file is empty.")
     return skipped, rejected, count
@@ -732,7 +755,8 @@ def import_csv(
             stage.execute("PRAGMA journal_mode=OFF")
             stage.execute("PRAGMA synchronous=OFF")
             stage.execute("BEGIN")
-            skipped, rejected, rejected_count = _stage(settings, members, path, stage)
+            found: list[str] = []
+            skipped, rejected, rejected_count = _stage(settings, members, path, stage, found)
             stage.execute("COMMIT")
             counts = _apply_staged(conn, settings, stage, source, confirmed, dry_run, rejected)
         finally:
@@ -740,7 +764,7 @@ def import_csv(
     added, updated, unchanged, late = counts
     rejected.sort()
     return ImportReport(added, updated, unchanged, skipped, tuple(rejected[:REJECTED_SHOWN]), rejected_count + late,
-                        dry_run)  # fmt: skip
+                        dry_run, found[0] if found else "")  # fmt: skip
 
 
 def _apply_staged(

@@ -1,0 +1,74 @@
+"""Subscriber lists as Norwegian Excel saves them: every format staff meet, read and reported."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import assert_error, rows
+
+ROWS = [("E-post", "Navn", "Kommune", "Språk", "Emner"),
+        ("kari@example.no", "Kåre Ærlig Østby", "Lillestrøm", "norsk", "klima"),
+        ("ola@example.no", "Ola Nordmann", "3205", "engelsk", "areal, klima")]  # fmt: skip
+
+
+def text(separator: str) -> str:
+    """The rows as Excel writes them: quoted where a cell holds the separator."""
+    import csv
+    import io
+
+    out = io.StringIO()
+    csv.writer(out, delimiter=separator, lineterminator="\r\n").writerows(ROWS)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "read_as"),
+    [
+        ("utf8.csv", text(",").encode("utf-8"), "UTF-8 text, separated by commas"),
+        ("bom.csv", text(";").encode("utf-8-sig"), "UTF-8 text, separated by semicolons"),
+        (
+            "semikolondelt.csv",
+            text(";").encode("cp1252"),
+            "Windows-1252 (Excel's 'CSV (semikolondelt)') text, separated by semicolons",
+        ),
+        ("unicode.txt", text("\t").encode("utf-16"), "UTF-16 (Excel's 'Unicode-tekst') text, separated by tabs"),
+    ],
+)
+def test_text_as_excel_saves_it(run, project, tmp_path, name, data, read_as):
+    path = tmp_path / name
+    path.write_bytes(data)
+    result = run("subscribers", "import", str(path), "--confirmed")
+    assert result.exit_code == 0, result.output
+    assert f"Read {name} as {read_as}." in result.stdout and "Added 2" in result.stdout
+    assert rows(project, "SELECT email, name, municipality, language, topics FROM subscribers ORDER BY email") == [
+        ("kari@example.no", "Kåre Ærlig Østby", "3205", "nb", "klima"),
+        ("ola@example.no", "Ola Nordmann", "3205", "en", "areal,klima"),
+    ]
+
+
+def test_a_workbook(run, project, tmp_path):
+    import xlsxwriter
+
+    path = tmp_path / "liste.xlsx"
+    book = xlsxwriter.Workbook(str(path))
+    sheet = book.add_worksheet("Ark1")
+    for r, row in enumerate(ROWS):
+        for c, value in enumerate(row):
+            sheet.write(r, c, int(value) if value.isdigit() else value)  # Excel keeps 3205 as a number
+    book.close()
+    result = run("subscribers", "import", str(path), "--confirmed")
+    assert result.exit_code == 0, result.output
+    assert "Read liste.xlsx as an Excel workbook (.xlsx), its first sheet." in result.stdout
+    assert rows(project, "SELECT municipality FROM subscribers ORDER BY email") == [("3205",), ("3205",)]
+
+
+def test_a_file_in_no_encoding_it_knows_names_the_line(run, project, tmp_path):
+    path = tmp_path / "rart.csv"
+    path.write_bytes(text(",").encode("utf-8") + b"per@example.no,P\x81r\r\n")  # 0x81: nothing in Windows-1252
+    assert_error(run("subscribers", "import", str(path)), "rart.csv:4: not text in an encoding newsletter reads")
+    assert rows(project, "SELECT COUNT(*) FROM subscribers") == [(0,)]
+
+
+def test_an_old_excel_file_says_what_to_do(run, project, tmp_path):
+    path = tmp_path / "gammel.xls"
+    path.write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\0" * 512)
+    assert_error(run("subscribers", "import", str(path)), "an old Excel workbook (.xls); save it as .xlsx")
