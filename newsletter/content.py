@@ -7,6 +7,7 @@ validated here, before anything is rendered.
 
 from __future__ import annotations
 
+import difflib
 import re
 import struct
 import unicodedata
@@ -132,27 +133,54 @@ def issue_folders(settings: Settings) -> list[Path]:
     return sorted(p for p in root.iterdir() if (p / ISSUE_FILE).is_file())
 
 
+_COPY = re.compile(r"(?:\s*[-–]\s*(?:kopi|copy)(?:\s*\(\d+\))?|\s*\(\d+\)|\s+(?:kopi|copy)(?:\s+\d+)?)$", re.I)
+
+
+def folder_problem(name: str, issue_date: date | None = None) -> str | None:
+    """Why an issue folder's name cannot be an issue's name (None when it can): a copy made by
+    File Explorer or Finder ('... - Kopi', '... (1)'), or a name that would make a bad web
+    address (spaces, capitals, æøå). The message names the rename."""
+    if _COPY.search(name):
+        return (
+            f"'{name}' looks like a copy of another issue's folder (made by File Explorer or Finder); "
+            "delete it, or rename it for an issue of its own, e.g. 2027-02-neste-utgave."
+        )
+    if not ISSUE_NAME.match(name):
+        suggestion = slugify(name)
+        if not re.match(r"^\d{4}-\d{2}-", suggestion):
+            year_month = issue_date.strftime("%Y-%m") if issue_date else "YYYY-MM"
+            suggestion = f"{year_month}-{re.sub(r'-?' + year_month[:4] + '$', '', suggestion) or 'utgave'}"
+        return (
+            f"the folder name '{name}' would make a bad web address (the archive uses it); rename the folder to "
+            f"'{suggestion}' (small letters, digits and hyphens, starting with the year and month)."
+        )
+    return None
+
+
 def find_issue(settings: Settings, ref: str | None = None) -> Path:
-    """The folder of the issue named by ``ref`` (folder name, path or unique part), or the newest."""
+    """The folder of the issue named by ``ref`` (folder name in any case, path or unique part),
+    or the newest. A copy or a badly named folder never becomes the newest issue."""
     folders = issue_folders(settings)
     if ref is None:
-        if not folders:
+        proper = [p for p in folders if folder_problem(p.name) is None]
+        if not proper:
+            hint = f" ({folder_problem(folders[0].name)})" if folders else ""
             raise ProjectError(
-                f"No issues in {display(settings.issues_dir)}: create one with 'newsletter new \"Title\"'."
+                f"No issues in {display(settings.issues_dir)}{hint}: create one with 'newsletter new \"Title\"'."
             )
         # Newest by date; on the same date, the one edited last. A broken issue.md is an
         # error here too: silently building last month's issue instead would mislead.
-        return max(folders, key=lambda p: (_issue_date(p), (p / ISSUE_FILE).stat().st_mtime, p.name))
+        return max(proper, key=lambda p: (_issue_date(p), (p / ISSUE_FILE).stat().st_mtime, p.name))
     candidate = Path(ref)
     if candidate.name == ISSUE_FILE:
         candidate = candidate.parent
     if (candidate / ISSUE_FILE).is_file():
         return candidate.resolve()
-    exact = [p for p in folders if p.name == ref]
-    if exact:
+    exact = [p for p in folders if p.name == ref] or [p for p in folders if p.name.lower() == ref.lower()]
+    if len(exact) == 1:
         return exact[0]
     wanted = {ref.lower(), slugify(ref)}
-    partial = [p for p in folders if any(w in p.name for w in wanted)]
+    partial = [p for p in folders if any(w in p.name.lower() for w in wanted)]
     if len(partial) == 1:
         return partial[0]
     known = ", ".join(p.name for p in sorted(folders, reverse=True)[:8]) or "none yet"
@@ -160,10 +188,27 @@ def find_issue(settings: Settings, ref: str | None = None) -> Path:
         raise ProjectError(
             f"Issue {ref!r} is ambiguous: it matches {', '.join(p.name for p in partial)}; give the whole folder name."
         )
+    guess = did_you_mean(ref, [p.name for p in folders])
     raise ProjectError(
-        f"Unknown issue {ref!r}: no folder of that name in {display(settings.issues_dir)} "
+        f"Unknown issue {ref!r}{guess}: no folder of that name in {display(settings.issues_dir)} "
         f"(known issues: {known}); check the name or create it with 'newsletter new \"Title\"'."
     )
+
+
+def fold(text: str) -> str:
+    """Text to compare loosely: small letters, æøå as ae/o/a, no accents or punctuation."""
+    text = text.lower()
+    for src, dst in (("æ", "ae"), ("ø", "o"), ("å", "a")):
+        text = text.replace(src, dst)
+    text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    return re.sub(r"[^a-z0-9]+", "", text)
+
+
+def did_you_mean(value: str, choices: list[str]) -> str:
+    """'; did you mean 'X'?' for the choice closest to ``value`` (æøå and case aside), or ''."""
+    folded = {fold(choice): choice for choice in choices}
+    close = difflib.get_close_matches(fold(value), list(folded), n=1, cutoff=0.75)
+    return f" (did you mean '{folded[close[0]]}'?)" if close else ""
 
 
 def issue_name(settings: Settings, ref: str | None) -> str:
@@ -242,23 +287,17 @@ def split_front_matter(path: Path) -> tuple[dict[str, Any], str, int]:
             break
     else:
         raise ContentError("the front matter is not closed; add a line with '---' after it.", f"{display(path)}:1")
-    raw = "\n".join(lines[1:end])
     for number, line in enumerate(lines[1:end], 2):
         if line.startswith("\t") or re.match(r"^[\w-]+:\s*\t", line):
             raise ContentError(
                 "the front matter has a tab character; use spaces instead of tabs.", f"{display(path)}:{number}"
             )
+    raw = "\n".join(_straight_quotes(line) for line in lines[1:end])
     _no_aliases(path, raw)
     try:
         meta = yaml.load(raw, Loader=_YAML_LOADER) if raw.strip() else {}
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 2 if mark else None
-        problem = exc.problem or "invalid YAML"
-        raise ContentError(
-            f"bad front matter ({problem}); write 'key: value' lines and put text containing ':' or '#' in quotes.",
-            where(display(path), line),
-        ) from exc
+        raise ContentError(*_yaml_problem(exc, path)) from exc
     except (yaml.YAMLError, ValueError) as exc:
         # e.g. 'date: 2027-02-30', which YAML reads as a date and cannot build: name the line
         # with a date that is not a real day.
@@ -276,6 +315,48 @@ def split_front_matter(path: Path) -> tuple[dict[str, Any], str, int]:
     if not isinstance(meta, dict):
         raise ContentError("the front matter must be 'key: value' lines, not a list or text.", f"{display(path)}:2")
     return meta, "\n".join(lines[end + 1 :]), end + 2
+
+
+_CURLY = {"“": '"', "”": '"', "„": '"', "«": '"', "»": '"', "‘": "'", "’": "'", "‚": "'"}
+_CURLY_VALUE = re.compile(r"^(\s*[\w-]+\s*:\s*)([“”„«‘’‚])(.*)([“”»‘’])\s*$")
+
+
+def _straight_quotes(line: str) -> str:
+    """A value written in typographic quotes (pasted from Word: “Hei: du”) as YAML reads quotes."""
+    match = _CURLY_VALUE.match(line)
+    if not match or _CURLY[match.group(2)] != _CURLY[match.group(4)]:
+        return line
+    inner = match.group(3)
+    if _CURLY[match.group(2)] == '"':
+        return f'{match.group(1)}"{inner.replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"'
+    return f"{match.group(1)}'{inner.replace(chr(39), chr(39) * 2)}'"
+
+
+def _yaml_problem(exc: yaml.MarkedYAMLError, path: Path) -> tuple[str, str]:
+    """(what is wrong in plain words, file:line) for YAML's own error: the line where the mistake
+    is, not where the parser noticed it (an unclosed quote is noticed at the end)."""
+    context, problem = exc.context or "", exc.problem or ""
+    mark = exc.problem_mark or exc.context_mark
+    if "quoted scalar" in context and exc.context_mark is not None:
+        mark = exc.context_mark
+        message = "the quote that starts on this line is never closed; end the text with the same quote mark."
+    elif "flow sequence" in context and exc.context_mark is not None:
+        mark = exc.context_mark
+        message = "the '[' on this line starts a list that is never closed; end it with ']' or remove the '['."
+    elif "flow mapping" in context and exc.context_mark is not None:
+        mark = exc.context_mark
+        message = "the '{' on this line is never closed; end it with '}' or put the whole text in quotes."
+    elif "mapping values are not allowed" in problem:
+        column = f" (column {mark.column + 1})" if mark else ""
+        message = (
+            f"a ':' followed by a space inside text that is not in quotes{column}; put the whole text in quotes: "
+            'title: "Klima: dette skjer".'
+        )
+    elif "could not find expected ':'" in problem or "simple key" in context:
+        message = "a line that is not 'key: value'; write a name, a ':' and the value, or put a long text in quotes."
+    else:
+        message = f"the front matter cannot be read ({problem or 'invalid YAML'}); write 'key: value' lines and put text containing ':' or '#' in quotes."
+    return message, where(display(path), mark.line + 2 if mark else None)
 
 
 def key_lines(path: Path) -> dict[str, int]:
@@ -478,6 +559,21 @@ def _header_width(path: Path) -> int | None:
         return None
 
 
+def _unknown_keys(fields: _Fields, meta: dict[str, Any], known: set[str]) -> list[Finding]:
+    """Front matter keys this program does not know. One that is a typing error of a known key
+    ('categroy') is an error, since what it meant would be lost without a word; another is
+    ignored with a warning."""
+    found = []
+    for key in sorted(set(meta) - known):
+        guess = did_you_mean(str(key), sorted(known))
+        if guess:
+            found.append(fields.finding(key, f"unknown front matter '{key}'{guess}; correct the name."))
+        else:
+            ignored = f"unknown front matter '{key}' is ignored (known: {', '.join(sorted(known))})."
+            found.append(fields.finding(key, ignored, WARNING))
+    return found
+
+
 def _category(
     settings: Settings, fields: _Fields, value: str | None, found: list[Finding], key: str = "category"
 ) -> Category | None:
@@ -487,7 +583,10 @@ def _category(
     if category is not None:
         return category
     choices = "; ".join(f"{c.key} ({c.nb})" for c in settings.categories)
-    found.append(fields.finding(key, f"unknown category {value!r}; use one of: {choices}."))
+    names = [name for c in settings.categories for name in (c.key, c.nb, c.en, *c.aliases)]
+    found.append(
+        fields.finding(key, f"unknown category {value!r}{did_you_mean(str(value), names)}; use one of: {choices}.")
+    )
     return None
 
 
@@ -539,20 +638,10 @@ def load_issue(settings: Settings, folder: Path) -> Issue:
     fields = _Fields(issue_path, meta)
     found: list[Finding] = comment_warnings(issue_path)
     issue_id = folder.name
-    if not ISSUE_NAME.match(issue_id):
-        found.append(
-            Finding(
-                WARNING,
-                display(folder),
-                "folder name should look like YYYY-MM-short-name (lower case, no spaces); links to the archive use it.",
-            )
-        )
-    for key in sorted(set(meta) - ISSUE_KEYS):
-        found.append(
-            fields.finding(
-                key, f"unknown front matter '{key}' is ignored (known: {', '.join(sorted(ISSUE_KEYS))}).", WARNING
-            )
-        )
+    if folder_problem(issue_id) is not None:  # its name is in every link to the archive: it cannot be sent like this
+        date_line = meta.get("date") if isinstance(meta.get("date"), date) else None
+        raise ContentError(folder_problem(issue_id, date_line), display(folder))
+    found += _unknown_keys(fields, meta, ISSUE_KEYS)
 
     title = fields.text("title", required=True)
     subject = fields.text("subject", default=title)
@@ -631,12 +720,7 @@ def _load_article(
     fields = _Fields(path, meta)
     title = fields.text("title", required=True)
     found.extend(comment_warnings(path))
-    for key in sorted(set(meta) - ARTICLE_KEYS):
-        found.append(
-            fields.finding(
-                key, f"unknown front matter '{key}' is ignored (known: {', '.join(sorted(ARTICLE_KEYS))}).", WARNING
-            )
-        )
+    found += _unknown_keys(fields, meta, ARTICLE_KEYS)
     category = _category(settings, fields, fields.text("category"), found)
 
     order = meta.get("order")

@@ -33,6 +33,7 @@ from . import keys
 from .clock import now, parse_timestamp, timestamp
 from .compose import clean_name
 from .config import Settings, find_category
+from .content import did_you_mean
 from .emissions import Member
 from .errors import BusyError, NewsletterError, SubscriberError
 from .locks import hold
@@ -117,7 +118,8 @@ def resolve_municipality(value: str | None, members: tuple[Member, ...]) -> str 
     for member in members:
         if digits in member.numbers or wanted.lower() in (member.name.lower(), member.official_name.lower()):
             return member.number_2024
-    raise SubscriberError(f"unknown municipality {wanted!r}: give a member municipality's name or number.")
+    guess = did_you_mean(wanted, [name for m in members for name in (m.name, m.official_name)])
+    raise SubscriberError(f"unknown municipality {wanted!r}{guess}: give a member municipality's name or number.")
 
 
 def resolve_topics(values: list[str] | tuple[str, ...], settings: Settings) -> tuple[str, ...]:
@@ -132,7 +134,9 @@ def resolve_topics(values: list[str] | tuple[str, ...], settings: Settings) -> t
             category = find_category(settings.categories, part)
             if category is None:
                 known = ", ".join(c.key for c in settings.categories)
-                raise SubscriberError(f"unknown topic {part.strip()!r}; use one of: {known}.")
+                names = [name for c in settings.categories for name in (c.key, c.nb, c.en, *c.aliases)]
+                guess = did_you_mean(part.strip(), names)
+                raise SubscriberError(f"unknown topic {part.strip()!r}{guess}; use one of: {known}.")
             if category.key not in keys:
                 keys.append(category.key)
     return tuple(keys)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 from datetime import date
 
 import pytest
@@ -10,7 +11,7 @@ from conftest import SAMPLE_ISSUE, write
 
 from newsletter.config import load_settings
 from newsletter.content import find_issue, load_issue, slugify, split_front_matter
-from newsletter.errors import ContentError
+from newsletter.errors import ContentError, ProjectError
 from newsletter.markup import render_markdown
 
 
@@ -63,9 +64,20 @@ def test_unknown_category(project, issue_dir):
 
 
 def test_unknown_front_matter_is_a_warning(project, issue_dir):
-    write(issue_dir / "06-a.md", "---\ntitle: A\ncategroy: klima\n---\n")
+    write(issue_dir / "06-a.md", "---\ntitle: A\nforfatter: Kari\n---\n")
     (warning,) = _load().findings
-    assert warning.level == "warning" and "06-a.md:3: unknown front matter 'categroy'" in warning.text
+    assert warning.level == "warning" and "06-a.md:3: unknown front matter 'forfatter' is ignored" in warning.text
+
+
+def test_misspelt_front_matter_key_is_an_error_with_a_guess(project, issue_dir):
+    # 'categroy' would silently move the article to the default category: refuse, and say what was meant
+    write(issue_dir / "06-a.md", "---\ntitle: A\ncategroy: klima\n---\n")
+    assert_found(r"06-a\.md:3: unknown front matter 'categroy' \(did you mean 'category'\?\); correct the name")
+
+
+def test_unknown_category_suggests_the_closest(project, issue_dir):
+    write(issue_dir / "06-a.md", "---\ntitle: A\ncategory: kilma\n---\n")
+    assert_found(r"06-a\.md:3: unknown category 'kilma' \(did you mean 'klima'\?\)")
 
 
 def test_bad_values(project, issue_dir):
@@ -194,3 +206,60 @@ def test_two_articles_with_the_same_simplified_name(project, issue_dir):
     write(issue_dir / "07-møte.md", "---\ntitle: A\n---\nTEKST-A\n")
     write(issue_dir / "07-mote.md", "---\ntitle: B\n---\nTEKST-B\n")
     assert_found("has the same name as")
+
+
+def test_yaml_mistakes_at_their_own_line_in_plain_words(tmp_path):
+    # an unclosed quote on line 2 is reported at line 2, not where the parser gave up
+    path = write(tmp_path / "a.md", '---\ntitle: "Klima i regionen\ncategory: klima\norder: 2\n---\n')
+    with pytest.raises(ContentError, match=r"a\.md:2: the quote that starts on this line is never closed"):
+        split_front_matter(path)
+    path = write(tmp_path / "a.md", "---\ntitle: Klima: nye mål\n---\n")
+    with pytest.raises(ContentError, match=r"a\.md:2: a ':' followed by a space .*\(column 13\); put the whole text"):
+        split_front_matter(path)
+    path = write(tmp_path / "a.md", "---\ntitle: A\ncategory: [klima\norder: 2\n---\n")
+    with pytest.raises(ContentError, match=r"a\.md:3: the '\[' on this line starts a list that is never closed"):
+        split_front_matter(path)
+
+
+def test_curly_quotes_from_word_are_quotes(tmp_path):
+    path = write(tmp_path / "a.md", "---\ntitle: “Klima: nye mål”\nsummary: ‘Hei: du’\nimage_alt: „Sitat“\n---\n")
+    meta, _, _ = split_front_matter(path)
+    assert meta["title"] == "Klima: nye mål" and meta["summary"] == "Hei: du"
+    # quotes inside the text stay as they were
+    path = write(tmp_path / "a.md", '---\ntitle: “Han sa \\"ja\\": ferdig”\n---\n')
+    assert split_front_matter(path)[0]["title"] == 'Han sa \\"ja\\": ferdig'
+
+
+def test_issue_names_without_regard_to_case_and_with_a_guess(project):
+    settings = load_settings()
+    root = settings.issues_dir
+    write(root / "2027-02-februar-2027/issue.md", "---\ntitle: Februar\ndate: 2027-02-04\n---\n")
+    assert find_issue(settings, "Februar").name == "2027-02-februar-2027"
+    assert find_issue(settings, "2027-02-FEBRUAR-2027").name == "2027-02-februar-2027"
+    with pytest.raises(
+        ProjectError, match=r"Unknown issue 'ordforerklaeringen' \(did you mean '2026-12-ordforererklaeringen'"
+    ):
+        find_issue(settings, "ordforerklaeringen")
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("Februar 2027", r"rename the folder to '2027-02-februar'"),
+        ("2027-01-ny utgave", r"rename the folder to '2027-01-ny-utgave'"),
+        (f"{SAMPLE_ISSUE} - Kopi", r"looks like a copy of another issue's folder"),
+        (f"{SAMPLE_ISSUE} (1)", r"looks like a copy"),
+        (f"{SAMPLE_ISSUE} copy 2", r"looks like a copy"),
+    ],
+)
+def test_badly_named_or_copied_folders_are_errors_and_never_the_newest(project, name, message):
+    settings = load_settings()
+    source = settings.issues_dir / SAMPLE_ISSUE
+    copy = settings.issues_dir / name
+    shutil.copytree(source, copy)
+    text = (copy / "issue.md").read_text(encoding="utf-8")
+    (copy / "issue.md").write_text(text.replace("date: 2026-12-03", "date: 2027-02-04"), encoding="utf-8")
+    # dated later and edited last, yet the proper issue stays the newest
+    assert find_issue(settings).name == SAMPLE_ISSUE
+    with pytest.raises(ContentError, match=message):
+        load_issue(settings, copy)

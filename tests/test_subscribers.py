@@ -49,6 +49,10 @@ def test_add_errors(run, project):
     assert_error(
         run("subscribers", "add", "a@example.com", "--municipality", "Bergen"), "unknown municipality 'Bergen'"
     )
+    assert_error(
+        run("subscribers", "add", "a@example.com", "--municipality", "Lillestrom"),
+        "unknown municipality 'Lillestrom' (did you mean 'Lillestrøm'?)",
+    )
     assert_error(run("subscribers", "add", "a@example.com", "--topic", "sport"), "unknown topic 'sport'")
     assert rows(project, "SELECT COUNT(*) FROM subscribers") == [(0,)]
 
