@@ -941,7 +941,12 @@ def schedule() -> None:
 
 @schedule.command("add", hidden=True)
 @click.argument("issue")
-@click.option("--at", "at", required=True, help="When: 'YYYY-MM-DD HH:MM' in Oslo time, or ISO 8601 with a zone.")
+@click.option(
+    "--at",
+    "at",
+    required=True,
+    help="When: 'YYYY-MM-DD HH:MM' or 'DD.MM.YYYY kl. HH' in Oslo time, or ISO 8601 with a zone.",
+)
 @click.option("--segment", help="Who gets it (default: all confirmed subscribers at sending time).")
 @click.option("--force", is_flag=True, help="Schedule even if 'newsletter check' finds errors.")
 @click.pass_obj

@@ -6,6 +6,7 @@ write Oslo time ('2026-12-01 09:00 (Oslo)').
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
@@ -34,16 +35,47 @@ def oslo(value: datetime) -> str:
     return value.astimezone(OSLO).strftime("%Y-%m-%d %H:%M (Oslo)")
 
 
-def parse_when(text: str, moment: datetime | None = None) -> datetime:
-    """'2026-12-01 09:00' (Oslo time) or with a zone ('...T09:00+01:00', '...Z') -> UTC, in the future."""
+_NORWEGIAN = re.compile(
+    r"^(?:(?P<iso>\d{4}-\d{1,2}-\d{1,2})|(?P<day>\d{1,2})\.(?P<month>\d{1,2})\.(?P<year>\d{4}))"
+    r"(?:[ T]+(?:kl\.?\s*)?(?P<hour>\d{1,2})(?:[:.](?P<minute>\d{2}))?)?$",
+    re.IGNORECASE,
+)
+
+
+def _local(text: str) -> datetime | None:
+    """A time as people in Oslo write it, without a zone: '2026-12-30 9:00', '2026-12-30 09.00',
+    '30.12.2026 kl. 9', '2026-12-30' (midnight); None when it is none of these."""
+    match = _NORWEGIAN.match(" ".join(text.split()))
+    if not match:
+        return None
+    if match["iso"]:
+        year, month, day = (int(part) for part in match["iso"].split("-"))
+    else:
+        year, month, day = int(match["year"]), int(match["month"]), int(match["day"])
     try:
-        value = datetime.fromisoformat(text.strip().replace(" UTC", "+00:00"))
+        return datetime(year, month, day, int(match["hour"] or 0), int(match["minute"] or 0))
     except ValueError:
-        raise ScheduleError(
-            f"--at {text!r} is not a time; write it as 'YYYY-MM-DD HH:MM' (Oslo time), e.g. '2026-12-01 09:00'."
-        ) from None
+        return None
+
+
+def parse_when(text: str, moment: datetime | None = None) -> datetime:
+    """'2026-12-01 09:00' or '1.12.2026 kl. 9' (Oslo time), or with a zone ('...T09:00+01:00',
+    '...Z') -> UTC, in the future."""
+    value = _local(text)
+    if value is None:
+        try:
+            value = datetime.fromisoformat(text.strip().replace(" UTC", "+00:00"))
+        except ValueError:
+            raise ScheduleError(
+                f"--at {text!r} is not a time; write it as 'YYYY-MM-DD HH:MM' (Oslo time), e.g. '2026-12-01 09:00'."
+            ) from None
     if value.tzinfo is None:
-        value = value.replace(tzinfo=OSLO)
+        local = value.replace(tzinfo=OSLO)
+        if local.astimezone(UTC).astimezone(OSLO).replace(tzinfo=None) != value:
+            raise ScheduleError(
+                f"--at {text!r} does not exist in Oslo (the clocks are put forward that night); give another time."
+            )
+        value = local
     value = value.astimezone(UTC)
     if value <= (moment or now()):
         raise ScheduleError(f"--at {text!r} is in the past; give a time to come.")

@@ -11,12 +11,16 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from email import policy
 from email.parser import BytesParser
 
+import pytest
 from conftest import KEY, SAMPLE_ISSUE, assert_error, load_sample_data, rows, subscribe
 
+from newsletter.clock import parse_when
 from newsletter.config import load_settings
+from newsletter.errors import ScheduleError
 from newsletter.locks import hold
 from newsletter.store import database
 from newsletter.subscribers import read_token, set_status
@@ -248,6 +252,18 @@ def test_schedule_errors(run, project, sink):
     assert_error(run("schedule", "cancel", SAMPLE_ISSUE), "is not scheduled")
     made = run("schedule", SAMPLE_ISSUE, "--at", "2030-06-01T09:00+00:00")
     assert "2030-06-01 11:00 (Oslo) (2030-06-01 09:00 UTC)" in made.stdout  # Oslo is UTC+2 in summer
+
+
+@pytest.mark.parametrize(
+    "text", ["2030-12-30 9:00", "2030-12-30 09.00", "30.12.2030 kl. 9", "30.12.2030 09:00", "2030-12-30T08:00Z"]
+)
+def test_times_as_people_write_them(text):
+    assert parse_when(text) == datetime(2030, 12, 30, 8, 0, tzinfo=UTC)
+
+
+def test_a_time_the_clocks_skip_is_refused():
+    with pytest.raises(ScheduleError, match="does not exist in Oslo"):
+        parse_when("2030-03-31 02:30")  # summer time begins at 02:00 that night
 
 
 def test_dkim_signature_covers_the_unsubscribe_headers_and_verifies(run, project, sink, monkeypatch, tmp_path):
