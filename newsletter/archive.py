@@ -26,6 +26,7 @@ from .build import Prepared, prepare, same_content, web_html
 from .config import Settings
 from .errors import ProjectError
 from .i18n import format_date, load_strings
+from .language import _
 from .locks import hold
 from .render import template_folders, web_environment
 from .store import connect, database
@@ -174,14 +175,16 @@ def set_hidden(settings: Settings, ref: str, hidden: bool) -> tuple[str, bool]:
     of it. Returns the issue and whether anything changed."""
     wanted = ref.strip()
     if not wanted:
-        raise ProjectError("give the issue to hide or show, e.g. --hide 2026-12-ordforererklaeringen.")
+        raise ProjectError(_("give the issue to hide or show, e.g. --hide 2026-12-ordforererklaeringen."))
     with database(settings.database) as conn:
         rows = conn.execute("SELECT issue, hidden FROM archive_issues ORDER BY issue DESC").fetchall()
         matches = [r for r in rows if r["issue"] == wanted] or [r for r in rows if wanted in r["issue"]]
         if len(matches) != 1:
-            known = ", ".join(r["issue"] for r in (matches or rows)[:8]) or "none yet"
-            problem = "matches more than one issue" if matches else "is not in the archive (only sent issues are)"
-            raise ProjectError(f"{wanted!r} {problem}; archived issues: {known}.")
+            known = ", ".join(r["issue"] for r in (matches or rows)[:8]) or _("none yet")
+            problem = _("matches more than one issue") if matches else _("is not in the archive (only sent issues are)")
+            raise ProjectError(
+                _("{wanted!r} {problem}; archived issues: {known}.", wanted=wanted, problem=problem, known=known)
+            )
         issue_id = matches[0]["issue"]
         if bool(matches[0]["hidden"]) == hidden:
             return issue_id, False
@@ -199,11 +202,15 @@ def add_sent_issue(settings: Settings, ref: str | None, force: bool = False) -> 
     with database(settings.database) as conn:
         recorded = journal.sent_fingerprint(conn, issue_id)
         if recorded is None:
-            raise ProjectError(f"{issue_id} has not been sent; the archive takes it when its delivery starts.")
+            raise ProjectError(
+                _("{issue_id} has not been sent; the archive takes it when its delivery starts.", issue_id=issue_id)
+            )
         if not same_content(prepared, recorded) and not force:
             raise ProjectError(
-                f"{issue_id} has changed since it was sent, so its page would differ from what people got; "
-                "undo the change, or add --force to archive it as it is now."
+                _(
+                    "{issue_id} has changed since it was sent, so its page would differ from what people got; undo the change, or add --force to archive it as it is now.",
+                    issue_id=issue_id,
+                )
             )
         page = snapshot(settings, prepared)
         with conn:
@@ -353,8 +360,11 @@ def write_archive(settings: Settings, out: Path | None = None) -> ArchiveResult:
                 raise
         except OSError as exc:
             raise ProjectError(
-                f"cannot write the archive to {shown_path(out_dir)} ({exc.strerror}); check the folder "
-                "(paths.archive, or --out)."
+                _(
+                    "cannot write the archive to {out_dir} ({strerror}); check the folder (paths.archive, or --out).",
+                    out_dir=shown_path(out_dir),
+                    strerror=exc.strerror,
+                )
             ) from exc
     return ArchiveResult(out_dir, issues)
 
@@ -381,7 +391,10 @@ def _check_ours(out_dir: Path) -> None:
     elif not out_dir.exists() or (out_dir.is_dir() and ((out_dir / MARKER).is_file() or not any(out_dir.iterdir()))):
         return
     raise ProjectError(
-        f"{shown_path(out_dir)} exists and was not made by newsletter; choose another folder (paths.archive, or --out)."
+        _(
+            "{out_dir} exists and was not made by newsletter; choose another folder (paths.archive, or --out).",
+            out_dir=shown_path(out_dir),
+        )
     )
 
 

@@ -17,6 +17,7 @@ from .emissions import (
     highlights,
     latest_years,
     municipal_sentence,
+    published_year,
     read_members,
     read_sectors,
     resolve_release,
@@ -26,6 +27,7 @@ from .emissions import (
 from .errors import ERROR, WARNING, ContentError, EmissionsError, Finding, ProjectError
 from .feeds import FeedItem, selected_news
 from .i18n import load_strings
+from .language import _
 from .message import build_message
 from .render import RenderedIssue, render_issue, template_folders
 from .scaffold import PLACEHOLDER_PHRASES
@@ -73,7 +75,11 @@ def prepare(
     if strict:
         errors = [f for f in issue.findings if f.level == ERROR]
         if errors:
-            more = f" (and {len(errors) - 1} more problem(s): 'newsletter check' lists them)" if len(errors) > 1 else ""
+            more = (
+                _(" (and {count} more problem(s): 'newsletter check' lists them)", count=len(errors) - 1)
+                if len(errors) > 1
+                else ""
+            )
             raise ContentError(errors[0].message + more, errors[0].where)
     if language is not None and language != issue.language:
         issue = replace(issue, language=language)
@@ -81,7 +87,10 @@ def prepare(
     logo = settings.logo
     if logo is not None and not logo.is_file():
         raise ContentError(
-            f"newsletter.toml newsletter.logo: file {display(logo)} not found; fix the path or remove the setting."
+            _(
+                "newsletter.toml newsletter.logo: file {logo} not found; fix the path or remove the setting.",
+                logo=display(logo),
+            )
         )
     logo_url = settings.asset_url(issue.id, logo.name) if logo else None
     news = issue_news(settings, issue)
@@ -99,24 +108,31 @@ def prepare(
             Finding(
                 WARNING,
                 "email.html",
-                f"the HTML is {size / 1024:.0f} KB, close to Gmail's 102 KB clipping limit; consider shortening the issue.",
+                _(
+                    "the HTML is {size:.0f} KB, close to Gmail's 102 KB clipping limit; consider shortening the issue.",
+                    size=size / 1024,
+                ),
             )
         )
     if not issue.articles:
         found.append(
-            Finding(WARNING, display(issue.path), "the issue has no articles yet; add one .md file per article.")
+            Finding(WARNING, display(issue.path), _("the issue has no articles yet; add one .md file per article."))
         )
     for path in [issue.path / "issue.md", *(a.path for a in issue.articles)]:
         text = path.read_text(encoding="utf-8-sig")
         for phrase in PLACEHOLDER_PHRASES:
             if phrase in text:
-                found.append(Finding(WARNING, display(path), f"still has the example text '{phrase}…'; replace it."))
+                found.append(
+                    Finding(
+                        WARNING, display(path), _("still has the example text '{phrase}…'; replace it.", phrase=phrase)
+                    )
+                )
     if not issue.preheader:
         found.append(
             Finding(
                 WARNING,
                 display(issue.path / "issue.md"),
-                "no preheader; add 'preheader: ...', the line inboxes show after the subject.",
+                _("no preheader; add 'preheader: ...', the line inboxes show after the subject."),
             )
         )
     files = [(a.filename, a.source) for a in issue.assets] + ([(logo.name, logo)] if logo else [])
@@ -129,7 +145,10 @@ def clip_warning(size: int) -> Finding:
     return Finding(
         WARNING,
         "email.html",
-        f"the HTML is {size / 1024:.0f} KB: Gmail cuts messages above 102 KB; shorten the issue or move articles to the web.",
+        _(
+            "the HTML is {size:.0f} KB: Gmail cuts messages above 102 KB; shorten the issue or move articles to the web.",
+            size=size / 1024,
+        ),
     )
 
 
@@ -201,21 +220,27 @@ def issue_emissions(
         spec = {}
     if not isinstance(spec, dict) or set(spec) - {"from", "to", "release"} or ("from" in spec) != ("to" in spec):
         raise ContentError(
-            f"{where_}: 'emissions' must be 'latest' or from/to years, e.g. emissions: {{from: 2019, to: 2020}}."
+            _(
+                "{where}: 'emissions' must be 'latest' or from/to years, e.g. emissions: {{from: 2019, to: 2020}}.",
+                where=where_,
+            )
         )
     years = (spec.get("from"), spec.get("to"))
     if spec and not all(isinstance(y, int) and not isinstance(y, bool) for y in years):
-        raise ContentError(f"{where_}: emissions from and to must be years such as 2019 and 2020.")
+        raise ContentError(_("{where}: emissions from and to must be years such as 2019 and 2020.", where=where_))
     if settings.emissions_members is None:
         raise ContentError(
-            f"{where_} asks for emissions, but newsletter.toml has no emissions.members (the region's member list)."
+            _(
+                "{where} asks for emissions, but newsletter.toml has no emissions.members (the region's member list).",
+                where=where_,
+            )
         )
     if not settings.database.is_file():
         found.append(
             Finding(
                 WARNING,
                 where_,
-                "no emission data imported yet, so no emissions section; run 'newsletter emissions import FILE'.",
+                _("no emission data imported yet, so no emissions section; run 'newsletter emissions import FILE'."),
             )
         )
         return None, {}
@@ -227,9 +252,10 @@ def issue_emissions(
         except EmissionsError as exc:
             if spec.get("release") is not None:
                 raise EmissionsError(f"{where_}: {exc}") from exc
-            found.append(Finding(WARNING, where_, f"{exc} The emissions section is left out."))
+            found.append(Finding(WARNING, where_, _("{exc} The emissions section is left out.", exc=exc)))
             return None, {}
         start, end = latest_years(conn, release) if not spec else years
+        newest = latest_years(conn, release)[1] if spec else end
         region_numbers = [n for m in members for n in m.numbers]
         region = summarize(conn, release, settings.emissions_region, region_numbers, start, end)
         municipal: dict[str, str] = {}
@@ -237,16 +263,24 @@ def issue_emissions(
             try:
                 mine = summarize(conn, release, member.name, member.numbers, start, end, with_share=False)
             except EmissionsError as exc:  # its subscribers get no personal block: say so
-                found.append(Finding(WARNING, where_, f"no 'Din kommune' block for {member.name}: {exc}"))
+                found.append(
+                    Finding(WARNING, where_, _("no 'Din kommune' block for {name}: {exc}", name=member.name, exc=exc))
+                )
                 continue
             sentence = municipal_sentence(mine, strings, issue.language, names)
             for number in member.numbers:
                 municipal[number] = sentence
     found.extend(Finding(f.level, where_, f.text) for f in region.findings)
-    if issue.date.year - end > 2:
-        found.append(
-            Finding(WARNING, where_, f"the newest emission year shown is {end}, more than two years before the issue.")
-        )
+    expected = published_year(issue.date)
+    if newest < expected:
+        found.append(Finding(WARNING, where_, _(
+            "the emission figures go to {newest}, but Miljødirektoratet has published {expected} by the issue's date "
+            "(each year's figures come out in the spring two years later); download the new file from "
+            "Miljødirektoratet and run 'newsletter emissions import FILE'.", newest=newest, expected=expected)))  # fmt: skip
+    elif end < newest:
+        found.append(Finding(WARNING, where_, _(
+            "the newest emission year shown is {end}, but the figures go to {newest}; write 'emissions: latest' "
+            "or a later 'to' year, unless the older years are meant.", end=end, newest=newest)))  # fmt: skip
     return highlights(region, strings, issue.language, names), municipal
 
 
@@ -286,7 +320,12 @@ def build_issue(settings: Settings, ref: str | None = None, out: Path | None = N
         if marker.is_file():  # our own output from an earlier build: drop images no longer used
             shutil.rmtree(images)
         elif images.exists() and copies:
-            raise ProjectError(f"{display(images)} exists and was not made by newsletter; choose another --out folder.")
+            raise ProjectError(
+                _(
+                    "{images} exists and was not made by newsletter; choose another --out folder.",
+                    images=display(images),
+                )
+            )
         if copies:
             images.mkdir()
             marker.write_text("Made by 'newsletter build'; emptied by the next build.\n", encoding="utf-8")
@@ -294,7 +333,13 @@ def build_issue(settings: Settings, ref: str | None = None, out: Path | None = N
             shutil.copyfile(source, images / name)
             written.append(images / name)
     except OSError as exc:
-        raise ProjectError(f"cannot write the build to {display(out_dir)} ({exc.strerror}); check the folder.") from exc
+        raise ProjectError(
+            _(
+                "cannot write the build to {out_dir} ({strerror}); check the folder.",
+                out_dir=display(out_dir),
+                strerror=exc.strerror,
+            )
+        ) from exc
     return BuildResult(issue.id, out_dir, tuple(written), len(outputs["email.html"]), prepared.findings)
 
 

@@ -18,8 +18,9 @@ from .build import GMAIL_CLIP_BYTES, Prepared, clip_warning, prepare
 from .compose import PLACEHOLDER, recipient_values
 from .config import Settings
 from .content import IMAGE_TYPES, display
-from .errors import ERROR, ContentError, Finding, NewsletterError
+from .errors import ERROR, WARNING, ContentError, Finding, NewsletterError
 from .feeds import _run, http_client
+from .language import _
 from .message import build_message
 
 SUBJECT_CHARS = 60
@@ -123,16 +124,27 @@ def findings(settings: Settings, prepared: Prepared, view: _View | None = None) 
 
     size = prepared.html_bytes
     if size > GMAIL_CLIP_BYTES:
-        error("email.html", f"the HTML is {size / 1024:.0f} KB; Gmail cuts messages above 102 KB. Shorten the issue.")
+        error(
+            "email.html",
+            _("the HTML is {size:.0f} KB; Gmail cuts messages above 102 KB. Shorten the issue.", size=size / 1024),
+        )
     if not issue.subject.strip():
-        error(where, "the subject is empty; set 'subject:' (or 'title:').")
+        error(where, _("the subject is empty; set 'subject:' (or 'title:')."))
     elif len(issue.subject) > SUBJECT_CHARS:
-        warning(where, f"the subject has {len(issue.subject)} characters; phones show about {SUBJECT_CHARS}.")
+        warning(
+            where,
+            _(
+                "the subject has {count} characters; phones show about {subject_chars}.",
+                count=len(issue.subject),
+                subject_chars=SUBJECT_CHARS,
+            ),
+        )
     if issue.preheader and len(issue.preheader) < PREHEADER_MIN:  # a missing one: the build warns
-        warning(where, f"the preheader is short ({len(issue.preheader)} characters); 40–100 read best.")
+        warning(where, _("the preheader is short ({count} characters); 40–100 read best.", count=len(issue.preheader)))
     if "unsubscribe_url" not in rendered.html.slots or "unsubscribe_url" not in rendered.text.slots:
         error(
-            "templates", 'the email has no unsubscribe link; keep recipient("unsubscribe_url") in the footer templates.'
+            "templates",
+            _('the email has no unsubscribe link; keep recipient("unsubscribe_url") in the footer templates.'),
         )
 
     html = view.html
@@ -140,17 +152,27 @@ def findings(settings: Settings, prepared: Prepared, view: _View | None = None) 
         if not re.match(r"^(https?://|mailto:)", href.strip(), re.IGNORECASE):
             error(
                 sources.find(href),
-                f"the link {href!r} ({text or 'no text'}) is not an http(s) or mailto address.",
+                _(
+                    "the link {href!r} ({value}) is not an http(s) or mailto address.",
+                    href=href,
+                    value=text or _("no text"),
+                ),
             )
         if text.lower().strip(" .:!") in VAGUE_LINK_TEXT:
             warning(
                 sources.find(f"[{text}]({href})", f"[{text}]", f"link_text: {text}", f'link_text: "{text}"'),
-                f"link text {text!r} says nothing out of context (screen readers list links); name the target.",
+                _(
+                    "link text {text!r} says nothing out of context (screen readers list links); name the target.",
+                    text=text,
+                ),
             )
     for path, line, target in issue.refused_links:  # links Markdown refused: shown as text
         error(
             f"{path}:{line}",
-            f"the link {target!r} is not allowed (the email would show it as text); use an https:// or mailto: address.",
+            _(
+                "the link {target!r} is not allowed (the email would show it as text); use an https:// or mailto: address.",
+                target=target,
+            ),
         )
     content_errors = {f.where for f in prepared.findings if f.level == ERROR}  # said already, where staff edit
     for image in view.images:
@@ -159,11 +181,11 @@ def findings(settings: Settings, prepared: Prepared, view: _View | None = None) 
         if not (image.get("alt") or "").strip():
             place = sources.find(f"({name}", name)
             if place not in content_errors:
-                error(place, f"the image {source} has no alt text.")
+                error(place, _("the image {source} has no alt text.", source=source))
         if not image.get("width"):
             warning(
                 sources.find(f"({name}", name),
-                f"the image {source} has no width; some email programs then show it at full size.",
+                _("the image {source} has no width; some email programs then show it at full size.", source=source),
             )
     for asset in issue.assets:
         if asset.source.suffix.lower() in IMAGE_TYPES:
@@ -171,13 +193,16 @@ def findings(settings: Settings, prepared: Prepared, view: _View | None = None) 
             if kb > IMAGE_KB:
                 warning(
                     display(asset.source),
-                    f"the image is {kb:.0f} KB; above {IMAGE_KB} KB it loads slowly on phones. "
-                    "Save it smaller: about 1200 px wide, as JPEG for photos.",
+                    _(
+                        "the image is {kb:.0f} KB; above {image_kb} KB it loads slowly on phones. Save it smaller: about 1200 px wide, as JPEG for photos.",
+                        kb=kb,
+                        image_kb=IMAGE_KB,
+                    ),
                 )
     found.extend(contrast_findings(html))  # colours come from templates (or raw HTML): the text says where
     text = view.text
     if len(re.sub(r"\s+", " ", text).strip()) < 200:
-        warning("email.txt", "the text part is almost empty; people who read plain text get little.")
+        warning("email.txt", _("the text part is almost empty; people who read plain text get little."))
     clipped = clip_warning(size)
     found.extend(
         f for f in prepared.findings if f != clipped
@@ -201,9 +226,13 @@ def check_issue(
     try:
         prepared = prepare(settings, ref)
     except ContentError as exc:
-        return [Finding(ERROR, exc.where or "issue", f"{exc.detail} The other checks need this fixed first.")]
+        return [
+            Finding(
+                ERROR, exc.where or "issue", _("{detail} The other checks need this fixed first.", detail=exc.detail)
+            )
+        ]
     except NewsletterError as exc:
-        return [Finding(ERROR, "issue", f"{exc} The other checks need this fixed first.")]
+        return [Finding(ERROR, "issue", _("{exc} The other checks need this fixed first.", exc=exc))]
     view = _view(settings, prepared)
     found = findings(settings, prepared, view)
     if links:
@@ -291,7 +320,7 @@ class _Contrast(HTMLParser):
         state = dict(self.stack[-1][1])
         style = {}
         for declaration in (values.get("style") or "").split(";"):
-            name, _, value = declaration.partition(":")
+            name, _colon, value = declaration.partition(":")
             style[name.strip().lower()] = value.replace("!important", "").strip()
         if style.get("display") == "none" or style.get("visibility") == "hidden" or "hidden" in values:
             state["hidden"] = True  # e.g. the preheader: inboxes show it, the email does not
@@ -345,13 +374,22 @@ def contrast_findings(html: str) -> list[Finding]:
     for (color, background, needed), text in parser.low.items():
         ratio = contrast(color, background)
         darker = _luminance(color) <= _luminance(background)
-        advice = "darken the text or lighten the background" if darker else "lighten the text or darken the background"
+        advice = (
+            _("darken the text or lighten the background") if darker else _("lighten the text or darken the background")
+        )
         found.append(
             Finding(
                 "warning",
                 "email.html",
-                f"text {_short(text)!r} is #{_hex(color)} on #{_hex(background)}: contrast {math.floor(ratio * 100) / 100:.2f}:1, "
-                f"below WCAG AA ({needed:g}:1); {advice}.",
+                _(
+                    "text {text!r} is #{color} on #{background}: contrast {ratio:.2f}:1, below WCAG AA ({needed:g}:1); {advice}.",
+                    text=_short(text),
+                    color=_hex(color),
+                    background=_hex(background),
+                    ratio=math.floor(ratio * 100) / 100,
+                    needed=needed,
+                    advice=advice,
+                ),
             )
         )
     return found
@@ -377,6 +415,7 @@ class LinkResult:
     final_url: str
     moved: bool = False
     problem: str | None = None
+    slow: bool = False  # no answer in time: a warning, since the server may only be busy
 
 
 def check_links(settings: Settings, urls: list[str], *, timeout: float = LINK_TIMEOUT,
@@ -398,17 +437,19 @@ def check_links(settings: Settings, urls: list[str], *, timeout: float = LINK_TI
                 moved = any(r.status_code in (301, 308) for r in response.history)
                 return LinkResult(url, response.status_code, str(response.url), moved)
             except (TimeoutError, httpx.TimeoutException):
-                return LinkResult(url, 0, url, problem=f"no answer within {timeout:g} s")
+                return LinkResult(url, 0, url, problem=_("no answer within {seconds:g} s", seconds=timeout), slow=True)
             except httpx.TooManyRedirects:
-                return LinkResult(url, 0, url, problem="too many redirects")
+                return LinkResult(url, 0, url, problem=_("too many redirects"))
             except (httpx.InvalidURL, UnicodeError, ValueError) as exc:
-                return LinkResult(url, 0, url, problem=f"not a valid address ({exc})")
+                return LinkResult(url, 0, url, problem=_("not a valid address ({exc})", exc=exc))
             except httpx.HTTPError as exc:
                 reason = str(exc)
                 if any(s in reason for s in ("Name or service not known", "nodename nor servname", "name resolution")):
-                    return LinkResult(url, 0, url, problem="the server's name was not found: check the address, "
-                                      "or whether this machine is online")  # fmt: skip
-                return LinkResult(url, 0, url, problem=f"cannot connect ({type(exc).__name__}: {exc})")
+                    problem = _("the server's name was not found: check the address, or whether this machine is online")
+                    return LinkResult(url, 0, url, problem=problem)
+                return LinkResult(
+                    url, 0, url, problem=_("cannot connect ({kind}: {exc})", kind=type(exc).__name__, exc=exc)
+                )
 
     async def run_all() -> list[LinkResult]:
         semaphore = asyncio.Semaphore(concurrency)
@@ -437,18 +478,38 @@ def link_findings(
             texts.setdefault(href, text)
     found = []
     for result in check_links(settings, list(texts), timeout=timeout):
-        label = f"the link {result.url} ({_short(texts[result.url]) or 'no text'})"
+        label = _("the link {url} ({value})", url=result.url, value=_short(texts[result.url]) or _("no text"))
         place = sources.find(result.url)
         if result.problem is not None:
-            level = "warning" if "no answer" in result.problem else "error"
+            level = WARNING if result.slow else ERROR
             found.append(Finding(level, place, f"{label}: {result.problem}."))
         elif result.status in (429, 503):
-            found.append(Finding("warning", place, f"{label} answers {result.status} (busy); check it again later."))
+            found.append(
+                Finding(
+                    "warning",
+                    place,
+                    _("{label} answers {status} (busy); check it again later.", label=label, status=result.status),
+                )
+            )
         elif result.status >= 400:
-            found.append(Finding("error", place, f"{label} answers {result.status}; fix or remove the link."))
+            found.append(
+                Finding(
+                    "error",
+                    place,
+                    _("{label} answers {status}; fix or remove the link.", label=label, status=result.status),
+                )
+            )
         elif result.moved:
             found.append(
-                Finding("warning", place, f"{label} has moved permanently to {result.final_url}; link there instead.")
+                Finding(
+                    "warning",
+                    place,
+                    _(
+                        "{label} has moved permanently to {final_url}; link there instead.",
+                        label=label,
+                        final_url=result.final_url,
+                    ),
+                )
             )
     return found
 
@@ -473,14 +534,26 @@ def spam_findings(settings: Settings, prepared: Prepared, program: str | None = 
         command = [program, "-L", "-t", "--cf=report_safe 0"]
         done = subprocess.run(command, input=raw, capture_output=True, timeout=120, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        return [Finding("warning", "spamassassin", f"could not run {program} ({exc}); the spam score is unknown.")]
+        return [
+            Finding(
+                "warning",
+                "spamassassin",
+                _("could not run {program} ({exc}); the spam score is unknown.", program=program, exc=exc),
+            )
+        ]
     header = re.search(rb"^X-Spam-Status: (.*(?:\n[ \t].*)*)", done.stdout, re.MULTILINE)
     if header is None:
         message = done.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no X-Spam-Status header"]
-        return [Finding("warning", "spamassassin", f"{program} gave no score ({message[0]}).")]
+        return [
+            Finding(
+                "warning",
+                "spamassassin",
+                _("{program} gave no score ({message_}).", program=program, message_=message[0]),
+            )
+        ]
     status = " ".join(header.group(1).decode("ascii", "replace").split())
     score_match = re.search(r"score=(-?[\d.]+)", status)
-    score = float(score_match.group(1)) if score_match else 0.0
+    score = round(float(score_match.group(1)) if score_match else 0.0, 1) + 0.0  # + 0.0: never '-0'
     # The report's table: " 0.7 HTML_FONT_LOW_CONTRAST BODY: HTML font color similar or ..."
     report = done.stdout.decode("utf-8", "replace").rsplit("Content analysis details", 1)[-1]
     table: list[list] = []
@@ -493,16 +566,21 @@ def spam_findings(settings: Settings, prepared: Prepared, program: str | None = 
         elif table and line.startswith(" " * 20) and line.strip():  # a description's next line
             table[-1][2] += " " + line.strip()
     counted = sorted(((points, name, text) for points, name, text in table if points != 0), reverse=True)
-    rules = "; ".join(f"{name} {points:+g} ({description})" for points, name, description in counted) or "none"
+    rules = "; ".join(f"{name} {points:+g} ({description})" for points, name, description in counted) or _("none")
     if score > SPAM_WARN:
         return [
             Finding(
                 "warning",
                 "spamassassin",
-                f"spam score {score:g} (above {SPAM_WARN:g}); rules: {rules}. Change what the rules point at.",
+                _(
+                    "spam score {score:g} (above {spam_warn:g}); rules: {rules}. Change what the rules point at.",
+                    score=score,
+                    spam_warn=SPAM_WARN,
+                    rules=rules,
+                ),
             )
         ]
-    return [Finding("info", "spamassassin", f"spam score {score:g}; rules: {rules}.")]
+    return [Finding("info", "spamassassin", _("spam score {score:g}; rules: {rules}.", score=score, rules=rules))]
 
 
 def as_json(found: list[Finding]) -> list[dict]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import sys
 import time
 import traceback
 from dataclasses import dataclass
@@ -12,9 +13,10 @@ from pathlib import Path
 
 import click
 
-from . import __version__
+from . import __version__, language
 from .config import Settings, load_settings
 from .errors import ConfigError, NewsletterError
+from .language import N_, _
 from .store import database, explain
 
 # The stages are imported inside the commands that use them, so that each command starts
@@ -39,15 +41,27 @@ class State:
         settings, created = ensure(self.settings(**overrides))
         if created:
             click.echo(
-                f"Made a new NEWSLETTER_SECRET_KEY in {settings.project_dir / '.env'}: keep that file secret, and "
-                "back it up with newsletter.db (without it, links in sent emails stop working).",
+                _(
+                    "Made a new NEWSLETTER_SECRET_KEY in {file}: keep that file secret, and back it up with newsletter.db (without it, links in sent emails stop working).",
+                    file=settings.project_dir / ".env",
+                ),
                 err=True,
             )
         return settings
 
 
 class _Group(click.Group):
-    """Turns NewsletterError into 'Error: ...' and exit 1; tracebacks only with --verbose."""
+    """Speaks the project's language; turns NewsletterError into 'Error: ...' and exit 1;
+    tracebacks only with --verbose."""
+
+    def main(self, args=None, *more, **options):  # type: ignore[no-untyped-def, override]
+        arguments = list(args) if args is not None else sys.argv[1:]
+        try:
+            speak(arguments)
+        except ValueError as exc:  # NEWSLETTER_LANG names a language we do not speak
+            click.echo(f"Error: {exc}.", err=True)
+            sys.exit(1)
+        return super().main(arguments, *more, **options)
 
     def invoke(self, ctx: click.Context) -> object:
         try:
@@ -77,7 +91,116 @@ def _database_path(state: State | None) -> Path:
 def _warn(findings) -> None:
     """Print findings (or plain messages) as warnings on stderr."""
     for finding in findings:
-        click.echo(f"Warning: {getattr(finding, 'text', finding)}", err=True)
+        click.echo(_("Warning: {text}", text=getattr(finding, "text", finding)), err=True)
+
+
+def _confirm(question: str) -> bool:
+    """Ask a yes/no question in the project's language ('[j/N]' in Norwegian); no is the default."""
+    answers = {"y": True, "yes": True, "n": False, "no": False}
+    answers |= {"j": True, "ja": True, "nei": False} if language.current() == "nb" else {}
+    while True:
+        reply = click.prompt(f"{question} [{_('y/N')}]", default="", show_default=False, prompt_suffix=" ", err=True)
+        if not reply.strip():
+            return False
+        if reply.strip().lower() in answers:
+            return answers[reply.strip().lower()]
+        click.echo(_("Answer {yes} or {no}.", yes=_("y"), no=_("n")), err=True)
+
+
+def _confirm_or_stop(question: str) -> None:
+    """Ask; 'no' stops the command (exit 1, 'Aborted!' in the project's language)."""
+    if not _confirm(question):
+        raise click.Abort()
+
+
+def _is_warning(note: str) -> bool:
+    """Whether a note from the library is a warning (it then goes to stderr)."""
+    return note.startswith(_("Warning: {text}", text=""))
+
+
+def word(value: str) -> str:
+    """A status or reason word the library gives as data ('confirmed', 'skipped'), translated."""
+    return language.translate(value)
+
+
+# Words the library returns as data and this module shows translated (see word()).
+WORDS = (
+    N_("pending"), N_("confirmed"), N_("unsubscribed"), N_("bounced"), N_("blocked"), N_("forgotten"),
+    N_("sent"), N_("picked"), N_("skipped"), N_("keywords"), N_("new"),
+    N_("scheduled"), N_("starting"), N_("running"), N_("done"), N_("cancelled"),
+    N_("current"), N_("kept"), N_("retired"), N_("MISSING"), N_("file"),
+)  # fmt: skip
+
+
+def speak(arguments: list[str]) -> None:
+    """Choose the language of this run before Click reads the arguments (so --help speaks it too):
+    NEWSLETTER_LANG, else the project's interface_language (newsletter.toml, .env), else nb."""
+    chosen = language.from_environment()
+    if chosen is None:
+        chosen = _project_language(arguments)
+    language.use(chosen)
+    language.teach_click()
+    localize(cli)
+
+
+def _project_language(arguments: list[str]) -> str | None:
+    """The interface language of the project the arguments point at (--project) or the current
+    folder is in; None when there is no project or it does not say. Never an error: the command
+    itself reports a broken project."""
+    import tomllib
+
+    from dotenv import dotenv_values
+
+    from .config import find_project
+
+    folder = None
+    for i, argument in enumerate(arguments):
+        if argument == "--project" and i + 1 < len(arguments):
+            folder = Path(arguments[i + 1])
+        elif argument.startswith("--project="):
+            folder = Path(argument.split("=", 1)[1])
+    try:
+        root = find_project(folder) if folder is None else folder
+        value = dotenv_values(root / ".env").get(language.ENV) if (root / ".env").is_file() else None
+        if not value:
+            table = tomllib.loads((root / "newsletter.toml").read_text(encoding="utf-8")).get("newsletter", {})
+            value = table.get("interface_language") or table.get("language")
+    except (NewsletterError, OSError, ValueError):
+        return None
+    return value if value in language.LANGUAGES else None
+
+
+def _help_places(group: click.Command, path: str = "newsletter"):  # type: ignore[no-untyped-def]
+    """(object, attribute, where) for every help text of ``group`` and the commands below it."""
+    for attribute in ("help", "short_help", "epilog", "options_metavar", "subcommand_metavar"):
+        if isinstance(getattr(group, attribute, None), str):
+            yield group, attribute, path
+    for param in group.params:
+        if isinstance(param, click.Option):
+            yield param, "help", f"{path} {param.opts[-1]}"
+    for name, command in getattr(group, "commands", {}).items():
+        yield from _help_places(command, f"{path} {name}")
+
+
+def help_texts(group: click.Command) -> list[tuple[str, str]]:
+    """Every help text (in English, as written) with the command it belongs to: for the catalogue."""
+    found = []
+    for owner, attribute, where in _help_places(group):
+        text = owner.__dict__.get(f"_english_{attribute}", getattr(owner, attribute))
+        if text:
+            found.append((text, where))
+    return found
+
+
+def localize(group: click.Command) -> None:
+    """Put the help texts of every command and option in the current language (the English
+    text stays beside it, so this can run again in another language)."""
+    for owner, attribute, _where in _help_places(group):
+        english = owner.__dict__.setdefault(f"_english_{attribute}", getattr(owner, attribute))
+        if english:
+            setattr(owner, attribute, language.translate(english))
+        if isinstance(owner, click.Command):
+            owner._help_option = None  # Click keeps the --help option it made, with its text, in the language then
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -115,10 +238,15 @@ def init(directory: Path, name: str) -> None:
     from .scaffold import init_project
 
     created = init_project(directory, name)
-    click.echo(f"Created a newsletter project in {display(directory)}:")
+    click.echo(_("Created a newsletter project in {directory}:", directory=display(directory)))
     for path in created:
         click.echo(f"  {display(path)}")
-    click.echo(f"Next: edit {display(directory / 'newsletter.toml')}, then run 'newsletter build' there.")
+    click.echo(
+        _(
+            "Next: edit {directory}, then run 'newsletter build' there.",
+            directory=display(directory / "newsletter.toml"),
+        )
+    )
 
 
 @cli.command()
@@ -135,10 +263,10 @@ def new(state: State, title: str, when: str | None, lang: str | None) -> None:
     from .scaffold import new_issue, parse_day
 
     folder = new_issue(state.settings(), title, parse_day(when) if when else date.today(), lang)
-    click.echo(f"Created {display(folder)}")
-    click.echo(f"  {display(folder / 'issue.md')}  (title, subject, preheader, date; introduction)")
-    click.echo(f"  {display(folder / '01-sak.md')}  (an example article)")
-    click.echo(f"Build it with: newsletter build {folder.name}")
+    click.echo(_("Created {folder}", folder=display(folder)))
+    click.echo(_("  {folder}  (title, subject, preheader, date; introduction)", folder=display(folder / "issue.md")))
+    click.echo(_("  {folder}  (an example article)", folder=display(folder / "01-sak.md")))
+    click.echo(_("Build it with: newsletter build {name}", name=folder.name))
 
 
 @cli.command()
@@ -155,10 +283,10 @@ def build(state: State, issue: str | None, out: Path | None) -> None:
     from .content import display
 
     result = build_issue(state.settings(), issue, out)
-    click.echo(f"Built {result.issue_id}:")
+    click.echo(_("Built {issue}:", issue=result.issue_id))
     for path in result.files:
         click.echo(f"  {display(path)}")
-    click.echo(f"HTML size: {result.html_bytes / 1024:.1f} KB (Gmail clips above 102 KB)")
+    click.echo(_("HTML size: {size:.1f} KB (Gmail clips above 102 KB)", size=result.html_bytes / 1024))
     _warn(result.findings)
 
 
@@ -188,15 +316,30 @@ def feeds_fetch(state: State, names: tuple[str, ...], strict: bool) -> None:
         reports = fetch_feeds(settings, conn, names)
     for report in reports:
         if report.ok:
-            click.echo(f"ok     {report.feed}: {report.new} new of {report.seen} ({report.status})")
+            click.echo(
+                _(
+                    "ok     {feed}: {new} new of {seen} ({status})",
+                    feed=report.feed,
+                    new=report.new,
+                    seen=report.seen,
+                    status=word(report.status),
+                )
+            )
         else:
-            click.echo(f"failed {report.feed}: {report.error}", err=True)
+            click.echo(_("failed {feed}: {error}", feed=report.feed, error=report.error), err=True)
     failed = [r for r in reports if not r.ok]
     click.echo(
-        f"{len(reports) - len(failed)} of {len(reports)} feeds fetched, {sum(r.new for r in reports)} new items."
+        _(
+            "{ok} of {total} feeds fetched, {new} new items.",
+            ok=len(reports) - len(failed),
+            total=len(reports),
+            new=sum(r.new for r in reports),
+        )
     )
     if failed and (strict or len(failed) == len(reports)):
-        raise click.ClickException(f"{len(failed)} of {len(reports)} feeds failed; see the lines above.")
+        raise click.ClickException(
+            _("{failed} of {total} feeds failed; see the lines above.", failed=len(failed), total=len(reports))
+        )
 
 
 @feeds.command("list")
@@ -215,19 +358,26 @@ def feeds_list(state: State, issue: str | None, show_all: bool) -> None:
     loaded = load_issue(settings, find_issue(settings, issue))
     with database(settings.database) as conn:
         found = candidates(settings, conn, loaded.id, loaded.language)
-    click.echo(f"News for {loaded.id}: {sum(c.selected for c in found)} selected of {len(found)} candidates")
+    click.echo(
+        _(
+            "News for {issue}: {selected} selected of {total} candidates",
+            issue=loaded.id,
+            selected=sum(c.selected for c in found),
+            total=len(found),
+        )
+    )
     for c in found:
         if not (c.selected or show_all or c.reason == "skipped"):
             continue
         when = news_date(c.item.published, c.item.first_seen).isoformat()
         mark = "x" if c.selected else " "
-        click.echo(f"[{mark}] {c.item.id:>5}  {when}  {c.item.feed}: {c.item.title}  ({c.reason})")
+        click.echo(f"[{mark}] {c.item.id:>5}  {when}  {c.item.feed}: {c.item.title}  ({language.translate(c.reason)})")
     hidden = sum(not (c.selected or c.reason == "skipped") for c in found)
     if hidden and not show_all:
-        click.echo(f"({hidden} more not selected; --all lists them)")
+        click.echo(_("({hidden} more not selected; --all lists them)", hidden=hidden))
 
 
-def _choose(state: State, issue: str, ids: tuple[int, ...], choice: str | None, verb: str) -> None:
+def _choose(state: State, issue: str, ids: tuple[int, ...], choice: str | None) -> None:
     from .content import find_issue
     from .feeds import choose
 
@@ -235,7 +385,12 @@ def _choose(state: State, issue: str, ids: tuple[int, ...], choice: str | None, 
     issue_id = find_issue(settings, issue).name
     with database(settings.database) as conn:
         count = choose(conn, issue_id, ids, choice)
-    click.echo(f"{verb} {count} item(s) for {issue_id}. Rebuild with: newsletter build {issue_id}")
+    done = {
+        "pick": _("Picked {count} item(s) for {issue}.", count=count, issue=issue_id),
+        "skip": _("Skipped {count} item(s) for {issue}.", count=count, issue=issue_id),
+        None: _("Reset {count} item(s) for {issue}.", count=count, issue=issue_id),
+    }[choice]
+    click.echo(_("{done} Rebuild with: newsletter build {issue}", done=done, issue=issue_id))
 
 
 @feeds.command("pick")
@@ -244,7 +399,7 @@ def _choose(state: State, issue: str, ids: tuple[int, ...], choice: str | None, 
 @click.pass_obj
 def feeds_pick(state: State, issue: str, ids: tuple[int, ...]) -> None:
     """Put the items IDS into ISSUE, whatever the default selection says."""
-    _choose(state, issue, ids, "pick", "Picked")
+    _choose(state, issue, ids, "pick")
 
 
 @feeds.command("skip")
@@ -253,7 +408,7 @@ def feeds_pick(state: State, issue: str, ids: tuple[int, ...]) -> None:
 @click.pass_obj
 def feeds_skip(state: State, issue: str, ids: tuple[int, ...]) -> None:
     """Leave the items IDS out of ISSUE."""
-    _choose(state, issue, ids, "skip", "Skipped")
+    _choose(state, issue, ids, "skip")
 
 
 @feeds.command("reset")
@@ -262,7 +417,7 @@ def feeds_skip(state: State, issue: str, ids: tuple[int, ...]) -> None:
 @click.pass_obj
 def feeds_reset(state: State, issue: str, ids: tuple[int, ...]) -> None:
     """Forget the pick or skip of the items IDS in ISSUE (back to the default)."""
-    _choose(state, issue, ids, None, "Reset")
+    _choose(state, issue, ids, None)
 
 
 @feeds.command("status")
@@ -277,14 +432,26 @@ def feeds_status(state: State) -> None:
     for feed in settings.feeds:
         row = rows.get(feed.name)
         if row is None:
-            click.echo(f"never  {feed.name}: not fetched yet")
+            click.echo(_("never  {name}: not fetched yet", name=feed.name))
         elif row["last_error"]:
             click.echo(
-                f"failed {feed.name}: {row['last_error']} (at {row['last_fetched']}; last ok {row['last_ok'] or 'never'})"
+                _(
+                    "failed {name}: {last_error} (at {last_fetched}; last ok {last_ok})",
+                    name=feed.name,
+                    last_error=row["last_error"],
+                    last_fetched=row["last_fetched"],
+                    last_ok=row["last_ok"] or _("never"),
+                )
             )
         else:
             click.echo(
-                f"ok     {feed.name}: {row['items']} items (last fetched {row['last_fetched']}, {row['last_status']})"
+                _(
+                    "ok     {name}: {items} items (last fetched {last_fetched}, {last_status})",
+                    name=feed.name,
+                    items=row["items"],
+                    last_fetched=row["last_fetched"],
+                    last_status=word(row["last_status"] or ""),
+                )
             )
 
 
@@ -313,21 +480,38 @@ def emissions_import(state: State, file: Path, release: str | None) -> None:
     members = read_members(_members_file(settings))
     with database(settings.database) as conn:
         report = import_emissions(conn, file, release or file.stem, members, read_sectors(sectors_file(settings)))
-    click.echo(f"Imported release {report.release!r} from {file.name} ({report.numbering} municipality numbers):")
-    click.echo(f"  rows read: {report.rows} ({report.zero_rows} zero)")
-    click.echo(f"  municipalities: {report.municipalities}")
-    click.echo(f"  years: {', '.join(map(str, report.years))}")
-    click.echo(f"  sectors: {', '.join(report.sectors)}")
+    click.echo(
+        _(
+            "Imported release {release!r} from {name} ({numbering} municipality numbers):",
+            release=report.release,
+            name=file.name,
+            numbering=report.numbering,
+        )
+    )
+    click.echo(_("  rows read: {rows} ({zero_rows} zero)", rows=report.rows, zero_rows=report.zero_rows))
+    click.echo(_("  municipalities: {count}", count=report.municipalities))
+    click.echo(_("  years: {years}", years=", ".join(map(str, report.years))))
+    click.echo(_("  sectors: {sectors}", sectors=", ".join(report.sectors)))
     if report.ignored_rows:
-        click.echo(f"  ignored: {report.ignored_rows} rows without a municipality number (sums, notes)")
+        click.echo(_("  ignored: {count} rows without a municipality number (sums, notes)", count=report.ignored_rows))
     if report.empty_values:
-        _warn([f"{report.empty_values} empty emission values were read as 0."])
+        _warn([_("{count} empty emission values were read as 0.", count=report.empty_values)])
     if report.negative_values:
         click.echo(
-            f"  negative: {report.negative_values} rows (removals, e.g. by forest or carbon capture; kept as they are)"
+            _(
+                "  negative: {count} rows (removals, e.g. by forest or carbon capture; kept as they are)",
+                count=report.negative_values,
+            )
         )
     if report.unknown_sectors:
-        _warn([f"new sector(s) not in the sector list, imported as they are: {', '.join(report.unknown_sectors)}"])
+        _warn(
+            [
+                _(
+                    "new sector(s) not in the sector list, imported as they are: {sectors}",
+                    sectors=", ".join(report.unknown_sectors),
+                )
+            ]
+        )
 
 
 @emissions.command("summary")
@@ -367,7 +551,7 @@ def emissions_summary(
     )
 
     if (from_year is None) != (to_year is None):
-        raise click.UsageError("give both --from and --to, or neither (the two newest years).")
+        raise click.UsageError(_("give both --from and --to, or neither (the two newest years)."))
     settings = state.settings()
     members = read_members(_members_file(settings))
     with database(settings.database) as conn:
@@ -398,11 +582,13 @@ def emissions_releases(state: State) -> None:
     with database(settings.database) as conn:
         rows = releases(conn)
     if not rows:
-        click.echo("No emission data imported yet: run 'newsletter emissions import FILE'.")
+        click.echo(_("No emission data imported yet: run 'newsletter emissions import FILE'."))
     for row in rows:
         click.echo(
-            f"{row['label']}: {row['first_year']}–{row['last_year']}, {row['municipalities']} municipalities, "
-            f"{row['rows']} rows from {row['source']} (imported {row['imported_at']})"
+            _(
+                "{label}: {first_year}–{last_year}, {municipalities} municipalities, {rows} rows from {source} (imported {imported_at})",
+                **dict(row),
+            )
         )
 
 
@@ -447,7 +633,13 @@ def subscribers_add(
             conn, settings, _members(settings), email,
             name=name, municipality=municipality, language=lang, topics=topics, confirmed=confirmed,
         )  # fmt: skip
-    click.echo(f"{action.capitalize()}: {person.email} ({person.status})")
+    values = {"email": person.email, "status": word(person.status)}
+    if action == "added":
+        click.echo(_("Added: {email} ({status})", **values))
+    elif action == "updated":
+        click.echo(_("Updated: {email} ({status})", **values))
+    else:
+        click.echo(_("Unchanged: {email} ({status})", **values))
 
 
 @subscribers.command("import")
@@ -470,22 +662,39 @@ def subscribers_import(state: State, file: Path, confirmed: bool, dry_run: bool)
     with database(settings.database) as conn:
         report = import_csv(conn, settings, _members(settings), file, confirmed=confirmed, dry_run=dry_run)
     if report.read_as:
-        click.echo(f"Read {file.name} as {report.read_as}.")
-    prefix = "Would add" if dry_run else "Added"
-    skipped = f", skipped {report.skipped} (unsubscribed, bounced or blocked)" if report.skipped else ""
-    click.echo(
-        f"{prefix} {report.added}, updated {report.updated}, unchanged {report.unchanged}{skipped}, "
-        f"rejected {report.rejected_count}."
-    )
-    for line, reason in report.rejected:
-        click.echo(f"{file.name}:{line}: rejected: {reason}", err=True)
-    if report.rejected_count > len(report.rejected):
-        click.echo(f"... and {report.rejected_count - len(report.rejected)} more rejected rows.", err=True)
+        click.echo(_("Read {name} as {read_as}.", name=file.name, read_as=report.read_as))
+    counts = {
+        "added": report.added,
+        "updated": report.updated,
+        "unchanged": report.unchanged,
+        "skipped": report.skipped,
+        "rejected": report.rejected_count,
+    }
     if dry_run:
-        click.echo("Dry run: nothing was changed.")
+        line = _("Would add {added}, update {updated}, leave {unchanged} unchanged, reject {rejected}.", **counts)
+    else:
+        line = _("Added {added}, updated {updated}, unchanged {unchanged}, rejected {rejected}.", **counts)
+    if report.skipped:
+        line += " " + _("Skipped {skipped} (unsubscribed, bounced or blocked).", **counts)
+    click.echo(line)
+    for line_number, reason in report.rejected:
+        click.echo(_("{file}:{line}: rejected: {reason}", file=file.name, line=line_number, reason=reason), err=True)
+    if report.rejected_count > len(report.rejected):
+        click.echo(
+            _("... and {count} more rejected rows.", count=report.rejected_count - len(report.rejected)), err=True
+        )
+    if dry_run:
+        click.echo(_("Dry run: nothing was changed."))
+    if report.rejected_count and dry_run:
+        raise click.ClickException(
+            _("{count} row(s) would be rejected; fix them before the import.", count=report.rejected_count)
+        )
     if report.rejected_count:
         raise click.ClickException(
-            f"{report.rejected_count} row(s) rejected; fix them and import the file again (the rest is {'not ' if dry_run else ''}saved)."
+            _(
+                "{count} row(s) rejected; fix them and import the file again (the rest is saved).",
+                count=report.rejected_count,
+            )
         )
 
 
@@ -516,11 +725,11 @@ def subscribers_list(state: State, statuses: tuple[str, ...], segment: str | Non
             people = audience(conn, parse_segment(segment, settings, _members(settings)))
         else:
             people = listing(conn, statuses)
+    names = {m.number_2024: m.name for m in _members(settings)} if settings.emissions_members else {}
     for p in people:
-        click.echo(
-            f"{p.email}  {p.status}  {p.municipality or '-'}  {p.language}  {','.join(p.topics) or '-'}  {p.name}"
-        )
-    click.echo(f"{len(people)} subscriber(s)")
+        place = names.get(p.municipality, p.municipality) if p.municipality else "-"
+        click.echo(f"{p.email}  {word(p.status)}  {place}  {p.language}  {','.join(p.topics) or '-'}  {p.name}")
+    click.echo(_("{count} subscriber(s)", count=len(people)))
 
 
 @subscribers.command("count")
@@ -533,11 +742,13 @@ def subscribers_count(state: State) -> None:
     names = {m.number_2024: m.name for m in _members(settings)}
     with database(settings.database) as conn:
         result = counts(conn)
-    click.echo("By status: " + ", ".join(f"{k} {v}" for k, v in result["status"].items()))
-    click.echo("Confirmed by language: " + (", ".join(f"{k} {v}" for k, v in result["language"].items()) or "none"))
-    click.echo("Confirmed by municipality:")
+    statuses = ", ".join(f"{word(k)} {v}" for k, v in result["status"].items())
+    click.echo(_("By status: {counts}", counts=statuses))
+    languages = ", ".join(f"{k} {v}" for k, v in result["language"].items()) or _("none")
+    click.echo(_("Confirmed by language: {counts}", counts=languages))
+    click.echo(_("Confirmed by municipality:"))
     for number, n in result["municipality"].items():
-        click.echo(f"  {names.get(number, number)} ({number}): {n}" if number != "-" else f"  (none given): {n}")
+        click.echo(f"  {names.get(number, number)} ({number}): {n}" if number != "-" else _("  (none given): {n}", n=n))
 
 
 @subscribers.command("remove")
@@ -550,7 +761,7 @@ def subscribers_remove(state: State, email: str) -> None:
     settings = state.settings()
     with database(settings.database) as conn:
         person = remove(conn, email)
-    click.echo(f"Unsubscribed: {person.email}")
+    click.echo(_("Unsubscribed: {email}", email=person.email))
 
 
 @subscribers.command("forget")
@@ -567,17 +778,17 @@ def subscribers_forget(state: State, email: str, yes: bool) -> None:
     settings = state.settings_with_key()
     address = normalize_email(email)
     if not yes:
-        click.confirm(f"Erase all data about {address}?", abort=True)
+        _confirm_or_stop(_("Erase all data about {address}?", address=address))
     with database(settings.database) as conn:
         forget(conn, settings, address)
-    click.echo(f"Forgotten: {address} (only a keyed hash of the address is kept)")
+    click.echo(_("Forgotten: {address} (only a keyed hash of the address is kept)", address=address))
 
 
 @subscribers.command("show")
 @click.argument("email")
 @click.pass_obj
 def subscribers_show(state: State, email: str) -> None:
-    """Everything stored about EMAIL, as JSON (for a data-access request)."""
+    """Everything stored about EMAIL, as JSON (for a data-access request), with the municipality's name."""
     import json
     from dataclasses import asdict
 
@@ -588,8 +799,14 @@ def subscribers_show(state: State, email: str) -> None:
         settle(conn)  # an unsubscribe kept aside while the database was busy shows too
         person = get(conn, email)
     if person is None:
-        raise click.ClickException(f"{normalize_email(email)} is not on the list (nothing is stored about it).")
-    click.echo(json.dumps(asdict(person), ensure_ascii=False, indent=2))
+        raise click.ClickException(
+            _("{email} is not on the list (nothing is stored about it).", email=normalize_email(email))
+        )
+    shown = asdict(person)
+    if person.municipality and settings.emissions_members:  # the name beside the number people do not know
+        names = {m.number_2024: m.name for m in _members(settings)}
+        shown = {**shown, "municipality_name": names.get(person.municipality)}
+    click.echo(json.dumps(shown, ensure_ascii=False, indent=2))
 
 
 @cli.command()
@@ -617,7 +834,13 @@ def serve(state: State, host: str, port: int, trusted_proxies: str | None) -> No
     settings = state.settings_with_key(web_trusted_proxies=trusted_proxies)
     app = create_app(settings)
     _can_listen(host, port)
-    click.echo(f"Serving on {_url(host, port)} (public address {settings.base_url}); Ctrl-C stops.")
+    click.echo(
+        _(
+            "Serving on {host} (public address {base_url}); Ctrl-C stops.",
+            host=_url(host, port),
+            base_url=settings.base_url,
+        )
+    )
     # No access log: the URLs hold subscribers' tokens.
     uvicorn.run(
         app,
@@ -670,7 +893,9 @@ def preview(state: State, issue: str | None, port: int, host: str, open_browser:
     # (a web page could otherwise reach the preview through its own name: DNS rebinding).
     allowed = LOOPBACK if loopback else (*LOOPBACK, host.strip("[]"), *_machine_names())
     if not loopback:
-        click.echo(f"Warning: the preview has no login; anyone who can reach {url} can read the issue.", err=True)
+        click.echo(
+            _("Warning: the preview has no login; anyone who can reach {url} can read the issue.", url=url), err=True
+        )
     server = uvicorn.Server(
         uvicorn.Config(create_preview_app(live, allowed_hosts=allowed), host=host, port=port, log_level="warning",
                        access_log=False, lifespan="off")
@@ -685,7 +910,7 @@ def preview(state: State, issue: str | None, port: int, host: str, open_browser:
 
         threading.Thread(target=opener, daemon=True).start()
     live.start_watching()
-    click.echo(f"Preview on {url} ; it refreshes when you save a file. Ctrl-C stops.")
+    click.echo(_("Preview on {url} ; it refreshes when you save a file. Ctrl-C stops.", url=url))
     try:
         server.run()
     finally:
@@ -752,23 +977,33 @@ def send(
         for address, where in result.sent:
             if result.via.kind == "outbox":
                 click.echo(
-                    f"Test for {address} saved in the local outbox, not sent: {where} (open it in a mail program)"
+                    _(
+                        "Test for {address} saved in the local outbox, not sent: {where} (open it in a mail program)",
+                        address=address,
+                        where=where,
+                    )
                 )
             else:
-                click.echo(f"Test sent to {address} ({where})")
+                click.echo(_("Test sent to {address} ({where})", address=address, where=where))
         for note in result.notes:
-            click.echo(note, err=note.startswith("Warning"))
+            click.echo(note, err=_is_warning(note))
         for address, reason in result.failed:
-            click.echo(f"  not sent to {address}: {reason}", err=True)
+            click.echo(_("  not sent to {address}: {reason}", address=address, reason=reason), err=True)
         if errors:
             click.echo(
-                f"Warning: {len(errors)} error(s) found by 'newsletter check': the test was sent, "
-                "but a real send refuses until they are fixed.",
+                _(
+                    "Warning: {count} error(s) found by 'newsletter check': the test was sent, but a real send refuses until they are fixed.",
+                    count=len(errors),
+                ),
                 err=True,
             )
         if result.failed:
             raise click.ClickException(
-                f"the test did not reach {len(result.failed)} of {len(tests)} address(es) (see above); check them."
+                _(
+                    "the test did not reach {failed} of {total} address(es) (see above); check them.",
+                    failed=len(result.failed),
+                    total=len(tests),
+                )
             )
         return
     settings = state.settings() if dry_run else state.settings_with_key()
@@ -776,32 +1011,48 @@ def send(
     _warn([f for f in plan.prepared.findings if f.level == "warning"])  # the build's; check lists its own
     for finding in plan.findings:
         if finding.level == "error":  # only when forced
-            click.echo(f"{finding.line} (sent anyway: --force)", err=True)
-    what = "resume delivery of" if plan.resuming else "send"
-    click.echo(f"{plan.issue}: {plan.subject!r} -> {plan.audience} recipient(s) via {plan.via}")
+            click.echo(_("{line} (sent anyway: --force)", line=finding.line), err=True)
+    click.echo(
+        _(
+            "{issue}: {subject!r} -> {audience} recipient(s) via {via}",
+            issue=plan.issue,
+            subject=plan.subject,
+            audience=plan.audience,
+            via=plan.via,
+        )
+    )
     if plan.other_language:
-        names = {"nb": "Norwegian", "en": "English"}
+        names = {"nb": _("Norwegian"), "en": _("English")}
         other = "en" if plan.language == "nb" else "nb"
         click.echo(
-            f"Warning: {plan.other_language} of them chose the {names[other]} edition and get this "
-            f"{names[plan.language]} issue; to send it only to its readers, add --segment 'lang={plan.language}'.",
+            _(
+                "Warning: {count} of them chose the {chosen} edition and get this {edition} issue; to send it only to its readers, add --segment 'lang={language}'.",
+                count=plan.other_language,
+                chosen=names[other],
+                edition=names[plan.language],
+                language=plan.language,
+            ),
             err=True,
         )
     if dry_run:
         for address in plan.sample:
             click.echo(f"  {address}")
         if plan.audience > len(plan.sample):
-            click.echo(f"  ... and {plan.audience - len(plan.sample)} more")
-        click.echo("Dry run: nothing was sent or recorded.")
+            click.echo(_("  ... and {count} more", count=plan.audience - len(plan.sample)))
+        click.echo(_("Dry run: nothing was sent or recorded."))
         return
     if not yes:
         if not sys.stdin.isatty():
-            raise click.ClickException("not on a terminal: add --yes to send without being asked.")
-        click.confirm(f"{what.capitalize()} {plan.issue} to {plan.audience} recipient(s) via {plan.via}?", abort=True)
+            raise click.ClickException(_("not on a terminal: add --yes to send without being asked."))
+        values = {"issue": plan.issue, "audience": plan.audience, "via": plan.via}
+        if plan.resuming:
+            _confirm_or_stop(_("Resume the delivery of {issue} to {audience} recipient(s) via {via}?", **values))
+        else:
+            _confirm_or_stop(_("Send {issue} to {audience} recipient(s) via {via}?", **values))
     stop = threading.Event()
 
     def graceful(signum, frame):
-        click.echo("\nStopping after the messages in flight (Ctrl-C again to stop at once) ...", err=True)
+        click.echo(_("\nStopping after the messages in flight (Ctrl-C again to stop at once) ..."), err=True)
         stop.set()
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
@@ -819,7 +1070,16 @@ def send(
             rate = (now_summary.sent - first_sent[0]) / elapsed
             eta = (now_summary.pending / rate) if rate else 0
             end = "\r" if sys.stdout.isatty() else "\n"
-            click.echo(f"{done}/{now_summary.total} done, {rate:.1f} msg/s, about {eta:.0f} s left", nl=False)
+            click.echo(
+                _(
+                    "{done}/{total} done, {rate:.1f} msg/s, about {eta:.0f} s left",
+                    done=done,
+                    total=now_summary.total,
+                    rate=rate,
+                    eta=eta,
+                ),
+                nl=False,
+            )
             click.echo(end, nl=False)
 
     try:
@@ -828,18 +1088,28 @@ def send(
         signal.signal(signal.SIGINT, previous)
     click.echo(result.line)
     for note in result.notes:
-        click.echo(note, err=note.startswith("Warning"))
+        click.echo(note, err=_is_warning(note))
     for address, reason in result.failures[:20]:
-        click.echo(f"  failed {address}: {reason}", err=True)
+        click.echo(_("  failed {address}: {reason}", address=address, reason=reason), err=True)
     if len(result.failures) > 20:
         click.echo(
-            f"  ... and {len(result.failures) - 20} more: 'newsletter status {plan.issue}' lists them all.", err=True
+            _(
+                "  ... and {count} more: 'newsletter status {issue}' lists them all.",
+                count=len(result.failures) - 20,
+                issue=plan.issue,
+            ),
+            err=True,
         )
-    if "outbox" in plan.via:
-        click.echo(f"The messages are in {settings.outbox_dir} (a Maildir); nothing left this machine.")
+    if plan.via_kind == "outbox":
+        click.echo(
+            _("The messages are in {folder} (a Maildir); nothing left this machine.", folder=settings.outbox_dir)
+        )
     if result.pending:
         raise click.ClickException(
-            f"{result.pending} recipient(s) left for retry; run the same command again (or let 'newsletter run-due' do it)."
+            _(
+                "{count} recipient(s) left for retry; run the same command again (or let 'newsletter run-due' do it).",
+                count=result.pending,
+            )
         )
     if result.trouble:
         raise click.ClickException(result.trouble)
@@ -881,7 +1151,7 @@ def check(state: State, issue: str | None, links: bool, timeout: float, fmt: str
             click.echo(finding.line)
         errors = sum(f.level == "error" for f in found)
         warnings = sum(f.level == "warning" for f in found)
-        click.echo(f"{errors} error(s), {warnings} warning(s).")
+        click.echo(_("{errors} error(s), {warnings} warning(s).", errors=errors, warnings=warnings))
     if any(f.level == "error" for f in found):
         raise SystemExit(1)
 
@@ -897,22 +1167,32 @@ def status(state: State, issue: str | None) -> None:
 
     result = delivery_status(state.settings(), issue)
     if result.status == "scheduled":
-        click.echo(f"{result.issue}: scheduled for {oslo(result.scheduled_at)}; nothing sent yet.")  # type: ignore[arg-type]
+        click.echo(
+            _(
+                "{issue}: scheduled for {time}; nothing sent yet.",
+                issue=result.issue,
+                time=oslo(result.scheduled_at),
+            )
+        )  # type: ignore[arg-type]
         return
     if result.status == "blocked":
-        click.echo(f"{result.issue}: blocked, not sent: {result.blocked_reason}")
-        click.echo(f"  'newsletter schedule approve {result.issue}' sends it as it is now; 'schedule cancel' drops it.")
+        click.echo(_("{issue}: blocked, not sent: {reason}", issue=result.issue, reason=result.blocked_reason))
+        click.echo(
+            _(
+                "  'newsletter schedule approve {issue}' sends it as it is now; 'schedule cancel' drops it.",
+                issue=result.issue,
+            )
+        )
         return
     if result.status == "cancelled":
-        click.echo(f"{result.issue}: the schedule was cancelled; nothing was sent.")
+        click.echo(_("{issue}: the schedule was cancelled; nothing was sent.", issue=result.issue))
         return
     if result.status == "starting":
-        click.echo(f"{result.issue}: its start was cut short before anything was sent; "
-                   f"'newsletter send {result.issue}' (or run-due) starts it again.")  # fmt: skip
+        click.echo(_("{issue}: its start was cut short before anything was sent; 'newsletter send {issue}' (or run-due) starts it again.", issue=result.issue))  # fmt: skip
         return
     click.echo(result.line)
     for address, reason in result.failures:
-        click.echo(f"  failed {address}: {reason}")
+        click.echo(_("  failed {address}: {reason}", address=address, reason=reason))
 
 
 class _ScheduleGroup(click.Group):
@@ -956,9 +1236,18 @@ def schedule_add(state: State, issue: str, at: str, segment: str | None, force: 
     from .schedule import schedule as make_schedule
 
     made = make_schedule(state.settings_with_key(), issue, at, segment, force=force)
-    click.echo(f"Scheduled {made.issue} for {oslo(made.at)} ({made.at:%Y-%m-%d %H:%M} UTC).")  # type: ignore[arg-type]
     click.echo(
-        "It is sent by 'newsletter run-due' (cron, every minute); an edit before then blocks it until approved again."
+        _(
+            "Scheduled {issue} for {time} ({utc} UTC).",
+            issue=made.issue,
+            time=oslo(made.at),
+            utc=f"{made.at:%Y-%m-%d %H:%M}",
+        )
+    )  # type: ignore[arg-type]
+    click.echo(
+        _(
+            "It is sent by 'newsletter run-due' (cron, every minute); an edit before then blocks it until approved again."
+        )
     )
 
 
@@ -971,10 +1260,10 @@ def schedule_list(state: State) -> None:
 
     found = listing(state.settings())
     if not found:
-        click.echo("Nothing scheduled.")
+        click.echo(_("Nothing scheduled."))
     for item in found:
-        when = oslo(item.at) if item.at else "now"
-        line = f"{item.issue}  {item.status}  {when}  {item.segment or 'all confirmed'}"
+        when = oslo(item.at) if item.at else _("now")
+        line = f"{item.issue}  {word(item.status)}  {when}  {item.segment or _('all confirmed')}"
         click.echo(line + (f"  ({item.reason})" if item.reason else ""))
 
 
@@ -989,8 +1278,14 @@ def schedule_approve(state: State, issue: str, at: str | None, force: bool) -> N
     from .schedule import approve
 
     made = approve(state.settings_with_key(), issue, at=at, force=force)
-    when = "at the next run-due (its time has passed)" if made.at and made.at <= now() else f"for {oslo(made.at)}"  # type: ignore[arg-type]
-    click.echo(f"Approved {made.issue} as it is now; it is scheduled {when}.")
+    if made.at and made.at <= now():
+        click.echo(
+            _("Approved {issue} as it is now; it is sent at the next run-due (its time has passed).", issue=made.issue)
+        )
+    else:
+        click.echo(
+            _("Approved {issue} as it is now; it is scheduled for {time}.", issue=made.issue, time=oslo(made.at))
+        )  # type: ignore[arg-type]
 
 
 @schedule.command("cancel")
@@ -1002,7 +1297,9 @@ def schedule_cancel(state: State, issue: str) -> None:
     from .schedule import cancel
 
     done = cancel(state.settings(), issue)
-    click.echo(f"Cancelled {done.issue} (was scheduled for {oslo(done.at) if done.at else '-'}).")
+    click.echo(
+        _("Cancelled {issue} (was scheduled for {time}).", issue=done.issue, time=oslo(done.at) if done.at else "-")
+    )
 
 
 @cli.command("run-due")
@@ -1018,9 +1315,9 @@ def run_due_command(state: State) -> None:
 
     result = run_due(state.settings())
     for line in result.lines:
-        click.echo(line, err=line.startswith("Warning"))
+        click.echo(line, err=_is_warning(line))
     for problem in result.problems:
-        click.echo(problem if problem.startswith("  ") else f"Error: {problem}", err=True)
+        click.echo(problem if problem.startswith("  ") else _("Error: {message}", message=problem), err=True)
     if result.problems:
         raise SystemExit(1)
 
@@ -1051,21 +1348,33 @@ def archive(
 
     settings = state.settings()
     if sum(x is not None for x in (hide, unhide, add_issue)) > 1:
-        raise click.UsageError("use one of --hide, --unhide and --add at a time.")
+        raise click.UsageError(_("use one of --hide, --unhide and --add at a time."))
     if force and add_issue is None:
-        raise click.UsageError("--force goes with --add.")
+        raise click.UsageError(_("--force goes with --add."))
     if hide is not None or unhide is not None:
         issue_id, changed = set_hidden(settings, hide if hide is not None else unhide, hidden=hide is not None)
         if hide is not None:
-            click.echo(f"{issue_id} is hidden from the archive." if changed else f"{issue_id} was hidden already.")
+            click.echo(
+                _("{issue} is hidden from the archive.", issue=issue_id)
+                if changed
+                else _("{issue} was hidden already.", issue=issue_id)
+            )
         else:
-            click.echo(f"{issue_id} is back in the archive." if changed else f"{issue_id} was not hidden.")
+            click.echo(
+                _("{issue} is back in the archive.", issue=issue_id)
+                if changed
+                else _("{issue} was not hidden.", issue=issue_id)
+            )
     if add_issue is not None:
-        click.echo(f"{add_sent_issue(settings, add_issue, force)} is stored in the archive.")
+        click.echo(_("{issue} is stored in the archive.", issue=add_sent_issue(settings, add_issue, force)))
     result = write_archive(settings, out)
     click.echo(
-        f"Wrote the archive of {len(result.issues)} issue(s) to {shown_path(result.out_dir)}: index.html, feed.xml, "
-        f"sitemap.xml. Publish it at {settings.archive_index_url()} (or run 'newsletter serve')."
+        _(
+            "Wrote the archive of {count} issue(s) to {folder}: index.html, feed.xml, sitemap.xml. Publish it at {url} (or run 'newsletter serve').",
+            count=len(result.issues),
+            folder=shown_path(result.out_dir),
+            url=settings.archive_index_url(),
+        )
     )
 
 
@@ -1078,8 +1387,10 @@ def _can_listen(host: str, port: int) -> None:
     try:
         infos = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)
     except socket.gaierror as exc:
-        raise click.ClickException(f"cannot listen on {host!r} ({exc.strerror}); check --host.") from exc
-    family, kind, proto, _, address = infos[0]
+        raise click.ClickException(
+            _("cannot listen on {host!r} ({strerror}); check --host.", host=host, strerror=exc.strerror)
+        ) from exc
+    family, kind, proto, _canon, address = infos[0]
     with socket.socket(family, kind, proto) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -1087,9 +1398,20 @@ def _can_listen(host: str, port: int) -> None:
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 raise click.ClickException(
-                    f"cannot listen on {host}:{port}: the port is in use; choose another with --port."
+                    _(
+                        "cannot listen on {host}:{port}: the port is in use; choose another with --port.",
+                        host=host,
+                        port=port,
+                    )
                 ) from exc
-            raise click.ClickException(f"cannot listen on {host}:{port} ({exc.strerror}); check --host.") from exc
+            raise click.ClickException(
+                _(
+                    "cannot listen on {host}:{port} ({strerror}); check --host.",
+                    host=host,
+                    port=port,
+                    strerror=exc.strerror,
+                )
+            ) from exc
 
 
 def _machine_names() -> tuple[str, ...]:
@@ -1131,19 +1453,35 @@ def secret_status(state: State) -> None:
     from .keys import status as key_status
 
     found = key_status(state.settings())
-    mine = f" (fingerprint {found.fingerprint})" if found.fingerprint else ""
-    click.echo(f"NEWSLETTER_SECRET_KEY: {found.source}{mine}")
-    click.echo(f"Older keys kept for checking links (NEWSLETTER_OLD_SECRET_KEYS): {found.old_keys}")
-    if found.known:
-        click.echo("Keys this project has signed links with:")
-        for fingerprint, since, state_ in found.known:
-            click.echo(f"  {fingerprint}  since {since[:10]}  {state_}")
+    if found.fingerprint:
+        click.echo(
+            _(
+                "NEWSLETTER_SECRET_KEY: {source} (fingerprint {fingerprint})",
+                source=found.source,
+                fingerprint=found.fingerprint,
+            )
+        )
     else:
-        click.echo("This project has not signed any link yet.")
-    if any(state_ == "MISSING" for _, _, state_ in found.known):
+        click.echo(_("NEWSLETTER_SECRET_KEY: {source}", source=found.source))
+    click.echo(_("Older keys kept for checking links (NEWSLETTER_OLD_SECRET_KEYS): {count}", count=found.old_keys))
+    if found.known:
+        click.echo(_("Keys this project has signed links with:"))
+        for fingerprint, since, state_ in found.known:
+            click.echo(
+                _(
+                    "  {fingerprint}  since {date}  {state}",
+                    fingerprint=fingerprint,
+                    date=since[:10],
+                    state=word(state_),
+                )
+            )
+    else:
+        click.echo(_("This project has not signed any link yet."))
+    if any(known[2] == "MISSING" for known in found.known):
         raise click.ClickException(
-            "a key that signed links in sent emails is missing, so those links stop working; restore .env from "
-            "your backup (or 'newsletter secret retire FINGERPRINT' to give them up on purpose)."
+            _(
+                "a key that signed links in sent emails is missing, so those links stop working; restore .env from your backup (or 'newsletter secret retire FINGERPRINT' to give them up on purpose)."
+            )
         )
 
 
@@ -1160,9 +1498,13 @@ def secret_retire(state: State, fingerprint: str, yes: bool) -> None:
     from .keys import retire
 
     if not yes:
-        click.confirm(f"Unsubscribe links signed with {fingerprint} stop working. Retire it?", abort=True)
+        _confirm_or_stop(
+            _("Unsubscribe links signed with {fingerprint} stop working. Retire it?", fingerprint=fingerprint)
+        )
     retire(state.settings(), fingerprint)
-    click.echo(f"Retired {fingerprint}: it may now be removed from NEWSLETTER_OLD_SECRET_KEYS.")
+    click.echo(
+        _("Retired {fingerprint}: it may now be removed from NEWSLETTER_OLD_SECRET_KEYS.", fingerprint=fingerprint)
+    )
 
 
 @secret.command("rotate")
@@ -1179,16 +1521,27 @@ def secret_rotate(state: State, yes: bool) -> None:
 
     settings = state.settings()
     if not yes:
-        click.confirm(f"Make a new signing key in {settings.project_dir / '.env'}?", abort=True)
+        _confirm_or_stop(_("Make a new signing key in {file}?", file=settings.project_dir / ".env"))
     fingerprint, kept = rotate(settings)
-    click.echo(f"New NEWSLETTER_SECRET_KEY in {settings.project_dir / '.env'} (fingerprint {fingerprint}).")
-    click.echo(f"{kept} older key(s) kept in NEWSLETTER_OLD_SECRET_KEYS: links in emails already sent keep working.")
-    click.echo("Copy the new .env to every machine that sends or serves this newsletter, and back it up.")
+    click.echo(
+        _(
+            "New NEWSLETTER_SECRET_KEY in {file} (fingerprint {fingerprint}).",
+            file=settings.project_dir / ".env",
+            fingerprint=fingerprint,
+        )
+    )
+    click.echo(
+        _(
+            "{count} older key(s) kept in NEWSLETTER_OLD_SECRET_KEYS: links in emails already sent keep working.",
+            count=kept,
+        )
+    )
+    click.echo(_("Copy the new .env to every machine that sends or serves this newsletter, and back it up."))
 
 
 def _members_file(settings: Settings) -> Path:
     if settings.emissions_members is None:
-        raise ConfigError("newsletter.toml has no emissions.members: set it to the CSV of the region's members.")
+        raise ConfigError(_("newsletter.toml has no emissions.members: set it to the CSV of the region's members."))
     return settings.emissions_members
 
 

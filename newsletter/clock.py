@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from .errors import ScheduleError
+from .language import _
 
 OSLO = ZoneInfo("Europe/Oslo")
 
@@ -67,16 +68,22 @@ def parse_when(text: str, moment: datetime | None = None) -> datetime:
             value = datetime.fromisoformat(text.strip().replace(" UTC", "+00:00"))
         except ValueError:
             raise ScheduleError(
-                f"--at {text!r} is not a time; write it as 'YYYY-MM-DD HH:MM' (Oslo time), e.g. '2026-12-01 09:00'."
+                _(
+                    "--at {text!r} is not a time; write it as 'YYYY-MM-DD HH:MM' (Oslo time), e.g. '2026-12-01 09:00'.",
+                    text=text,
+                )
             ) from None
     if value.tzinfo is None:
         local = value.replace(tzinfo=OSLO)
         if local.astimezone(UTC).astimezone(OSLO).replace(tzinfo=None) != value:
             raise ScheduleError(
-                f"--at {text!r} does not exist in Oslo (the clocks are put forward that night); give another time."
+                _(
+                    "--at {text!r} does not exist in Oslo (the clocks are put forward that night); give another time.",
+                    text=text,
+                )
             )
         value = local
     value = value.astimezone(UTC)
     if value <= (moment or now()):
-        raise ScheduleError(f"--at {text!r} is in the past; give a time to come.")
+        raise ScheduleError(_("--at {text!r} is in the past; give a time to come.", text=text))
     return value

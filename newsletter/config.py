@@ -18,7 +18,9 @@ from typing import Any
 
 from dotenv import dotenv_values
 
+from . import language
 from .errors import ConfigError, ProjectError, where
+from .language import _
 
 CONFIG_FILE = "newsletter.toml"
 LANGUAGES = ("nb", "en")
@@ -97,6 +99,7 @@ class Settings:
     name: str
     name_en: str | None
     language: str
+    interface_language: str | None
     base_url: str
     list_id: str
     postal_address: str
@@ -214,6 +217,15 @@ OPTIONS: tuple[Option, ...] = (
     Option("name", "newsletter", "name", "str", None, "The newsletter's name, shown in the header and From."),
     Option("name_en", "newsletter", "name_en", "opt_str", None, "The name in the English edition (default: name)."),
     Option("language", "newsletter", "language", "lang", "nb", "Default language of new issues: nb or en."),
+    Option(
+        "interface_language",
+        "newsletter",
+        "interface_language",
+        "opt_lang",
+        None,
+        "Language of the tool's messages, prompts and --help: nb or en (default: language).",
+        "NEWSLETTER_LANG",
+    ),
     Option("base_url", "newsletter", "base_url", "url", None, "Public web address; links and images point below it."),
     Option("list_id", "newsletter", "list_id", "str", None, "List-Id header value, a domain-like name."),
     Option("postal_address", "newsletter", "postal_address", "str", None, "Postal address printed in the footer."),
@@ -374,8 +386,11 @@ def find_project(start: Path | None = None) -> Path:
         if (folder / CONFIG_FILE).is_file():
             return folder
     raise ProjectError(
-        f"No {CONFIG_FILE} in {here} or any folder above it: run inside a newsletter project, "
-        "pass --project DIR, or create one with 'newsletter init DIR'."
+        _(
+            "No {config_file} in {here} or any folder above it: run inside a newsletter project, pass --project DIR, or create one with 'newsletter init DIR'.",
+            config_file=CONFIG_FILE,
+            here=here,
+        )
     )
 
 
@@ -393,8 +408,11 @@ def load_settings(
         project = Path(project).resolve()
         if not (project / CONFIG_FILE).is_file():
             raise ProjectError(
-                f"{project} has no {CONFIG_FILE}: pass the folder of a newsletter project, "
-                "or create one with 'newsletter init DIR'."
+                _(
+                    "{project} has no {config_file}: pass the folder of a newsletter project, or create one with 'newsletter init DIR'.",
+                    project=project,
+                    config_file=CONFIG_FILE,
+                )
             )
         root = project
     else:
@@ -403,9 +421,9 @@ def load_settings(
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{where(path)}: not valid TOML ({exc}); fix the syntax.") from exc
+        raise ConfigError(_("{path}: not valid TOML ({exc}); fix the syntax.", path=where(path), exc=exc)) from exc
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text; save it as UTF-8.") from exc
+        raise ConfigError(_("{path}: not UTF-8 text; save it as UTF-8.", path=path)) from exc
 
     # An empty NEWSLETTER_ value (a blank line copied from .env.example, an exported but empty
     # variable) means unset, here for every setting: it neither overrides newsletter.toml nor
@@ -422,31 +440,42 @@ def load_settings(
     known_sections = {o.section for o in OPTIONS} | {"categories", "feeds"}
     for section, body in data.items():
         if section not in known_sections:
-            problems.append(f"{path.name}: unknown section [{section}]")
+            problems.append(_("{name}: unknown section [{section}]", name=path.name, section=section))
         elif isinstance(body, dict):
             known = {o.key for o in OPTIONS if o.section == section}
             for key in body:
                 if key not in known:
-                    problems.append(f"{path.name}: unknown setting {section}.{key}")
+                    problems.append(
+                        _("{name}: unknown setting {section}.{key}", name=path.name, section=section, key=key)
+                    )
 
     values: dict[str, Any] = {}
     for opt in OPTIONS:
         if opt.kind == "secret":
             if opt.key in data.get(opt.section, {}):
-                problems.append(f"{path.name}: {opt.toml} is a secret; remove it and set {opt.env} in .env instead")
+                problems.append(
+                    _(
+                        "{name}: {toml} is a secret; remove it and set {env} in .env instead",
+                        name=path.name,
+                        toml=opt.toml,
+                        env=opt.env,
+                    )
+                )
             raw = env[opt.env].strip() if opt.env in env else None
             if opt.attr == "old_secret_keys":
                 keys = tuple(raw.split()) if raw else ()
                 if any(len(k) < 32 for k in keys):
-                    problems.append(f"{opt.env}: each key must have at least 32 characters (keys are space-separated)")
+                    problems.append(
+                        _("{env}: each key must have at least 32 characters (keys are space-separated)", env=opt.env)
+                    )
                 values[opt.attr] = keys
                 continue
             if opt.attr == "secret_key" and raw is not None and len(raw) < 32:
-                problems.append(f"{opt.env}: too short; use at least 32 random characters")
+                problems.append(_("{env}: too short; use at least 32 random characters", env=opt.env))
             values[opt.attr] = raw
             continue
         if opt.attr in overrides:
-            raw, source = overrides[opt.attr], "command line"
+            raw, source = overrides[opt.attr], _("command line")
         elif opt.env in env:
             raw, source = env[opt.env], opt.env
         elif opt.key in data.get(opt.section, {}):
@@ -475,10 +504,12 @@ def load_settings(
 
     dkim = [values.get("dkim_domain"), values.get("dkim_selector"), values.get("dkim_key_file")]
     if any(dkim) and not all(dkim):
-        problems.append("dkim: set all of dkim.domain, dkim.selector and dkim.key_file, or none")
+        problems.append(_("dkim: set all of dkim.domain, dkim.selector and dkim.key_file, or none"))
     if problems:
-        raise ConfigError(f"{len(problems)} problem(s) in the settings: " + "; ".join(problems))
-    return Settings(project_dir=root, categories=categories, feeds=feeds, **values)
+        raise ConfigError(_("{count} problem(s) in the settings: ", count=len(problems)) + "; ".join(problems))
+    settings = Settings(project_dir=root, categories=categories, feeds=feeds, **values)
+    language.use(settings.interface_language or settings.language)  # what follows speaks the project's language
+    return settings
 
 
 def _convert(opt: Option, raw: Any, root: Path) -> Any:
@@ -487,7 +518,7 @@ def _convert(opt: Option, raw: Any, root: Path) -> Any:
     if raw is None or (isinstance(raw, str) and raw.strip() == ""):
         if optional or kind == "bool":
             return None if optional else False
-        raise ValueError(f"missing; set {opt.toml} in newsletter.toml or {opt.env}")
+        raise ValueError(_("missing; set {toml} in newsletter.toml or {env}", toml=opt.toml, env=opt.env))
     base = kind.removeprefix("opt_")
     if base == "bool":
         if isinstance(raw, bool):
@@ -497,35 +528,37 @@ def _convert(opt: Option, raw: Any, root: Path) -> Any:
             return True
         if text in ("0", "false", "no", "off"):
             return False
-        raise ValueError(f"{raw!r} is not true or false")
+        raise ValueError(_("{raw!r} is not true or false", raw=raw))
     if base in ("int", "int0"):
         # TOML true is not 1, and 90.9 is not 90: only whole numbers (or their text, from the environment)
         if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
-            raise ValueError(f"{raw!r} is not a whole number")
+            raise ValueError(_("{raw!r} is not a whole number", raw=raw))
         try:
             number = int(raw)
         except (TypeError, ValueError):
-            raise ValueError(f"{raw!r} is not a whole number") from None
+            raise ValueError(_("{raw!r} is not a whole number", raw=raw)) from None
         if number < (0 if base == "int0" else 1):
-            raise ValueError(f"{number} must be {'0 or more' if base == 'int0' else 'above 0'}")
+            raise ValueError(
+                _("{number} must be {value}", number=number, value=_("0 or more") if base == "int0" else _("above 0"))
+            )
         return number
     if not isinstance(raw, str):
-        raise ValueError(f"{raw!r} must be text")
+        raise ValueError(_("{raw!r} must be text", raw=raw))
     text = raw.strip()
     if "\n" in text or "\r" in text:
-        raise ValueError("must be a single line")
+        raise ValueError(_("must be a single line"))
     if base == "lang":
         if text not in LANGUAGES:
-            raise ValueError(f"{text!r} is not a language; use nb or en")
+            raise ValueError(_("{text!r} is not a language; use nb or en", text=text))
         return text
     if base == "url":
         if not re.match(r"^https?://[^\s/]+", text):
-            raise ValueError(f"{text!r} is not an http(s) address such as https://example.org")
+            raise ValueError(_("{text!r} is not an http(s) address such as https://example.org", text=text))
         return text.rstrip("/")
     if base == "email":
-        local, _, domain = text.rpartition("@")
+        local, _at, domain = text.rpartition("@")
         if not (_LOCAL.match(local) and _DOMAIN.match(domain)):
-            raise ValueError(f"{text!r} is not a valid e-mail address such as post@example.org")
+            raise ValueError(_("{text!r} is not a valid e-mail address such as post@example.org", text=text))
         return f"{local}@{domain.lower()}"
     if base == "path":
         # Absolute and tidy, but links are not followed: paths.archive is itself a link that
@@ -536,31 +569,33 @@ def _convert(opt: Option, raw: Any, root: Path) -> Any:
             try:
                 ipaddress.ip_network(item, strict=False)
             except ValueError:
-                raise ValueError(f"{item!r} is not an address or network such as 127.0.0.1 or 10.0.0.0/8") from None
+                raise ValueError(
+                    _("{item!r} is not an address or network such as 127.0.0.1 or 10.0.0.0/8", item=item)
+                ) from None
         return " ".join(text.replace(",", " ").split())
     if opt.attr == "send_transport" and text not in ("smtp", "outbox"):
-        raise ValueError(f"{text!r} must be smtp or outbox")
+        raise ValueError(_("{text!r} must be smtp or outbox", text=text))
     if opt.attr == "smtp_security" and text not in ("starttls", "tls", "none"):
-        raise ValueError(f"{text!r} must be starttls, tls or none")
+        raise ValueError(_("{text!r} must be starttls, tls or none", text=text))
     if opt.key == "list_id" and not _LIST_ID.match(text):
-        raise ValueError(f"{text!r} must be a domain-like name such as news.example.org")
+        raise ValueError(_("{text!r} must be a domain-like name such as news.example.org", text=text))
     return text
 
 
 def _categories(raw: Any) -> tuple[Category, ...]:
     if not isinstance(raw, list) or not raw:
-        raise ValueError("must be a non-empty list of tables with key, nb and en")
+        raise ValueError(_("must be a non-empty list of tables with key, nb and en"))
     result = []
     for n, item in enumerate(raw, 1):
         if not isinstance(item, dict) or not all(isinstance(item.get(k), str) for k in ("key", "nb", "en")):
-            raise ValueError(f"entry {n} needs text values for key, nb and en")
+            raise ValueError(_("entry {n} needs text values for key, nb and en", n=n))
         aliases = item.get("aliases", [])
         if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
-            raise ValueError(f"entry {n}: aliases must be a list of text")
+            raise ValueError(_("entry {n}: aliases must be a list of text", n=n))
         result.append(Category(item["key"], item["nb"], item["en"], tuple(aliases)))
     keys = [c.key for c in result]
     if len(set(keys)) != len(keys):
-        raise ValueError("two categories share a key")
+        raise ValueError(_("two categories share a key"))
     return tuple(result)
 
 
@@ -569,52 +604,57 @@ FEED_KEYS = {"name", "url", "category", "max_items", "include", "exclude", "lang
 
 def _feeds(raw: Any, root: Path, categories: tuple[Category, ...]) -> tuple[FeedConfig, ...]:
     if not isinstance(raw, list):
-        raise ValueError("must be a list of tables, each starting with [[feeds]]")
+        raise ValueError(_("must be a list of tables, each starting with [[feeds]]"))
     result: list[FeedConfig] = []
     for n, item in enumerate(raw, 1):
         label = f"feed {n}"
         if not isinstance(item, dict):
-            raise ValueError(f"{label} must be a table")
+            raise ValueError(_("{label} must be a table", label=label))
         unknown = set(item) - FEED_KEYS
         if unknown:
             raise ValueError(
-                f"{label}: unknown key(s) {', '.join(sorted(unknown))} (known: {', '.join(sorted(FEED_KEYS))})"
+                _(
+                    "{label}: unknown key(s) {unknown} (known: {feed_keys})",
+                    label=label,
+                    unknown=", ".join(sorted(unknown)),
+                    feed_keys=", ".join(sorted(FEED_KEYS)),
+                )
             )
         name, url = item.get("name"), item.get("url")
         if not isinstance(name, str) or not name.strip():
-            raise ValueError(f"{label} needs a name")
+            raise ValueError(_("{label} needs a name", label=label))
         label = f"feed {name!r}"
         if not isinstance(url, str) or not url.strip():
-            raise ValueError(f"{label} needs a url (https://... or a file path)")
+            raise ValueError(_("{label} needs a url (https://... or a file path)", label=label))
         url = url.strip()
         if "://" in url and not url.startswith(("http://", "https://")):
-            raise ValueError(f"{label}: url must start with http:// or https://, or be a file path")
+            raise ValueError(_("{label}: url must start with http:// or https://, or be a file path", label=label))
         if "://" not in url:
             url = str((root / url).resolve())
         category = None
         if item.get("category") is not None:
             category = find_category(categories, str(item["category"]))
             if category is None:
-                raise ValueError(f"{label}: unknown category {item['category']!r}")
+                raise ValueError(_("{label}: unknown category {category!r}", label=label, category=item["category"]))
         max_items = item.get("max_items", 5)
         if isinstance(max_items, bool) or not isinstance(max_items, int) or max_items < 1:
-            raise ValueError(f"{label}: max_items must be a whole number above 0")
+            raise ValueError(_("{label}: max_items must be a whole number above 0", label=label))
         days = item.get("first_fetch_days")
         if days is not None and (isinstance(days, bool) or not isinstance(days, int) or days < 0):
-            raise ValueError(f"{label}: first_fetch_days must be a whole number, 0 or more")
+            raise ValueError(_("{label}: first_fetch_days must be a whole number, 0 or more", label=label))
         words = {}
         for key in ("include", "exclude"):
             value = item.get(key, [])
             if isinstance(value, str):
                 value = [value]
             if not isinstance(value, list) or not all(isinstance(w, str) and w.strip() for w in value):
-                raise ValueError(f"{label}: {key} must be a list of words")
+                raise ValueError(_("{label}: {key} must be a list of words", label=label, key=key))
             words[key] = tuple(w.strip().lower() for w in value)
         language = item.get("language")
         if language is not None and language not in LANGUAGES:
-            raise ValueError(f"{label}: language must be nb or en")
+            raise ValueError(_("{label}: language must be nb or en", label=label))
         if any(f.name == name.strip() for f in result):
-            raise ValueError(f"two feeds are named {name!r}; names must differ")
+            raise ValueError(_("two feeds are named {name!r}; names must differ", name=name))
         result.append(
             FeedConfig(name.strip(), url, category, max_items, words["include"], words["exclude"], language, days)
         )

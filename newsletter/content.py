@@ -21,6 +21,7 @@ import yaml
 
 from .config import LANGUAGES, Category, Settings, find_category
 from .errors import ERROR, WARNING, ContentError, Finding, ProjectError, where
+from .language import N_, _
 from .markup import Rendered, image_alts, is_relative, render_markdown
 
 ISSUE_FILE = "issue.md"
@@ -133,6 +134,8 @@ def issue_folders(settings: Settings) -> list[Path]:
     return sorted(p for p in root.iterdir() if (p / ISSUE_FILE).is_file())
 
 
+AHEAD_DAYS = 62  # an issue dated further ahead than this is probably a typing error in its date
+
 _COPY = re.compile(r"(?:\s*[-–]\s*(?:kopi|copy)(?:\s*\(\d+\))?|\s*\(\d+\)|\s+(?:kopi|copy)(?:\s+\d+)?)$", re.I)
 
 
@@ -141,18 +144,19 @@ def folder_problem(name: str, issue_date: date | None = None) -> str | None:
     File Explorer or Finder ('... - Kopi', '... (1)'), or a name that would make a bad web
     address (spaces, capitals, æøå). The message names the rename."""
     if _COPY.search(name):
-        return (
-            f"'{name}' looks like a copy of another issue's folder (made by File Explorer or Finder); "
-            "delete it, or rename it for an issue of its own, e.g. 2027-02-neste-utgave."
+        return _(
+            "'{name}' looks like a copy of another issue's folder (made by File Explorer or Finder); delete it, or rename it for an issue of its own, e.g. 2027-02-neste-utgave.",
+            name=name,
         )
     if not ISSUE_NAME.match(name):
         suggestion = slugify(name)
         if not re.match(r"^\d{4}-\d{2}-", suggestion):
             year_month = issue_date.strftime("%Y-%m") if issue_date else "YYYY-MM"
             suggestion = f"{year_month}-{re.sub(r'-?' + year_month[:4] + '$', '', suggestion) or 'utgave'}"
-        return (
-            f"the folder name '{name}' would make a bad web address (the archive uses it); rename the folder to "
-            f"'{suggestion}' (small letters, digits and hyphens, starting with the year and month)."
+        return _(
+            "the folder name '{name}' would make a bad web address (the archive uses it); rename the folder to '{suggestion}' (small letters, digits and hyphens, starting with the year and month).",
+            name=name,
+            suggestion=suggestion,
         )
     return None
 
@@ -166,7 +170,11 @@ def find_issue(settings: Settings, ref: str | None = None) -> Path:
         if not proper:
             hint = f" ({folder_problem(folders[0].name)})" if folders else ""
             raise ProjectError(
-                f"No issues in {display(settings.issues_dir)}{hint}: create one with 'newsletter new \"Title\"'."
+                _(
+                    "No issues in {issues_dir}{hint}: create one with 'newsletter new \"Title\"'.",
+                    issues_dir=display(settings.issues_dir),
+                    hint=hint,
+                )
             )
         # Newest by date; on the same date, the one edited last. A broken issue.md is an
         # error here too: silently building last month's issue instead would mislead.
@@ -183,15 +191,24 @@ def find_issue(settings: Settings, ref: str | None = None) -> Path:
     partial = [p for p in folders if any(w in p.name.lower() for w in wanted)]
     if len(partial) == 1:
         return partial[0]
-    known = ", ".join(p.name for p in sorted(folders, reverse=True)[:8]) or "none yet"
+    known = ", ".join(p.name for p in sorted(folders, reverse=True)[:8]) or _("none yet")
     if len(partial) > 1:
         raise ProjectError(
-            f"Issue {ref!r} is ambiguous: it matches {', '.join(p.name for p in partial)}; give the whole folder name."
+            _(
+                "Issue {ref!r} is ambiguous: it matches {name}; give the whole folder name.",
+                ref=ref,
+                name=", ".join(p.name for p in partial),
+            )
         )
     guess = did_you_mean(ref, [p.name for p in folders])
     raise ProjectError(
-        f"Unknown issue {ref!r}{guess}: no folder of that name in {display(settings.issues_dir)} "
-        f"(known issues: {known}); check the name or create it with 'newsletter new \"Title\"'."
+        _(
+            "Unknown issue {ref!r}{guess}: no folder of that name in {issues_dir} (known issues: {known}); check the name or create it with 'newsletter new \"Title\"'.",
+            ref=ref,
+            guess=guess,
+            issues_dir=display(settings.issues_dir),
+            known=known,
+        )
     )
 
 
@@ -208,7 +225,7 @@ def did_you_mean(value: str, choices: list[str]) -> str:
     """'; did you mean 'X'?' for the choice closest to ``value`` (æøå and case aside), or ''."""
     folded = {fold(choice): choice for choice in choices}
     close = difflib.get_close_matches(fold(value), list(folded), n=1, cutoff=0.75)
-    return f" (did you mean '{folded[close[0]]}'?)" if close else ""
+    return _(" (did you mean '{folded}'?)", folded=folded[close[0]]) if close else ""
 
 
 def issue_name(settings: Settings, ref: str | None) -> str:
@@ -225,7 +242,7 @@ def issue_name(settings: Settings, ref: str | None) -> str:
 def _issue_date(folder: Path) -> date:
     """The date in an issue's front matter, validated (for choosing the newest issue)."""
     path = folder / ISSUE_FILE
-    meta, _, _ = split_front_matter(path)
+    meta, _body, _first = split_front_matter(path)
     return _required_date(_Fields(path, meta))
 
 
@@ -251,9 +268,12 @@ def _no_aliases(path: Path, raw: str) -> None:
     try:
         for token in yaml.scan(raw, Loader=_YAML_LOADER):  # the parser that loads it, not another one
             if isinstance(token, yaml.AliasToken | yaml.AnchorToken):
-                kind = "an alias (*name)" if isinstance(token, yaml.AliasToken) else "an anchor (&name)"
+                kind = _("an alias (*name)") if isinstance(token, yaml.AliasToken) else _("an anchor (&name)")
                 raise ContentError(
-                    f"the front matter uses {kind}, which newsletter does not read; write the value out instead.",
+                    _(
+                        "the front matter uses {kind}, which newsletter does not read; write the value out instead.",
+                        kind=kind,
+                    ),
                     f"{display(path)}:{token.start_mark.line + 2}",
                 )
     except yaml.YAMLError:
@@ -265,32 +285,36 @@ def split_front_matter(path: Path) -> tuple[dict[str, Any], str, int]:
     try:
         if path.stat().st_size > MAX_MARKDOWN:
             raise ContentError(
-                f"the file is {path.stat().st_size >> 20} MB; an article is at most {MAX_MARKDOWN >> 20} MB "
-                "(check that it is the right file).",
+                _(
+                    "the file is {st_size} MB; an article is at most {max_markdown} MB (check that it is the right file).",
+                    st_size=path.stat().st_size >> 20,
+                    max_markdown=MAX_MARKDOWN >> 20,
+                ),
                 display(path),
             )
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise ContentError("not UTF-8 text; save the file as UTF-8.", display(path)) from exc
+        raise ContentError(_("not UTF-8 text; save the file as UTF-8."), display(path)) from exc
     except OSError as exc:
-        raise ContentError(f"cannot be read ({exc.strerror}).", display(path)) from exc
+        raise ContentError(_("cannot be read ({strerror}).", strerror=exc.strerror), display(path)) from exc
     text = text.replace("\r\n", "\n")
     lines = text.split("\n")
     if not lines or lines[0].strip() != "---":
         raise ContentError(
-            "the file must start with front matter between two '---' lines "
-            "(title: ... and the other fields); add it at the top.",
+            _(
+                "the file must start with front matter between two '---' lines (title: ... and the other fields); add it at the top."
+            ),
             f"{display(path)}:1",
         )
     for end in range(1, len(lines)):
         if lines[end].strip() in ("---", "..."):
             break
     else:
-        raise ContentError("the front matter is not closed; add a line with '---' after it.", f"{display(path)}:1")
+        raise ContentError(_("the front matter is not closed; add a line with '---' after it."), f"{display(path)}:1")
     for number, line in enumerate(lines[1:end], 2):
         if line.startswith("\t") or re.match(r"^[\w-]+:\s*\t", line):
             raise ContentError(
-                "the front matter has a tab character; use spaces instead of tabs.", f"{display(path)}:{number}"
+                _("the front matter has a tab character; use spaces instead of tabs."), f"{display(path)}:{number}"
             )
     raw = "\n".join(_straight_quotes(line) for line in lines[1:end])
     _no_aliases(path, raw)
@@ -308,12 +332,12 @@ def split_front_matter(path: Path) -> tuple[dict[str, Any], str, int]:
                 line = number
                 break
         raise ContentError(
-            f"bad front matter ({exc}); check the dates (YYYY-MM-DD, a real day).", f"{display(path)}:{line}"
+            _("bad front matter ({exc}); check the dates (YYYY-MM-DD, a real day).", exc=exc), f"{display(path)}:{line}"
         ) from exc
     if meta is None:
         meta = {}
     if not isinstance(meta, dict):
-        raise ContentError("the front matter must be 'key: value' lines, not a list or text.", f"{display(path)}:2")
+        raise ContentError(_("the front matter must be 'key: value' lines, not a list or text."), f"{display(path)}:2")
     return meta, "\n".join(lines[end + 1 :]), end + 2
 
 
@@ -339,23 +363,26 @@ def _yaml_problem(exc: yaml.MarkedYAMLError, path: Path) -> tuple[str, str]:
     mark = exc.problem_mark or exc.context_mark
     if "quoted scalar" in context and exc.context_mark is not None:
         mark = exc.context_mark
-        message = "the quote that starts on this line is never closed; end the text with the same quote mark."
+        message = _("the quote that starts on this line is never closed; end the text with the same quote mark.")
     elif "flow sequence" in context and exc.context_mark is not None:
         mark = exc.context_mark
-        message = "the '[' on this line starts a list that is never closed; end it with ']' or remove the '['."
+        message = _("the '[' on this line starts a list that is never closed; end it with ']' or remove the '['.")
     elif "flow mapping" in context and exc.context_mark is not None:
         mark = exc.context_mark
-        message = "the '{' on this line is never closed; end it with '}' or put the whole text in quotes."
+        message = _("the '{{' on this line is never closed; end it with '}}' or put the whole text in quotes.")
     elif "mapping values are not allowed" in problem:
-        column = f" (column {mark.column + 1})" if mark else ""
-        message = (
-            f"a ':' followed by a space inside text that is not in quotes{column}; put the whole text in quotes: "
-            'title: "Klima: dette skjer".'
+        column = _(" (column {column})", column=mark.column + 1) if mark else ""
+        message = _(
+            "a ':' followed by a space inside text that is not in quotes{column}; put the whole text in quotes: title: \"Klima: dette skjer\".",
+            column=column,
         )
     elif "could not find expected ':'" in problem or "simple key" in context:
-        message = "a line that is not 'key: value'; write a name, a ':' and the value, or put a long text in quotes."
+        message = _("a line that is not 'key: value'; write a name, a ':' and the value, or put a long text in quotes.")
     else:
-        message = f"the front matter cannot be read ({problem or 'invalid YAML'}); write 'key: value' lines and put text containing ':' or '#' in quotes."
+        message = _(
+            "the front matter cannot be read ({value}); write 'key: value' lines and put text containing ':' or '#' in quotes.",
+            value=problem or _("invalid YAML"),
+        )
     return message, where(display(path), mark.line + 2 if mark else None)
 
 
@@ -384,7 +411,7 @@ def comment_warnings(path: Path) -> list[Finding]:
                 Finding(
                     WARNING,
                     where(display(path), line),
-                    f"the text after '#' was read as a comment; put the whole {key} in quotes.",
+                    _("the text after '#' was read as a comment; put the whole {key} in quotes.", key=key),
                 )
             )
     return found
@@ -406,10 +433,12 @@ def _required_date(fields: _Fields) -> date:
     try:
         value = _as_date(fields.meta.get("date"))
     except ValueError:
-        raise fields.fail("date", f"date {fields.meta.get('date')!r} is not a date; write it as YYYY-MM-DD.") from None
+        raise fields.fail(
+            "date", _("date {value!r} is not a date; write it as YYYY-MM-DD.", value=fields.meta.get("date"))
+        ) from None
     if value is None:
         raise ContentError(
-            "missing required front matter 'date'; add a line 'date: YYYY-MM-DD' between the '---' lines.",
+            _("missing required front matter 'date'; add a line 'date: YYYY-MM-DD' between the '---' lines."),
             f"{display(fields.path)}:2",
         )
     return value
@@ -437,12 +466,15 @@ class _Fields:
         if value is None or (isinstance(value, str) and not value.strip()):
             if required:
                 raise ContentError(
-                    f"missing required front matter '{key}'; add a line '{key}: ...' between the '---' lines.",
+                    _(
+                        "missing required front matter '{key}'; add a line '{key}: ...' between the '---' lines.",
+                        key=key,
+                    ),
                     f"{display(self.path)}:2",
                 )
             return default
         if isinstance(value, (dict, list)):
-            raise self.fail(key, f"'{key}' must be text, not a list or table.")
+            raise self.fail(key, _("'{key}' must be text, not a list or table.", key=key))
         text = str(value).strip()
         if "\n" in text and key in ("title", "subject", "preheader", "link_text", "image_alt"):
             text = " ".join(text.split())
@@ -469,25 +501,31 @@ class _Assets:
         source = (self.issue_dir / relative).resolve()
         problem = None
         if not source.is_relative_to(self.issue_dir):
-            problem = (
-                f"'{relative}' is outside the issue folder; only files in {display(self.issue_dir)} are published."
+            problem = _(
+                "'{relative}' is outside the issue folder; only files in {issue_dir} are published.",
+                relative=relative,
+                issue_dir=display(self.issue_dir),
             )
         elif not source.is_file() and re.match(r"^(www\.|[\w-]+\.(no|com|org|net|eu)(/|$))", relative):
-            problem = f"'{relative}' looks like a web address; write it with https:// in front."
+            problem = _("'{relative}' looks like a web address; write it with https:// in front.", relative=relative)
         elif not source.is_file():
-            problem = (
-                f"{kind} file '{relative}' not found in {display(self.issue_dir)}; "
-                "check the name (capital letters count) or add the file to the issue folder."
-            )
+            missing = (
+                N_("image file '{relative}' not found in {issue_dir}; check the name (capital letters count) or add the file to the issue folder.")
+                if kind == "image"
+                else N_("linked file '{relative}' not found in {issue_dir}; check the name (capital letters count) or add the file to the issue folder.")
+            )  # fmt: skip
+            problem = _(missing, relative=relative, issue_dir=display(self.issue_dir))
         elif kind == "image" and source.suffix.lower() not in IMAGE_TYPES:
-            problem = (
-                f"image '{relative}' is {source.suffix or 'not a known type'}; "
-                "email programs show PNG, JPEG and GIF: save it as one of those."
+            problem = _(
+                "image '{relative}' is {value}; email programs show PNG, JPEG and GIF: save it as one of those.",
+                relative=relative,
+                value=source.suffix or _("not a known type"),
             )
         elif kind == "image" and not _is_picture(source):
-            problem = (
-                f"'{relative}' is not a PNG, JPEG or GIF picture inside (only its name ends in "
-                f"{source.suffix}); save it again as one of those from an image program."
+            problem = _(
+                "'{relative}' is not a PNG, JPEG or GIF picture inside (only its name ends in {suffix}); save it again as one of those from an image program.",
+                relative=relative,
+                suffix=source.suffix,
             )
         if problem is not None:
             self.findings.append(Finding(ERROR, origin, problem))
@@ -567,9 +605,13 @@ def _unknown_keys(fields: _Fields, meta: dict[str, Any], known: set[str]) -> lis
     for key in sorted(set(meta) - known):
         guess = did_you_mean(str(key), sorted(known))
         if guess:
-            found.append(fields.finding(key, f"unknown front matter '{key}'{guess}; correct the name."))
+            found.append(
+                fields.finding(key, _("unknown front matter '{key}'{guess}; correct the name.", key=key, guess=guess))
+            )
         else:
-            ignored = f"unknown front matter '{key}' is ignored (known: {', '.join(sorted(known))})."
+            ignored = _(
+                "unknown front matter '{key}' is ignored (known: {known}).", key=key, known=", ".join(sorted(known))
+            )
             found.append(fields.finding(key, ignored, WARNING))
     return found
 
@@ -585,7 +627,15 @@ def _category(
     choices = "; ".join(f"{c.key} ({c.nb})" for c in settings.categories)
     names = [name for c in settings.categories for name in (c.key, c.nb, c.en, *c.aliases)]
     found.append(
-        fields.finding(key, f"unknown category {value!r}{did_you_mean(str(value), names)}; use one of: {choices}.")
+        fields.finding(
+            key,
+            _(
+                "unknown category {value!r}{value2}; use one of: {choices}.",
+                value=value,
+                value2=did_you_mean(str(value), names),
+                choices=choices,
+            ),
+        )
     )
     return None
 
@@ -608,7 +658,10 @@ def _render(
                 Finding(
                     ERROR,
                     where(display(path), first_line + line),
-                    f"image '{src}' has no alt text; write a short description in the brackets: ![Description](file.jpg).",
+                    _(
+                        "image '{src}' has no alt text; write a short description in the brackets: ![Description](file.jpg).",
+                        src=src,
+                    ),
                 )
             )
     rendered = render_markdown(body, resolve, allow_raw_html=settings.allow_raw_html, width=assets.width)
@@ -618,8 +671,10 @@ def _render(
             Finding(
                 WARNING,
                 where(display(path), first_line + line),
-                f"raw HTML: {what} was removed (not allowed in emails: scripts, frames, forms and event handlers "
-                "never are); write it another way.",
+                _(
+                    "raw HTML: {what} was removed (not allowed in emails: scripts, frames, forms and event handlers never are); write it another way.",
+                    what=what,
+                ),
             )
         )
     return rendered
@@ -647,16 +702,24 @@ def load_issue(settings: Settings, folder: Path) -> Issue:
     subject = fields.text("subject", default=title)
     preheader = fields.text("preheader", default="")
     issue_date = _required_date(fields)
+    if (issue_date - date.today()).days > AHEAD_DAYS:
+        found.append(fields.finding("date", _(
+            "the issue is dated {date}, more than two months from today; check the year and month in 'date:'.",
+            date=issue_date.isoformat()), WARNING))  # fmt: skip
     language = fields.text("language", default=settings.language)
     if language not in LANGUAGES:
-        found.append(fields.finding("language", f"language {language!r} is not supported; use nb or en."))
+        found.append(
+            fields.finding("language", _("language {language!r} is not supported; use nb or en.", language=language))
+        )
         language = settings.language
 
     sections = list(settings.categories)
     if meta.get("sections") is not None:
         raw = meta["sections"]
         if not isinstance(raw, list):
-            found.append(fields.finding("sections", "'sections' must be a list of categories, one '- name' line each."))
+            found.append(
+                fields.finding("sections", _("'sections' must be a list of categories, one '- name' line each."))
+            )
             raw = []
         ordered = [_category(settings, fields, str(s), found, key="sections") for s in raw]
         sections = [c for c in ordered if c] + [c for c in sections if c not in ordered]
@@ -680,7 +743,10 @@ def load_issue(settings: Settings, folder: Path) -> Issue:
                 Finding(
                     ERROR,
                     display(article.path),
-                    f"has the same name as {seen[article.id].name} once æøå and spaces are simplified; rename one of them.",
+                    _(
+                        "has the same name as {name} once æøå and spaces are simplified; rename one of them.",
+                        name=seen[article.id].name,
+                    ),
                 )
             )
         seen.setdefault(article.id, article.path)
@@ -725,7 +791,9 @@ def _load_article(
 
     order = meta.get("order")
     if order is not None and (isinstance(order, bool) or not isinstance(order, int)):
-        found.append(fields.finding("order", f"order {order!r} must be a whole number such as 1, 2 or 3."))
+        found.append(
+            fields.finding("order", _("order {order!r} must be a whole number such as 1, 2 or 3.", order=order))
+        )
         order = None
 
     image = None
@@ -735,7 +803,11 @@ def _load_article(
         if not alt:
             found.append(
                 fields.finding(
-                    "image", f"image '{image_src}' has no alt text; add 'image_alt: <what the picture shows>'."
+                    "image",
+                    _(
+                        "image '{image_src}' has no alt text; add 'image_alt: <what the picture shows>'.",
+                        image_src=image_src,
+                    ),
                 )
             )
         if is_relative(image_src):
@@ -745,18 +817,24 @@ def _load_article(
         else:
             found.append(
                 fields.finding(
-                    "image", f"image {image_src!r} must be a file in the issue folder or an https:// address."
+                    "image",
+                    _(
+                        "image {image_src!r} must be a file in the issue folder or an https:// address.",
+                        image_src=image_src,
+                    ),
                 )
             )
     elif meta.get("image_alt"):
-        found.append(fields.finding("image_alt", "image_alt without image is ignored.", WARNING))
+        found.append(fields.finding("image_alt", _("image_alt without image is ignored."), WARNING))
 
     link = fields.text("link")
     if link:
         if is_relative(link):
             link = assets.add(link, "link", fields.at("link"))
         elif not link.startswith(("https://", "http://", "mailto:")):
-            found.append(fields.finding("link", f"link {link!r} must start with https://, http:// or mailto:."))
+            found.append(
+                fields.finding("link", _("link {link!r} must start with https://, http:// or mailto:.", link=link))
+            )
             link = None
 
     rendered = _render(settings, assets, path, body, first, refused, found)

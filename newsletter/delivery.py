@@ -45,6 +45,7 @@ from .errors import (
     Undeliverable,
 )
 from .feeds import record_used
+from .language import _, translate
 from .locks import hold
 from .message import MessageFactory, dkim_key, sign
 from .store import connect, database, give_way, note, recall, remember
@@ -86,6 +87,7 @@ class Plan:
     other_language: int = 0  # recipients who chose the other language edition
     language: str = "nb"
     retry_failed: bool = False
+    via_kind: str = "smtp"  # "smtp" or "outbox"
 
 
 def gate(settings: Settings, prepared: Prepared, force: bool = False) -> tuple[Finding, ...]:
@@ -95,7 +97,11 @@ def gate(settings: Settings, prepared: Prepared, force: bool = False) -> tuple[F
     errors = tuple(f for f in found if f.level == ERROR)
     if errors and not force:
         raise GateError(
-            f"{len(errors)} error(s) found by 'newsletter check'; fix them, or add --force to send anyway.", errors
+            _(
+                "{count} error(s) found by 'newsletter check'; fix them, or add --force to send anyway.",
+                count=len(errors),
+            ),
+            errors,
         )
     return found
 
@@ -143,22 +149,29 @@ def plan(
             chosen = parse_segment(segment or None, settings, project_members(settings))
             if chosen.statuses != ("confirmed",):
                 raise SendError(
-                    f"--segment {segment!r}: an issue goes only to confirmed subscribers; leave 'status=' out "
-                    "(it is for 'newsletter subscribers list')."
+                    _(
+                        "--segment {segment!r}: an issue goes only to confirmed subscribers; leave 'status=' out (it is for 'newsletter subscribers list').",
+                        segment=segment,
+                    )
                 )
             people = audience(conn, chosen)
             if not people:
                 raise SendError(
-                    f"nobody to send {issue.id} to: the audience ({segment or 'all confirmed subscribers'}) is empty."
+                    _(
+                        "nobody to send {id} to: the audience ({value}) is empty.",
+                        id=issue.id,
+                        value=segment or _("all confirmed subscribers"),
+                    )
                 )
             other = sum(p.language != issue.language for p in people)
             return Plan(
                 issue.id, issue.subject, len(people), via.describe(), existing.id if existing else None, prepared,
                 segment or "", force, findings, tuple(p.email for p in people[:5]), other, issue.language,
+                via_kind=via.kind,
             )  # fmt: skip
         left = journal.left(conn, existing.id, retry_failed)
         return Plan(issue.id, issue.subject, left, via.describe(), existing.id, prepared, existing.segment, force,
-                    findings, retry_failed=retry_failed, language=issue.language)  # fmt: skip
+                    findings, retry_failed=retry_failed, language=issue.language, via_kind=via.kind)  # fmt: skip
 
 
 def _check_existing(
@@ -174,34 +187,54 @@ def _check_existing(
     issue = prepared.issue.id
     if existing.status == "scheduled" and purpose == SEND:
         raise SendError(
-            f"{issue} is scheduled for {oslo(existing.scheduled_at)}; "  # type: ignore[arg-type]
-            f"cancel it with 'newsletter schedule cancel {issue}' first."
+            _(
+                "{issue} is scheduled for {scheduled_at}; cancel it with 'newsletter schedule cancel {issue}' first.",
+                issue=issue,
+                scheduled_at=oslo(existing.scheduled_at),
+            )
         )
     if existing.status == "blocked" and purpose != APPROVE:
         raise SendError(
-            f"{issue} is scheduled but blocked ({existing.blocked_reason}); approve it with "
-            f"'newsletter schedule approve {issue}' or cancel it with 'newsletter schedule cancel {issue}'."
+            _(
+                "{issue} is scheduled but blocked ({blocked_reason}); approve it with 'newsletter schedule approve {issue}' or cancel it with 'newsletter schedule cancel {issue}'.",
+                issue=issue,
+                blocked_reason=existing.blocked_reason,
+            )
         )
     if existing.status in ("starting", "running", "done") and purpose == APPROVE:
-        raise SendError(f"{issue} has started; only a scheduled delivery that has not started can be approved.")
+        raise SendError(
+            _("{issue} has started; only a scheduled delivery that has not started can be approved.", issue=issue)
+        )
     if existing.status == "done" and not retry_failed:
         raise SendError(
-            f"{issue} has been sent already (delivery {existing.id}); 'newsletter status {issue}' shows the result, "
-            "'--retry-failed' tries temporary failures again."
+            _(
+                "{issue} has been sent already (delivery {id}); 'newsletter status {issue}' shows the result, '--retry-failed' tries temporary failures again.",
+                issue=issue,
+                id=existing.id,
+            )
         )
     if segment is not None and segment != existing.segment:
         raise SendError(
-            f"{issue} is being sent to the segment {existing.segment or '(all confirmed)'!r}; it cannot change to {segment!r} halfway."
+            _(
+                "{issue} is being sent to the segment {value!r}; it cannot change to {segment!r} halfway.",
+                issue=issue,
+                value=existing.segment or _("(all confirmed)"),
+                segment=segment,
+            )
         )
     if purpose != APPROVE and not untouched and not same_content(prepared, existing.content_hash):
         if existing.status in ("scheduled", "blocked"):
             raise SendError(
-                f"{issue} changed after it was scheduled; approve the issue as it is now "
-                f"('newsletter schedule approve {issue}') or cancel it."
+                _(
+                    "{issue} changed after it was scheduled; approve the issue as it is now ('newsletter schedule approve {issue}') or cancel it.",
+                    issue=issue,
+                )
             )
         raise SendError(
-            f"{issue} has changed since its delivery started; some recipients already have the earlier version. "
-            "Undo the change to finish the delivery."
+            _(
+                "{issue} has changed since its delivery started; some recipients already have the earlier version. Undo the change to finish the delivery.",
+                issue=issue,
+            )
         )
 
 
@@ -243,15 +276,23 @@ def start_or_resume(settings: Settings, planned: Plan) -> int:
         existing = journal.active(conn, planned.issue)
         via = transport_for(settings, conn)
         if (existing.id if existing else None) != planned.resuming:
-            what = "cancelled" if existing is None else f"{existing.status} by another command"
-            raise SendError(f"the delivery of {planned.issue} was {what} meanwhile; see 'newsletter status'.")
+            if existing is None:
+                what = _(
+                    "the delivery of {issue} was cancelled meanwhile; see 'newsletter status'.", issue=planned.issue
+                )
+            else:
+                what = _("the delivery of {issue} was {status} by another command meanwhile; see 'newsletter status'.",
+                         issue=planned.issue, status=translate(existing.status))  # fmt: skip
+            raise SendError(what)
         changed = existing is not None and not same_content(prepared, existing.content_hash)
         untouched = (
             existing is not None and existing.status in ("starting", "running") and journal.untouched(conn, existing.id)
         )
         again = existing is not None and (existing.status == "starting" or (changed and untouched))
         if existing is not None and (existing.status == "blocked" or (changed and not again)):
-            raise SendError(f"{planned.issue} was blocked or changed meanwhile; see 'newsletter status'.")
+            raise SendError(
+                _("{issue} was blocked or changed meanwhile; see 'newsletter status'.", issue=planned.issue)
+            )
         if existing is not None and existing.status in ("running", "done") and not again:
             with conn:
                 journal.resume(conn, existing.id, via.target, planned.retry_failed)
@@ -260,11 +301,14 @@ def start_or_resume(settings: Settings, planned: Plan) -> int:
         settle(conn)  # a killed import undone, unsubscribes kept aside while the database was busy applied
         if importing(conn):  # the list is half imported right now: its audience would be too
             raise BusyError(
-                f"a subscriber import is running; {planned.issue} starts when it is done (try again in a minute)."
+                _(
+                    "a subscriber import is running; {issue} starts when it is done (try again in a minute).",
+                    issue=planned.issue,
+                )
             )
         people = recipients(conn, parse_segment(planned.segment or None, settings, project_members(settings)))
         if not people:
-            raise SendError(f"nobody to send {planned.issue} to: the audience is empty now.")
+            raise SendError(_("nobody to send {issue} to: the audience is empty now.", issue=planned.issue))
         page = snapshot(settings, prepared)
         with conn:
             if existing is None:
@@ -292,11 +336,20 @@ def publish(settings: Settings, test: bool = False) -> str:
         result = write_archive(settings)
     except Exception as exc:  # the delivery goes on whatever happens here
         log.debug("archive not written", exc_info=True)
-        reason = str(exc) if isinstance(exc, NewsletterError) else f"{type(exc).__name__}: {exc} (--verbose shows more)"
-        return f"Warning: the archive was not updated: {reason}"
+        reason = (
+            str(exc)
+            if isinstance(exc, NewsletterError)
+            else _("{name}: {exc} (--verbose shows more)", name=type(exc).__name__, exc=exc)
+        )
+        return _("Warning: {text}", text=_("the archive was not updated: {reason}", reason=reason))
     if test:
-        return f"The test's images are published in {shown_path(result.out_dir)} (the issue is not archived)."
-    return f"Archive updated: {shown_path(result.out_dir)} ({len(result.issues)} issue(s))."
+        return _(
+            "The test's images are published in {out_dir} (the issue is not archived).",
+            out_dir=shown_path(result.out_dir),
+        )
+    return _(
+        "Archive updated: {out_dir} ({count} issue(s)).", out_dir=shown_path(result.out_dir), count=len(result.issues)
+    )
 
 
 def run(
@@ -349,11 +402,14 @@ def run(
         if lost:
             journal.recover(conn, delivery)
             raise SendError(
-                "a sending process stopped unexpectedly; run the same command again (messages that were in flight "
-                "are sent again and reported as uncertain)."
+                _(
+                    "a sending process stopped unexpectedly; run the same command again (messages that were in flight are sent again and reported as uncertain)."
+                )
             )
         if aborted:
-            raise TransportError(f"{aborted[0]} Nothing more was sent; the same command goes on where it stopped.")
+            raise TransportError(
+                _("{aborted} Nothing more was sent; the same command goes on where it stopped.", aborted=aborted[0])
+            )
         result = journal.summary(conn, delivery, tuple(notes))
         if result.pending == 0:
             with conn:
@@ -409,8 +465,10 @@ def _loop(
                 # Not one recipient's data: no message can be made at all. Stop, rather than
                 # fail the whole list (they are retried; '--retry-failed' after a fix).
                 aborted.append(
-                    f"newsletter could not make any message ({finished[-1].error}); this is a fault in newsletter "
-                    "or the templates: try 'newsletter --verbose build', fix it or report it."
+                    _(
+                        "newsletter could not make any message ({error}); this is a fault in newsletter or the templates: try 'newsletter --verbose build', fix it or report it.",
+                        error=finished[-1].error,
+                    )
                 )
                 stop.set()
             if first:  # the transport has accepted the first message: the issue is public now
@@ -559,5 +617,5 @@ def status(settings: Settings, ref: str | None) -> journal.Summary:
         row = journal.latest(conn, issue_id)
         if row is None:
             find_issue(settings, ref)  # an issue that does not exist at all says so
-            raise SendError(f"{issue_id} has not been sent or scheduled.")
+            raise SendError(_("{issue_id} has not been sent or scheduled.", issue_id=issue_id))
         return journal.summary(conn, row.id)

@@ -20,10 +20,12 @@ import zlib
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 from .clock import now, timestamp
 from .errors import ERROR, WARNING, EmissionsError, Finding, UnsupportedSheet
+from .language import _
 from .resources import builtin
 from .sheets import BLOCK, XlsxSheet, cell_value, check_archive, csv_rows, full_rows, rows
 
@@ -70,21 +72,29 @@ def read_members(path: Path) -> tuple[Member, ...]:
         text = path.read_text(encoding="utf-8-sig")
     except OSError as exc:
         raise EmissionsError(
-            f"{path}: cannot read the members list ({exc.strerror}); check emissions.members."
+            _(
+                "{path}: cannot read the members list ({strerror}); check emissions.members.",
+                path=path,
+                strerror=exc.strerror,
+            )
         ) from exc
     reader = csv.DictReader(io.StringIO(text))
     needed = {"name", "official_name", "kommunenummer_2020_2023", "kommunenummer_2024"}
     missing = needed - set(reader.fieldnames or ())
     if missing:
-        raise EmissionsError(f"{path}: the members list lacks the column(s) {', '.join(sorted(missing))}.")
+        raise EmissionsError(
+            _("{path}: the members list lacks the column(s) {missing}.", path=path, missing=", ".join(sorted(missing)))
+        )
     members = []
     for line, row in enumerate(reader, 2):
         numbers = [_municipality_number(row[k]) for k in ("kommunenummer_2020_2023", "kommunenummer_2024")]
         if not all(numbers):
-            raise EmissionsError(f"{path}:{line}: a municipality number is missing or not 3–4 digits.")
+            raise EmissionsError(
+                _("{path}:{line}: a municipality number is missing or not 3–4 digits.", path=path, line=line)
+            )
         members.append(Member(row["name"].strip(), row["official_name"].strip(), numbers[0], numbers[1]))  # type: ignore[arg-type]
     if not members:
-        raise EmissionsError(f"{path}: the members list is empty.")
+        raise EmissionsError(_("{path}: the members list is empty.", path=path))
     return tuple(members)
 
 
@@ -95,7 +105,11 @@ def read_sectors(path: Path) -> dict[str, str]:
             return {row["sector"].strip(): (row.get("en") or "").strip() for row in csv.DictReader(handle)}
     except (OSError, UnicodeDecodeError, KeyError, csv.Error) as exc:
         raise EmissionsError(
-            f"{path}: cannot read the sector list ({exc}); check emissions.sectors (a UTF-8 CSV with columns sector,en)."
+            _(
+                "{path}: cannot read the sector list ({exc}); check emissions.sectors (a UTF-8 CSV with columns sector,en).",
+                path=path,
+                exc=exc,
+            )
         ) from exc
 
 
@@ -146,12 +160,19 @@ def _rows_xlsx(path: Path) -> Iterator[tuple[int, list[object]]]:
     try:
         workbook = CalamineWorkbook.from_path(str(path))
     except (CalamineError, OSError, ValueError) as exc:
-        raise EmissionsError(f"{path}: not a readable Excel workbook ({exc}); save it as .xlsx or CSV.") from exc
+        raise EmissionsError(
+            _("{path}: not a readable Excel workbook ({exc}); save it as .xlsx or CSV.", path=path, exc=exc)
+        ) from exc
     names = workbook.sheet_names
     wanted = next((n for n in names if clean_label(n).lower() == SHEET.lower()), None)
     if wanted is None:
         raise EmissionsError(
-            f"{path}: no sheet named '{SHEET}' (the workbook has: {', '.join(names)}); use Miljødirektoratet's file as published."
+            _(
+                "{path}: no sheet named '{sheet}' (the workbook has: {names}); use Miljødirektoratet's file as published.",
+                path=path,
+                sheet=SHEET,
+                names=", ".join(names),
+            )
         )
     yield from enumerate(workbook.get_sheet_by_name(wanted).iter_rows(), 1)
 
@@ -161,8 +182,11 @@ def _rows_csv(path: Path) -> Iterator[tuple[int, list[object]]]:
         yield from csv_rows(path)
     except UnicodeDecodeError as exc:
         raise EmissionsError(
-            f"{path}:{getattr(exc, 'line', 1)}: not text in an encoding newsletter reads (UTF-8, UTF-16, "
-            "Windows-1252); save the CSV as UTF-8 (Excel: 'CSV UTF-8')."
+            _(
+                "{path}:{exc}: not text in an encoding newsletter reads (UTF-8, UTF-16, Windows-1252); save the CSV as UTF-8 (Excel: 'CSV UTF-8').",
+                path=path,
+                exc=getattr(exc, "line", 1),
+            )
         ) from None
 
 
@@ -196,7 +220,14 @@ def _year(value: object, path: Path, line: int) -> int:
         number = math.nan
     if not (math.isfinite(number) and number.is_integer() and FIRST_YEAR <= number <= LAST_YEAR):
         raise EmissionsError(
-            f"{path}:{line}: year {value!r} is not a year from {FIRST_YEAR} to {LAST_YEAR}; check column År."
+            _(
+                "{path}:{line}: year {value!r} is not a year from {first_year} to {last_year}; check column År.",
+                path=path,
+                line=line,
+                value=value,
+                first_year=FIRST_YEAR,
+                last_year=LAST_YEAR,
+            )
         )
     return int(number)
 
@@ -208,13 +239,23 @@ def _find_header(path: Path, line: int, row: list[object]) -> dict[str, int] | N
         missing = [COLUMNS[k] for k in _REQUIRED if k not in keys]
         if missing:
             raise EmissionsError(
-                f"{path}:{line}: missing column(s) {', '.join(missing)}; the file must have {', '.join(COLUMNS.values())}."
+                _(
+                    "{path}:{line}: missing column(s) {missing}; the file must have {values}.",
+                    path=path,
+                    line=line,
+                    missing=", ".join(missing),
+                    values=", ".join(COLUMNS.values()),
+                )
             )
         return {k: keys.index(k) for k in _REQUIRED}
     if line > 30:
         raise EmissionsError(
-            f"{path}: no header row with '{COLUMNS['kommunenummer']}' in the first 30 rows; "
-            f"the file must have the columns {', '.join(COLUMNS.values())}."
+            _(
+                "{path}: no header row with '{kommunenummer}' in the first 30 rows; the file must have the columns {values}.",
+                path=path,
+                kommunenummer=COLUMNS["kommunenummer"],
+                values=", ".join(COLUMNS.values()),
+            )
         )
     return None
 
@@ -259,8 +300,14 @@ class _Aggregator:
                 value = _number(value)
             except ValueError:
                 raise EmissionsError(
-                    f"{self.path}:{line}: emission {row[self.i_value]!r} is not a number of tonnes (at most "
-                    f"{MAX_TONNES:.0e} either way); check column {COLUMNS[_VALUE]}."
+                    _(
+                        "{path}:{line}: emission {row!r} is not a number of tonnes (at most {max_tonnes:.0e} either way); check column {columns}.",
+                        path=self.path,
+                        line=line,
+                        row=row[self.i_value],
+                        max_tonnes=MAX_TONNES,
+                        columns=COLUMNS[_VALUE],
+                    )
                 ) from None
             if value is None:
                 self.empties += 1
@@ -272,7 +319,9 @@ class _Aggregator:
         if sector is None:
             sector = self.label_cache[raw_sector] = clean_label(raw_sector)
             if not sector:
-                raise EmissionsError(f"{self.path}:{line}: the sector is empty; check column Sektor.")
+                raise EmissionsError(
+                    _("{path}:{line}: the sector is empty; check column Sektor.", path=self.path, line=line)
+                )
             if sector not in self.known:
                 self.unknown.add(sector)
             self.sectors.add(sector)
@@ -369,8 +418,12 @@ def _read_xlsx_streaming(path: Path, known: set[str], block_size: int | None = N
         return None
     if sheet.part is None:
         raise EmissionsError(
-            f"{path}: no sheet named '{SHEET}' (the workbook has: {', '.join(sheet.sheet_names)}); "
-            "use Miljødirektoratet's file as published."
+            _(
+                "{path}: no sheet named '{sheet}' (the workbook has: {sheet_names}); use Miljødirektoratet's file as published.",
+                path=path,
+                sheet=SHEET,
+                sheet_names=", ".join(sheet.sheet_names),
+            )
         )
     blocks = sheet.blocks(block_size or BLOCK)
     aggregate = None
@@ -402,9 +455,15 @@ def read_emissions(
     """Read and validate a whole file, summed per (municipality, year, sector). Writes nothing."""
     suffix = path.suffix.lower()
     if suffix not in (".xlsx", ".xlsm", ".xls", ".ods", ".csv", ".txt"):
-        raise EmissionsError(f"{path}: unknown file type {suffix or '(none)'}; give an .xlsx workbook or a .csv file.")
+        raise EmissionsError(
+            _(
+                "{path}: unknown file type {value}; give an .xlsx workbook or a .csv file.",
+                path=path,
+                value=suffix or "(none)",
+            )
+        )
     if not path.is_file():
-        raise EmissionsError(f"{path}: no such file.")
+        raise EmissionsError(_("{path}: no such file.", path=path))
     known = set(known_sectors)
     aggregate = None
     if suffix in (".xlsx", ".xlsm"):
@@ -419,9 +478,15 @@ def read_emissions(
                 if header is not None:
                     aggregate = _Aggregator(path, header, known)
     if aggregate is None:
-        raise EmissionsError(f"{path}: the file is empty or has no header row with {COLUMNS['kommunenummer']}.")
+        raise EmissionsError(
+            _(
+                "{path}: the file is empty or has no header row with {kommunenummer}.",
+                path=path,
+                kommunenummer=COLUMNS["kommunenummer"],
+            )
+        )
     if aggregate.count == 0:
-        raise EmissionsError(f"{path}: no emission rows under the header; is it the right file?")
+        raise EmissionsError(_("{path}: no emission rows under the header; is it the right file?", path=path))
     report = ImportReport(
         release="",
         source=path.name,
@@ -451,7 +516,7 @@ def import_emissions(
     """Import one file as the named release, replacing a release of the same name atomically."""
     release = release.strip()
     if not release:
-        raise EmissionsError("the release label is empty; give one with --release, e.g. --release 2025.")
+        raise EmissionsError(_("the release label is empty; give one with --release, e.g. --release 2025."))
     totals, names, report = read_emissions(path, known_sectors)
     numbering = _numbering(names, members)
     with conn:  # all or nothing: a failure keeps the previous data
@@ -509,16 +574,17 @@ class Summary:
     findings: tuple[Finding, ...]  # warnings, and errors for figures that cannot be right
 
     def as_json(self) -> dict:
-        """The documented JSON shape: numbers are numbers, tonnes unrounded, percent to one decimal."""
+        """The documented JSON shape: numbers are numbers, tonnes as in the data (without the noise of
+        adding binary fractions: -129808.2, not -129808.20000000019), percent to one decimal."""
 
         def pct(value: float | None) -> float | None:
             return None if value is None else round(value, 1)
 
         def change(c: Change) -> dict:
             return {
-                "from_tonnes": c.from_tonnes,
-                "to_tonnes": c.to_tonnes,
-                "change_tonnes": c.change_tonnes,
+                "from_tonnes": plain_tonnes(c.from_tonnes),
+                "to_tonnes": plain_tonnes(c.to_tonnes),
+                "change_tonnes": plain_tonnes(c.change_tonnes),
                 "change_pct": pct(c.change_pct),
             }
 
@@ -549,12 +615,20 @@ def resolve_release(conn: sqlite3.Connection, release: str | None) -> str:
     # would pay for here.
     labels = [r[0] for r in conn.execute("SELECT label FROM emission_releases ORDER BY imported_at DESC, rowid DESC")]
     if not labels:
-        raise EmissionsError("no emission data imported yet; run 'newsletter emissions import FILE' first.")
+        raise EmissionsError(_("no emission data imported yet; run 'newsletter emissions import FILE' first."))
     if release is None:
         return labels[0]
     if release not in labels:
-        raise EmissionsError(f"no release {release!r}; imported: {', '.join(labels)}.")
+        raise EmissionsError(
+            _("no release {release!r}; imported: {labels}.", release=release, labels=", ".join(labels))
+        )
     return release
+
+
+def published_year(day: date) -> int:
+    """The newest year Miljødirektoratet's municipal climate accounts hold on ``day``: the figures
+    for year Y are published in the spring of Y+2 (by the summer, to be safe)."""
+    return day.year - 2 if (day.month, day.day) >= (7, 1) else day.year - 3
 
 
 def latest_years(conn: sqlite3.Connection, release: str) -> tuple[int, int]:
@@ -566,7 +640,7 @@ def latest_years(conn: sqlite3.Connection, release: str) -> tuple[int, int]:
         )
     ]
     if len(years) < 2:
-        raise EmissionsError(f"release {release!r} has fewer than two years; a change needs two.")
+        raise EmissionsError(_("release {release!r} has fewer than two years; a change needs two.", release=release))
     return years[1], years[0]
 
 
@@ -585,7 +659,9 @@ def find_municipality(
         numbers = tuple(sorted(member.numbers)) if member else (number,)
         present = [n for n in numbers if n in known]
         if not present:
-            raise EmissionsError(f"municipality number {number} is not in release {release!r}.")
+            raise EmissionsError(
+                _("municipality number {number} is not in release {release!r}.", number=number, release=release)
+            )
         return (member.name if member else known[present[0]]), numbers
     by_name = [m for m in members if wanted.lower() in (m.name.lower(), m.official_name.lower())]
     if len(by_name) == 1:
@@ -597,8 +673,16 @@ def find_municipality(
         choices = ", ".join(f"{name} ({n})" for n, name in matches) or ", ".join(
             f"{m.official_name} ({m.number_2024})" for m in by_name
         )
-        raise EmissionsError(f"{wanted!r} names more than one municipality ({choices}); give the number instead.")
-    raise EmissionsError(f"no municipality {wanted!r} in release {release!r}; give its name or number.")
+        raise EmissionsError(
+            _(
+                "{wanted!r} names more than one municipality ({choices}); give the number instead.",
+                wanted=wanted,
+                choices=choices,
+            )
+        )
+    raise EmissionsError(
+        _("no municipality {wanted!r} in release {release!r}; give its name or number.", wanted=wanted, release=release)
+    )
 
 
 def summarize(
@@ -619,7 +703,13 @@ def summarize(
     if from_year > to_year:
         found.append(
             Finding(
-                WARNING, "", f"the from-year {from_year} is after the to-year {to_year}; the change runs backwards."
+                WARNING,
+                "",
+                _(
+                    "the from-year {from_year} is after the to-year {to_year}; the change runs backwards.",
+                    from_year=from_year,
+                    to_year=to_year,
+                ),
             )
         )
     marks = ",".join("?" * len(numbers))
@@ -628,7 +718,15 @@ def summarize(
         (release, from_year, to_year, *numbers),
     ).fetchall()
     if not rows:
-        raise EmissionsError(f"release {release!r} has no emissions for {area} in {from_year} or {to_year}.")
+        raise EmissionsError(
+            _(
+                "release {release!r} has no emissions for {area} in {from_year} or {to_year}.",
+                release=release,
+                area=area,
+                from_year=from_year,
+                to_year=to_year,
+            )
+        )
     parts: dict[tuple[str, int], list[float]] = defaultdict(list)
     for sector, year, tonnes in rows:
         parts[(sector, year)].append(tonnes)
@@ -638,18 +736,38 @@ def summarize(
     present_years = {y for v in values.values() for y in v}
     for year in (from_year, to_year):
         if year not in present_years:
-            raise EmissionsError(f"release {release!r} has no emissions for {area} in {year}.")
+            raise EmissionsError(
+                _("release {release!r} has no emissions for {area} in {year}.", release=release, area=area, year=year)
+            )
     changes = []
     for sector in sorted(values):
         by_year = values[sector]
         for year in (from_year, to_year):
             if year not in by_year:
-                found.append(Finding(WARNING, "", f"{area}: sector {sector} has no data for {year} (counted as 0)."))
+                found.append(
+                    Finding(
+                        WARNING,
+                        "",
+                        _(
+                            "{area}: sector {sector} has no data for {year} (counted as 0).",
+                            area=area,
+                            sector=sector,
+                            year=year,
+                        ),
+                    )
+                )
         change = Change(sector, by_year.get(from_year, 0.0), by_year.get(to_year, 0.0))
         if change.change_pct is not None and change.change_pct < -100:
             found.append(
                 Finding(
-                    ERROR, "", f"{area}: {sector} falls {change.change_pct:.1f} %, more than 100 %: check the data."
+                    ERROR,
+                    "",
+                    _(
+                        "{area}: {sector} falls {change_pct:.1f} %, more than 100 %: check the data.",
+                        area=area,
+                        sector=sector,
+                        change_pct=change.change_pct,
+                    ),
                 )
             )
         changes.append(change)
@@ -730,7 +848,8 @@ def summary_table(summary: Summary, language: str = "nb", sector_names: dict[str
     ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     lines.insert(len(lines) - 1, "  ".join("-" * w for w in widths))
-    title = f"{summary.area}: {summary.from_year}–{summary.to_year} (release {summary.release})"
+    release = "datasett" if language == "nb" else "release"
+    title = f"{summary.area}: {summary.from_year}–{summary.to_year} ({release} {summary.release})"
     out = [title, "", *lines]
     if summary.share_of_all_pct is not None:
         label = (
@@ -747,8 +866,15 @@ def summary_csv(summary: Summary) -> str:
     writer.writerow(["sector", "from_tonnes", "to_tonnes", "change_tonnes", "change_pct"])
     for c in (*summary.sectors, summary.total):
         pct = "" if c.change_pct is None else f"{c.change_pct:.1f}"
-        writer.writerow([c.sector, repr(c.from_tonnes), repr(c.to_tonnes), repr(c.change_tonnes), pct])
+        tonnes = (repr(plain_tonnes(value)) for value in (c.from_tonnes, c.to_tonnes, c.change_tonnes))
+        writer.writerow([c.sector, *tonnes, pct])
     return out.getvalue()
+
+
+def plain_tonnes(value: float) -> float:
+    """Tonnes as the data give them: sums of decimal figures lose the float noise of binary
+    fractions (6 decimals is far below the data's precision), and -0.0 is 0.0."""
+    return round(value, 6) + 0.0
 
 
 # --- highlights for an issue ---------------------------------------------------------------------

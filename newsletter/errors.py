@@ -11,7 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-ERROR, WARNING, INFO = "error", "warning", "info"
+from .language import N_, translate
+
+ERROR, WARNING, INFO = N_("error"), N_("warning"), N_("info")
 
 
 @dataclass(frozen=True)
@@ -24,8 +26,8 @@ class Finding:
 
     @property
     def line(self) -> str:
-        """The finding as 'check' prints it."""
-        return f"{self.level}: {self.where}: {self.message}"
+        """The finding as 'check' prints it ('error: where: what', the level in the project's language)."""
+        return f"{translate(self.level)}: {self.where}: {self.message}"
 
     @property
     def text(self) -> str:

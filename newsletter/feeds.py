@@ -26,6 +26,7 @@ from . import __version__
 from .clock import OSLO, now, parse_timestamp, timestamp
 from .config import FeedConfig, Settings
 from .errors import FeedError
+from .language import _
 
 log = logging.getLogger(__name__)
 
@@ -216,7 +217,7 @@ async def _download_http(client: Any, feed: FeedConfig, state: sqlite3.Row | Non
         async with asyncio.timeout(settings.news_timeout):
             async with client.stream("GET", feed.url, headers=headers) as response:
                 if response.status_code == 304:
-                    return Download("304 not modified", url=str(response.url))
+                    return Download(_("304 not modified"), url=str(response.url))
                 if response.status_code >= 400:
                     return Download(
                         str(response.status_code), error=f"HTTP {response.status_code} {response.reason_phrase}"
@@ -224,13 +225,20 @@ async def _download_http(client: Any, feed: FeedConfig, state: sqlite3.Row | Non
                 declared = response.headers.get("content-length")
                 if declared and declared.isdigit() and int(declared) > limit:
                     return Download(
-                        "too large", error=f"larger than {settings.news_max_kb} KB ({int(declared) // 1024} KB)"
+                        _("too large"),
+                        error=_(
+                            "larger than {news_max_kb} KB ({declared} KB)",
+                            news_max_kb=settings.news_max_kb,
+                            declared=int(declared) // 1024,
+                        ),
                     )
                 chunks, size = [], 0
                 async for chunk in response.aiter_bytes():
                     size += len(chunk)
                     if size > limit:
-                        return Download("too large", error=f"larger than {settings.news_max_kb} KB")
+                        return Download(
+                            _("too large"), error=_("larger than {news_max_kb} KB", news_max_kb=settings.news_max_kb)
+                        )
                     chunks.append(chunk)
                 return Download(
                     str(response.status_code),
@@ -241,13 +249,18 @@ async def _download_http(client: Any, feed: FeedConfig, state: sqlite3.Row | Non
                     last_modified=response.headers.get("last-modified"),
                 )
     except TimeoutError:
-        return Download("timeout", error=f"no complete answer within {settings.news_timeout} s")
+        return Download(
+            "timeout", error=_("no complete answer within {news_timeout} s", news_timeout=settings.news_timeout)
+        )
     except httpx.TimeoutException:
-        return Download("timeout", error=f"no answer within {settings.news_connect_timeout} s")
+        return Download(
+            "timeout",
+            error=_("no answer within {news_connect_timeout} s", news_connect_timeout=settings.news_connect_timeout),
+        )
     except httpx.TooManyRedirects:
-        return Download("redirects", error="too many redirects")
+        return Download("redirects", error=_("too many redirects"))
     except httpx.HTTPError as exc:
-        return Download("error", error=f"cannot download ({type(exc).__name__}: {exc})")
+        return Download("error", error=_("cannot download ({name}: {exc})", name=type(exc).__name__, exc=exc))
 
 
 def _read_file(feed: FeedConfig, settings: Settings) -> Download:
@@ -255,10 +268,10 @@ def _read_file(feed: FeedConfig, settings: Settings) -> Download:
     try:
         size = path.stat().st_size
         if size > settings.news_max_kb * 1024:
-            return Download("too large", error=f"larger than {settings.news_max_kb} KB")
+            return Download(_("too large"), error=_("larger than {news_max_kb} KB", news_max_kb=settings.news_max_kb))
         return Download("file", body=path.read_bytes(), url=path.as_uri())
     except OSError as exc:
-        return Download("error", error=f"cannot read {path} ({exc.strerror})")
+        return Download("error", error=_("cannot read {path} ({strerror})", path=path, strerror=exc.strerror))
 
 
 # --- parse ---------------------------------------------------------------------------------------
@@ -276,12 +289,12 @@ def parse_feed(body: bytes, url: str, content_type: str = "") -> list[ParsedItem
     if not parsed.get("version") and not parsed.entries:
         head = body[:512].lstrip().lower()
         if head.startswith((b"<!doctype html", b"<html")) or b"<html" in head:
-            raise FeedError("not a feed: the address gives an HTML page (find the RSS or Atom link on it)")
+            raise FeedError(_("not a feed: the address gives an HTML page (find the RSS or Atom link on it)"))
         reason = parsed.get("bozo_exception")
-        raise FeedError(f"not a readable feed ({reason or 'no RSS or Atom content'})")
+        raise FeedError(_("not a readable feed ({value})", value=reason or _("no RSS or Atom content")))
     problem = parsed.get("bozo_exception")
     if problem is not None and type(problem).__name__ == "SAXParseException":
-        raise FeedError(f"malformed XML ({problem}); tell the feed's owner")
+        raise FeedError(_("malformed XML ({problem}); tell the feed's owner", problem=problem))
     items = []
     for entry in parsed.entries:
         title = shorten(plain_text(entry.get("title")), TITLE_CHARS)
@@ -398,10 +411,15 @@ def fetch_feeds(settings: Settings, conn: sqlite3.Connection, names: Iterable[st
     wanted = set(names)
     unknown = wanted - {f.name for f in settings.feeds}
     if unknown:
-        raise FeedError(f"unknown feed(s): {', '.join(sorted(unknown))}; the names are in newsletter.toml [[feeds]].")
+        raise FeedError(
+            _(
+                "unknown feed(s): {unknown}; the names are in newsletter.toml [[feeds]].",
+                unknown=", ".join(sorted(unknown)),
+            )
+        )
     feeds = tuple(f for f in settings.feeds if not wanted or f.name in wanted)
     if not feeds:
-        raise FeedError("no feeds configured: add [[feeds]] tables with name and url to newsletter.toml.")
+        raise FeedError(_("no feeds configured: add [[feeds]] tables with name and url to newsletter.toml."))
     states = {row["name"]: row for row in conn.execute("SELECT * FROM feeds")}
     pool = _parse_pool(sum(not f.is_file for f in feeds))  # made before the event loop starts
     try:
@@ -521,15 +539,15 @@ def candidates(settings: Settings, conn: sqlite3.Connection, issue_id: str, lang
             result.append(Candidate(item, False, "skipped"))
             continue
         if feed is None:
-            reason = "feed no longer configured"
+            reason = _("feed no longer configured")
         elif row["used_in"]:
-            reason = f"used in {row['used_in']}"
+            reason = _("used in {used_in}", used_in=row["used_in"])
         elif feed.language and feed.language != language:
-            reason = f"feed is for the {feed.language} edition"
+            reason = _("feed is for the {language} edition", language=feed.language)
         elif not _keywords_match(feed, item):
             reason = "keywords"
         elif taken.get(feed.name, 0) >= feed.max_items:
-            reason = f"over the feed's limit of {feed.max_items}"
+            reason = _("over the feed's limit of {max_items}", max_items=feed.max_items)
         else:
             taken[feed.name] = taken.get(feed.name, 0) + 1
             result.append(Candidate(item, True, "new"))
@@ -555,12 +573,16 @@ def choose(conn: sqlite3.Connection, issue_id: str, item_ids: Iterable[int], cho
     ids = list(dict.fromkeys(item_ids))
     sent = conn.execute("SELECT 1 FROM sent_issues WHERE issue = ?", (issue_id,)).fetchone()
     if sent:
-        raise FeedError(f"issue {issue_id} has been sent; its news can no longer change.")
+        raise FeedError(_("issue {issue_id} has been sent; its news can no longer change.", issue_id=issue_id))
     known = {r[0] for r in conn.execute(f"SELECT id FROM feed_items WHERE id IN ({','.join('?' * len(ids))})", ids)}
     missing = [str(i) for i in ids if i not in known]
     if missing:
         raise FeedError(
-            f"no news item with id {', '.join(missing)}; see the ids with 'newsletter feeds list {issue_id}'."
+            _(
+                "no news item with id {missing}; see the ids with 'newsletter feeds list {issue_id}'.",
+                missing=", ".join(missing),
+                issue_id=issue_id,
+            )
         )
     with conn:
         for item in ids:

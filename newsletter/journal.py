@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from .clock import now, parse_timestamp, timestamp
+from .language import _
 
 ACTIVE = ("scheduled", "blocked", "starting", "running")  # not finished
 
@@ -391,21 +392,33 @@ class Summary:
         if self.pending:
             return None  # the next run goes on
         if self.gave_up:
-            return (
-                f"{self.issue}: {self.gave_up} recipient(s) gave up after repeated temporary failures (see "
-                f"'newsletter status {self.issue}'); 'newsletter send {self.issue} --retry-failed' tries them again."
+            return _(
+                "{issue}: {gave_up} recipient(s) gave up after repeated temporary failures (see 'newsletter status {issue}'); 'newsletter send {issue} --retry-failed' tries them again.",
+                issue=self.issue,
+                gave_up=self.gave_up,
             )
         if self.failed and not self.sent:
-            return f"{self.issue}: nobody received it: all {self.failed} failed permanently; see 'newsletter status {self.issue}'."
+            return _(
+                "{issue}: nobody received it: all {failed} failed permanently; see 'newsletter status {issue}'.",
+                issue=self.issue,
+                failed=self.failed,
+            )
         return None
 
     @property
     def line(self) -> str:
         """The one-line summary printed at the end of a send."""
-        gave_up = f", {self.gave_up} gave up after retries" if self.gave_up else ""
-        return (
-            f"{self.issue}: {self.sent} sent, {self.failed} failed permanently{gave_up}, {self.pending} left for retry, "
-            f"{self.uncertain} uncertain, {self.skipped} skipped (unsubscribed meanwhile) of {self.total}."
+        gave_up = _(", {gave_up} gave up after retries", gave_up=self.gave_up) if self.gave_up else ""
+        return _(
+            "{issue}: {sent} sent, {failed} failed permanently{gave_up}, {pending} left for retry, {uncertain} uncertain, {skipped} skipped (unsubscribed meanwhile) of {total}.",
+            issue=self.issue,
+            sent=self.sent,
+            failed=self.failed,
+            gave_up=gave_up,
+            pending=self.pending,
+            uncertain=self.uncertain,
+            skipped=self.skipped,
+            total=self.total,
         )
 
 
@@ -423,7 +436,7 @@ def summary(conn: sqlite3.Connection, delivery: int, notes: tuple[str, ...] = ()
         (delivery,),
     ).fetchone()
     failures = tuple(
-        (r[0], f"{'permanent' if r[1] else 'temporary, gave up'}: {r[2]}")
+        (r[0], _("permanent: {error}", error=r[2]) if r[1] else _("temporary, gave up: {error}", error=r[2]))
         for r in conn.execute(
             "SELECT email, permanent, last_error FROM delivery_recipients WHERE delivery = ? AND status = 'failed'"
             " ORDER BY email",

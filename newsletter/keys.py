@@ -24,6 +24,7 @@ from dotenv import dotenv_values
 
 from .config import Settings
 from .errors import ConfigError, SecretKeyError
+from .language import _
 from .locks import hold
 from .store import database, recall, remember
 
@@ -41,15 +42,15 @@ def fingerprint(key: str) -> str:
 def signed_before(conn: sqlite3.Connection) -> str | None:
     """Why links signed with a key may be out there, or None for a project that never signed one."""
     if recall(conn, SEEN):
-        return "newsletter.db holds its fingerprint"
+        return _("newsletter.db holds its fingerprint")
     if conn.execute("SELECT 1 FROM deliveries WHERE started_at IS NOT NULL LIMIT 1").fetchone():
-        return "issues have been sent with unsubscribe links"
+        return _("issues have been sent with unsubscribe links")
     if conn.execute(
         "SELECT 1 FROM subscribers WHERE status = 'pending' AND consent_source LIKE 'signup%' LIMIT 1"
     ).fetchone():
-        return "confirmation links have been mailed"
+        return _("confirmation links have been mailed")
     if conn.execute("SELECT 1 FROM forgotten LIMIT 1").fetchone():
-        return "forgotten addresses are kept as hashes made with it"
+        return _("forgotten addresses are kept as hashes made with it")
     return None
 
 
@@ -71,9 +72,11 @@ def ensure(settings: Settings) -> tuple[Settings, bool]:
         reason = signed_before(conn)
         if reason is not None:
             raise SecretKeyError(
-                f"{ENV} is not set, but this project has signed links with a key ({reason}); restore .env from "
-                f"your backup, or set {ENV} to the key it had. A new key would break every unsubscribe link "
-                "already sent."
+                _(
+                    "{env} is not set, but this project has signed links with a key ({reason}); restore .env from your backup, or set {env} to the key it had. A new key would break every unsubscribe link already sent.",
+                    env=ENV,
+                    reason=reason,
+                )
             )
         key = secrets.token_urlsafe(48)
         path = _dotenv(settings)
@@ -87,7 +90,14 @@ def ensure(settings: Settings) -> tuple[Settings, bool]:
                     f"# of this file: a new key breaks the links in emails already sent.\n{ENV}={key}\n"
                 )
         except OSError as exc:
-            raise ConfigError(f"{path}: cannot store a new {ENV} ({exc.strerror}); set it yourself.") from exc
+            raise ConfigError(
+                _(
+                    "{path}: cannot store a new {env} ({strerror}); set it yourself.",
+                    path=path,
+                    env=ENV,
+                    strerror=exc.strerror,
+                )
+            ) from exc
     return dataclasses.replace(settings, secret_key=key), True
 
 
@@ -101,12 +111,17 @@ def check(settings: Settings) -> Settings:
             reason = signed_before(conn)
             if reason is not None:
                 raise SecretKeyError(
-                    f"{ENV} is not set, but this project has signed links with a key ({reason}); restore .env "
-                    f"from your backup, or set {ENV} to the key it had."
+                    _(
+                        "{env} is not set, but this project has signed links with a key ({reason}); restore .env from your backup, or set {env} to the key it had.",
+                        env=ENV,
+                        reason=reason,
+                    )
                 )
             raise SecretKeyError(
-                f"{ENV} is not set: it signs the links in emails. Any command that sends makes one in .env "
-                "(e.g. 'newsletter send --test ADDRESS'), or set it yourself: at least 32 random characters."
+                _(
+                    "{env} is not set: it signs the links in emails. Any command that sends makes one in .env (e.g. 'newsletter send --test ADDRESS'), or set it yourself: at least 32 random characters.",
+                    env=ENV,
+                )
             )
         known = dict(recall(conn, SEEN))
         retired = {value for value, _ in recall(conn, RETIRED)}
@@ -114,16 +129,23 @@ def check(settings: Settings) -> Settings:
         have = {mine} | {fingerprint(old) for old in settings.old_secret_keys}
         if known and mine not in known and not have & set(known):
             raise SecretKeyError(
-                f"{ENV} is not the key this project's links were signed with (its fingerprint is {mine}, the "
-                f"project's is {max(known, key=known.get)}); restore the .env that belongs with "
-                f"{settings.database.name}. To change keys without breaking links, use 'newsletter secret rotate'."
+                _(
+                    "{env} is not the key this project's links were signed with (its fingerprint is {mine}, the project's is {known}); restore the .env that belongs with {name}. To change keys without breaking links, use 'newsletter secret rotate'.",
+                    env=ENV,
+                    mine=mine,
+                    known=max(known, key=known.get),
+                    name=settings.database.name,
+                )
             )
         missing = sorted(set(known) - have - retired, key=known.get)
         if missing:
             raise SecretKeyError(
-                f"links in sent emails were signed with a key that is not set now (fingerprint {missing[0]}, used "
-                f"since {known[missing[0]][:10]}), so they would stop working: {OLD_ENV} lacks it. Restore .env from "
-                f"your backup; to give up those links on purpose, run 'newsletter secret retire {missing[0]}'."
+                _(
+                    "links in sent emails were signed with a key that is not set now (fingerprint {missing}, used since {known}), so they would stop working: {old_env} lacks it. Restore .env from your backup; to give up those links on purpose, run 'newsletter secret retire {missing}'.",
+                    missing=missing[0],
+                    known=known[missing[0]][:10],
+                    old_env=OLD_ENV,
+                )
             )
         if not known and signed_before(conn) is not None:
             remember(conn, SEEN, mine)  # a database from before keys were remembered: this is its key
@@ -143,10 +165,18 @@ def retire(settings: Settings, fingerprint_: str) -> None:
         known = dict(recall(conn, SEEN))
         if fingerprint_ not in known:
             raise SecretKeyError(
-                f"no key with the fingerprint {fingerprint_!r} has signed links here; see 'newsletter secret status'."
+                _(
+                    "no key with the fingerprint {fingerprint!r} has signed links here; see 'newsletter secret status'.",
+                    fingerprint=fingerprint_,
+                )
             )
         if check_current:
-            raise SecretKeyError(f"{fingerprint_} is the current key; rotate first ('newsletter secret rotate').")
+            raise SecretKeyError(
+                _(
+                    "{fingerprint} is the current key; rotate first ('newsletter secret rotate').",
+                    fingerprint=fingerprint_,
+                )
+            )
         remember(conn, RETIRED, fingerprint_)
 
 
@@ -176,9 +206,9 @@ def status(settings: Settings) -> KeyStatus:
 
 def _source(settings: Settings) -> str:
     if not settings.secret_key:
-        return "not set"
+        return _("not set")
     if os.environ.get(ENV, "").strip() == settings.secret_key:
-        return "the environment"
+        return _("the environment")
     return ".env"
 
 
@@ -192,15 +222,19 @@ def rotate(settings: Settings) -> tuple[str, int]:
     path = _dotenv(settings)
     if _source(settings) != ".env" or (OLD_ENV in os.environ and os.environ[OLD_ENV].strip()):
         raise SecretKeyError(
-            f"{ENV} is set in the environment, not in {path}; rotate it there: set {OLD_ENV} to the current key "
-            f"(and any older ones, space-separated) and {ENV} to a new one of at least 32 random characters."
+            _(
+                "{env} is set in the environment, not in {path}; rotate it there: set {old_env} to the current key (and any older ones, space-separated) and {env} to a new one of at least 32 random characters.",
+                env=ENV,
+                path=path,
+                old_env=OLD_ENV,
+            )
         )
     new = secrets.token_urlsafe(48)
     old = [k for k in (*settings.old_secret_keys, current) if k]
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot be read ({exc.strerror}).") from exc
+        raise ConfigError(_("{path}: cannot be read ({strerror}).", path=path, strerror=exc.strerror)) from exc
     kept = [line for line in lines if not line.strip().startswith((f"{ENV}=", f"{OLD_ENV}=", f"export {ENV}=",
                                                                    f"export {OLD_ENV}="))]  # fmt: skip
     kept += [

@@ -14,6 +14,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from .errors import BusyError, ProjectError
+from .language import _
 
 _HELD: set[int] = set()  # file descriptors of the lock files this process holds
 
@@ -32,12 +33,18 @@ def hold(build_dir: Path, name: str, *, wait: bool = False, busy: str = "") -> I
         place.mkdir(parents=True, exist_ok=True)
         handle = (place / f"{name}.lock").open("a+")
     except OSError as exc:
-        raise ProjectError(f"cannot make the lock file in {place} ({exc.strerror}); check the folder.") from exc
+        raise ProjectError(
+            _(
+                "cannot make the lock file in {place} ({strerror}); check the folder.",
+                place=place,
+                strerror=exc.strerror,
+            )
+        ) from exc
     with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
-            raise BusyError(busy or f"{name} is in use by another run; wait for it to finish.") from None
+            raise BusyError(busy or _("{name} is in use by another run; wait for it to finish.", name=name)) from None
         _HELD.add(handle.fileno())
         try:
             yield

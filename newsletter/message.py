@@ -25,7 +25,7 @@ from .transport import check_address
 
 
 def _address(name: str, email: str) -> Address:
-    local, _, domain = check_address(email).rpartition("@")
+    local, _at, domain = check_address(email).rpartition("@")
     return Address(display_name=clean_name(name), username=local, domain=domain)
 
 

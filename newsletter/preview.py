@@ -36,6 +36,7 @@ from .content import issue_folders
 from .emissions import read_members
 from .errors import NewsletterError
 from .i18n import format_date, load_strings
+from .language import _
 from .message import build_message
 from .render import template_folders, web_environment
 
@@ -107,7 +108,9 @@ class Preview:
                 if self.settings_error:
                     return Build(error=self.settings_error, version=version)
                 if not self.allowed(settings, key[0]):  # only this project's issues, not any folder
-                    return Build(error=f"unknown issue {key[0]!r}; choose one from the list.", version=version)
+                    return Build(
+                        error=_("unknown issue {key!r}; choose one from the list.", key=key[0]), version=version
+                    )
                 prepared = prepare(settings, key[0], language=language)
                 outcome = Build(prepared=prepared, findings=findings(settings, prepared), version=version)
             except NewsletterError as exc:
@@ -115,7 +118,8 @@ class Preview:
             except Exception as exc:  # a preview must survive whatever a half-saved file does
                 log.exception("preview build failed")
                 outcome = Build(
-                    error=f"unexpected error: {exc!r}; run 'newsletter --verbose build' for details.", version=version
+                    error=_("unexpected error: {exc!r}; run 'newsletter --verbose build' for details.", exc=exc),
+                    version=version,
                 )
             with self.lock:
                 if self.version == version:  # a file changed meanwhile: this build may be stale, keep none
@@ -155,7 +159,7 @@ class Preview:
             return resolved.name in (CONFIG_FILE, ".env") and resolved.parent == project
 
         def run(paths: list[Path], recursive: bool, only: Callable[[Any, str], bool]) -> None:
-            for _ in watchfiles.watch(*paths, watch_filter=only, recursive=recursive, stop_event=self.stop,
+            for _changes in watchfiles.watch(*paths, watch_filter=only, recursive=recursive, stop_event=self.stop,
                                       debounce=200, step=50, raise_interrupt=False):  # fmt: skip
                 self.changed()
 

@@ -25,6 +25,7 @@ from markupsafe import Markup, escape
 from .compose import Composition
 from .config import Settings
 from .errors import TemplateError, where
+from .language import _
 from .resources import builtin
 
 MARKER = "@@nl:"
@@ -148,7 +149,13 @@ def split(document: str, fragments: Mapping[str, str], *, html: bool, source: st
         kind, name = match.groups()
         if kind == "c":
             if name not in fragments:
-                raise TemplateError(f"{source}: slot('{name}') has no content; check the name in the template.")
+                raise TemplateError(
+                    _(
+                        "{source}: slot('{name}') has no content; check the name in the template.",
+                        source=source,
+                        name=name,
+                    )
+                )
             current.append(fragments[name])
         else:
             parts.append("".join(current))
@@ -164,10 +171,20 @@ def _template_error(exc: Exception, name: str) -> TemplateError:
     """A located one-line message for any error raised while rendering a template."""
     if isinstance(exc, jinja2.TemplateSyntaxError):
         path = exc.filename or exc.name or name
-        return TemplateError(f"{where(path, exc.lineno)}: template syntax error: {exc.message}; fix the template.")
+        return TemplateError(
+            _(
+                "{path}: template syntax error: {message_}; fix the template.",
+                path=where(path, exc.lineno),
+                message_=exc.message,
+            )
+        )
     if isinstance(exc, jinja2.TemplateNotFound):
         return TemplateError(
-            f"template {exc.name!r} not found (needed by {name}); restore it or copy it from a new 'newsletter init' project."
+            _(
+                "template {name!r} not found (needed by {name2}); restore it or copy it from a new 'newsletter init' project.",
+                name=exc.name,
+                name2=name,
+            )
         )
     location = name
     for frame, lineno in traceback.walk_tb(exc.__traceback__):
@@ -175,8 +192,10 @@ def _template_error(exc: Exception, name: str) -> TemplateError:
         if filename.endswith(".j2"):
             location = where(filename, lineno)
     if isinstance(exc, jinja2.UndefinedError):
-        return TemplateError(f"{location}: {exc.message}; fix the name in the template.")
-    return TemplateError(f"{location}: template error: {exc}; fix the template.")
+        return TemplateError(
+            _("{location}: {message_}; fix the name in the template.", location=location, message_=exc.message)
+        )
+    return TemplateError(_("{location}: template error: {exc}; fix the template.", location=location, exc=exc))
 
 
 def _render_template(env: jinja2.Environment, name: str, context: dict) -> str:
@@ -188,7 +207,7 @@ def _render_template(env: jinja2.Environment, name: str, context: dict) -> str:
 
 def _content_css(env: jinja2.Environment) -> str:
     try:
-        source, _, _ = env.loader.get_source(env, CONTENT_CSS)  # type: ignore[union-attr]
+        source, _name, _uptodate = env.loader.get_source(env, CONTENT_CSS)  # type: ignore[union-attr]
     except jinja2.TemplateNotFound:
         return ""
     return source
@@ -200,8 +219,11 @@ def compile_mjml(source: str, origin: str = "email.mjml") -> str:
         return mjml.mjml2html(source, disable_comments=True)
     except ValueError as exc:
         raise TemplateError(
-            f"{origin}: the MJML made from the templates did not compile ({exc}); "
-            "check the last template change (tags must be closed, '<' written as &lt;)."
+            _(
+                "{origin}: the MJML made from the templates did not compile ({exc}); check the last template change (tags must be closed, '<' written as &lt;).",
+                origin=origin,
+                exc=exc,
+            )
         ) from exc
 
 

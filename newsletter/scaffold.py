@@ -11,6 +11,7 @@ from .config import CONFIG_FILE, DEFAULT_CATEGORIES, Settings, load_settings
 from .content import ISSUE_FILE, display, slugify
 from .errors import ProjectError
 from .i18n import format_month
+from .language import _
 from .render import builtin_templates
 
 # Example text in new issues; build warns while any of it is left.
@@ -139,19 +140,23 @@ def parse_day(text: str) -> date:
     try:
         return date.fromisoformat(text.strip())
     except ValueError:
-        raise ProjectError(f"--date {text!r} is not a date; write it as YYYY-MM-DD, e.g. 2027-01-14.") from None
+        raise ProjectError(
+            _("--date {text!r} is not a date; write it as YYYY-MM-DD, e.g. 2027-01-14.", text=text)
+        ) from None
 
 
 def new_issue(settings: Settings, title: str, when: date | None = None, language: str | None = None) -> Path:
     """Create content/issues/<YYYY-MM>-<slug>/ with issue.md and one example article."""
     title = " ".join(title.split())
     if not title:
-        raise ProjectError('The title is empty; give the issue a title, e.g. newsletter new "Nytt fra desember".')
+        raise ProjectError(_('The title is empty; give the issue a title, e.g. newsletter new "Nytt fra desember".'))
     when = when or date.today()
     language = language or settings.language
     folder = settings.issues_dir / f"{when:%Y-%m}-{slugify(title)}"
     if folder.exists():
-        raise ProjectError(f"{display(folder)} already exists; choose another title or edit that issue.")
+        raise ProjectError(
+            _("{folder} already exists; choose another title or edit that issue.", folder=display(folder))
+        )
     escaped = title.replace("\\", "\\\\").replace('"', '\\"')
     folder.mkdir(parents=True)
     (folder / ISSUE_FILE).write_text(
@@ -167,17 +172,24 @@ def init_project(dest: Path, name: str = "Nyhetsbrev") -> list[Path]:
     dest = dest.resolve()
     if (dest / CONFIG_FILE).exists():
         raise ProjectError(
-            f"{display(dest / CONFIG_FILE)} already exists; nothing was changed. Choose an empty folder."
+            _("{dest} already exists; nothing was changed. Choose an empty folder.", dest=display(dest / CONFIG_FILE))
         )
     if (dest / "templates").exists() or (dest / "content").exists():
         raise ProjectError(
-            f"{display(dest)} already has templates/ or content/; nothing was changed. Choose an empty folder."
+            _(
+                "{dest} already has templates/ or content/; nothing was changed. Choose an empty folder.",
+                dest=display(dest),
+            )
         )
     name = " ".join(name.split())
     existing = [p.name for p in (dest / ".env.example", dest / ".gitignore") if p.exists()]
     if existing:
         raise ProjectError(
-            f"{display(dest)} already has {', '.join(existing)}; nothing was changed. Choose an empty folder."
+            _(
+                "{dest} already has {existing}; nothing was changed. Choose an empty folder.",
+                dest=display(dest),
+                existing=", ".join(existing),
+            )
         )
     dest.mkdir(parents=True, exist_ok=True)
     created = [dest / CONFIG_FILE, dest / ".env.example", dest / ".gitignore", dest / "templates"]

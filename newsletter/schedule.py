@@ -30,6 +30,7 @@ from .errors import (
     TransportError,
 )
 from .feeds import unrecord_used
+from .language import _, translate
 from .locks import hold
 from .store import database
 
@@ -65,10 +66,13 @@ def schedule(
     with delivery.issue_lock(settings, planned.issue), database(settings.database) as conn, conn:
         existing = journal.active(conn, planned.issue)
         if existing is not None:
+            if existing.scheduled_at:
+                already = _("{issue} is already {status} for {time}", issue=planned.issue,
+                            status=translate(existing.status), time=oslo(existing.scheduled_at))  # fmt: skip
+            else:
+                already = _("{issue} is already {status}", issue=planned.issue, status=translate(existing.status))
             raise ScheduleError(
-                f"{planned.issue} is already {existing.status}"
-                + (f" for {oslo(existing.scheduled_at)}" if existing.scheduled_at else "")
-                + f"; cancel it first with 'newsletter schedule cancel {planned.issue}'."
+                already + _("; cancel it first with 'newsletter schedule cancel {issue}'.", issue=planned.issue)
             )
         number = journal.create(conn, planned.issue, segment or "", planned.prepared.fingerprint, forced=force,
                                 scheduled_at=when)  # fmt: skip
@@ -83,13 +87,17 @@ def approve(settings: Settings, ref: str, *, at: str | None = None, force: bool 
     when = parse_when(at) if at else None
     with database(settings.database) as conn:
         if journal.active(conn, issue) is None:
-            raise ScheduleError(f"{issue} is not scheduled; schedule it with 'newsletter schedule {issue} --at ...'.")
+            raise ScheduleError(
+                _("{issue} is not scheduled; schedule it with 'newsletter schedule {issue} --at ...'.", issue=issue)
+            )
     keys.check(settings)
     planned = delivery.plan(settings, issue, force=force, purpose=delivery.APPROVE)  # the check, the audience
     with delivery.issue_lock(settings, issue), database(settings.database) as conn:
         existing = journal.active(conn, issue)
         if existing is None or existing.id != planned.resuming or existing.status not in ("scheduled", "blocked"):
-            raise ScheduleError(f"{issue} was cancelled or started meanwhile; see 'newsletter schedule list'.")
+            raise ScheduleError(
+                _("{issue} was cancelled or started meanwhile; see 'newsletter schedule list'.", issue=issue)
+            )
         with conn:
             journal.approve(conn, existing.id, planned.prepared.fingerprint, force, when)
         return Scheduled.of(journal.get(conn, existing.id))
@@ -109,8 +117,14 @@ def cancel(settings: Settings, ref: str | None) -> Scheduled:
         row = journal.active(conn, issue)
         untouched = row is not None and row.status in ("starting", "running") and journal.untouched(conn, row.id)
         if row is None or (row.status not in ("scheduled", "blocked") and not untouched):
-            state = "not scheduled" if row is None else f"{row.status} (messages have gone out)"
-            raise ScheduleError(f"{issue} is {state}; only a delivery that has not sent anything can be cancelled.")
+            state = _("not scheduled") if row is None else _("{status} (messages have gone out)", status=row.status)
+            raise ScheduleError(
+                _(
+                    "{issue} is {state}; only a delivery that has not sent anything can be cancelled.",
+                    issue=issue,
+                    state=state,
+                )
+            )
         journal.cancel(conn, row.id)
         if untouched:
             unrecord_used(conn, issue)
@@ -148,7 +162,7 @@ def _run_due(settings: Settings, moment: datetime, stop: threading.Event | None)
         try:
             planned = delivery.plan(settings, row.issue, purpose=delivery.DUE)
         except NOT_THE_ISSUE as exc:
-            problems.append(f"{row.issue}: not sent: {exc}")
+            problems.append(_("{issue}: not sent: {exc}", issue=row.issue, exc=exc))
             continue
         except NewsletterError as exc:
             if row.status != "scheduled":  # started: it cannot be blocked, only finished as it began
@@ -158,8 +172,11 @@ def _run_due(settings: Settings, moment: datetime, stop: threading.Event | None)
             with database(settings.database) as conn, conn:
                 journal.block(conn, row.id, reason)
             problems.append(
-                f"{row.issue}: not sent: {reason} It is blocked until approved ('newsletter schedule approve "
-                f"{row.issue}') or cancelled."
+                _(
+                    "{issue}: not sent: {reason} It is blocked until approved ('newsletter schedule approve {issue}') or cancelled.",
+                    issue=row.issue,
+                    reason=reason,
+                )
             )
             if isinstance(exc, GateError):
                 problems.extend(f"  {finding.line}" for finding in exc.findings)
@@ -174,7 +191,13 @@ def _run_due(settings: Settings, moment: datetime, stop: threading.Event | None)
         lines.append(result.line)
         lines.extend(result.notes)
         if result.pending:
-            lines.append(f"{row.issue}: {result.pending} left for retry; the next run-due goes on.")
+            lines.append(
+                _(
+                    "{issue}: {pending} left for retry; the next run-due goes on.",
+                    issue=row.issue,
+                    pending=result.pending,
+                )
+            )
         if result.trouble:
             problems.append(result.trouble)
     return DueResult(tuple(lines), tuple(problems))

@@ -26,6 +26,7 @@ from pathlib import Path
 from xml.etree import ElementTree as ET
 
 from .errors import UnsafeFile, UnsupportedSheet
+from .language import N_, _, translate
 
 MAIN = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
 RELS = "{http://schemas.openxmlformats.org/package/2006/relationships}"
@@ -60,13 +61,22 @@ def check_archive(path: Path, archive: zipfile.ZipFile | None = None) -> None:
             limit = MAX_META
         if info.file_size > limit:
             raise UnsafeFile(
-                f"{path}: its part {info.filename} unpacks to {_size(info.file_size)}, more than the {_size(limit)} "
-                "newsletter reads; this is not a real export (or it is damaged): check the file."
+                _(
+                    "{path}: its part {filename} unpacks to {file_size}, more than the {limit} newsletter reads; this is not a real export (or it is damaged): check the file.",
+                    path=path,
+                    filename=info.filename,
+                    file_size=_size(info.file_size),
+                    limit=_size(limit),
+                )
             )
         if info.file_size > _RATIO_FROM and info.file_size > MAX_RATIO * max(info.compress_size, 1):
             raise UnsafeFile(
-                f"{path}: its part {info.filename} is packed {info.file_size // max(info.compress_size, 1)} times "
-                f"(real workbooks about 20); this looks like a 'zip bomb', not an export: check the file."
+                _(
+                    "{path}: its part {filename} is packed {file_size} times (real workbooks about 20); this looks like a 'zip bomb', not an export: check the file.",
+                    path=path,
+                    filename=info.filename,
+                    file_size=info.file_size // max(info.compress_size, 1),
+                )
             )
 
 
@@ -116,11 +126,11 @@ class XlsxSheet:
                 target.lstrip("/") if target.startswith("/") else posixpath.normpath(posixpath.join("xl", target))
             )
             if self.part not in self.zip.namelist():
-                raise UnsupportedSheet(f"sheet part {self.part} missing")
+                raise UnsupportedSheet(_("sheet part {part} missing", part=self.part))
         try:
             self.strings = self._shared_strings()
         except (ET.ParseError, zipfile.BadZipFile, OSError) as exc:
-            raise UnsupportedSheet(f"shared strings: {exc}") from exc
+            raise UnsupportedSheet(_("shared strings: {exc}", exc=exc)) from exc
 
     def _shared_strings(self) -> list[str]:
         """The shared strings, read piece by piece (their part's size is checked already)."""
@@ -130,7 +140,7 @@ class XlsxSheet:
             return []
         strings: list[str] = []
         with handle:
-            for _, element in ET.iterparse(handle, events=("end",)):
+            for _event, element in ET.iterparse(handle, events=("end",)):
                 if element.tag == f"{MAIN}si":
                     strings.append(_unescape("".join(t.text or "" for t in element.iter(f"{MAIN}t"))))
                     element.clear()
@@ -157,8 +167,12 @@ class XlsxSheet:
                 if cut < 0:
                     if len(data) > MAX_ROW:
                         raise UnsafeFile(
-                            f"{self.path}: sheet {self.part} has a row longer than {_size(MAX_ROW)} (or no rows at "
-                            "all); this is not a real export: check the file."
+                            _(
+                                "{path}: sheet {part} has a row longer than {max_row} (or no rows at all); this is not a real export: check the file.",
+                                path=self.path,
+                                part=self.part,
+                                max_row=_size(MAX_ROW),
+                            )
                         )
                     carry = data
                     continue
@@ -170,9 +184,9 @@ class XlsxSheet:
 MAX_LINE = 1 << 20  # one line of a CSV file: a subscriber or an emission row is a few hundred bytes
 
 
-ENCODINGS = {"utf-8": "UTF-8", "utf-8-sig": "UTF-8", "utf-16": "UTF-16 (Excel's 'Unicode-tekst')",
-             "cp1252": "Windows-1252 (Excel's 'CSV (semikolondelt)')"}  # fmt: skip
-SEPARATORS = {",": "commas", ";": "semicolons", "\t": "tabs"}
+ENCODINGS = {"utf-8": "UTF-8", "utf-8-sig": "UTF-8", "utf-16": N_("UTF-16 (Excel's 'Unicode-tekst')"),
+             "cp1252": N_("Windows-1252 (Excel's 'CSV (semikolondelt)')")}  # fmt: skip
+SEPARATORS = {",": N_("commas"), ";": N_("semicolons"), "\t": N_("tabs")}
 
 
 @dataclass(frozen=True)
@@ -184,7 +198,11 @@ class TextFormat:
 
     @property
     def description(self) -> str:
-        return f"{ENCODINGS.get(self.encoding, self.encoding)} text, separated by {SEPARATORS[self.separator]}"
+        return _(
+            "{encoding} text, separated by {separators}",
+            encoding=translate(ENCODINGS.get(self.encoding, self.encoding)),
+            separators=translate(SEPARATORS[self.separator]),
+        )
 
 
 def text_encoding(path: Path) -> str:
@@ -225,7 +243,7 @@ def csv_rows(path: Path, what: str = "CSV", found: list[TextFormat] | None = Non
         encoding = text_encoding(path)
         binary = path.open("rb")
     except OSError as exc:
-        raise UnsafeFile(f"{path}: cannot be read ({exc.strerror}).") from exc
+        raise UnsafeFile(_("{path}: cannot be read ({strerror}).", path=path, strerror=exc.strerror)) from exc
     # UTF-16 is read through a text layer (a line end is two bytes); the others line by line as
     # bytes, so that a byte that is not in the encoding is reported at its own line.
     wide = encoding.startswith("utf-16")
@@ -249,13 +267,22 @@ def csv_rows(path: Path, what: str = "CSV", found: list[TextFormat] | None = Non
                 row_chars += len(text)
                 if len(text) > MAX_LINE:
                     raise UnsafeFile(
-                        f"{path}:{number}: the line is longer than {_size(MAX_LINE)}; this is not a {what} file "
-                        "with one row per line: check the file."
+                        _(
+                            "{path}:{number}: the line is longer than {max_line}; this is not a {what} file with one row per line: check the file.",
+                            path=path,
+                            number=number,
+                            max_line=_size(MAX_LINE),
+                            what=what,
+                        )
                     )
                 if row_chars > MAX_LINE:
                     raise UnsafeFile(
-                        f"{path}:{start}: the row goes on for more than {_size(MAX_LINE)} (a quote that is never "
-                        "closed?); check the file."
+                        _(
+                            "{path}:{start}: the row goes on for more than {max_line} (a quote that is never closed?); check the file.",
+                            path=path,
+                            start=start,
+                            max_line=_size(MAX_LINE),
+                        )
                     )
                 yield text.removeprefix("\ufeff") if number == 1 else text
 
@@ -278,7 +305,15 @@ def csv_rows(path: Path, what: str = "CSV", found: list[TextFormat] | None = Non
                 yield start, row
                 start, row_chars = number + 1, 0
         except csv.Error as exc:
-            raise UnsafeFile(f"{path}:{start}: not a readable {what} row ({exc}); check the file.") from exc
+            raise UnsafeFile(
+                _(
+                    "{path}:{start}: not a readable {what} row ({exc}); check the file.",
+                    path=path,
+                    start=start,
+                    what=what,
+                    exc=exc,
+                )
+            ) from exc
 
 
 def sheet_rows(path: Path, name: str | None = None) -> Iterator[tuple[int, list[str]]]:
@@ -289,10 +324,21 @@ def sheet_rows(path: Path, name: str | None = None) -> Iterator[tuple[int, list[
         sheet = XlsxSheet(path, name)
     except UnsupportedSheet as exc:
         raise UnsafeFile(
-            f"{path}: not a workbook this program can read ({exc}); save it as .xlsx again, or as CSV."
+            _(
+                "{path}: not a workbook this program can read ({exc}); save it as .xlsx again, or as CSV.",
+                path=path,
+                exc=exc,
+            )
         ) from exc
     if sheet.part is None:
-        raise UnsafeFile(f"{path}: no sheet named {name!r} (the workbook has: {', '.join(sheet.sheet_names)}).")
+        raise UnsafeFile(
+            _(
+                "{path}: no sheet named {name!r} (the workbook has: {sheet_names}).",
+                path=path,
+                name=name,
+                sheet_names=", ".join(sheet.sheet_names),
+            )
+        )
     for block in sheet.blocks():
         for number, cells in rows(block, sheet.strings):
             yield number, [_as_text(value) for value in cells]

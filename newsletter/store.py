@@ -16,6 +16,7 @@ from pathlib import Path
 from . import locks
 from .clock import now, timestamp
 from .errors import StoreError
+from .language import _
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: news feeds and their items, the per-issue choices, and what sent issues used.
@@ -243,8 +244,12 @@ def give_way(database: Path) -> None:
 def explain(path: Path, exc: sqlite3.Error) -> str:
     """One line for a database error that reached a command."""
     if busy(exc):
-        return f"{path}: the database is busy (another command is writing to it); try again in a minute."
-    return f"{path}: cannot use the database ({exc}); check the file (NEWSLETTER_DATABASE) or restore a backup."
+        return _("{path}: the database is busy (another command is writing to it); try again in a minute.", path=path)
+    return _(
+        "{path}: cannot use the database ({exc}); check the file (NEWSLETTER_DATABASE) or restore a backup.",
+        path=path,
+        exc=exc,
+    )
 
 
 def connect(path: Path, timeout: float | None = None) -> sqlite3.Connection:
@@ -273,8 +278,11 @@ def migrate(conn: sqlite3.Connection) -> int:
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     if version > len(MIGRATIONS):
         raise StoreError(
-            f"the database has schema version {version}, newer than this program ({len(MIGRATIONS)}); "
-            "upgrade newsletter."
+            _(
+                "the database has schema version {version}, newer than this program ({count}); upgrade newsletter.",
+                version=version,
+                count=len(MIGRATIONS),
+            )
         )
     if version == len(MIGRATIONS):
         return version
@@ -292,7 +300,9 @@ def migrate(conn: sqlite3.Connection) -> int:
                     if statement.strip():
                         conn.execute(statement)
                 if conn.execute("PRAGMA foreign_key_check").fetchone() is not None:
-                    raise StoreError(f"migration {number} left rows without their parent; restore a backup.")
+                    raise StoreError(
+                        _("migration {number} left rows without their parent; restore a backup.", number=number)
+                    )
                 conn.execute(f"PRAGMA user_version = {number}")
                 conn.execute("COMMIT")
             except BaseException:

@@ -36,10 +36,11 @@ from .config import Settings, find_category
 from .content import did_you_mean
 from .emissions import Member
 from .errors import BusyError, NewsletterError, SubscriberError
+from .language import _
 from .locks import hold
 from .sheets import TextFormat, csv_rows, sheet_rows
 from .store import busy, connect, give_way, recall, urgent
-from .transport import SMTPUTF8_SEEN, check_address
+from .transport import SMTPUTF8_SEEN, address_problem, check_address
 
 STATUSES = ("pending", "confirmed", "unsubscribed", "bounced", "blocked")
 CONFIRM_DAYS = 7
@@ -90,18 +91,20 @@ def normalize_email(text: str) -> str:
 
     raw = (text or "").strip()
     if not raw:
-        raise SubscriberError("the e-mail address is empty.")
+        raise SubscriberError(_("the e-mail address is empty."))
     try:
         result = validate_email(raw, check_deliverability=False)
     except EmailNotValidError as exc:
-        raise SubscriberError(f"{raw!r} is not a valid e-mail address ({exc}).") from None
+        raise SubscriberError(
+            _("{raw!r} is not a valid e-mail address ({reason}).", raw=raw, reason=address_problem(exc))
+        ) from None
     # Lower case throughout: the local part is case-sensitive in theory, never in practice,
     # and one person must not be on the list twice as Kari@ and kari@.
     address = f"{result.local_part}@{result.domain}".lower()
     try:
         return check_address(address)  # what is accepted here is what a message can be written to
     except NewsletterError:
-        raise SubscriberError(f"{raw!r} is not an address a message can be sent to; check it.") from None
+        raise SubscriberError(_("{raw!r} is not an address a message can be sent to; check it.", raw=raw)) from None
 
 
 def resolve_municipality(value: str | None, members: tuple[Member, ...]) -> str | None:
@@ -111,15 +114,23 @@ def resolve_municipality(value: str | None, members: tuple[Member, ...]) -> str 
     wanted = str(value).strip()
     if not members:
         raise SubscriberError(
-            f"municipality {wanted!r} cannot be checked: newsletter.toml has no emissions.members "
-            "(the CSV of the region's member municipalities); set it, or leave the municipality out."
+            _(
+                "municipality {wanted!r} cannot be checked: newsletter.toml has no emissions.members (the CSV of the region's member municipalities); set it, or leave the municipality out.",
+                wanted=wanted,
+            )
         )
     digits = wanted.zfill(4) if wanted.isdigit() else None
     for member in members:
         if digits in member.numbers or wanted.lower() in (member.name.lower(), member.official_name.lower()):
             return member.number_2024
     guess = did_you_mean(wanted, [name for m in members for name in (m.name, m.official_name)])
-    raise SubscriberError(f"unknown municipality {wanted!r}{guess}: give a member municipality's name or number.")
+    raise SubscriberError(
+        _(
+            "unknown municipality {wanted!r}{guess}: give a member municipality's name or number.",
+            wanted=wanted,
+            guess=guess,
+        )
+    )
 
 
 def resolve_topics(values: list[str] | tuple[str, ...], settings: Settings) -> tuple[str, ...]:
@@ -136,7 +147,14 @@ def resolve_topics(values: list[str] | tuple[str, ...], settings: Settings) -> t
                 known = ", ".join(c.key for c in settings.categories)
                 names = [name for c in settings.categories for name in (c.key, c.nb, c.en, *c.aliases)]
                 guess = did_you_mean(part.strip(), names)
-                raise SubscriberError(f"unknown topic {part.strip()!r}{guess}; use one of: {known}.")
+                raise SubscriberError(
+                    _(
+                        "unknown topic {strip!r}{guess}; use one of: {known}.",
+                        strip=part.strip(),
+                        guess=guess,
+                        known=known,
+                    )
+                )
             if category.key not in keys:
                 keys.append(category.key)
     return tuple(keys)
@@ -148,14 +166,14 @@ def _language(value: str | None, default: str) -> str:
     text = str(value).strip().lower()
     mapping = {"nb": "nb", "no": "nb", "norsk": "nb", "bokmål": "nb", "en": "en", "english": "en", "engelsk": "en"}
     if text not in mapping:
-        raise SubscriberError(f"unknown language {value!r}; use nb or en.")
+        raise SubscriberError(_("unknown language {value!r}; use nb or en.", value=value))
     return mapping[text]
 
 
 def _name(value: str | None) -> str:
     name = clean_name(value or "")
     if len(name) > 200:
-        raise SubscriberError("the name is longer than 200 characters; shorten it.")
+        raise SubscriberError(_("the name is longer than 200 characters; shorten it."))
     return name
 
 
@@ -167,7 +185,9 @@ def forgotten_hash(settings: Settings, email: str) -> str:
 def forgotten_hashes(settings: Settings, email: str) -> list[str]:
     """The address's hash under the current key, then under each older one (kept after a rotation)."""
     if not settings.secret_key:
-        raise SubscriberError("NEWSLETTER_SECRET_KEY is not set: put a long random value in .env (see .env.example).")
+        raise SubscriberError(
+            _("NEWSLETTER_SECRET_KEY is not set: put a long random value in .env (see .env.example).")
+        )
     return [
         hmac.new(key.encode(), email.encode(), hashlib.sha256).hexdigest()
         for key in (settings.secret_key, *settings.old_secret_keys)
@@ -201,8 +221,11 @@ def deliverable(conn: sqlite3.Connection, settings: Settings, address: str) -> N
     target = f"smtp {settings.smtp_host}:{settings.smtp_port}"
     if f"{target} no" in {value for value, _ in recall(conn, SMTPUTF8_SEEN)}:
         raise SubscriberError(
-            f"{address}: the e-mail server this newsletter sends through ({settings.smtp_host}) cannot deliver to "
-            "addresses with letters such as æøå before the @ (it lacks SMTPUTF8); ask for another address."
+            _(
+                "{address}: the e-mail server this newsletter sends through ({smtp_host}) cannot deliver to addresses with letters such as æøå before the @ (it lacks SMTPUTF8); ask for another address.",
+                address=address,
+                smtp_host=settings.smtp_host,
+            )
         )
 
 
@@ -255,7 +278,7 @@ def _upsert(
 ) -> tuple[str, Subscriber]:
     """``upsert`` of an address already normalized."""
     if not allow_forgotten and _is_forgotten(conn, settings, address):
-        raise SubscriberError(f"{address} asked to be forgotten; only the person can sign up again.")
+        raise SubscriberError(_("{address} asked to be forgotten; only the person can sign up again.", address=address))
     deliverable(conn, settings, address)
     moment = timestamp(now())
     existing = conn.execute("SELECT * FROM subscribers WHERE email = ?", (address,)).fetchone()
@@ -271,7 +294,11 @@ def _upsert(
     current = _subscriber(existing)
     if current.status in ("unsubscribed", "bounced", "blocked"):
         raise SubscriberError(
-            f"{address} is {current.status}; it is not added again (only the person can sign up again)."
+            _(
+                "{address} is {status}; it is not added again (only the person can sign up again).",
+                address=address,
+                status=current.status,
+            )
         )
     changes: dict[str, Any] = {}
     if name and name != current.name:
@@ -340,7 +367,7 @@ def request_signup(
     with _immediate(conn):  # the look and the change together: two signups at once make one row
         person = get(conn, email)
         if person is None:  # also an address that was forgotten: the person asks again
-            _, person = upsert(conn, settings, email, name=name, municipality=municipality, language=language,
+            _added, person = upsert(conn, settings, email, name=name, municipality=municipality, language=language,
                                topics=topics, source=SIGNUP_SOURCE, allow_forgotten=True)  # fmt: skip
             conn.execute("UPDATE subscribers SET confirm_sent_at = ? WHERE id = ?", (moment, person.id))
             return SignupRequest(person.id, {}), person
@@ -480,7 +507,7 @@ class Unsubscriber:
                 self.thread = threading.Thread(target=self._run, name="unsubscribes", daemon=True)
                 self.thread.start()
         if not done.wait(timeout=60):
-            raise OSError("the unsubscribe was not written within a minute")
+            raise OSError(_("the unsubscribe was not written within a minute"))
         if outcome and outcome[0] is not None:
             raise outcome[0]
 
@@ -507,10 +534,14 @@ class Unsubscriber:
             try:
                 conn, error = self._write(conn, ids)
             except BaseException as exc:  # whatever happens, every caller gets an answer
-                error = exc if isinstance(exc, Exception) else OSError(f"the unsubscribe writer stopped ({exc!r})")
+                error = (
+                    exc
+                    if isinstance(exc, Exception)
+                    else OSError(_("the unsubscribe writer stopped ({exc!r})", exc=exc))
+                )
                 conn = None
             finally:
-                for _, done, outcome in waiting:
+                for _email, done, outcome in waiting:
                     outcome.append(error)
                     done.set()
 
@@ -601,7 +632,7 @@ def remove(conn: sqlite3.Connection, email: str) -> Subscriber:
     """Unsubscribe an address (it stays on record as unsubscribed)."""
     current = get(conn, email)
     if current is None:
-        raise SubscriberError(f"{normalize_email(email)} is not on the list.")
+        raise SubscriberError(_("{email} is not on the list.", email=normalize_email(email)))
     if current.status in ("pending", "confirmed"):  # bounced and blocked stay as they are
         set_status(conn, current.id, "unsubscribed")
     return get_by_id(conn, current.id)  # type: ignore[return-value]
@@ -653,7 +684,11 @@ def _columns(header: list[str], path: Path) -> dict[str, int]:
                 found[field] = index
     if "email" not in found:
         raise SubscriberError(
-            f"{path}:1: no e-mail column; name one of the columns 'email' or 'e-post' (found: {', '.join(header)})."
+            _(
+                "{path}:1: no e-mail column; name one of the columns 'email' or 'e-post' (found: {header}).",
+                path=path,
+                header=", ".join(header),
+            )
         )
     return found
 
@@ -665,23 +700,28 @@ def table_rows(path: Path, found: list[str]) -> Iterator[tuple[int, list[str]]]:
         with path.open("rb") as handle:
             head = handle.read(8)
     except OSError as exc:
-        raise SubscriberError(f"{path}: cannot be read ({exc.strerror}).") from exc
+        raise SubscriberError(_("{path}: cannot be read ({strerror}).", path=path, strerror=exc.strerror)) from exc
     if head.startswith(b"PK\x03\x04"):  # a workbook, whatever its name says
-        found.append("an Excel workbook (.xlsx), its first sheet")
+        found.append(_("an Excel workbook (.xlsx), its first sheet"))
         yield from sheet_rows(path)
         return
     if head.startswith(b"\xd0\xcf\x11\xe0"):
-        raise SubscriberError(f"{path}: an old Excel workbook (.xls); save it as .xlsx (Excel workbook) or CSV.")
+        raise SubscriberError(
+            _("{path}: an old Excel workbook (.xls); save it as .xlsx (Excel workbook) or CSV.", path=path)
+        )
     formats: list[TextFormat] = []
     try:
-        for line, cells in csv_rows(path, "subscriber list", formats):
+        for line, cells in csv_rows(path, _("subscriber list"), formats):
             if not found:
                 found.append(formats[0].description)
             yield line, cells
     except UnicodeDecodeError as exc:
         raise SubscriberError(
-            f"{path}:{getattr(exc, 'line', 1)}: not text in an encoding newsletter reads (UTF-8, UTF-16, Windows-1252); "
-            "save it from Excel as 'CSV UTF-8' or as a workbook (.xlsx)."
+            _(
+                "{path}:{exc}: not text in an encoding newsletter reads (UTF-8, UTF-16, Windows-1252); save it from Excel as 'CSV UTF-8' or as a workbook (.xlsx).",
+                path=path,
+                exc=getattr(exc, "line", 1),
+            )
         ) from None
 
 
@@ -712,13 +752,19 @@ def _stage(
             email = normalize_email(_unneutralized(cell("email") or ""))
             row_status = (cell("status") or "").strip().lower()
             if row_status and row_status not in STATUSES:
-                raise SubscriberError(f"unknown status {row_status!r}; use one of: {', '.join(STATUSES)}.")
+                raise SubscriberError(
+                    _(
+                        "unknown status {row_status!r}; use one of: {statuses}.",
+                        row_status=row_status,
+                        statuses=", ".join(STATUSES),
+                    )
+                )
             if row_status in ("unsubscribed", "bounced", "blocked"):
                 skipped += 1  # e.g. an export: such rows never (re)subscribe anyone
                 continue
             first = stage.execute("SELECT line FROM rows WHERE email = ?", (email,)).fetchone()
             if first is not None:
-                raise SubscriberError(f"{email} appears again (first on line {first[0]}).")
+                raise SubscriberError(_("{email} appears again (first on line {first}).", email=email, first=first[0]))
             values = (
                 _name(_unneutralized(cell("name") or "")),
                 resolve_municipality(cell("municipality"), members),
@@ -732,7 +778,7 @@ def _stage(
             if len(rejected) < REJECTED_SHOWN:
                 rejected.append((line, str(exc)))
     if not columns:
-        raise SubscriberError(f"{path}: the file is empty.")
+        raise SubscriberError(_("{path}: the file is empty.", path=path))
     return skipped, rejected, count
 
 
@@ -906,7 +952,9 @@ def listing(conn: sqlite3.Connection, statuses: tuple[str, ...] = ()) -> list[Su
     settle(conn)
     for status in statuses:
         if status not in STATUSES:
-            raise SubscriberError(f"unknown status {status!r}; use one of: {', '.join(STATUSES)}.")
+            raise SubscriberError(
+                _("unknown status {status!r}; use one of: {statuses}.", status=status, statuses=", ".join(STATUSES))
+            )
     if statuses:
         marks = ",".join("?" * len(statuses))
         rows = conn.execute(f"SELECT * FROM subscribers WHERE status IN ({marks}) ORDER BY email", statuses)
@@ -982,12 +1030,15 @@ def parse_segment(text: str | None, settings: Settings, members: tuple[Member, .
     try:
         terms = shlex.split(text)
     except ValueError as exc:
-        raise SubscriberError(f"segment {text!r}: {exc}; close the quotes.") from None
+        raise SubscriberError(_("segment {text!r}: {exc}; close the quotes.", text=text, exc=exc)) from None
     for term in terms:
         match = _TERM.match(term)
         if not match:
             raise SubscriberError(
-                f"segment term {term!r} is not name=value; e.g. municipality=3205,3207 lang=nb topic=klima."
+                _(
+                    "segment term {term!r} is not name=value; e.g. municipality=3205,3207 lang=nb topic=klima.",
+                    term=term,
+                )
             )
         name, values = match.group(1).lower(), [v.strip() for v in match.group(2).split(",") if v.strip()]
         if name in ("municipality", "kommune"):
@@ -999,10 +1050,18 @@ def parse_segment(text: str | None, settings: Settings, members: tuple[Member, .
         elif name == "status":
             for value in values:
                 if value not in STATUSES:
-                    raise SubscriberError(f"unknown status {value!r}; use one of: {', '.join(STATUSES)}.")
+                    raise SubscriberError(
+                        _(
+                            "unknown status {value!r}; use one of: {statuses}.",
+                            value=value,
+                            statuses=", ".join(STATUSES),
+                        )
+                    )
             fields["statuses"] = tuple(values)
         else:
-            raise SubscriberError(f"unknown segment field {name!r}; use municipality, lang, topic or status.")
+            raise SubscriberError(
+                _("unknown segment field {name!r}; use municipality, lang, topic or status.", name=name)
+            )
     return Segment(**fields)
 
 
@@ -1049,7 +1108,9 @@ def make_token(settings: Settings, subscriber_id: int, purpose: str) -> str:
 
     It carries the subscriber's number, never the address."""
     if not settings.secret_key:
-        raise SubscriberError("NEWSLETTER_SECRET_KEY is not set: put a long random value in .env (see .env.example).")
+        raise SubscriberError(
+            _("NEWSLETTER_SECRET_KEY is not set: put a long random value in .env (see .env.example).")
+        )
     return _serializer((*settings.old_secret_keys, settings.secret_key), purpose).dumps(subscriber_id)
 
 
@@ -1067,7 +1128,9 @@ def make_confirm_token(settings: Settings, request: SignupRequest) -> str:
     if not request.details:
         return make_token(settings, request.subscriber, "confirm")
     if not settings.secret_key:
-        raise SubscriberError("NEWSLETTER_SECRET_KEY is not set: put a long random value in .env (see .env.example).")
+        raise SubscriberError(
+            _("NEWSLETTER_SECRET_KEY is not set: put a long random value in .env (see .env.example).")
+        )
     payload = [request.subscriber, request.details]
     return _serializer((*settings.old_secret_keys, settings.secret_key), "confirm").dumps(payload)
 
@@ -1077,20 +1140,20 @@ def read_confirm_token(settings: Settings, token: str) -> SignupRequest:
     from itsdangerous import BadSignature, SignatureExpired
 
     if not settings.secret_key:
-        raise SubscriberError("NEWSLETTER_SECRET_KEY is not set.")
+        raise SubscriberError(_("NEWSLETTER_SECRET_KEY is not set."))
     try:
         value = _serializer((*settings.old_secret_keys, settings.secret_key), "confirm").loads(
             token, max_age=CONFIRM_DAYS * 86400
         )
     except SignatureExpired:
-        raise SubscriberError("the link has expired.") from None
+        raise SubscriberError(_("the link has expired.")) from None
     except BadSignature:
-        raise SubscriberError("the link is not valid.") from None
+        raise SubscriberError(_("the link is not valid.")) from None
     if isinstance(value, int) and not isinstance(value, bool):
         return SignupRequest(value, {})
     if isinstance(value, list) and len(value) == 2 and isinstance(value[0], int) and isinstance(value[1], dict):
         return SignupRequest(value[0], value[1])
-    raise SubscriberError("the link is not valid.")
+    raise SubscriberError(_("the link is not valid."))
 
 
 def read_token(settings: Settings, token: str, purpose: str) -> int:
@@ -1098,15 +1161,15 @@ def read_token(settings: Settings, token: str, purpose: str) -> int:
     from itsdangerous import BadSignature, SignatureExpired
 
     if not settings.secret_key:
-        raise SubscriberError("NEWSLETTER_SECRET_KEY is not set.")
+        raise SubscriberError(_("NEWSLETTER_SECRET_KEY is not set."))
     serializer = _serializer((*settings.old_secret_keys, settings.secret_key), purpose)
     max_age = CONFIRM_DAYS * 86400 if purpose == "confirm" else None
     try:
         value = serializer.loads(token, max_age=max_age)
     except SignatureExpired:
-        raise SubscriberError("the link has expired.") from None
+        raise SubscriberError(_("the link has expired.")) from None
     except BadSignature:
-        raise SubscriberError("the link is not valid.") from None
+        raise SubscriberError(_("the link is not valid.")) from None
     if not isinstance(value, int) or isinstance(value, bool):
-        raise SubscriberError("the link is not valid.")
+        raise SubscriberError(_("the link is not valid."))
     return value

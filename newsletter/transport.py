@@ -25,6 +25,7 @@ from .errors import (
     TransportError,
     Undeliverable,
 )
+from .language import N_, _, current, translate
 
 TEMPORARY = "temporary"
 PERMANENT = "permanent"
@@ -38,7 +39,7 @@ class Outbox:
     kind = "outbox"
 
     def describe(self) -> str:
-        return f"the local outbox {self.path} (nothing leaves this machine)"
+        return _("the local outbox {path} (nothing leaves this machine)", path=self.path)
 
     @property
     def target(self) -> str:
@@ -52,7 +53,11 @@ class Outbox:
             key = box.add(raw)
         except OSError as exc:
             raise ConnectFailed(
-                f"cannot write to the outbox {self.path} ({exc.strerror}); check paths.outbox."
+                _(
+                    "cannot write to the outbox {path} ({strerror}); check paths.outbox.",
+                    path=self.path,
+                    strerror=exc.strerror,
+                )
             ) from exc
         return f"{self.path}/new/{key}"
 
@@ -82,7 +87,9 @@ class SMTP:
         try:
             context = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
         except (OSError, ssl.SSLError) as exc:
-            raise ConnectFailed(f"cannot use the CA file {self.ca_file} ({exc}); check smtp.ca_file.") from exc
+            raise ConnectFailed(
+                _("cannot use the CA file {ca_file} ({exc}); check smtp.ca_file.", ca_file=self.ca_file, exc=exc)
+            ) from exc
         client: smtplib.SMTP | None = None
         try:
             if self.security == "tls":
@@ -96,24 +103,30 @@ class SMTP:
         except smtplib.SMTPNotSupportedError as exc:
             _close(client)
             if "AUTH" in str(exc):
-                advice = (
-                    "it offers no login here: leave NEWSLETTER_SMTP_USERNAME empty, or use NEWSLETTER_SMTP_SECURITY "
-                    "starttls or tls (servers often offer login only over TLS)"
+                advice = _(
+                    "it offers no login here: leave NEWSLETTER_SMTP_USERNAME empty, or use NEWSLETTER_SMTP_SECURITY starttls or tls (servers often offer login only over TLS)"
                 )
             else:
-                advice = (
-                    "it does not offer STARTTLS: set NEWSLETTER_SMTP_SECURITY to tls (usually port 465), or to none "
-                    "only for a server on this machine or a trusted network"
+                advice = _(
+                    "it does not offer STARTTLS: set NEWSLETTER_SMTP_SECURITY to tls (usually port 465), or to none only for a server on this machine or a trusted network"
                 )
-            raise ConnectFailed(f"the SMTP server {self.host}:{self.port}: {advice}.") from exc
+            raise ConnectFailed(
+                _("the SMTP server {host}:{port}: {advice}.", host=self.host, port=self.port, advice=advice)
+            ) from exc
         except smtplib.SMTPAuthenticationError as exc:
             _close(client)
             raise ConnectFailed(
-                f"the SMTP server {self.host} refused the login ({exc.smtp_code}); check NEWSLETTER_SMTP_USERNAME and _PASSWORD."
+                _(
+                    "the SMTP server {host} refused the login ({smtp_code}); check NEWSLETTER_SMTP_USERNAME and _PASSWORD.",
+                    host=self.host,
+                    smtp_code=exc.smtp_code,
+                )
             ) from exc
         except (OSError, smtplib.SMTPException) as exc:
             _close(client)
-            raise ConnectFailed(f"cannot connect to the SMTP server {self.host}:{self.port} ({exc}).") from exc
+            raise ConnectFailed(
+                _("cannot connect to the SMTP server {host}:{port} ({exc}).", host=self.host, port=self.port, exc=exc)
+            ) from exc
         return client
 
 
@@ -138,15 +151,17 @@ def choose(settings: Settings, smtp_used: list[tuple[str, str]] = ()) -> Transpo
     if kind is None:
         if not settings.smtp_host:
             raise NoTransport(
-                "no transport is configured: set NEWSLETTER_SMTP_HOST (and the other smtp settings, in .env) to "
-                'send by SMTP, or sending.transport = "outbox" in newsletter.toml to keep messages in the local outbox.'
+                _(
+                    'no transport is configured: set NEWSLETTER_SMTP_HOST (and the other smtp settings, in .env) to send by SMTP, or sending.transport = "outbox" in newsletter.toml to keep messages in the local outbox.'
+                )
             )
         kind = "smtp"
     if kind == "smtp":
         if not settings.smtp_host:
             raise NoTransport(
-                "sending.transport is smtp, but no SMTP server is set; set NEWSLETTER_SMTP_HOST (in .env) "
-                "or restore .env from your backup."
+                _(
+                    "sending.transport is smtp, but no SMTP server is set; set NEWSLETTER_SMTP_HOST (in .env) or restore .env from your backup."
+                )
             )
         return SMTP(
             settings.smtp_host,
@@ -159,15 +174,19 @@ def choose(settings: Settings, smtp_used: list[tuple[str, str]] = ()) -> Transpo
         )
     if settings.smtp_host:
         raise NoTransport(
-            f"sending.transport is outbox, but an SMTP server is set too ({settings.smtp_host}); "
-            "set NEWSLETTER_SENDING_TRANSPORT=smtp to send by SMTP, or remove NEWSLETTER_SMTP_HOST to use the outbox."
+            _(
+                "sending.transport is outbox, but an SMTP server is set too ({smtp_host}); set NEWSLETTER_SENDING_TRANSPORT=smtp to send by SMTP, or remove NEWSLETTER_SMTP_HOST to use the outbox.",
+                smtp_host=settings.smtp_host,
+            )
         )
     if smtp_used:
         server, since = smtp_used[-1]
         raise NoTransport(
-            f"this project has sent by SMTP ({server.removeprefix('smtp ')}, first on {since[:10]}), but no SMTP server "
-            "is set now (was .env moved or lost?); restore .env from your backup or set NEWSLETTER_SMTP_HOST. "
-            "Nothing was sent to the outbox in its place."
+            _(
+                "this project has sent by SMTP ({value}, first on {since}), but no SMTP server is set now (was .env moved or lost?); restore .env from your backup or set NEWSLETTER_SMTP_HOST. Nothing was sent to the outbox in its place.",
+                value=server.removeprefix("smtp "),
+                since=since[:10],
+            )
         )
     return Outbox(settings.outbox_dir)
 
@@ -175,13 +194,48 @@ def choose(settings: Settings, smtp_used: list[tuple[str, str]] = ()) -> Transpo
 _NOT_IN_ADDRESS = set('\r\n\t "(),:;<>[\\]') | {chr(c) for c in range(32)} | {"\x7f"}
 
 
+# What email-validator says is wrong with an address, in words the project's language has: its
+# own sentence where it is common, a plain "it has the wrong form" for the rare rest in Norwegian.
+_ADDRESS_PROBLEMS = (
+    ("An email address must have an @-sign", N_("it has no @")),
+    ("There must be something before the @-sign", N_("there is nothing before the @")),
+    ("There must be something after the @-sign", N_("there is nothing after the @")),
+    ("It should have a period", N_("the part after the @ has no period, as in example.no")),
+    (
+        "not within a valid top-level domain",
+        N_("the part after the @ does not end in a real domain such as .no or .com"),
+    ),
+    ("special-use or reserved name", N_("the part after the @ is a reserved name that cannot receive e-mail")),
+    ("two periods in a row", N_("it has two periods in a row")),
+    ("period", N_("a period is in the wrong place")),
+    ("hyphen", N_("a hyphen is in the wrong place")),
+    ("too long", N_("it is too long")),
+    ("Internationalized characters before the @-sign", N_("letters such as æøå before the @ are not accepted here")),
+    ("at-sign", N_("it has an unusual @ character; type the @ again")),
+    ("invalid characters before the @-sign", N_("it has characters before the @ that an address cannot have")),
+    ("after the @-sign contains invalid characters", N_("it has characters after the @ that an address cannot have")),
+    ("character", N_("it has characters that an address cannot have")),
+    ("anything after the email address", N_("there is more than the address; give the address alone")),
+    ("display name", N_("there is more than the address; give the address alone")),
+)
+
+
+def address_problem(exc: Exception) -> str:
+    """What is wrong with an address, from email-validator's English sentence."""
+    text = str(exc)
+    for clue, reason in _ADDRESS_PROBLEMS:
+        if clue in text:
+            return translate(reason)
+    return text if current() == "en" else _("it has the wrong form")
+
+
 def check_address(email: str) -> str:
     """``email`` if it is a plain address that can be written into a header (what
     subscribers.normalize_email accepts: no quoted local part, no comments, nothing that could
     end a header); else NewsletterError."""
-    local, _, domain = email.rpartition("@")
+    local, _at, domain = email.rpartition("@")
     if not local or not domain or "@" in local or any(c in _NOT_IN_ADDRESS for c in email):
-        raise NewsletterError(f"recipient address {email!r} is not a plain e-mail address; correct it.")
+        raise NewsletterError(_("recipient address {email!r} is not a plain e-mail address; correct it.", email=email))
     return email
 
 
@@ -194,7 +248,7 @@ def mail_address(email: str, smtputf8: bool) -> tuple[str, bool]:
     try:
         check_address(email)
     except NewsletterError as exc:
-        raise Undeliverable(f"the message could not be made: {exc}") from None
+        raise Undeliverable(_("the message could not be made: {exc}", exc=exc)) from None
     if email.isascii():
         return email, False
     if smtputf8:
@@ -204,11 +258,15 @@ def mail_address(email: str, smtputf8: bool) -> tuple[str, bool]:
     try:
         ascii_email = validate_email(email, check_deliverability=False).ascii_email
     except EmailNotValidError as exc:
-        raise Undeliverable(f"{email!r} is not a valid e-mail address ({exc}).") from None
+        raise Undeliverable(
+            _("{email!r} is not a valid e-mail address ({reason}).", email=email, reason=address_problem(exc))
+        ) from None
     if ascii_email is None:
         raise NoSmtputf8(
-            f"the SMTP server does not accept addresses with letters such as æøå before the @ (it lacks SMTPUTF8), "
-            f"so {email} cannot be reached through it."
+            _(
+                "the SMTP server does not accept addresses with letters such as æøå before the @ (it lacks SMTPUTF8), so {email} cannot be reached through it.",
+                email=email,
+            )
         )
     return ascii_email, False
 
@@ -228,7 +286,9 @@ class Connection:
                 client.ehlo_or_helo_if_needed()
             except (OSError, smtplib.SMTPException) as exc:
                 _close(client)
-                raise ConnectFailed(f"the SMTP server {self.via.host} did not greet us ({exc}).") from exc
+                raise ConnectFailed(
+                    _("the SMTP server {host} did not greet us ({exc}).", host=self.via.host, exc=exc)
+                ) from exc
             self.client = client
 
     @property
@@ -274,7 +334,12 @@ class Connection:
             text = reply.decode(errors="replace") if isinstance(reply, bytes) else str(reply)
             if 500 <= code < 600:  # our sender address is refused: no recipient's fault
                 raise ConnectFailed(
-                    f"the SMTP server refused the sender {sender} ({code} {text}); check sender.address."
+                    _(
+                        "the SMTP server refused the sender {sender} ({code} {text}); check sender.address.",
+                        sender=sender,
+                        code=code,
+                        text=text,
+                    )
                 )
             raise smtplib.SMTPSenderRefused(code, reply, sender)
         code, reply = client.rcpt(recipient)
@@ -292,7 +357,7 @@ class Connection:
         try:
             code, reply = client.getreply()
         except (smtplib.SMTPServerDisconnected, OSError) as exc:
-            raise AfterData(f"no answer after the message was sent ({exc})") from exc
+            raise AfterData(_("no answer after the message was sent ({exc})", exc=exc)) from exc
         if code != 250:
             raise smtplib.SMTPDataError(code, reply)
 

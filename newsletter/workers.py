@@ -20,6 +20,7 @@ from queue import Empty, Queue
 from typing import Any
 
 from .errors import AfterData, ConnectFailed, NewsletterError, NoSmtputf8, TransportError, Undeliverable
+from .language import _
 from .locks import release_inherited
 from .transport import PERMANENT, TEMPORARY, Connection, Transport, classify, mail_address
 
@@ -105,10 +106,12 @@ def handle(connection: Connection, sender: str, job: tuple, make: Make) -> Outco
     try:
         message_id, raw = make(job, address)
     except NewsletterError as exc:  # this recipient's data (a stored address no longer valid): no retry helps
-        return Outcome(subscriber, False, PERMANENT, f"the message could not be made: {exc}")
+        return Outcome(subscriber, False, PERMANENT, _("the message could not be made: {exc}", exc=exc))
     except Exception as exc:  # a fault in newsletter itself: retried, and '--retry-failed' after a fix
         reason = " ".join(f"{type(exc).__name__}: {exc}".split())
-        return Outcome(subscriber, False, TEMPORARY, f"the message could not be made ({reason}).", fault=True)
+        return Outcome(
+            subscriber, False, TEMPORARY, _("the message could not be made ({reason}).", reason=reason), fault=True
+        )
     try:
         where = connection.send(sender, address, raw, utf8)
         return Outcome(subscriber, True, message_id=message_id, smtputf8=True if utf8 else None, where=where)
@@ -134,7 +137,7 @@ def deliver(connection: Connection, sender: str, email: str, make: Callable[[str
         raise ConnectFailed(outcome.error)
     if outcome.kind == PERMANENT:
         raise Undeliverable(f"{email}: {outcome.error}")
-    raise TransportError(f"the message to {email} was not accepted ({outcome.error}).")
+    raise TransportError(_("the message to {email} was not accepted ({error}).", email=email, error=outcome.error))
 
 
 def _work(via: Transport, sender: str, jobs: Any, results: Any, parent: int, make: Make) -> None:
@@ -185,7 +188,7 @@ class Pool:
         self.jobs.put(job)
 
     def stop(self) -> None:
-        for _ in self.members:
+        for _member in self.members:
             self.jobs.put(None)
         for member in self.members:
             member.join(timeout=60)

@@ -33,6 +33,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+@pytest.fixture(autouse=True)
+def english(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests read the tool's messages in English, the language of the code; test_language.py checks
+    the Norwegian catalogue and runs commands in Norwegian."""
+    from newsletter import language
+
+    monkeypatch.setenv("NEWSLETTER_LANG", "en")
+    language.use(None)
+
+
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A copy of the repository's own project (settings, templates, sample issue); cwd is set to it."""
@@ -43,7 +53,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     shutil.copytree(ROOT / "content", dest / "content")
     shutil.copytree(ROOT / "data", dest / "data")
     for name in list(__import__("os").environ):
-        if name.startswith("NEWSLETTER_"):
+        if name.startswith("NEWSLETTER_") and name != "NEWSLETTER_LANG":
             monkeypatch.delenv(name)
     monkeypatch.chdir(dest)
     return dest

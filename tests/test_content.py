@@ -132,7 +132,7 @@ def test_relative_links_and_markdown_images_are_published(project, issue_dir):
 
 def test_missing_linked_file(project, issue_dir):
     write(issue_dir / "06-a.md", "---\ntitle: A\n---\n\nTekst\n\nSe [rapporten](rapport.pdf)\n")
-    assert_found(r"06-a\.md:7: link file 'rapport.pdf' not found")
+    assert_found(r"06-a\.md:7: linked file 'rapport.pdf' not found")
 
 
 def test_markdown_text_part():
@@ -263,3 +263,16 @@ def test_badly_named_or_copied_folders_are_errors_and_never_the_newest(project, 
     assert find_issue(settings).name == SAMPLE_ISSUE
     with pytest.raises(ContentError, match=message):
         load_issue(settings, copy)
+
+
+def test_an_issue_dated_far_ahead_is_a_warning(project, issue_dir):
+    from datetime import timedelta
+
+    path = issue_dir / "issue.md"
+    original = path.read_text(encoding="utf-8")
+    ahead = date.today() + timedelta(days=100)
+    path.write_text(original.replace("date: 2026-12-03", f"date: {ahead.isoformat()}"), encoding="utf-8")
+    assert_found(rf"issue\.md:5: the issue is dated {ahead.isoformat()}, more than two months from today", "warning")
+    soon = date.today() + timedelta(days=30)
+    path.write_text(original.replace("date: 2026-12-03", f"date: {soon.isoformat()}"), encoding="utf-8")
+    assert not [f for f in _load().findings if "two months" in f.text]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+from datetime import date
 from html import unescape
 
 import pytest
@@ -19,6 +20,7 @@ from newsletter.emissions import (
     format_number,
     format_pct,
     import_emissions,
+    published_year,
     read_members,
     read_sectors,
     sectors_file,
@@ -276,6 +278,25 @@ def test_english_highlights(project, issue_dir):
     assert "Your municipality" in html and "Lillestrøm: down" in html
 
 
+def test_the_age_of_the_figures_follows_miljodirektoratets_calendar(project, issue_dir, run):
+    # year Y is published in the spring of Y+2: in January 2027 the newest is still 2024, in August 2027 2025
+    assert [published_year(date(2027, 1, 15)), published_year(date(2027, 6, 30)), published_year(date(2027, 8, 1))] == [
+        2024,
+        2024,
+        2025,
+    ]
+    settings = load_settings()
+    _import(settings, project / "data/klimagassutslipp-syntetisk.csv", "syntetisk")  # goes to 2024
+    path = issue_dir / "issue.md"
+    original = path.read_text(encoding="utf-8")
+    path.write_text(original.replace("date: 2026-12-03", "date: 2027-01-14"), encoding="utf-8")
+    assert "Miljødirektoratet" not in run("build").stderr  # no false alarm every January
+    path.write_text(original.replace("date: 2026-12-03", "date: 2027-09-02"), encoding="utf-8")
+    warned = run("build").stderr
+    assert "the emission figures go to 2024, but Miljødirektoratet has published 2025" in warned
+    assert "newsletter emissions import FILE" in warned
+
+
 def test_front_matter_years_release_and_warnings(project, issue_dir, run):
     settings = load_settings()
     _import(settings, project / "data/klimagassutslipp-syntetisk.csv", "syntetisk")
@@ -284,7 +305,8 @@ def test_front_matter_years_release_and_warnings(project, issue_dir, run):
     path.write_text(original.replace("emissions: latest", "emissions: {from: 2019, to: 2020}"), encoding="utf-8")
     result = run("build")
     assert result.exit_code == 0
-    assert "the newest emission year shown is 2020, more than two years before the issue" in result.stderr
+    assert "the newest emission year shown is 2020, but the figures go to 2024" in result.stderr
+    assert "Miljødirektoratet has published" not in result.stderr  # 2024 is the newest in December 2026
     html = unescape((project / "build" / SAMPLE_ISSUE / "email.html").read_text(encoding="utf-8"))
     assert "gikk ned 7,1\u00a0% fra 2019 til 2020 (\u2212562\u00a0289 tonn" in html
     path.write_text(

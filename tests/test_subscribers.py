@@ -137,11 +137,14 @@ def test_export_list_count_show(run, project, tmp_path):
     assert "unchanged 4" in run("subscribers", "import", str(reimport)).stdout  # an export imports back unchanged
     listing = run("subscribers", "list", "--segment", "municipality=Lillestrøm").stdout
     assert "kari@example.no" in listing and "åse@eksempel.no" in listing and "ola@" not in listing
+    assert "  Lillestrøm  " in listing and "3205" not in listing  # names, not numbers people do not know
     count = run("subscribers", "count").stdout
     assert "By status: pending 1, confirmed 3, unsubscribed 0, bounced 0, blocked 0" in count
     assert "Lillestrøm (3205): 2" in count and "Asker (3203): 1" in count and "nb 2, en 1" in count
     shown = json.loads(run("subscribers", "show", "Ola@Example.no").stdout)
     assert shown["name"] == "Ola Nordmann" and shown["topics"] == ["areal", "klima"]
+    kari = json.loads(run("subscribers", "show", "kari@example.no").stdout)
+    assert kari["municipality"] == "3205" and kari["municipality_name"] == "Lillestrøm"
     assert_error(run("subscribers", "show", "ingen@example.no"), "not on the list")
 
 
@@ -239,7 +242,7 @@ def test_an_export_restores_without_bringing_back_the_unsubscribed(project, run,
     restored = run("subscribers", "import", str(exported))
     assert restored.exit_code == 0, restored.output
     assert (
-        "Added 2, updated 0, unchanged 0, skipped 1 (unsubscribed, bounced or blocked), rejected 0." in restored.stdout
+        "Added 2, updated 0, unchanged 0, rejected 0. Skipped 1 (unsubscribed, bounced or blocked)." in restored.stdout
     )
     assert rows(project, "SELECT email, status FROM subscribers ORDER BY email") == [
         ("kari@example.no", "confirmed"),
