@@ -332,6 +332,17 @@ class Connection:
         code, reply = client.mail(sender, options)
         if code != 250:
             text = reply.decode(errors="replace") if isinstance(reply, bytes) else str(reply)
+            if code == 530 or (500 <= code < 600 and "auth" in text.lower()):  # a login is wanted first
+                raise ConnectFailed(
+                    _(
+                        "the SMTP server {host} wants a login before it sends ({code} {text}); set "
+                        "NEWSLETTER_SMTP_USERNAME and NEWSLETTER_SMTP_PASSWORD in .env, with "
+                        "NEWSLETTER_SMTP_SECURITY starttls (port 587) or tls (port 465).",
+                        host=self.via.host,
+                        code=code,
+                        text=text,
+                    )
+                )
             if 500 <= code < 600:  # our sender address is refused: no recipient's fault
                 raise ConnectFailed(
                     _(

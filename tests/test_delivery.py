@@ -18,6 +18,7 @@ from conftest import (
     assert_error,
     load_sample_data,
     rows,
+    serve_smtp,
     subscribe,
     write,
 )
@@ -639,6 +640,18 @@ def test_smtp_errors_say_which_setting_to_change(run, project, sink, monkeypatch
     monkeypatch.setenv("NEWSLETTER_SMTP_SECURITY", "none")
     monkeypatch.setenv("NEWSLETTER_SMTP_USERNAME", "nyhetsbrev")
     assert_error(run("send", "--test", "a@example.no"), "offers no login here", "NEWSLETTER_SMTP_USERNAME")
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+def test_a_server_that_wants_a_login_names_the_login_settings_not_the_sender(run, project, monkeypatch):
+    # aiosmtpd answers MAIL FROM with '530 5.7.0 Authentication required' until someone logs in
+    handler, controller = serve_smtp(project, monkeypatch, auth_required=True, auth_require_tls=False)
+    try:
+        line = assert_error(run("send", "--test", "a@example.no"), "wants a login", "NEWSLETTER_SMTP_USERNAME")
+        assert "530" in line and "sender.address" not in line and "starttls" in line and "tls" in line
+        assert handler.messages == []
+    finally:
+        controller.stop()
 
 
 def test_status_of_an_issue_that_does_not_exist(run, project):
