@@ -325,7 +325,7 @@ def _index(settings: Settings, items: list[ArchivedIssue]) -> str:
         "title": strings["archive"],
         "newsletter_name": settings.name,
         "sender_name": settings.sender_name,
-        "postal_address": settings.postal_address,
+        "postal_address": settings.address_line,
         "home": settings.archive_index_url(),
         "other_language_url": None,
         "years": sorted(years.items(), reverse=True),
@@ -441,8 +441,15 @@ def _publish(fresh: Path, out_dir: Path) -> None:
         os.replace(out_dir, old)
     link = out_dir.with_name(f".{out_dir.name}-link-{os.getpid()}")
     link.unlink(missing_ok=True)
-    os.symlink(fresh.name, link)  # relative: the pair can be moved or copied together
-    os.replace(link, out_dir)
+    try:
+        os.symlink(fresh.name, link)  # relative: the pair can be moved or copied together
+    except OSError:  # Windows, where making links takes a right staff laptops lack: two renames
+        if out_dir.is_symlink():
+            out_dir.unlink()
+        os.replace(fresh, out_dir)  # the folder is missing for a moment; a laptop serves nobody
+        fresh = out_dir
+    else:
+        os.replace(link, out_dir)
     # The version just replaced stays until the next write, so a request that began on it can
     # finish; older ones (and links left by a crash) go. Writers take turns (the lock), so no
     # other writer's new folder is here.

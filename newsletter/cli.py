@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import sys
 import time
@@ -58,8 +59,10 @@ class _Group(click.Group):
         arguments = list(args) if args is not None else sys.argv[1:]
         try:
             speak(arguments)
-        except ValueError as exc:  # NEWSLETTER_LANG names a language we do not speak
-            click.echo(f"Error: {exc}.", err=True)
+        except ValueError:  # NEWSLETTER_LANG names a language we do not speak: say so in Norwegian, the default
+            value = os.environ.get(language.ENV, "")
+            wrong = _("NEWSLETTER_LANG={value!r} is not a language this tool speaks; use nb or en.", value=value)
+            click.echo(_("Error: {message}", message=wrong), err=True)
             sys.exit(1)
         return super().main(arguments, *more, **options)
 

@@ -127,7 +127,7 @@ def compose(
         "newsletter": {
             "name": settings.display_name(lang),
             "sender_name": settings.sender_name,
-            "postal_address": settings.postal_address,
+            "postal_address": settings.address_line,
             "website": settings.website,
             "logo_url": logo_url,
             "signup_url": settings.signup_url(),

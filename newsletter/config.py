@@ -161,6 +161,18 @@ class Settings:
         """The domain part used for Message-IDs."""
         return self.sender_address.rpartition("@")[2]
 
+    @property
+    def address_line(self) -> str:
+        """The postal address as the footer shows it after the sender's name: without that name
+        when the address begins with it ('Osloregionen, Rådhusplassen 1' -> 'Rådhusplassen 1'),
+        so the footer does not say 'Osloregionen · Osloregionen, ...'."""
+        name, address = self.sender_name.strip(), self.postal_address.strip()
+        if name and address.casefold().startswith(name.casefold()):
+            rest = address[len(name) :].lstrip(" ,·–-")
+            if rest and rest != address[len(name) :]:  # the name was a word of its own, not 'Oslo' in 'Oslogata'
+                return rest
+        return address
+
     def display_name(self, language: str) -> str:
         """The newsletter's name in one language edition (name_en for English, when set)."""
         return self.name_en if language == "en" and self.name_en else self.name

@@ -3,20 +3,60 @@
 One place for every lock: a delivery per issue, run-due, the archive writer. A forked sending
 process lets go of its parent's locks (``release_inherited``), so that only the process that
 took a lock holds it, and a killed sender never leaves one behind.
+
+On Linux and macOS the locks are ``flock`` locks; on Windows, where there is no ``fcntl``,
+``msvcrt.locking`` byte-range locks, which the OS also releases when the holder dies. Windows
+has no shared mode there, so an ``urgent`` write takes the lock alone: urgent writes then take
+turns among themselves (they are short), and a long job still gives way to them.
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import IO
 
 from .errors import BusyError, ProjectError
 from .language import _
 
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
+    import msvcrt
+
 _HELD: set[int] = set()  # file descriptors of the lock files this process holds
+_POLL = 0.05  # seconds between tries where the OS cannot wait for a lock (msvcrt)
+
+
+def _lock(handle: IO[str], *, shared: bool = False, wait: bool = True) -> bool:
+    """Lock an open lock file; False when someone else holds it and ``wait`` is off."""
+    if fcntl is not None:
+        try:
+            fcntl.flock(handle, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            return False
+        return True
+    while True:
+        handle.seek(0)
+        try:
+            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)  # the first byte stands for the file
+            return True
+        except OSError:
+            if not wait:
+                return False
+            time.sleep(_POLL)
+
+
+def _unlock(handle: IO[str]) -> None:
+    if fcntl is not None:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    else:
+        handle.seek(0)
+        msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
 
 
 def folder(build_dir: Path) -> Path:
@@ -41,16 +81,14 @@ def hold(build_dir: Path, name: str, *, wait: bool = False, busy: str = "") -> I
             )
         ) from exc
     with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            raise BusyError(busy or _("{name} is in use by another run; wait for it to finish.", name=name)) from None
+        if not _lock(handle, wait=wait):
+            raise BusyError(busy or _("{name} is in use by another run; wait for it to finish.", name=name))
         _HELD.add(handle.fileno())
         try:
             yield
         finally:
             _HELD.discard(handle.fileno())
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            _unlock(handle)
 
 
 @contextmanager
@@ -62,11 +100,11 @@ def urgent(folder_: Path, name: str) -> Iterator[None]:
     place = folder(folder_)
     place.mkdir(parents=True, exist_ok=True)
     with (place / f"{name}.lock").open("a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_SH)
+        _lock(handle, shared=True)
         try:
             yield
         finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            _unlock(handle)
 
 
 def give_way(folder_: Path, name: str) -> None:
@@ -74,8 +112,8 @@ def give_way(folder_: Path, name: str) -> None:
     place = folder(folder_)
     place.mkdir(parents=True, exist_ok=True)
     with (place / f"{name}.lock").open("a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        fcntl.flock(handle, fcntl.LOCK_UN)
+        _lock(handle)
+        _unlock(handle)
 
 
 def release_inherited() -> None:

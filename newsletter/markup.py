@@ -38,6 +38,11 @@ class Rendered:
 def _parser(allow_raw_html: bool) -> MarkdownIt:
     md = MarkdownIt("commonmark", {"html": allow_raw_html, "typographer": False})
     md.enable(["table", "strikethrough"])
+    # A table sits in a box that scrolls sideways on a narrow screen: its words are never cut in
+    # two to make it fit (content.css: no breaks inside words, hyphens only where the language
+    # allows them).
+    md.add_render_rule("table_open", lambda *args: '<div class="table-scroll">\n<table>\n')
+    md.add_render_rule("table_close", lambda *args: "</table>\n</div>\n")
     return md
 
 

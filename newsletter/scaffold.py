@@ -7,6 +7,7 @@ import shutil
 from datetime import date
 from pathlib import Path
 
+from . import language
 from .config import CONFIG_FILE, DEFAULT_CATEGORIES, Settings, load_settings
 from .content import ISSUE_FILE, display, slugify
 from .errors import ProjectError
@@ -82,14 +83,13 @@ Write the article here. An empty line starts a new paragraph.
 """,
 }
 
-PROJECT_TOML = """# Settings for this newsletter. Secrets (SMTP password, keys) go in .env, never here.
-# Every setting can be overridden by an environment variable: see README, "Configuration".
+PROJECT_TOML = """{intro}
 
 [newsletter]
 name = {name}
-language = "nb"                      # default edition language: nb or en
-base_url = "https://nyhetsbrev.example.org"   # public address: archive, images, unsubscribe pages
-list_id = "nyhetsbrev.example.org"   # List-Id header
+language = "nb"                      # {language}
+base_url = "https://nyhetsbrev.example.org"   # {base_url}
+list_id = "nyhetsbrev.example.org"   # {list_id}
 postal_address = "Organisasjon, Postboks 1, 0101 Oslo"
 website = "https://www.example.org"
 logo = "templates/images/logo.png"
@@ -107,32 +107,87 @@ build = "build"
 database = "newsletter.db"
 
 [sending]
-# Where messages go: "outbox" keeps them in the local outbox/ folder (nothing leaves this
-# machine; open them in a mail program). To send for real, set NEWSLETTER_SENDING_TRANSPORT=smtp
-# and the SMTP settings in .env (see .env.example), or write transport = "smtp" here.
+{sending}
 transport = "outbox"
 
-# The focus areas articles are grouped by ('category:' in an article). Change them freely.
+{categories_comment}
 {categories}
 """
 
-ENV_EXAMPLE = """# Secrets and machine-specific settings. Copy to .env and fill in; .env is never committed.
-# Any setting in newsletter.toml can also be set here as NEWSLETTER_<NAME> (see README).
-# Back .env up together with newsletter.db: without the same NEWSLETTER_SECRET_KEY, the
-# unsubscribe links in emails already sent stop working, and newsletter refuses to send.
-# NEWSLETTER_SECRET_KEY signs the links in emails: at least 32 random characters, e.g. from
-#   python -c "import secrets; print(secrets.token_urlsafe(48))"
-# (the first command that needs it makes one here, in a project that has never signed a link).
+# The comments of newsletter.toml, in the language the tool speaks (the settings are the same).
+PROJECT_COMMENTS = {
+    "nb": {
+        "intro": "# Innstillinger for dette nyhetsbrevet. Hemmeligheter (SMTP-passord, nøkler) skal i .env, aldri her.\n"
+        "# Alle innstillinger kan overstyres med en miljøvariabel: se README, «Configuration».",
+        "language": "standardspråk for nye utgaver: nb eller en",
+        "base_url": "offentlig adresse: arkiv, bilder, avmeldingssider",
+        "list_id": "List-Id-feltet i e-posten",
+        "sending": '# Hvor e-postene går: "outbox" legger dem i den lokale mappen outbox/ (ingenting sendes ut fra\n'
+        "# denne maskinen; åpne dem i et e-postprogram). For å sende på ordentlig: sett\n"
+        "# NEWSLETTER_SENDING_TRANSPORT=smtp og SMTP-innstillingene i .env (se .env.example), eller skriv\n"
+        '# transport = "smtp" her.',
+        "categories_comment": "# Satsingsområdene sakene grupperes etter ('category:' i en sak). Endre dem som du vil.",
+    },
+    "en": {
+        "intro": "# Settings for this newsletter. Secrets (SMTP password, keys) go in .env, never here.\n"
+        '# Every setting can be overridden by an environment variable: see README, "Configuration".',
+        "language": "default edition language: nb or en",
+        "base_url": "public address: archive, images, unsubscribe pages",
+        "list_id": "List-Id header",
+        "sending": '# Where messages go: "outbox" keeps them in the local outbox/ folder (nothing leaves this\n'
+        "# machine; open them in a mail program). To send for real, set NEWSLETTER_SENDING_TRANSPORT=smtp\n"
+        '# and the SMTP settings in .env (see .env.example), or write transport = "smtp" here.',
+        "categories_comment": "# The focus areas articles are grouped by ('category:' in an article). Change them freely.",
+    },
+}
+
+ENV_EXAMPLE = """{intro}
 NEWSLETTER_SECRET_KEY=
-# To send for real: smtp, with the SMTP server below. (newsletter.toml may say "outbox", which
-# keeps every message in the local outbox/ folder instead.)
+{transport}
 NEWSLETTER_SENDING_TRANSPORT=
+{smtp}
 NEWSLETTER_SMTP_HOST=
 NEWSLETTER_SMTP_PORT=587
 NEWSLETTER_SMTP_USERNAME=
 NEWSLETTER_SMTP_PASSWORD=
+{security}
 NEWSLETTER_SMTP_SECURITY=starttls
+{lang}
 """
+
+# The comments of .env.example, in the language the tool speaks.
+ENV_COMMENTS = {
+    "nb": {
+        "intro": """# Hemmeligheter og innstillinger for denne maskinen. Kopier filen til .env og fyll ut; .env skal
+# aldri inn i git. Alle innstillinger i newsletter.toml kan også settes her som NEWSLETTER_<NAVN>
+# (se README). Ta sikkerhetskopi av .env sammen med newsletter.db: uten den samme
+# NEWSLETTER_SECRET_KEY slutter avmeldingslenkene i e-poster som er sendt, å virke, og
+# newsletter nekter å sende.
+# NEWSLETTER_SECRET_KEY signerer lenkene i e-postene: minst 32 tilfeldige tegn, for eksempel fra
+#   python3 -c "import secrets; print(secrets.token_urlsafe(48))"
+# (den første kommandoen som trenger nøkkelen, lager den her, i et prosjekt som aldri har
+# signert en lenke).""",
+        "transport": """# For å sende på ordentlig: smtp, med e-posttjeneren nedenfor. (newsletter.toml kan si "outbox",
+# som legger alle e-postene i den lokale mappen outbox/ i stedet.)""",
+        "smtp": "# E-posttjeneren (SMTP): navn, port (587 med starttls, 465 med tls), brukernavn og passord.",
+        "security": "# starttls (port 587), tls (port 465) eller none (bare for en tjener på denne maskinen)",
+        "lang": "# Språket verktøyet snakker: nb (standard) eller en.\n# NEWSLETTER_LANG=nb",
+    },
+    "en": {
+        "intro": """# Secrets and machine-specific settings. Copy to .env and fill in; .env is never committed.
+# Any setting in newsletter.toml can also be set here as NEWSLETTER_<NAME> (see README).
+# Back .env up together with newsletter.db: without the same NEWSLETTER_SECRET_KEY, the
+# unsubscribe links in emails already sent stop working, and newsletter refuses to send.
+# NEWSLETTER_SECRET_KEY signs the links in emails: at least 32 random characters, e.g. from
+#   python3 -c "import secrets; print(secrets.token_urlsafe(48))"
+# (the first command that needs it makes one here, in a project that has never signed a link).""",
+        "transport": """# To send for real: smtp, with the SMTP server below. (newsletter.toml may say "outbox", which
+# keeps every message in the local outbox/ folder instead.)""",
+        "smtp": "# The SMTP server: its name, port (587 with starttls, 465 with tls), user name and password.",
+        "security": "# starttls (port 587), tls (port 465) or none (only for a server on this machine)",
+        "lang": "# The language the tool speaks: nb (the default) or en.\n# NEWSLETTER_LANG=en",
+    },
+}
 
 
 def parse_day(text: str) -> date:
@@ -202,8 +257,10 @@ def init_project(dest: Path, name: str = "Nyhetsbrev") -> list[Path]:
         f"aliases = {quoted(list(c.aliases))}\n"
         for c in DEFAULT_CATEGORIES
     )
-    (dest / CONFIG_FILE).write_text(PROJECT_TOML.format(name=quoted(name), categories=categories), encoding="utf-8")
-    (dest / ".env.example").write_text(ENV_EXAMPLE, encoding="utf-8")
+    speaks = language.current()  # the files staff edit, in the language the tool speaks to them
+    project_toml = PROJECT_TOML.format(name=quoted(name), categories=categories, **PROJECT_COMMENTS[speaks])
+    (dest / CONFIG_FILE).write_text(project_toml, encoding="utf-8")
+    (dest / ".env.example").write_text(ENV_EXAMPLE.format(**ENV_COMMENTS[speaks]), encoding="utf-8")
     (dest / ".gitignore").write_text(".env\nbuild/\n*.db\noutbox/\n", encoding="utf-8")
     shutil.copytree(
         builtin_templates(), dest / "templates", ignore=shutil.ignore_patterns("__pycache__", "osloregionen-*")

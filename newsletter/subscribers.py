@@ -478,7 +478,7 @@ def record_unsubscribe(database: Path, *subscriber_ids: int) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-        if new:  # the file's name must survive a power cut too
+        if new and os.name == "posix":  # the file's name must survive a power cut too (NTFS journals it)
             folder = os.open(path.parent, os.O_RDONLY)
             try:
                 os.fsync(folder)

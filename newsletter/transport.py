@@ -10,6 +10,7 @@ that an address with æøå is that recipient's business and never stops a send.
 from __future__ import annotations
 
 import mailbox
+import re
 import smtplib
 import ssl
 from dataclasses import dataclass
@@ -220,6 +221,11 @@ _ADDRESS_PROBLEMS = (
 )
 
 
+# How servers say that they want a login first (530, or 5.7.0); not '5.7.1 sender not
+# authorised', which is about the sender address.
+_LOGIN_WANTED = re.compile(r"authentication required|must (?:first )?authenticate|not authenticated|\b5\.7\.0\b", re.I)
+
+
 def address_problem(exc: Exception) -> str:
     """What is wrong with an address, from email-validator's English sentence."""
     text = str(exc)
@@ -332,7 +338,7 @@ class Connection:
         code, reply = client.mail(sender, options)
         if code != 250:
             text = reply.decode(errors="replace") if isinstance(reply, bytes) else str(reply)
-            if code == 530 or (500 <= code < 600 and "auth" in text.lower()):  # a login is wanted first
+            if code == 530 or (500 <= code < 600 and _LOGIN_WANTED.search(text)):  # a login is wanted first
                 raise ConnectFailed(
                     _(
                         "the SMTP server {host} wants a login before it sends ({code} {text}); set "

@@ -114,7 +114,7 @@ class Site:
             "t": self.strings[lang],
             "newsletter_name": self.settings.display_name(lang),
             "sender_name": self.settings.sender_name,
-            "postal_address": self.settings.postal_address,
+            "postal_address": self.settings.address_line,
             "home": f"{self.settings.base_url}/signup",
             "other_language_url": f"{request.url.path}?lang={other}",
             "csrf": token,

@@ -104,6 +104,12 @@ def test_no_horizontal_scrolling(browser, built, tmp_path, width):
     # The images really loaded, and scale down with the column.
     widths = page.evaluate("[...document.images].map(i => [i.naturalWidth, i.getBoundingClientRect().right])")
     assert widths and all(natural > 0 and right <= width for natural, right in widths), widths
+    # The logo is the wordmark alone: its tagline, about 6 px high at the logo's 210 px, is gone
+    # (the header's own text names the newsletter and the month).
+    logo = page.evaluate(
+        "(() => { const r = document.querySelector('.nl-logo img').getBoundingClientRect(); return [r.width, r.height]; })()"
+    )
+    assert logo[0] == 210 and logo[1] <= 26, logo
     page.close()
 
 
@@ -142,6 +148,71 @@ def test_readable_with_images_off(browser, built, tmp_path):
     assert "Nyhetsbrev fra Osloregionen" in header
     assert page.evaluate("[...document.images].every(i => i.naturalWidth === 0)")  # really off
     assert page.evaluate("document.documentElement.lang") == "nb"
+    # The logo's alt text stands on the navy header: it must be readable there, not dark on dark.
+    logo = page.evaluate(
+        """(() => { const img = document.querySelector('.nl-logo img'); const s = getComputedStyle(img);
+             let e = img; while (e && getComputedStyle(e).backgroundColor === 'rgba(0, 0, 0, 0)') e = e.parentElement;
+             return [img.alt, s.color, getComputedStyle(e).backgroundColor, parseFloat(s.fontSize)]; })()"""
+    )
+    alt, color, background, size = logo
+    assert alt == "Osloregionen" and size >= 18, logo
+    assert _contrast(color, background) >= 4.5, logo
+    page.close()
+
+
+def _contrast(first: str, second: str) -> float:
+    """WCAG contrast of two CSS rgb() colours."""
+    import re
+
+    def luminance(css: str) -> float:
+        channels = [int(v) / 255 for v in re.findall(r"\d+", css)[:3]]
+        linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+        return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+    high, low = sorted((luminance(first), luminance(second)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
+
+
+WORDS_IN_ONE_PIECE = r"""
+(selector) => {
+  const broken = [];
+  let words = 0;
+  for (const cell of document.querySelectorAll(selector)) {
+    const walker = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
+    for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+      for (const match of node.textContent.matchAll(/\S+/g)) {
+        const range = document.createRange();
+        range.setStart(node, match.index);
+        range.setEnd(node, match.index + match[0].length);
+        const tops = new Set([...range.getClientRects()].map((r) => Math.round(r.top)));
+        words++;
+        if (tops.size > 1) broken.push(match[0]);
+      }
+    }
+  }
+  return {words, broken};
+}
+"""
+
+
+def test_tables_never_break_a_word_on_a_phone(browser, project, issue_dir, tmp_path):
+    """A three-column table at 375 px: words stay whole ('Komm|une' was the bug); the table
+    scrolls sideways in its own box instead, and the page itself does not."""
+    load_sample_data(project)
+    (issue_dir / "09-tabell.md").write_text(
+        "---\ntitle: Tabell\ncategory: klima\n---\n"
+        "| Kommune | Klimagassutslipp (tonn) | Utslippsendring fra 2019 |\n| --- | --- | --- |\n"
+        "| Lillestrøm | 310 532 | Veitrafikkutslippene gikk ned |\n"
+        "| Nordre Follo | 228 051 | Anleggsmaskinutslippene økte |\n",
+        encoding="utf-8",
+    )
+    out = build_issue(load_settings()).out_dir
+    page = _open(browser, out, 375)
+    page.screenshot(path=str(tmp_path / "table-375.png"), full_page=True)
+    result = page.evaluate(WORDS_IN_ONE_PIECE, "td, th")
+    assert result["words"] > 30 and result["broken"] == [], result
+    scroll_width, inner_width = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+    assert scroll_width <= inner_width
     page.close()
 
 

@@ -104,8 +104,8 @@ def use_feeds(project: Path, feeds: list[dict]) -> None:
     """Replace the sample [[feeds]] with these."""
     path = project / "newsletter.toml"
     original = path.read_text(encoding="utf-8")
-    text = original.split("# The sample feeds are files")[0]
-    rest = "\n# Emission highlights" + original.split("# Emission highlights", 1)[1]
+    text = original.split("# Eksempelstrømmene er filer")[0]
+    rest = "\n# Utslippstall:" + original.split("# Utslippstall:", 1)[1]
     for feed in feeds:
         text += "\n[[feeds]]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in feed.items())
     path.write_text(text + rest, encoding="utf-8")

@@ -222,6 +222,13 @@ def test_questions_are_norwegian_and_take_ja_and_nei(norsk):
     assert "Svar j eller n." in unclear.output and unclear.exit_code == 0, unclear.output
 
 
+def test_a_language_the_tool_does_not_speak_is_one_norwegian_line(norsk, monkeypatch):
+    monkeypatch.setenv("NEWSLETTER_LANG", "de")
+    result = Runner()("build")
+    assert result.exit_code == 1
+    assert result.stderr.strip() == "Feil: NEWSLETTER_LANG='de' er ikke et språk verktøyet kan; bruk nb eller en."
+
+
 def test_the_project_chooses_the_language_of_help_and_messages(norsk):
     run = Runner()
     assert "Bruk: " in run("--help").output and "Valg:" in run("build", "--help").output

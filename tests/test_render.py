@@ -159,3 +159,17 @@ def test_norwegian_dates():
 
 def test_sample_issue_id(project):
     assert load_issue(load_settings(), find_issue(load_settings())).id == SAMPLE_ISSUE
+
+
+def test_the_footer_names_the_sender_once(project, monkeypatch):
+    settings = load_settings()
+    _, strings, rendered = _render(settings)
+    text = rendered.text.fill(recipient_values(settings, strings, Recipient("a@example.no")))
+    assert "Osloregionen\nRådhusplassen 1, 0037 Oslo\n" in text  # not 'Osloregionen · Osloregionen, ...'
+    assert text.count("Osloregionen, Rådhusplassen") == 0
+    # an address that only begins with the same letters keeps them
+    monkeypatch.setenv("NEWSLETTER_SENDER_NAME", "Oslo")
+    monkeypatch.setenv("NEWSLETTER_POSTAL_ADDRESS", "Oslogata 5, 0150 Oslo")
+    assert load_settings().address_line == "Oslogata 5, 0150 Oslo"
+    monkeypatch.setenv("NEWSLETTER_POSTAL_ADDRESS", "OSLO - Postboks 1, 0101 Oslo")
+    assert load_settings().address_line == "Postboks 1, 0101 Oslo"
