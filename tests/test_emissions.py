@@ -125,6 +125,11 @@ def test_table_uses_norwegian_number_format(project, run):
     assert any(
         line.startswith("Luftfart,279547.0,127194.0,") and line.endswith(",-54.5") for line in csv_out.splitlines()
     )
+    # sums of decimal figures print as the figures are, not as binary fractions (-129808.20000000019)
+    latest = (
+        run("emissions", "summary", "--format", "csv").stdout + run("emissions", "summary", "--format", "json").stdout
+    )
+    assert "-129808.2," in latest and not re.search(r"\.\d{7,}", latest), latest
 
 
 def test_number_formats():
