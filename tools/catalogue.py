@@ -96,7 +96,12 @@ def update() -> None:
         for domain in ("newsletter", "click"):
             old = read(language, domain)
             new = Catalog(locale=language, domain=domain, project="newsletter", charset="utf-8")
-            for message, places in wanted(domain).items():
+            found = wanted(domain)
+            if domain == "click":  # keep the words of the other Click versions pyproject.toml allows
+                for kept in old:
+                    if kept.id and kept.string and kept.id not in found:
+                        found[kept.id] = [f"{loc[0]}:{loc[1]}" for loc in kept.locations] or ["click"]
+            for message, places in found.items():
                 existing = old.get(message[0] if isinstance(message, tuple) else message)
                 string = existing.string if existing is not None else ("", "") if isinstance(message, tuple) else ""
                 flags = existing.flags if existing is not None else ()
