@@ -114,7 +114,7 @@ def bootstrap_pip(python: Path) -> None:
     if digest and hashlib.sha256(data).hexdigest() != digest:
         raise Failed(say("nopip", index=index) + " (sha256)")
     target.write_bytes(data)
-    check([python, str(target / "pip"), "install", "--quiet", str(target)])
+    check([python, str(target / "pip"), "install", "--quiet", str(target)], hush=True)
     target.unlink()
 
 
@@ -125,8 +125,18 @@ def run(command: list, quiet: bool = False) -> int:
     ).returncode  # fmt: skip
 
 
-def check(command: list) -> None:
-    code = run(command)
+def check(command: list, hush: bool = False) -> None:
+    """Run a step; a failure stops with its command. A hushed step (pip) shows its own English
+    messages only when it fails: its warnings on success would be noise to the staff."""
+    if hush:
+        done = subprocess.run(
+            [str(part) for part in command], cwd=ROOT, capture_output=True, text=True, errors="replace"
+        )
+        code = done.returncode
+        if code != 0:
+            sys.stderr.write(done.stdout + done.stderr)
+    else:
+        code = run(command)
     if code != 0:
         shown = " ".join(str(part) for part in command[1:])
         raise Failed(say("failed", command=shown, code=code))
@@ -140,7 +150,11 @@ def main(argv: list[str]) -> int:
     try:
         python = python_in(environment())
         print(say("install", path=python.parent.parent), flush=True)
-        check([python, "-m", "pip", "install", "--quiet", "-e", f"{ROOT}[test]" if testing else str(ROOT)])
+        check(
+            [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-e",
+             f"{ROOT}[test]" if testing else str(ROOT)],
+            hush=True,
+        )  # fmt: skip
         if testing:
             return run([python, "-m", "pytest", *argv[1:]])
         for step in SAMPLE:

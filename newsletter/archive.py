@@ -26,7 +26,7 @@ from .build import Prepared, prepare, same_content, web_html
 from .config import Settings
 from .errors import ProjectError
 from .i18n import format_date, load_strings
-from .language import _
+from .language import _, os_reason
 from .locks import hold
 from .render import template_folders, web_environment
 from .store import connect, database
@@ -363,7 +363,7 @@ def write_archive(settings: Settings, out: Path | None = None) -> ArchiveResult:
                 _(
                     "cannot write the archive to {out_dir} ({strerror}); check the folder (paths.archive, or --out).",
                     out_dir=shown_path(out_dir),
-                    strerror=exc.strerror,
+                    strerror=os_reason(exc),
                 )
             ) from exc
     return ArchiveResult(out_dir, issues)

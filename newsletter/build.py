@@ -27,7 +27,7 @@ from .emissions import (
 from .errors import ERROR, WARNING, ContentError, EmissionsError, Finding, ProjectError
 from .feeds import FeedItem, selected_news
 from .i18n import load_strings
-from .language import _
+from .language import _, os_reason
 from .message import build_message
 from .render import RenderedIssue, render_issue, template_folders
 from .scaffold import PLACEHOLDER_PHRASES
@@ -60,6 +60,22 @@ class BuildResult:
     files: tuple[Path, ...]
     html_bytes: int
     findings: tuple[Finding, ...]
+
+
+def leftover_examples(issue: Issue) -> list[Finding]:
+    """Warnings for the example text of 'newsletter new' still in the issue's files (the gate,
+    in ``check``, makes them errors: a send must not carry 'Skriv saken her')."""
+    found = []
+    for path in [issue.path / "issue.md", *(a.path for a in issue.articles)]:
+        text = path.read_text(encoding="utf-8-sig")
+        for phrase in PLACEHOLDER_PHRASES:
+            if phrase in text:
+                found.append(
+                    Finding(
+                        WARNING, display(path), _("still has the example text '{phrase}…'; replace it.", phrase=phrase)
+                    )
+                )
+    return found
 
 
 def prepare(
@@ -118,15 +134,7 @@ def prepare(
         found.append(
             Finding(WARNING, display(issue.path), _("the issue has no articles yet; add one .md file per article."))
         )
-    for path in [issue.path / "issue.md", *(a.path for a in issue.articles)]:
-        text = path.read_text(encoding="utf-8-sig")
-        for phrase in PLACEHOLDER_PHRASES:
-            if phrase in text:
-                found.append(
-                    Finding(
-                        WARNING, display(path), _("still has the example text '{phrase}…'; replace it.", phrase=phrase)
-                    )
-                )
+    found.extend(leftover_examples(issue))
     if not issue.preheader:
         found.append(
             Finding(
@@ -337,7 +345,7 @@ def build_issue(settings: Settings, ref: str | None = None, out: Path | None = N
             _(
                 "cannot write the build to {out_dir} ({strerror}); check the folder.",
                 out_dir=display(out_dir),
-                strerror=exc.strerror,
+                strerror=os_reason(exc),
             )
         ) from exc
     return BuildResult(issue.id, out_dir, tuple(written), len(outputs["email.html"]), prepared.findings)

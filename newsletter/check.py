@@ -10,11 +10,11 @@ import os
 import re
 import shutil
 import subprocess
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from html.parser import HTMLParser
 from typing import Any
 
-from .build import GMAIL_CLIP_BYTES, Prepared, clip_warning, prepare
+from .build import GMAIL_CLIP_BYTES, Prepared, clip_warning, leftover_examples, prepare
 from .compose import PLACEHOLDER, recipient_values
 from .config import Settings
 from .content import IMAGE_TYPES, display
@@ -204,9 +204,11 @@ def findings(settings: Settings, prepared: Prepared, view: _View | None = None) 
     if len(re.sub(r"\s+", " ", text).strip()) < 200:
         warning("email.txt", _("the text part is almost empty; people who read plain text get little."))
     clipped = clip_warning(size)
+    examples = leftover_examples(issue)  # a warning while drafting, an error for sending
     found.extend(
-        f for f in prepared.findings if f != clipped
+        f for f in prepared.findings if f != clipped and f not in examples
     )  # the content's and the build's (the error above says that one)
+    found.extend(replace(f, level=ERROR) for f in examples)
     return found
 
 
@@ -228,11 +230,11 @@ def check_issue(
     except ContentError as exc:
         return [
             Finding(
-                ERROR, exc.where or "issue", _("{detail} The other checks need this fixed first.", detail=exc.detail)
+                ERROR, exc.where or _("issue"), _("{detail} The other checks need this fixed first.", detail=exc.detail)
             )
         ]
     except NewsletterError as exc:
-        return [Finding(ERROR, "issue", _("{exc} The other checks need this fixed first.", exc=exc))]
+        return [Finding(ERROR, _("issue"), _("{exc} The other checks need this fixed first.", exc=exc))]
     view = _view(settings, prepared)
     found = findings(settings, prepared, view)
     if links:

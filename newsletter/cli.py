@@ -17,7 +17,7 @@ import click
 from . import __version__, language
 from .config import Settings, load_settings
 from .errors import ConfigError, NewsletterError
-from .language import N_, _
+from .language import N_, _, os_reason
 from .store import database, explain
 
 # The stages are imported inside the commands that use them, so that each command starts
@@ -173,14 +173,33 @@ def _project_language(arguments: list[str]) -> str | None:
     return value if value in language.LANGUAGES else None
 
 
+_TYPE_WORDS = {"text": N_("TEXT"), "integer": N_("INTEGER"), "float": N_("NUMBER"), "path": N_("PATH"),
+               "directory": N_("FOLDER"), "file": N_("FILE"), "filename": N_("FILE"), "integer range": N_("INTEGER")}  # fmt: skip
+
+
+def _name_the_metavar(param: click.Parameter) -> None:
+    """Give a parameter the metavar Click would show, written out, so that it can be translated
+    ('[ISSUE]' in the usage line, 'TEXT' after an option): Click makes them in English."""
+    if param.metavar is not None or getattr(param, "is_flag", False) or isinstance(param.type, click.Choice):
+        return
+    if isinstance(param, click.Argument):  # as Click writes it: [ISSUE] when optional, IDS... for many
+        name = param.name.upper()  # type: ignore[union-attr]
+        param.metavar = f"{name if param.required else f'[{name}]'}{'...' if param.nargs != 1 else ''}"
+    elif param.type.name in _TYPE_WORDS:
+        param.metavar = _TYPE_WORDS[param.type.name]
+
+
 def _help_places(group: click.Command, path: str = "newsletter"):  # type: ignore[no-untyped-def]
     """(object, attribute, where) for every help text of ``group`` and the commands below it."""
     for attribute in ("help", "short_help", "epilog", "options_metavar", "subcommand_metavar"):
         if isinstance(getattr(group, attribute, None), str):
             yield group, attribute, path
     for param in group.params:
+        _name_the_metavar(param)
         if isinstance(param, click.Option):
             yield param, "help", f"{path} {param.opts[-1]}"
+        if isinstance(param.metavar, str):
+            yield param, "metavar", f"{path} {param.human_readable_name}"
     for name, command in getattr(group, "commands", {}).items():
         yield from _help_places(command, f"{path} {name}")
 
@@ -206,6 +225,9 @@ def localize(group: click.Command) -> None:
             owner._help_option = None  # Click keeps the --help option it made, with its text, in the language then
 
 
+NOISY_LIBRARIES = ("markdown_it", "PIL", "urllib3", "asyncio", "charset_normalizer", "mail.log")
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="newsletter")
 @click.option(
@@ -225,6 +247,8 @@ def cli(ctx: click.Context, project: Path | None, verbose: bool) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
+    for chatty in NOISY_LIBRARIES:  # their debug lines drown ours; their warnings still show
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     ctx.obj = State(project=project, verbose=verbose)
 
 
@@ -354,6 +378,7 @@ def feeds_list(state: State, issue: str | None, show_all: bool) -> None:
 
     [x] marks the items the issue shows. Use the ids with 'feeds pick' and 'feeds skip'.
     """
+    from .clock import day
     from .content import find_issue, load_issue
     from .feeds import candidates, news_date
 
@@ -372,7 +397,7 @@ def feeds_list(state: State, issue: str | None, show_all: bool) -> None:
     for c in found:
         if not (c.selected or show_all or c.reason == "skipped"):
             continue
-        when = news_date(c.item.published, c.item.first_seen).isoformat()
+        when = day(news_date(c.item.published, c.item.first_seen))
         mark = "x" if c.selected else " "
         click.echo(f"[{mark}] {c.item.id:>5}  {when}  {c.item.feed}: {c.item.title}  ({language.translate(c.reason)})")
     hidden = sum(not (c.selected or c.reason == "skipped") for c in found)
@@ -427,6 +452,7 @@ def feeds_reset(state: State, issue: str, ids: tuple[int, ...]) -> None:
 @click.pass_obj
 def feeds_status(state: State) -> None:
     """Show each feed's last fetch: status, error and number of stored items."""
+    from .clock import oslo_stamp
     from .feeds import feed_status
 
     settings = state.settings()
@@ -442,8 +468,8 @@ def feeds_status(state: State) -> None:
                     "failed {name}: {last_error} (at {last_fetched}; last ok {last_ok})",
                     name=feed.name,
                     last_error=row["last_error"],
-                    last_fetched=row["last_fetched"],
-                    last_ok=row["last_ok"] or _("never"),
+                    last_fetched=oslo_stamp(row["last_fetched"]),
+                    last_ok=oslo_stamp(row["last_ok"]) or _("never"),
                 )
             )
         else:
@@ -452,7 +478,7 @@ def feeds_status(state: State) -> None:
                     "ok     {name}: {items} items (last fetched {last_fetched}, {last_status})",
                     name=feed.name,
                     items=row["items"],
-                    last_fetched=row["last_fetched"],
+                    last_fetched=oslo_stamp(row["last_fetched"]),
                     last_status=word(row["last_status"] or ""),
                 )
             )
@@ -491,18 +517,20 @@ def emissions_import(state: State, file: Path, release: str | None) -> None:
             numbering=report.numbering,
         )
     )
-    click.echo(_("  rows read: {rows} ({zero_rows} zero)", rows=report.rows, zero_rows=report.zero_rows))
+    click.echo(_("  rows read: {rows:,} ({zero_rows:,} zero)", rows=report.rows, zero_rows=report.zero_rows))
     click.echo(_("  municipalities: {count}", count=report.municipalities))
     click.echo(_("  years: {years}", years=", ".join(map(str, report.years))))
     click.echo(_("  sectors: {sectors}", sectors=", ".join(report.sectors)))
     if report.ignored_rows:
-        click.echo(_("  ignored: {count} rows without a municipality number (sums, notes)", count=report.ignored_rows))
+        click.echo(
+            _("  ignored: {count:,} rows without a municipality number (sums, notes)", count=report.ignored_rows)
+        )
     if report.empty_values:
         _warn([_("{count} empty emission values were read as 0.", count=report.empty_values)])
     if report.negative_values:
         click.echo(
             _(
-                "  negative: {count} rows (removals, e.g. by forest or carbon capture; kept as they are)",
+                "  negative: {count:,} rows (removals, e.g. by forest or carbon capture; kept as they are)",
                 count=report.negative_values,
             )
         )
@@ -579,6 +607,7 @@ def emissions_summary(
 @click.pass_obj
 def emissions_releases(state: State) -> None:
     """List the imported releases, newest import first."""
+    from .clock import oslo_stamp
     from .emissions import releases
 
     settings = state.settings()
@@ -589,8 +618,8 @@ def emissions_releases(state: State) -> None:
     for row in rows:
         click.echo(
             _(
-                "{label}: {first_year}–{last_year}, {municipalities} municipalities, {rows} rows from {source} (imported {imported_at})",
-                **dict(row),
+                "{label}: {first_year}–{last_year}, {municipalities} municipalities, {rows:,} rows from {source} (imported {imported_at})",
+                **{**dict(row), "imported_at": oslo_stamp(row["imported_at"])},
             )
         )
 
@@ -674,28 +703,30 @@ def subscribers_import(state: State, file: Path, confirmed: bool, dry_run: bool)
         "rejected": report.rejected_count,
     }
     if dry_run:
-        line = _("Would add {added}, update {updated}, leave {unchanged} unchanged, reject {rejected}.", **counts)
+        line = _(
+            "Would add {added:,}, update {updated:,}, leave {unchanged:,} unchanged, reject {rejected:,}.", **counts
+        )
     else:
-        line = _("Added {added}, updated {updated}, unchanged {unchanged}, rejected {rejected}.", **counts)
+        line = _("Added {added:,}, updated {updated:,}, unchanged {unchanged:,}, rejected {rejected:,}.", **counts)
     if report.skipped:
-        line += " " + _("Skipped {skipped} (unsubscribed, bounced or blocked).", **counts)
+        line += " " + _("Skipped {skipped:,} (unsubscribed, bounced or blocked).", **counts)
     click.echo(line)
     for line_number, reason in report.rejected:
         click.echo(_("{file}:{line}: rejected: {reason}", file=file.name, line=line_number, reason=reason), err=True)
     if report.rejected_count > len(report.rejected):
         click.echo(
-            _("... and {count} more rejected rows.", count=report.rejected_count - len(report.rejected)), err=True
+            _("... and {count:,} more rejected rows.", count=report.rejected_count - len(report.rejected)), err=True
         )
     if dry_run:
         click.echo(_("Dry run: nothing was changed."))
     if report.rejected_count and dry_run:
         raise click.ClickException(
-            _("{count} row(s) would be rejected; fix them before the import.", count=report.rejected_count)
+            _("{count:,} row(s) would be rejected; fix them before the import.", count=report.rejected_count)
         )
     if report.rejected_count:
         raise click.ClickException(
             _(
-                "{count} row(s) rejected; fix them and import the file again (the rest is saved).",
+                "{count:,} row(s) rejected; fix them and import the file again (the rest is saved).",
                 count=report.rejected_count,
             )
         )
@@ -732,7 +763,7 @@ def subscribers_list(state: State, statuses: tuple[str, ...], segment: str | Non
     for p in people:
         place = names.get(p.municipality, p.municipality) if p.municipality else "-"
         click.echo(f"{p.email}  {word(p.status)}  {place}  {p.language}  {','.join(p.topics) or '-'}  {p.name}")
-    click.echo(_("{count} subscriber(s)", count=len(people)))
+    click.echo(_("{count:,} subscriber(s)", count=len(people)))
 
 
 @subscribers.command("count")
@@ -1017,7 +1048,7 @@ def send(
             click.echo(_("{line} (sent anyway: --force)", line=finding.line), err=True)
     click.echo(
         _(
-            "{issue}: {subject!r} -> {audience} recipient(s) via {via}",
+            "{issue}: {subject!r} -> {audience:,} recipient(s) via {via}",
             issue=plan.issue,
             subject=plan.subject,
             audience=plan.audience,
@@ -1041,7 +1072,7 @@ def send(
         for address in plan.sample:
             click.echo(f"  {address}")
         if plan.audience > len(plan.sample):
-            click.echo(_("  ... and {count} more", count=plan.audience - len(plan.sample)))
+            click.echo(_("  ... and {count:,} more", count=plan.audience - len(plan.sample)))
         click.echo(_("Dry run: nothing was sent or recorded."))
         return
     if not yes:
@@ -1049,9 +1080,9 @@ def send(
             raise click.ClickException(_("not on a terminal: add --yes to send without being asked."))
         values = {"issue": plan.issue, "audience": plan.audience, "via": plan.via}
         if plan.resuming:
-            _confirm_or_stop(_("Resume the delivery of {issue} to {audience} recipient(s) via {via}?", **values))
+            _confirm_or_stop(_("Resume the delivery of {issue} to {audience:,} recipient(s) via {via}?", **values))
         else:
-            _confirm_or_stop(_("Send {issue} to {audience} recipient(s) via {via}?", **values))
+            _confirm_or_stop(_("Send {issue} to {audience:,} recipient(s) via {via}?", **values))
     stop = threading.Event()
 
     def graceful(signum, frame):
@@ -1075,7 +1106,7 @@ def send(
             end = "\r" if sys.stdout.isatty() else "\n"
             click.echo(
                 _(
-                    "{done}/{total} done, {rate:.1f} msg/s, about {eta:.0f} s left",
+                    "{done:,}/{total:,} done, {rate:.1f} msg/s, about {eta:.0f} s left",
                     done=done,
                     total=now_summary.total,
                     rate=rate,
@@ -1239,17 +1270,11 @@ def schedule_add(state: State, issue: str, at: str, segment: str | None, force: 
     from .schedule import schedule as make_schedule
 
     made = make_schedule(state.settings_with_key(), issue, at, segment, force=force)
+    _warn(made.warnings)
+    click.echo(_("Scheduled {issue} for {time}.", issue=made.issue, time=oslo(made.at)))  # type: ignore[arg-type]
     click.echo(
         _(
-            "Scheduled {issue} for {time} ({utc} UTC).",
-            issue=made.issue,
-            time=oslo(made.at),
-            utc=f"{made.at:%Y-%m-%d %H:%M}",
-        )
-    )  # type: ignore[arg-type]
-    click.echo(
-        _(
-            "It is sent by 'newsletter run-due' (cron, every minute); an edit before then blocks it until approved again."
+            "It is sent at that time by 'newsletter run-due', which must run every minute (see the guide). If you edit the issue before then, it is held back until you approve it again."
         )
     )
 
@@ -1281,6 +1306,7 @@ def schedule_approve(state: State, issue: str, at: str | None, force: bool) -> N
     from .schedule import approve
 
     made = approve(state.settings_with_key(), issue, at=at, force=force)
+    _warn(made.warnings)
     if made.at and made.at <= now():
         click.echo(
             _("Approved {issue} as it is now; it is sent at the next run-due (its time has passed).", issue=made.issue)
@@ -1391,7 +1417,7 @@ def _can_listen(host: str, port: int) -> None:
         infos = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise click.ClickException(
-            _("cannot listen on {host!r} ({strerror}); check --host.", host=host, strerror=exc.strerror)
+            _("cannot listen on {host!r} ({strerror}); check --host.", host=host, strerror=os_reason(exc))
         ) from exc
     family, kind, proto, _canon, address = infos[0]
     with socket.socket(family, kind, proto) as probe:
@@ -1412,7 +1438,7 @@ def _can_listen(host: str, port: int) -> None:
                     "cannot listen on {host}:{port} ({strerror}); check --host.",
                     host=host,
                     port=port,
-                    strerror=exc.strerror,
+                    strerror=os_reason(exc),
                 )
             ) from exc
 

@@ -1,17 +1,17 @@
 """The one clock: UTC for storing and comparing, Oslo time for people.
 
 Times are stored as ``YYYY-MM-DDTHH:MM:SSZ`` text, which sorts in time order; people read and
-write Oslo time ('2026-12-01 09:00 (Oslo)').
+write Oslo time ('01.12.2026 kl. 09.00' in Norwegian, '2026-12-01 09:00 (Oslo)' in English).
 """
 
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
 from .errors import ScheduleError
-from .language import _
+from .language import _, current
 
 OSLO = ZoneInfo("Europe/Oslo")
 
@@ -32,8 +32,26 @@ def parse_timestamp(value: str | None) -> datetime | None:
 
 
 def oslo(value: datetime) -> str:
-    """A time as Oslo people read it: '2026-12-01 09:00 (Oslo)'."""
-    return value.astimezone(OSLO).strftime("%Y-%m-%d %H:%M (Oslo)")
+    """A time as Oslo people read it, in the current language: '01.12.2026 kl. 09.00' in
+    Norwegian, '2026-12-01 09:00 (Oslo)' in English."""
+    local = value.astimezone(OSLO)
+    return local.strftime("%d.%m.%Y kl. %H.%M" if current() == "nb" else "%Y-%m-%d %H:%M (Oslo)")
+
+
+def oslo_stamp(stamp: str | None) -> str:
+    """A stored timestamp (``timestamp``) as people read it; '' for none, and the text itself
+    when it is not one (an older row)."""
+    if not stamp:
+        return ""
+    try:
+        return oslo(parse_timestamp(stamp))  # type: ignore[arg-type]
+    except ValueError:
+        return stamp
+
+
+def day(value: date) -> str:
+    """A date as people read it in the current language: '01.12.2026' or '2026-12-01'."""
+    return value.strftime("%d.%m.%Y") if current() == "nb" else value.isoformat()
 
 
 _NORWEGIAN = re.compile(

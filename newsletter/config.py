@@ -588,7 +588,12 @@ def _convert(opt: Option, raw: Any, root: Path) -> Any:
     if opt.attr == "send_transport" and text not in ("smtp", "outbox"):
         raise ValueError(_("{text!r} must be smtp or outbox", text=text))
     if opt.attr == "smtp_security" and text not in ("starttls", "tls", "none"):
-        raise ValueError(_("{text!r} must be starttls, tls or none", text=text))
+        raise ValueError(
+            _(
+                "{text!r} must be starttls (with port 587), tls (with port 465) or none (only for a server on this machine or a network you trust)",
+                text=text,
+            )
+        )
     if opt.key == "list_id" and not _LIST_ID.match(text):
         raise ValueError(_("{text!r} must be a domain-like name such as news.example.org", text=text))
     return text

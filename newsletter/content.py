@@ -21,7 +21,7 @@ import yaml
 
 from .config import LANGUAGES, Category, Settings, find_category
 from .errors import ERROR, WARNING, ContentError, Finding, ProjectError, where
-from .language import N_, _
+from .language import N_, _, os_reason
 from .markup import Rendered, image_alts, is_relative, render_markdown
 
 ISSUE_FILE = "issue.md"
@@ -189,6 +189,8 @@ def find_issue(settings: Settings, ref: str | None = None) -> Path:
         return exact[0]
     wanted = {ref.lower(), slugify(ref)}
     partial = [p for p in folders if any(w in p.name.lower() for w in wanted)]
+    if len(partial) > 1:  # 'januar' names the issue, not also its File Explorer copy
+        partial = [p for p in partial if folder_problem(p.name) is None] or partial
     if len(partial) == 1:
         return partial[0]
     known = ", ".join(p.name for p in sorted(folders, reverse=True)[:8]) or _("none yet")
@@ -200,7 +202,10 @@ def find_issue(settings: Settings, ref: str | None = None) -> Path:
                 name=", ".join(p.name for p in partial),
             )
         )
-    guess = did_you_mean(ref, [p.name for p in folders])
+    names = {p.name: p.name for p in folders}
+    for p in folders:  # 'febuar' is close to the word 'februar' in '2027-02-februar'
+        names |= {word: p.name for word in p.name.split("-") if len(word) >= 4 and not word.isdigit()}
+    guess = did_you_mean(ref, names)
     raise ProjectError(
         _(
             "Unknown issue {ref!r}{guess}: no folder of that name in {issues_dir} (known issues: {known}); check the name or create it with 'newsletter new \"Title\"'.",
@@ -221,9 +226,11 @@ def fold(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "", text)
 
 
-def did_you_mean(value: str, choices: list[str]) -> str:
-    """'; did you mean 'X'?' for the choice closest to ``value`` (æøå and case aside), or ''."""
-    folded = {fold(choice): choice for choice in choices}
+def did_you_mean(value: str, choices: list[str] | dict[str, str]) -> str:
+    """'; did you mean 'X'?' for the choice closest to ``value`` (æøå and case aside), or ''.
+    ``choices`` may map what is compared to what is suggested."""
+    pairs = choices.items() if isinstance(choices, dict) else ((choice, choice) for choice in choices)
+    folded = {fold(compared): shown for compared, shown in pairs}
     close = difflib.get_close_matches(fold(value), list(folded), n=1, cutoff=0.75)
     return _(" (did you mean '{folded}'?)", folded=folded[close[0]]) if close else ""
 
@@ -296,7 +303,7 @@ def split_front_matter(path: Path) -> tuple[dict[str, Any], str, int]:
     except UnicodeDecodeError as exc:
         raise ContentError(_("not UTF-8 text; save the file as UTF-8."), display(path)) from exc
     except OSError as exc:
-        raise ContentError(_("cannot be read ({strerror}).", strerror=exc.strerror), display(path)) from exc
+        raise ContentError(_("cannot be read ({strerror}).", strerror=os_reason(exc)), display(path)) from exc
     text = text.replace("\r\n", "\n")
     lines = text.split("\n")
     if not lines or lines[0].strip() != "---":
@@ -316,11 +323,26 @@ def split_front_matter(path: Path) -> tuple[dict[str, Any], str, int]:
             raise ContentError(
                 _("the front matter has a tab character; use spaces instead of tabs."), f"{display(path)}:{number}"
             )
+        opened = re.match(r"^\s*[\w-]+\s*:\s*([“„«‘‚])", line)
+        if opened and not _CURLY_VALUE.match(line):  # Word's opening quote, and no closing one
+            raise ContentError(
+                _("the quote {quote} that starts on this line is never closed; end the text with the same kind of quote.",
+                  quote=opened.group(1)),
+                f"{display(path)}:{number}",
+            )  # fmt: skip
     raw = "\n".join(_straight_quotes(line) for line in lines[1:end])
     _no_aliases(path, raw)
     try:
         meta = yaml.load(raw, Loader=_YAML_LOADER) if raw.strip() else {}
     except yaml.MarkedYAMLError as exc:
+        indented = _stray_indent(lines[1:end])
+        if indented is not None:  # YAML's own words for it ('expected <document start>') help nobody
+            number, key = indented
+            raise ContentError(
+                _("this line begins with a space; remove the space before '{key}:' (the lines start at the left margin).",
+                  key=key),
+                f"{display(path)}:{number}",
+            ) from exc  # fmt: skip
         raise ContentError(*_yaml_problem(exc, path)) from exc
     except (yaml.YAMLError, ValueError) as exc:
         # e.g. 'date: 2027-02-30', which YAML reads as a date and cannot build: name the line
@@ -354,6 +376,21 @@ def _straight_quotes(line: str) -> str:
     if _CURLY[match.group(2)] == '"':
         return f'{match.group(1)}"{inner.replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"'
     return f"{match.group(1)}'{inner.replace(chr(39), chr(39) * 2)}'"
+
+
+def _stray_indent(lines: list[str]) -> tuple[int, str] | None:
+    """(line number, key) of a top-level 'key: value' line typed with a space in front: one that
+    does not follow a 'key:' line opening a nested block."""
+    opener = False
+    for number, line in enumerate(lines, 2):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        match = re.match(r"^( +)([A-Za-z_][\w-]*)\s*:", line)
+        if match and not opener:
+            return number, match.group(2)
+        if not line.startswith(" "):
+            opener = bool(re.match(r"^[\w-]+\s*:\s*$", line))  # 'emissions:' with its values below
+    return None
 
 
 def _yaml_problem(exc: yaml.MarkedYAMLError, path: Path) -> tuple[str, str]:
@@ -399,19 +436,27 @@ def key_lines(path: Path) -> dict[str, int]:
 
 
 def comment_warnings(path: Path) -> list[Finding]:
-    """Warn where YAML read the end of an unquoted text as a comment ('title: Vi er #1')."""
+    """Errors where YAML read the end of an unquoted text as a comment ('title: Vi er #1' would
+    be sent as 'Vi er'): the text would change without a word, so it is not sent like that."""
     found = []
     for key, line in key_lines(path).items():
         if key not in ("title", "subject", "preheader", "link_text", "image_alt"):
             continue
         text = path.read_text(encoding="utf-8-sig").split("\n")[line - 1]
         value = text.split(":", 1)[1].strip()
-        if value and value[0] not in "'\"" and " #" in value:
+        if value and value[0] not in "'\"" + "".join(_CURLY) and " #" in value:
+            kept = value.split(" #", 1)[0].strip()
             found.append(
                 Finding(
-                    WARNING,
+                    ERROR,
                     where(display(path), line),
-                    _("the text after '#' was read as a comment; put the whole {key} in quotes.", key=key),
+                    _(
+                        "the text after '#' is left out (it reads as a comment), so the {key} would be just {kept!r}; "
+                        'put the whole {key} in quotes: {key}: "{value}".',
+                        key=key,
+                        kept=kept,
+                        value=value,
+                    ),
                 )
             )
     return found

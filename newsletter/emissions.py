@@ -25,7 +25,7 @@ from pathlib import Path
 
 from .clock import now, timestamp
 from .errors import ERROR, WARNING, EmissionsError, Finding, UnsupportedSheet
-from .language import _
+from .language import _, os_reason
 from .resources import builtin
 from .sheets import BLOCK, XlsxSheet, cell_value, check_archive, csv_rows, full_rows, rows
 
@@ -75,7 +75,7 @@ def read_members(path: Path) -> tuple[Member, ...]:
             _(
                 "{path}: cannot read the members list ({strerror}); check emissions.members.",
                 path=path,
-                strerror=exc.strerror,
+                strerror=os_reason(exc),
             )
         ) from exc
     reader = csv.DictReader(io.StringIO(text))
@@ -680,9 +680,23 @@ def find_municipality(
                 choices=choices,
             )
         )
+    from .content import did_you_mean
+
+    guess = did_you_mean(wanted, sorted({*known.values(), *(m.name for m in members)}))
     raise EmissionsError(
-        _("no municipality {wanted!r} in release {release!r}; give its name or number.", wanted=wanted, release=release)
+        _(
+            "no municipality {wanted!r}{guess} in release {release!r}; give its name or number.",
+            wanted=wanted,
+            guess=guess,
+            release=release,
+        )
     )
+
+
+def _years_in(conn: sqlite3.Connection, release: str) -> str:
+    """The years a release holds, as '1990–2023' (or '-')."""
+    first, last = conn.execute("SELECT MIN(year), MAX(year) FROM emissions WHERE release = ?", (release,)).fetchone()
+    return f"{first}–{last}" if first is not None else "-"
 
 
 def summarize(
@@ -720,11 +734,12 @@ def summarize(
     if not rows:
         raise EmissionsError(
             _(
-                "release {release!r} has no emissions for {area} in {from_year} or {to_year}.",
+                "release {release!r} has no emissions for {area} in {from_year} or {to_year}; it has the years {years}: choose two of them with --from and --to.",
                 release=release,
                 area=area,
                 from_year=from_year,
                 to_year=to_year,
+                years=_years_in(conn, release),
             )
         )
     parts: dict[tuple[str, int], list[float]] = defaultdict(list)
@@ -737,7 +752,13 @@ def summarize(
     for year in (from_year, to_year):
         if year not in present_years:
             raise EmissionsError(
-                _("release {release!r} has no emissions for {area} in {year}.", release=release, area=area, year=year)
+                _(
+                    "release {release!r} has no emissions for {area} in {year}; it has the years {years}: choose two of them with --from and --to.",
+                    release=release,
+                    area=area,
+                    year=year,
+                    years=_years_in(conn, release),
+                )
             )
     changes = []
     for sector in sorted(values):

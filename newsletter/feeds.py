@@ -26,7 +26,7 @@ from . import __version__
 from .clock import OSLO, now, parse_timestamp, timestamp
 from .config import FeedConfig, Settings
 from .errors import FeedError
-from .language import _
+from .language import _, os_reason
 
 log = logging.getLogger(__name__)
 
@@ -271,7 +271,7 @@ def _read_file(feed: FeedConfig, settings: Settings) -> Download:
             return Download(_("too large"), error=_("larger than {news_max_kb} KB", news_max_kb=settings.news_max_kb))
         return Download("file", body=path.read_bytes(), url=path.as_uri())
     except OSError as exc:
-        return Download("error", error=_("cannot read {path} ({strerror})", path=path, strerror=exc.strerror))
+        return Download("error", error=_("cannot read {path} ({strerror})", path=path, strerror=os_reason(exc)))
 
 
 # --- parse ---------------------------------------------------------------------------------------

@@ -410,7 +410,7 @@ class Summary:
         """The one-line summary printed at the end of a send."""
         gave_up = _(", {gave_up} gave up after retries", gave_up=self.gave_up) if self.gave_up else ""
         return _(
-            "{issue}: {sent} sent, {failed} failed permanently{gave_up}, {pending} left for retry, {uncertain} uncertain, {skipped} skipped (unsubscribed meanwhile) of {total}.",
+            "{issue}: {sent:,} sent, {failed:,} failed permanently{gave_up}, {pending:,} left for retry, {uncertain:,} uncertain, {skipped:,} skipped (unsubscribed meanwhile) of {total:,}.",
             issue=self.issue,
             sent=self.sent,
             failed=self.failed,

@@ -24,7 +24,7 @@ from dotenv import dotenv_values
 
 from .config import Settings
 from .errors import ConfigError, SecretKeyError
-from .language import _
+from .language import _, os_reason
 from .locks import hold
 from .store import database, recall, remember
 
@@ -85,17 +85,18 @@ def ensure(settings: Settings) -> tuple[Settings, bool]:
             with path.open("a", encoding="utf-8") as handle:
                 if not existed:
                     path.chmod(0o600)
-                handle.write(
-                    "\n# Signs the links in emails. Made by newsletter; keep it secret, keep it, and keep a backup\n"
-                    f"# of this file: a new key breaks the links in emails already sent.\n{ENV}={key}\n"
+                comment = _(
+                    "# Signs the links in emails. Made by newsletter; keep it secret, keep it, and keep a backup\n"
+                    "# of this file: a new key breaks the links in emails already sent."
                 )
+                handle.write(f"\n{comment}\n{ENV}={key}\n")
         except OSError as exc:
             raise ConfigError(
                 _(
                     "{path}: cannot store a new {env} ({strerror}); set it yourself.",
                     path=path,
                     env=ENV,
-                    strerror=exc.strerror,
+                    strerror=os_reason(exc),
                 )
             ) from exc
     return dataclasses.replace(settings, secret_key=key), True
@@ -234,11 +235,11 @@ def rotate(settings: Settings) -> tuple[str, int]:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
-        raise ConfigError(_("{path}: cannot be read ({strerror}).", path=path, strerror=exc.strerror)) from exc
+        raise ConfigError(_("{path}: cannot be read ({strerror}).", path=path, strerror=os_reason(exc))) from exc
     kept = [line for line in lines if not line.strip().startswith((f"{ENV}=", f"{OLD_ENV}=", f"export {ENV}=",
                                                                    f"export {OLD_ENV}="))]  # fmt: skip
     kept += [
-        "# Rotated by 'newsletter secret rotate': the new key signs, the old ones still check links in sent mail.",
+        _("# Rotated by 'newsletter secret rotate': the new key signs, the old ones still check links in sent mail."),
         f"{ENV}={new}",
         f'{OLD_ENV}="{" ".join(old)}"',
     ]

@@ -14,14 +14,17 @@ messages get a decimal comma.
 
 from __future__ import annotations
 
+import errno
 import gettext
 import os
+import socket
 import string
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 LANGUAGES = ("nb", "en")
+_OS_REASONS: dict[int, str] = {}  # filled below, once N_ exists
 DEFAULT = "nb"
 ENV = "NEWSLETTER_LANG"
 LOCALE_DIR = Path(__file__).parent / "locale"
@@ -95,6 +98,12 @@ def translate(message: str) -> str:
     return catalogue(current()).gettext(message) if message else message  # '' would give the header
 
 
+def os_reason(exc: OSError) -> str:
+    """Why the operating system said no, in the current language (its own words are English)."""
+    reason = _OS_REASONS.get(exc.errno) if exc.errno is not None else None
+    return translate(reason) if reason else (exc.strerror or str(exc))
+
+
 def N_(message: str) -> str:
     """Mark ``message`` for the catalogue; ``_()`` translates it where it is shown."""
     return message
@@ -122,3 +131,19 @@ def teach_click() -> None:
             module._ = click_gettext  # type: ignore[attr-defined]
         if hasattr(module, "ngettext"):
             module.ngettext = click_ngettext  # type: ignore[attr-defined]
+
+
+_OS_REASONS.update({
+    errno.ENOENT: N_("no such file or folder"),
+    errno.EACCES: N_("no permission"),
+    errno.EPERM: N_("not permitted"),
+    errno.EISDIR: N_("it is a folder, not a file"),
+    errno.ENOTDIR: N_("a part of the path is not a folder"),
+    errno.ENOSPC: N_("the disk is full"),
+    errno.EROFS: N_("the disk can only be read"),
+    errno.EEXIST: N_("it exists already"),
+    errno.EADDRINUSE: N_("the address is in use"),
+    errno.ECONNREFUSED: N_("nothing answers there"),
+    errno.ETIMEDOUT: N_("no answer in time"),
+    socket.EAI_NONAME: N_("the name was not found"),
+})  # fmt: skip

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO
 
 from .errors import BusyError, ProjectError
-from .language import _
+from .language import _, os_reason
 
 try:
     import fcntl
@@ -77,7 +77,7 @@ def hold(build_dir: Path, name: str, *, wait: bool = False, busy: str = "") -> I
             _(
                 "cannot make the lock file in {place} ({strerror}); check the folder.",
                 place=place,
-                strerror=exc.strerror,
+                strerror=os_reason(exc),
             )
         ) from exc
     with handle:

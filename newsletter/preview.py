@@ -32,7 +32,7 @@ from .check import findings
 from .clock import OSLO, now
 from .compose import PLACEHOLDER, recipient_values
 from .config import CONFIG_FILE, Settings
-from .content import issue_folders
+from .content import folder_problem, issue_folders
 from .emissions import read_members
 from .errors import NewsletterError
 from .i18n import format_date, load_strings
@@ -198,7 +198,8 @@ def _inbox_time(language: str) -> str:
 
 
 def _issue_choices(settings: Settings) -> list[str]:
-    return [p.name for p in sorted(issue_folders(settings), reverse=True)]
+    """The issues the menu offers: not copies or badly named folders (they cannot be sent)."""
+    return [p.name for p in sorted(issue_folders(settings), reverse=True) if folder_problem(p.name) is None]
 
 
 def _recipient(municipality: str | None):

@@ -13,16 +13,18 @@ scheduled and are reported until they are fixed.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from . import delivery, journal, keys
 from .clock import now, oslo, parse_when
 from .config import Settings
-from .content import issue_name
+from .content import find_issue, issue_name
 from .errors import (
+    WARNING,
     BusyError,
     ConfigError,
+    Finding,
     GateError,
     NewsletterError,
     ScheduleError,
@@ -49,6 +51,7 @@ class Scheduled:
     status: str
     segment: str
     reason: str | None = None  # why it is blocked
+    warnings: tuple[Finding, ...] = ()  # what building it now warned about (schedule, approve)
 
     @classmethod
     def of(cls, row: journal.Delivery) -> Scheduled:
@@ -76,7 +79,8 @@ def schedule(
             )
         number = journal.create(conn, planned.issue, segment or "", planned.prepared.fingerprint, forced=force,
                                 scheduled_at=when)  # fmt: skip
-    return Scheduled(number, planned.issue, when, "scheduled", segment or "")
+    warned = tuple(f for f in planned.prepared.findings if f.level == WARNING)
+    return Scheduled(number, planned.issue, when, "scheduled", segment or "", warnings=warned)
 
 
 def approve(settings: Settings, ref: str, *, at: str | None = None, force: bool = False) -> Scheduled:
@@ -87,6 +91,8 @@ def approve(settings: Settings, ref: str, *, at: str | None = None, force: bool 
     when = parse_when(at) if at else None
     with database(settings.database) as conn:
         if journal.active(conn, issue) is None:
+            if not (settings.issues_dir / issue).is_dir():
+                find_issue(settings, ref)  # no such issue at all: say so, with a guess
             raise ScheduleError(
                 _("{issue} is not scheduled; schedule it with 'newsletter schedule {issue} --at ...'.", issue=issue)
             )
@@ -100,7 +106,8 @@ def approve(settings: Settings, ref: str, *, at: str | None = None, force: bool 
             )
         with conn:
             journal.approve(conn, existing.id, planned.prepared.fingerprint, force, when)
-        return Scheduled.of(journal.get(conn, existing.id))
+        warned = tuple(f for f in planned.prepared.findings if f.level == WARNING)
+        return replace(Scheduled.of(journal.get(conn, existing.id)), warnings=warned)
 
 
 def listing(settings: Settings) -> list[Scheduled]:
@@ -116,8 +123,14 @@ def cancel(settings: Settings, ref: str | None) -> Scheduled:
     with delivery.issue_lock(settings, issue), database(settings.database) as conn, conn:
         row = journal.active(conn, issue)
         untouched = row is not None and row.status in ("starting", "running") and journal.untouched(conn, row.id)
+        if row is None and not (settings.issues_dir / issue).is_dir():
+            find_issue(settings, ref)  # no such issue and no delivery of that name: say so, with a guess
         if row is None or (row.status not in ("scheduled", "blocked") and not untouched):
-            state = _("not scheduled") if row is None else _("{status} (messages have gone out)", status=row.status)
+            state = (
+                _("not scheduled")
+                if row is None
+                else _("{status} (messages have gone out)", status=translate(row.status))
+            )
             raise ScheduleError(
                 _(
                     "{issue} is {state}; only a delivery that has not sent anything can be cancelled.",

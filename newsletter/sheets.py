@@ -26,7 +26,7 @@ from pathlib import Path
 from xml.etree import ElementTree as ET
 
 from .errors import UnsafeFile, UnsupportedSheet
-from .language import N_, _, translate
+from .language import N_, _, os_reason, translate
 
 MAIN = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
 RELS = "{http://schemas.openxmlformats.org/package/2006/relationships}"
@@ -243,7 +243,7 @@ def csv_rows(path: Path, what: str = "CSV", found: list[TextFormat] | None = Non
         encoding = text_encoding(path)
         binary = path.open("rb")
     except OSError as exc:
-        raise UnsafeFile(_("{path}: cannot be read ({strerror}).", path=path, strerror=exc.strerror)) from exc
+        raise UnsafeFile(_("{path}: cannot be read ({strerror}).", path=path, strerror=os_reason(exc))) from exc
     # UTF-16 is read through a text layer (a line end is two bytes); the others line by line as
     # bytes, so that a byte that is not in the encoding is reported at its own line.
     wide = encoding.startswith("utf-16")

@@ -36,7 +36,7 @@ from .config import Settings, find_category
 from .content import did_you_mean
 from .emissions import Member
 from .errors import BusyError, NewsletterError, SubscriberError
-from .language import _
+from .language import _, os_reason, translate
 from .locks import hold
 from .sheets import TextFormat, csv_rows, sheet_rows
 from .store import busy, connect, give_way, recall, urgent
@@ -700,7 +700,7 @@ def table_rows(path: Path, found: list[str]) -> Iterator[tuple[int, list[str]]]:
         with path.open("rb") as handle:
             head = handle.read(8)
     except OSError as exc:
-        raise SubscriberError(_("{path}: cannot be read ({strerror}).", path=path, strerror=exc.strerror)) from exc
+        raise SubscriberError(_("{path}: cannot be read ({strerror}).", path=path, strerror=os_reason(exc))) from exc
     if head.startswith(b"PK\x03\x04"):  # a workbook, whatever its name says
         found.append(_("an Excel workbook (.xlsx), its first sheet"))
         yield from sheet_rows(path)
@@ -1048,16 +1048,17 @@ def parse_segment(text: str | None, settings: Settings, members: tuple[Member, .
         elif name in ("topic", "topics", "tema"):
             fields["topics"] = resolve_topics(values, settings)
         elif name == "status":
+            named = {translate(status).casefold(): status for status in STATUSES} | {s: s for s in STATUSES}
             for value in values:
-                if value not in STATUSES:
+                if value.casefold() not in named:
                     raise SubscriberError(
                         _(
                             "unknown status {value!r}; use one of: {statuses}.",
                             value=value,
-                            statuses=", ".join(STATUSES),
+                            statuses=", ".join(translate(status) for status in STATUSES),
                         )
                     )
-            fields["statuses"] = tuple(values)
+            fields["statuses"] = tuple(named[value.casefold()] for value in values)
         else:
             raise SubscriberError(
                 _("unknown segment field {name!r}; use municipality, lang, topic or status.", name=name)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import mailbox
 import re
 import smtplib
+import socket
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,7 @@ from .errors import (
     TransportError,
     Undeliverable,
 )
-from .language import N_, _, current, translate
+from .language import N_, _, current, os_reason, translate
 
 TEMPORARY = "temporary"
 PERMANENT = "permanent"
@@ -48,19 +49,23 @@ class Outbox:
         return "outbox"
 
     def store(self, raw: bytes) -> str:
-        """Store a message given as bytes; return the file it went to."""
+        """Store a message given as bytes; return the file it went to. Its name ends in .eml, so
+        a double click opens it in the mail program (Windows and macOS go by the ending); mail
+        readers of a Maildir take any name."""
         try:
             box = mailbox.Maildir(self.path, create=True)
             key = box.add(raw)
+            stored = self.path / "new" / key
+            stored.rename(stored.with_name(f"{key}.eml"))
         except OSError as exc:
             raise ConnectFailed(
                 _(
                     "cannot write to the outbox {path} ({strerror}); check paths.outbox.",
                     path=self.path,
-                    strerror=exc.strerror,
+                    strerror=os_reason(exc),
                 )
             ) from exc
-        return f"{self.path}/new/{key}"
+        return str(self.path / "new" / f"{key}.eml")
 
 
 @dataclass(frozen=True)
@@ -125,8 +130,21 @@ class SMTP:
             ) from exc
         except (OSError, smtplib.SMTPException) as exc:
             _close(client)
+            if isinstance(exc, socket.gaierror):
+                why = _("the name {host} was not found; check NEWSLETTER_SMTP_HOST", host=self.host)
+            elif isinstance(exc, ConnectionRefusedError):
+                why = _("nothing answers on port {port}; check NEWSLETTER_SMTP_PORT (587 with starttls, 465 with tls)",
+                        port=self.port)  # fmt: skip
+            elif isinstance(exc, TimeoutError | socket.timeout):
+                why = _("no answer within {seconds} s; check NEWSLETTER_SMTP_HOST and NEWSLETTER_SMTP_PORT, or ask "
+                        "whether a firewall stops it", seconds=self.timeout)  # fmt: skip
+            elif isinstance(exc, ssl.SSLError):
+                why = _("the secure connection failed ({exc}); check NEWSLETTER_SMTP_SECURITY (starttls with port 587, "
+                        "tls with port 465) and smtp.ca_file", exc=exc)  # fmt: skip
+            else:
+                why = os_reason(exc) if isinstance(exc, OSError) else str(exc)
             raise ConnectFailed(
-                _("cannot connect to the SMTP server {host}:{port} ({exc}).", host=self.host, port=self.port, exc=exc)
+                _("cannot connect to the SMTP server {host}:{port}: {why}.", host=self.host, port=self.port, why=why)
             ) from exc
         return client
 

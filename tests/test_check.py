@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import mailbox
+import re
+from pathlib import Path
 
 import pytest
 from conftest import load_sample_data, write
@@ -254,6 +257,9 @@ def test_a_test_send_shows_the_errors_but_goes(run, project, issue_dir, monkeypa
     result = run("send", "--test", "redaksjonen@example.no")
     assert result.exit_code == 0, result.output
     assert "Test for redaksjonen@example.no saved in the local outbox, not sent" in result.stdout
+    saved = Path(re.search(r"not sent: (\S+\.eml) \(open it in a mail program\)", result.stdout).group(1))
+    assert saved.is_file() and b"Subject: [TEST]" in saved.read_bytes()  # a double click opens it
+    assert [m["Subject"] for m in mailbox.Maildir(project / "outbox")][0].startswith("[TEST]")  # still a Maildir
     assert "error: " in result.stderr and "ftp://example.org/fil" in result.stderr
     assert "the test was sent, but a real send refuses until they are fixed" in result.stderr
 

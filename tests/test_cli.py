@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from conftest import SAMPLE_ISSUE, assert_error, load_sample_data, write
@@ -271,3 +272,36 @@ def test_init_never_overwrites_and_escapes_the_name(run, tmp_path, monkeypatch):
     assert run("init", "b", "--name", 'Nytt\\q "sitat"').exit_code == 0
     monkeypatch.chdir(tmp_path / "b")
     assert run("build").exit_code == 0
+
+
+def test_verbose_shows_our_debug_lines_not_the_markdown_parsers(project):
+    import subprocess
+    import sys
+
+    def verbose(*args):
+        done = subprocess.run([sys.executable, "-m", "newsletter", "--verbose", *args], cwd=project,
+                              capture_output=True, text=True)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return done.stderr
+
+    assert "DEBUG newsletter.feeds: feed " in verbose("feeds", "fetch")
+    assert "DEBUG markdown_it" not in verbose("build")  # hundreds of lines per article before
+
+
+def test_a_new_issue_with_its_example_text_left_builds_but_cannot_be_sent_or_scheduled(run, project, monkeypatch):
+    from conftest import subscribe
+
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", "g" * 40)
+    run("new", "Nytt fra januar", "--date", "2099-01-14")
+    built = run("build")
+    assert built.exit_code == 0 and "still has the example text 'Skriv saken her…'" in built.stderr, built.output
+    checked = run("check")
+    assert re.search(r"^error: \S+01-sak\.md: still has the example text 'Skriv saken her", checked.stdout, re.M), (
+        checked.stdout
+    )
+    subscribe("a@example.no")
+    for refused in (run("send", "--yes"), run("schedule", "2099-01-nytt-fra-januar", "--at", "2099-01-14 09:00")):
+        assert refused.exit_code == 1 and "Error: 4 error(s) found by 'newsletter check'" in refused.stderr
+        assert "error: content/issues/2099-01-nytt-fra-januar/01-sak.md: still has the example" in refused.stderr
+    forced = run("schedule", "2099-01-nytt-fra-januar", "--at", "2099-01-14 09:00", "--force")
+    assert forced.exit_code == 0 and "Warning: " in forced.stderr and "example text" in forced.stderr, forced.output

@@ -54,15 +54,17 @@ def test_all_problems_at_once(project):
                 "NEWSLETTER_SENDER_ADDRESS": "ikke en adresse",
                 "NEWSLETTER_HTML_WARN_KB": "mange",
                 "NEWSLETTER_LIST_ID": "ikke gyldig",
+                "NEWSLETTER_SMTP_SECURITY": "ssl",
             }
         )
     message = str(info.value)
-    assert message.startswith("4 problem(s) in the settings")
+    assert message.startswith("5 problem(s) in the settings")
     for fragment in (
         "NEWSLETTER_LANGUAGE: 'sv' is not a language; use nb or en",
         "NEWSLETTER_SENDER_ADDRESS: 'ikke en adresse' is not a valid e-mail address",
         "NEWSLETTER_HTML_WARN_KB: 'mange' is not a whole number",
         "NEWSLETTER_LIST_ID: 'ikke gyldig' must be a domain-like name",
+        "NEWSLETTER_SMTP_SECURITY: 'ssl' must be starttls (with port 587), tls (with port 465) or none",
     ):
         assert fragment in message
     assert "\n" not in message

@@ -173,10 +173,17 @@ def test_yes_no_on_off_stay_text(project, issue_dir):
     assert_found("language 'no' is not supported; use nb or en")
 
 
-def test_hash_in_unquoted_text_warns(project, issue_dir):
+def test_hash_in_unquoted_text_is_an_error(project, issue_dir):
     write(issue_dir / "06-a.md", "---\ntitle: Vi er #1 i Norge\n---\n")
-    (warning,) = _load().findings
-    assert "06-a.md:2: the text after '#' was read as a comment; put the whole title in quotes" in warning.text
+    (error,) = _load().findings
+    assert error.level == "error"
+    assert (
+        "06-a.md:2: the text after '#' is left out (it reads as a comment), so the title would be just 'Vi er'"
+        in error.text
+    )
+    assert 'title: "Vi er #1 i Norge"' in error.text
+    write(issue_dir / "06-a.md", "---\ntitle: “Vi er #1 i Norge”\n---\n")  # in Word's quotes it is whole
+    assert not _load().findings and {a.title for a in _load().articles} >= {"Vi er #1 i Norge"}
 
 
 def test_file_names_with_norwegian_letters_and_spaces(project, issue_dir):
@@ -240,6 +247,15 @@ def test_issue_names_without_regard_to_case_and_with_a_guess(project):
         ProjectError, match=r"Unknown issue 'ordforerklaeringen' \(did you mean '2026-12-ordforererklaeringen'"
     ):
         find_issue(settings, "ordforerklaeringen")
+    # a word of the name misspelt is guessed too
+    with pytest.raises(ProjectError, match=r"Unknown issue 'febuar' \(did you mean '2027-02-februar-2027'"):
+        find_issue(settings, "febuar")
+    # a File Explorer copy does not make the name ambiguous: the proper folder is meant
+    shutil.copytree(root / "2027-02-februar-2027", root / "2027-02-februar-2027 - Kopi")
+    assert find_issue(settings, "februar").name == "2027-02-februar-2027"
+    write(root / "2027-03-februar-igjen/issue.md", "---\ntitle: Igjen\ndate: 2027-03-04\n---\n")
+    with pytest.raises(ProjectError, match="ambiguous"):  # two proper issues still are
+        find_issue(settings, "februar")
 
 
 @pytest.mark.parametrize(
@@ -276,3 +292,17 @@ def test_an_issue_dated_far_ahead_is_a_warning(project, issue_dir):
     soon = date.today() + timedelta(days=30)
     path.write_text(original.replace("date: 2026-12-03", f"date: {soon.isoformat()}"), encoding="utf-8")
     assert not [f for f in _load().findings if "two months" in f.text]
+
+
+def test_a_quote_from_word_never_closed_and_a_stray_space_are_named_at_their_line(tmp_path):
+    path = write(tmp_path / "a.md", "---\ntitle: “Klima: nye mål\ncategory: klima\n---\n")
+    with pytest.raises(ContentError, match=r"a\.md:2: the quote “ that starts on this line is never closed"):
+        split_front_matter(path)
+    path = write(tmp_path / "a.md", "---\ntitle: Klima\n category: klima\norder: 1\n---\n")
+    with pytest.raises(
+        ContentError, match=r"a\.md:3: this line begins with a space; remove the space before 'category:'"
+    ):
+        split_front_matter(path)
+    # a nested block is indented on purpose, and reads
+    path = write(tmp_path / "a.md", "---\ntitle: Klima\nemissions:\n  from: 2019\n  to: 2020\n---\n")
+    assert split_front_matter(path)[0]["emissions"] == {"from": 2019, "to": 2020}

@@ -100,7 +100,7 @@ def test_an_import_keeps_nobody_waiting_to_unsubscribe(keyed, tmp_path):
                 break
         out, err = process.communicate(timeout=120)
     assert process.returncode == 0, err
-    assert b"Added 25000" in out
+    assert b"Added 25,000" in out
     assert len(waits) >= 10 and max(waits) < 1.0, waits  # most of them while the import ran
     with database(settings.database) as conn:
         from newsletter.subscribers import settle

@@ -246,3 +246,43 @@ def test_the_project_chooses_the_language_of_help_and_messages(norsk):
     )
     assert "Options:" in run("send", "--help").output
     assert run("build", "finnes-ikke").stderr.startswith("Error: Unknown issue")
+
+
+def test_staff_read_oslo_times_norwegian_numbers_and_their_own_words(norsk, tmp_path):
+    run = Runner()
+    load_sample_data(norsk)
+    # times in Oslo time as Norwegians write them, never ISO with Z or UTC
+    status = run("feeds", "status").output
+    assert re.search(r"\d\d\.\d\d\.\d{4} kl\. \d\d\.\d\d", status) and "Z" not in status, status
+    assert re.search(r"importert \d\d\.\d\d\.\d{4} kl\. \d\d\.\d\d", run("emissions", "releases").output)
+    subscribe("c@example.no")
+    made = run("schedule", SAMPLE_ISSUE, "--at", "2030-06-01 11:00")
+    assert f"{SAMPLE_ISSUE} er planlagt sendt 01.06.2030 kl. 11.00." in made.output and "UTC" not in made.output
+    assert "run-due" in made.output and "godkjenner" in made.output  # what must run, what an edit means
+    assert "01.06.2030 kl. 11.00" in run("schedule", "list").output
+    assert "Avlyst" in run("schedule", "cancel", SAMPLE_ISSUE).output
+    gone = run("schedule", "cancel", "finnesikke")
+    assert gone.exit_code == 1 and "Ukjent utgave 'finnesikke'" in gone.stderr, gone.output
+    # counts with a space between thousands
+    sheet = tmp_path / "mange.csv"
+    sheet.write_text("E-post;Navn\n" + "".join(f"p{n}@example.no;P {n}\n" for n in range(1200)), encoding="utf-8")
+    imported = run("subscribers", "import", str(sheet), "--confirmed")
+    assert "1\u00a0200" in imported.output, imported.output
+    # segments in the staff's words: kommune, språk, tema and the status names they read
+    listed = run("subscribers", "list", "--segment", "status=bekreftet kommune=Lillestrøm")
+    assert listed.exit_code == 0, listed.output
+    wrong = run("send", "--dry-run", "--segment", "fylke=3")
+    assert "bruk kommune, språk, tema eller status" in wrong.stderr, wrong.output
+    wrong = run("subscribers", "list", "--segment", "status=sendt")
+    assert "bekreftet" in wrong.stderr and "confirmed" not in wrong.stderr, wrong.output
+    # emission years and names: a guess, and the years there are
+    guess = run("emissions", "summary", "--municipality", "Lillestrom")
+    assert "Lillestrøm" in guess.stderr, guess.output
+    years = run("emissions", "summary", "--from", "1900", "--to", "1901")
+    assert re.search(r"den har årene \d{4}–\d{4}", years.stderr), years.output
+
+
+def test_check_names_the_issue_in_norwegian_when_it_cannot_be_built(norsk, issue_dir):
+    write(issue_dir / "issue.md", "---\nsubject: Uten dato\n---\nTekst\n")
+    out = Runner()("check", SAMPLE_ISSUE).output
+    assert re.search(r"^feil: (utgave|content/issues/\S+): ", out, re.M) and "issue:" not in out, out

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -69,6 +71,10 @@ def test_the_page_shows_the_issue_as_subscribers_get_it(preview):
     assert 'id="findings"' in html
     assert "the subject has 76 characters; phones show about 60." in html  # the sample's long subject
     assert f'<option value="{SAMPLE_ISSUE}" selected>' in html and '<option value="3205" selected>Lillestrøm' in html
+    issues = Path.cwd() / "content" / "issues"
+    shutil.copytree(issues / SAMPLE_ISSUE, issues / f"{SAMPLE_ISSUE} - Kopi")  # File Explorer's copy
+    assert "Kopi" not in httpx.get(f"{preview.url}/").text  # not offered: it cannot be sent
+    shutil.rmtree(issues / f"{SAMPLE_ISSUE} - Kopi")
     email = httpx.get(f"{preview.url}/email", params={"municipality": "3205"})
     assert email.status_code == 200 and '<base target="_blank">' in email.text
     assert "Din kommune" in email.text and "Lillestrøm: " in email.text

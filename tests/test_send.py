@@ -208,7 +208,7 @@ def test_schedule_and_run_due_with_a_controlled_clock(run, project, sink, issue_
     subscribe("a@example.no", "b@example.no")
     made = run("schedule", "ordforer", "--at", "2030-01-15 09:00")
     assert made.exit_code == 0, made.output
-    assert f"Scheduled {SAMPLE_ISSUE} for 2030-01-15 09:00 (Oslo) (2030-01-15 08:00 UTC)" in made.stdout
+    assert f"Scheduled {SAMPLE_ISSUE} for 2030-01-15 09:00 (Oslo)." in made.stdout
     assert "2030-01-15 09:00 (Oslo)" in run("schedule", "list").stdout
     assert_error(run("send", "--yes"), "is scheduled for", "schedule cancel")
     assert_error(run("schedule", "ordforer", "--at", "2030-01-16 09:00"), "is scheduled for 2030-01-15 09:00 (Oslo)")
@@ -251,7 +251,7 @@ def test_schedule_errors(run, project, sink):
     assert_error(run("schedule", SAMPLE_ISSUE, "--at", "2001-01-01 09:00"), "is in the past")
     assert_error(run("schedule", "cancel", SAMPLE_ISSUE), "is not scheduled")
     made = run("schedule", SAMPLE_ISSUE, "--at", "2030-06-01T09:00+00:00")
-    assert "2030-06-01 11:00 (Oslo) (2030-06-01 09:00 UTC)" in made.stdout  # Oslo is UTC+2 in summer
+    assert "2030-06-01 11:00 (Oslo)." in made.stdout  # Oslo is UTC+2 in summer
 
 
 @pytest.mark.parametrize(
