@@ -887,6 +887,38 @@ def serve(state: State, host: str, port: int, trusted_proxies: str | None) -> No
     )
 
 
+@cli.command("signup-form")
+@click.option("--lang", type=click.Choice(["nb", "en"]), help="Language of the form (default: the project's).")
+@click.option(
+    "--topics",
+    metavar="TOPICS",
+    help="Focus areas offered as checkboxes, e.g. 'klima,areal', or 'all' (default: none; subscribers get them all).",
+)
+@click.option("--municipality-field", is_flag=True, help="Ask for the municipality (a list of the members).")
+@click.option("--no-script", is_flag=True, help="Only the plain form: no proof of work, stricter limits (see README).")
+@click.option("--no-change-form", is_flag=True, help="Leave out the 'change my subscription' form.")
+@click.option("--return-url", metavar="URL", help="A page on the website to send people to after a plain form post.")
+@click.pass_obj
+def signup_form_command(
+    state: State, lang: str | None, topics: str | None, municipality_field: bool, no_script: bool,
+    no_change_form: bool, return_url: str | None,
+) -> None:  # fmt: skip
+    """Print the signup form to paste into the website (an HTML block in its CMS).
+
+    It posts to <base_url>/signup, which 'newsletter serve' answers for the websites in
+    web.allowed_origins. It works without JavaScript; with it, the browser does a small proof of
+    work (ALTCHA, served by 'serve' itself) and the answer shows in place. Everything it loads
+    comes from base_url.
+    """
+    from .embed import signup_form
+
+    settings = state.settings()
+    chosen = tuple(part for part in (topics or "").split(",") if part.strip())
+    snippet = signup_form(settings, lang or settings.language, topics=chosen, municipality_field=municipality_field,
+                          script=not no_script, change=not no_change_form, return_url=return_url)  # fmt: skip
+    click.echo(snippet, nl=False)
+
+
 @cli.command()
 @click.argument("issue", required=False)
 @click.option("--port", default=8001, show_default=True, type=click.IntRange(1, 65535), help="Port to listen on.")

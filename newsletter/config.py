@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
@@ -145,6 +146,11 @@ class Settings:
     news_user_agent: str | None
     web_trusted_proxies: str | None
     web_confirm_interval: int
+    web_allowed_origins: str | None
+    web_privacy_url: str | None
+    web_challenge_work: int
+    web_signups_without_script: int
+    welcome_enabled: bool
     categories: tuple[Category, ...] = field(default=DEFAULT_CATEGORIES)
     feeds: tuple[FeedConfig, ...] = ()
     secret_key: str | None = field(default=None, repr=False)  # never printed
@@ -376,6 +382,47 @@ OPTIONS: tuple[Option, ...] = (
         "Reverse proxies (addresses or networks, space-separated) whose X-Forwarded-For/-Proto 'serve' trusts.",
     ),
     Option(
+        "web_allowed_origins",
+        "web",
+        "allowed_origins",
+        "opt_str",
+        None,
+        "Websites whose pages may hold the signup form ('newsletter signup-form'): origins such as "
+        "https://osloregionen.no, space-separated (default: none; only the pages of 'serve').",
+    ),
+    Option(
+        "web_privacy_url",
+        "web",
+        "privacy_url",
+        "opt_url",
+        None,
+        "The privacy page the signup forms link to (default: <base_url>/privacy, which 'serve' shows).",
+    ),
+    Option(
+        "web_challenge_work",
+        "web",
+        "challenge_work",
+        "int",
+        10000,
+        "How much work a signup's proof-of-work challenge asks of the browser (10000: one or two seconds).",
+    ),
+    Option(
+        "web_signups_without_script",
+        "web",
+        "signups_without_script",
+        "int0",
+        20,
+        "Signups without JavaScript (so without the proof of work) accepted per hour in all; 0: none.",
+    ),
+    Option(
+        "welcome_enabled",
+        "welcome",
+        "enabled",
+        "bool",
+        True,
+        "Send a welcome email when someone confirms their subscription on the web (once per subscriber).",
+    ),
+    Option(
         "web_confirm_interval",
         "web",
         "confirm_interval",
@@ -554,6 +601,8 @@ def _convert(opt: Option, raw: Any, root: Path) -> Any:
                 _("{number} must be {value}", number=number, value=_("0 or more") if base == "int0" else _("above 0"))
             )
         return number
+    if opt.attr == "web_allowed_origins" and isinstance(raw, list):  # a TOML list, or text with spaces
+        raw = " ".join(str(item) for item in raw)
     if not isinstance(raw, str):
         raise ValueError(_("{raw!r} must be text", raw=raw))
     text = raw.strip()
@@ -576,6 +625,8 @@ def _convert(opt: Option, raw: Any, root: Path) -> Any:
         # Absolute and tidy, but links are not followed: paths.archive is itself a link that
         # 'newsletter archive' moves to each new version.
         return Path(os.path.normpath(root / text))
+    if opt.attr == "web_allowed_origins":
+        return " ".join(_origin(item) for item in text.replace(",", " ").split())
     if opt.attr == "web_trusted_proxies":
         for item in text.replace(",", " ").split():
             try:
@@ -597,6 +648,33 @@ def _convert(opt: Option, raw: Any, root: Path) -> Any:
     if opt.key == "list_id" and not _LIST_ID.match(text):
         raise ValueError(_("{text!r} must be a domain-like name such as news.example.org", text=text))
     return text
+
+
+def _origin(text: str) -> str:
+    """An origin as browsers send it in the Origin header: scheme://host[:port], small letters,
+    no path and no default port ('https://Osloregionen.no/' -> 'https://osloregionen.no')."""
+    parts = urlsplit(text.strip())
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.path.strip("/")
+        or parts.query
+        or port == -1
+    ):
+        raise ValueError(
+            _(
+                "{text!r} is not an origin; write the website's address without a path, such as https://osloregionen.no",
+                text=text,
+            )
+        )
+    host = parts.hostname.encode("idna").decode("ascii") if not parts.hostname.isascii() else parts.hostname
+    default = {"http": 80, "https": 443}[parts.scheme]
+    shown = f":{port}" if port and port != default else ""
+    return f"{parts.scheme}://{host.lower()}{shown}"
 
 
 def _categories(raw: Any) -> tuple[Category, ...]:

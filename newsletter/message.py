@@ -122,6 +122,16 @@ def subject_value(subject: str) -> str:
     return _fold(_words(clean_name(subject), specials=False, first=78 - len("Subject: ")), len("Subject:"))[1:]
 
 
+def list_headers(msg: EmailMessage, settings: Settings, unsubscribe_url: str) -> None:
+    """List-Id and one-click List-Unsubscribe (RFC 2369, RFC 8058), as every list email has."""
+    msg["List-Id"] = f"{clean_name(settings.name)} <{settings.list_id}>"
+    unsubscribe = [f"<{unsubscribe_url}>"]
+    if settings.unsubscribe_mailto:
+        unsubscribe.append(f"<mailto:{settings.unsubscribe_mailto}?subject=unsubscribe>")
+    msg["List-Unsubscribe"] = ", ".join(unsubscribe)
+    msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+
+
 def build_message(
     settings: Settings,
     rendered: RenderedIssue,
@@ -142,12 +152,7 @@ def build_message(
     msg["Message-ID"] = message_id or make_msgid(domain=settings.list_domain)
     if settings.reply_to:
         msg["Reply-To"] = settings.reply_to
-    msg["List-Id"] = f"{clean_name(settings.name)} <{settings.list_id}>"
-    unsubscribe = [f"<{values['unsubscribe_url']}>"]
-    if settings.unsubscribe_mailto:
-        unsubscribe.append(f"<mailto:{settings.unsubscribe_mailto}?subject=unsubscribe>")
-    msg["List-Unsubscribe"] = ", ".join(unsubscribe)
-    msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    list_headers(msg, settings, values["unsubscribe_url"])
     msg.set_content(rendered.text.fill(values), subtype="plain", charset="utf-8", cte="quoted-printable")
     msg.add_alternative(rendered.html.fill(values), subtype="html", charset="utf-8", cte="quoted-printable")
     msg["Content-Language"] = rendered.language  # after the parts: set_content moves Content-* into them
@@ -159,21 +164,30 @@ def confirmation_message(
 ) -> bytes:
     """The double opt-in email, as bytes: one link that confirms the subscription. ``address`` is
     the form the transport carries (transport.mail_address)."""
+    return link_message(settings, strings, "confirm", language, address, name, url)
+
+
+def link_message(
+    settings: Settings, strings: dict[str, str], kind: str, language: str, address: str, name: str, url: str
+) -> bytes:
+    """A short email whose point is one link: the confirmation ('confirm') or the link to a
+    subscriber's preferences ('link'), with the texts ``<kind>_subject``, ``<kind>_text`` and
+    ``<kind>_button``."""
     msg = EmailMessage(policy=policy.SMTP)
     msg["From"] = Address(display_name=settings.sender_name, addr_spec=settings.sender_address)
-    msg.set_raw("Subject", subject_value(strings["confirm_subject"].format(name=settings.display_name(language))))
+    msg.set_raw("Subject", subject_value(strings[f"{kind}_subject"].format(name=settings.display_name(language))))
     msg["Date"] = format_datetime(datetime.now(UTC))
     msg["Message-ID"] = make_msgid(domain=settings.list_domain)
     if settings.reply_to:
         msg["Reply-To"] = settings.reply_to
     msg["Auto-Submitted"] = "auto-generated"
-    text = strings["confirm_text"].format(name=settings.display_name(language), url=url)
+    text = strings[f"{kind}_text"].format(name=settings.display_name(language), url=url)
     msg.set_content(text, subtype="plain", charset="utf-8", cte="quoted-printable")
     paragraphs = "".join(
         f"<p>{escape(p)}</p>"
         if p != url
         else f'<p><a href="{escape(url)}" style="display:inline-block;background:#0b3a5b;color:#ffffff;padding:12px 20px;'
-        f'border-radius:4px;font-weight:bold;text-decoration:none;">{escape(strings["confirm_button"])}</a></p>'
+        f'border-radius:4px;font-weight:bold;text-decoration:none;">{escape(strings[f"{kind}_button"])}</a></p>'
         for p in text.split("\n\n")
     )
     html = (

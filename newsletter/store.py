@@ -220,6 +220,19 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (import, subscriber)
     );
     """,
+    # 8: signups from other websites: proof-of-work challenges that have been used (each once,
+    # kept until they expire); when a subscriber was welcomed (once), and when they were last
+    # sent a link to their preferences page (one per confirm_interval). Subscribers confirmed
+    # before welcome mails existed count as welcomed.
+    """
+    CREATE TABLE used_challenges (
+        signature TEXT PRIMARY KEY,
+        expires_at TEXT NOT NULL
+    );
+    ALTER TABLE subscribers ADD COLUMN welcomed_at TEXT;
+    ALTER TABLE subscribers ADD COLUMN link_sent_at TEXT;
+    UPDATE subscribers SET welcomed_at = confirmed_at WHERE status = 'confirmed';
+    """,
 )
 
 

@@ -74,6 +74,8 @@ class Subscriber:
     created_at: str
     updated_at: str
     confirm_sent_at: str | None = None
+    welcomed_at: str | None = None
+    link_sent_at: str | None = None
 
 
 def _subscriber(row: sqlite3.Row) -> Subscriber:
@@ -379,6 +381,27 @@ def request_signup(
             return None  # one email per address per interval, however many ask
         conn.execute("UPDATE subscribers SET confirm_sent_at = ? WHERE id = ?", (moment, person.id))
         return SignupRequest(person.id, details), person
+
+
+def request_link(conn: sqlite3.Connection, settings: Settings, email: str) -> Subscriber | None:
+    """Someone asks for the link to an address's preferences page: the subscriber to send it to,
+    or None (not on the list or not confirmed, or a link went to it within
+    ``web.confirm_interval`` minutes). The caller answers the same either way. Commits."""
+    try:
+        address = normalize_email(email)
+    except SubscriberError:
+        return None
+    moment = now()
+    with _immediate(conn):
+        person = get(conn, address)
+        if person is None or person.status != "confirmed":
+            return None
+        interval = settings.web_confirm_interval * 60
+        last = parse_timestamp(person.link_sent_at)
+        if interval and last is not None and (moment - last).total_seconds() < interval:
+            return None
+        conn.execute("UPDATE subscribers SET link_sent_at = ? WHERE id = ?", (timestamp(moment), person.id))
+    return person
 
 
 def confirm(conn: sqlite3.Connection, settings: Settings, request: SignupRequest) -> Subscriber | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import socket
 import sqlite3
@@ -132,10 +133,10 @@ class LiveServer:
     """An ASGI app served by a real uvicorn on a free loopback port, in a thread: ``with
     LiveServer(app) as live: httpx.get(live.url + "/")``."""
 
-    def __init__(self, app) -> None:
+    def __init__(self, app, port: int = 0) -> None:
         import uvicorn
 
-        self.config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
+        self.config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
         self.server = uvicorn.Server(self.config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -153,6 +154,15 @@ class LiveServer:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(10)
+
+
+def solved(client) -> str:
+    """A challenge from the server (``client``: an httpx client of 'serve'), solved as the ALTCHA
+    widget in a browser solves it: the payload for a form's 'altcha' field."""
+    from altcha import Challenge, Payload, solve_challenge
+
+    challenge = Challenge.from_dict(client.get("/challenge").json())
+    return Payload(challenge, solve_challenge(challenge)).to_base64()
 
 
 # --- SMTP on loopback ------------------------------------------------------------------------
@@ -319,3 +329,37 @@ def tls_sink(project, monkeypatch, tmp_path):
         monkeypatch.setenv(env, value)
     yield handler
     controller.stop()
+
+
+# --- Chromium ---------------------------------------------------------------------------------
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def _chromium() -> str | None:
+    return os.environ.get("NEWSLETTER_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's headless Chromium through Playwright (skipped without it, but never in CI)."""
+    executable = _chromium()
+    if executable is None:
+        message = "Chromium not found: install it with 'apt-get install chromium' (or set NEWSLETTER_CHROMIUM)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        yield instance
+        instance.close()

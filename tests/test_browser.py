@@ -7,8 +7,6 @@ developer machine and fail in CI (CI=true), so a missing browser never hides a r
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -17,19 +15,12 @@ from conftest import SAMPLE_ISSUE, LiveServer, load_sample_data
 from newsletter.build import build_issue
 from newsletter.config import load_settings
 
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
 CONTRAST_JS = """
 (scheme) => {
-  const parse = (c) => { const m = c.match(/[\\d.]+/g).map(Number); return {r: m[0], g: m[1], b: m[2], a: m.length > 3 ? m[3] : 1}; };
+  // Any CSS colour (rgb(), oklch(), color-mix() ...) as sRGB, through a 1x1 canvas.
+  const pixel = document.createElement('canvas').getContext('2d', {willReadFrequently: true});
+  const parse = (c) => { pixel.clearRect(0, 0, 1, 1); pixel.fillStyle = c; pixel.fillRect(0, 0, 1, 1);
+    const d = pixel.getImageData(0, 0, 1, 1).data; return {r: d[0], g: d[1], b: d[2], a: d[3] / 255}; };
   const lum = ({r, g, b}) => { const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
     return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b); };
   const canvas = scheme === 'dark' ? {r: 18, g: 18, b: 18, a: 1} : {r: 255, g: 255, b: 255, a: 1};
@@ -52,26 +43,6 @@ CONTRAST_JS = """
   return {checked, failures};
 }
 """
-
-
-def _chromium() -> str | None:
-    return os.environ.get("NEWSLETTER_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-@pytest.fixture(scope="module")
-def browser():
-    executable = _chromium()
-    if executable is None:
-        message = "Chromium not found: install it with 'apt-get install chromium' (or set NEWSLETTER_CHROMIUM)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        instance = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        yield instance
-        instance.close()
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import time
 
 import httpx
 import pytest
-from conftest import KEY, LiveServer, assert_error, rows, subscribe, write
+from conftest import KEY, LiveServer, assert_error, rows, solved, subscribe, write
 
 from newsletter.config import load_settings
 from newsletter.store import database
@@ -31,6 +31,7 @@ def big_list(path, count: int, changed: dict[str, str] | None = None):
 @pytest.fixture
 def keyed(project, monkeypatch):
     monkeypatch.setenv("NEWSLETTER_SECRET_KEY", KEY)
+    monkeypatch.setenv("NEWSLETTER_WEB_CHALLENGE_WORK", "20")  # the signups' proof of work, in milliseconds
     return project
 
 
@@ -156,7 +157,7 @@ def test_a_signup_is_not_answered_as_done_when_it_could_not_be_stored(keyed, mon
         token = page.split('name="csrf" value="')[1].split('"')[0]
         held = HeldDatabase(keyed / "newsletter.db")
         try:
-            answer = client.post("/signup", data={"csrf": token, "email": "ny@example.no"})
+            answer = client.post("/signup", data={"csrf": token, "email": "ny@example.no", "altcha": solved(client)})
         finally:
             held.release()
     assert answer.status_code == 503 and "Prøv igjen om et minutt" in answer.text
@@ -248,7 +249,9 @@ def test_two_signups_of_one_new_address_at_once_make_one_subscriber(keyed):
             with httpx.Client(base_url=live.url) as client:
                 page = client.get("/signup").text
                 token = page.split('name="csrf" value="')[1].split('"')[0]
-                return client.post("/signup", data={"csrf": token, "email": "ny@example.no"}).status_code
+                return client.post(
+                    "/signup", data={"csrf": token, "email": "ny@example.no", "altcha": solved(client)}
+                ).status_code
 
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             answers = list(pool.map(sign_up, range(8)))

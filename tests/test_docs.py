@@ -63,7 +63,7 @@ def test_quick_start_has_exactly_two_commands_and_ci_runs_the_test_command():
 
 
 def test_staff_guide_covers_the_commands_staff_use():
-    for text in ("newsletter new", "newsletter build", "image_alt", "category", "preheader"):
+    for text in ("newsletter new", "newsletter build", "image_alt", "category", "preheader", "newsletter signup-form"):
         assert text in GUIDE, text
     # the set-up chapter: install, activate, .env and SMTP with its values, backups, the preview
     for text in ("## Oppsett", "quickstart.py", ".venv\\Scripts\\activate", "source .venv/bin/activate",

@@ -9,17 +9,26 @@ import mailbox
 import re
 import sqlite3
 import time
+from datetime import UTC, datetime, timedelta
 from email import policy
 from email.parser import BytesParser
 
 import httpx
 import pytest
-from conftest import LiveServer, rows
+from conftest import LiveServer, rows, solved
 
 from newsletter.config import load_settings
+from newsletter.errors import ConfigError
 from newsletter.web import create_app
 
 KEY = "s" * 40
+
+
+@pytest.fixture(autouse=True)
+def light_work(project, monkeypatch):
+    """A proof of work of milliseconds (the real one takes a browser a second or two); after
+    ``project``, which clears the NEWSLETTER_ settings."""
+    monkeypatch.setenv("NEWSLETTER_WEB_CHALLENGE_WORK", "20")
 
 
 @pytest.fixture
@@ -77,8 +86,10 @@ def status(project, email):
 
 
 def signup(client, **fields):
+    """A signup from our own page, as a browser with JavaScript sends it (the proof of work done)."""
     page = client.get("/signup").text
-    data = {"csrf": csrf(page), "email": "", "name": "", "municipality": "", "language": "nb", **fields}
+    data = {"csrf": csrf(page), "email": "", "name": "", "municipality": "", "language": "nb",
+            "altcha": solved(client), **fields}  # fmt: skip
     return client.post("/signup", data=data)
 
 
@@ -147,13 +158,13 @@ def test_same_answer_whether_known_or_not(server, project):
         confirm(client, link(outbox(project, 1)[0], "confirm"))
         known = signup(client, email="kjent@example.no")
         unknown = signup(client, email="ukjent@example.no")
-        outbox(project, 2)
+        outbox(project, 3)  # two confirmations and the welcome
     strip = lambda html: re.sub(r'value="[^"]*"', "", html)  # noqa: E731
     assert first.status_code == known.status_code == unknown.status_code == 200
     assert strip(known.text) == strip(unknown.text)
-    assert len(outbox(project)) == 2  # no second email to the confirmed address
     time.sleep(0.5)  # a wrong extra email would be written by now
-    assert sorted(m["To"] for m in outbox(project)) == ["kjent@example.no", "ukjent@example.no"]
+    confirmations = [m["To"] for m in outbox(project) if m["Subject"].startswith("Bekreft")]
+    assert sorted(confirmations) == ["kjent@example.no", "ukjent@example.no"]  # none again to the confirmed
 
 
 def test_forged_changed_and_expired_tokens_change_nothing(server, project, monkeypatch):
@@ -306,7 +317,8 @@ def test_signing_up_again_after_leaving_keeps_what_the_person_gives_now(server, 
         signup(
             client, email="ola@example.no", name="Ola Nordmann", municipality="0301", language="en", topics=["klima"]
         )
-        again = next(m for m in outbox(project, 2) if link(m, "confirm") != first)  # a new confirmation email ...
+        sent = [m for m in outbox(project, 3) if m["Subject"].startswith("Bekreft")]  # and the first one's welcome
+        again = next(m for m in sent if link(m, "confirm") != first)  # a new confirmation email ...
         assert status(project, "ola@example.no") == ("unsubscribed", "Ola", "3205", "nb", "")  # ... and no change yet
         assert client.get(first).status_code == 400  # the old link cannot bring anyone back
         confirm(client, link(again, "confirm"))
@@ -386,7 +398,8 @@ def test_every_answer_has_a_strict_content_security_policy(server, project, run)
         for path in ("/signup", "/unsubscribe/nonsense", "/health", "/archive/", "/archive/feed.xml", "/nothing"):
             answer = client.get(path)
             policy_ = answer.headers.get("content-security-policy", "")
-            assert "default-src 'none'" in policy_ and "script-src" not in policy_, (path, answer.headers)
+            assert "default-src 'none'" in policy_ and "script-src 'self';" in policy_, (path, answer.headers)
+            assert "unsafe-eval" not in policy_ and policy_.count("unsafe-inline") == 1  # for styles only
             assert "frame-ancestors 'none'" in policy_ and answer.headers.get("x-content-type-options") == "nosniff"
 
 
@@ -418,3 +431,176 @@ def test_export_neutralises_spreadsheet_formulas_and_import_keeps_the_real_name(
         conn.execute("DELETE FROM subscribers")
     assert run("subscribers", "import", str(path)).exit_code == 0
     assert dict(rows(project, "SELECT email, name FROM subscribers")) == people
+
+
+# --- signups from the organisation's website (issue 14) ------------------------------------------------
+
+WEBSITE = "https://osloregionen.no"
+
+
+@pytest.fixture
+def website(project, monkeypatch):
+    """serve, with the organisation's website allowed to post its forms."""
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", KEY)
+    monkeypatch.setenv("NEWSLETTER_WEB_ALLOWED_ORIGINS", f"{WEBSITE} https://www.osloregionen.no")
+    with LiveServer(create_app(load_settings(), rate_limit=(50, 600))) as live:
+        yield live
+
+
+def test_the_challenge_counts_once_and_only_as_signed(project, monkeypatch):
+    from altcha import Challenge, Payload, solve_challenge
+
+    from newsletter import guard
+    from newsletter.store import connect
+
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", KEY)
+    settings = load_settings()
+    conn = connect(settings.database)
+    made = guard.new_challenge(settings)
+    challenge = Challenge.from_dict(made.as_json)
+    payload = Payload(challenge, solve_challenge(challenge)).to_base64()
+    guard.spend_challenge(settings, conn, payload)
+    for bad, reason in ((payload, "used"), (None, "missing"), ("bm9uc2Vuc2U=", "invalid"), ("%%%", "invalid")):
+        with pytest.raises(guard.ChallengeRefused) as refused:
+            guard.spend_challenge(settings, conn, bad)
+        assert refused.value.reason == reason
+    # a challenge signed with another key, or with its difficulty lowered, is not ours
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", "t" * 40)
+    other = guard.new_challenge(load_settings())
+    forged = Challenge.from_dict(other.as_json)
+    with pytest.raises(guard.ChallengeRefused, match="invalid"):
+        guard.spend_challenge(settings, conn, Payload(forged, solve_challenge(forged)).to_base64())
+    # one that has expired (its own time is signed, so it cannot be moved)
+    monkeypatch.setattr(guard, "now", lambda: datetime.now(UTC) - timedelta(minutes=guard.CHALLENGE_MINUTES + 1))
+    old = Challenge.from_dict(guard.new_challenge(settings).as_json)
+    with pytest.raises(guard.ChallengeRefused, match="expired"):
+        guard.spend_challenge(settings, conn, Payload(old, solve_challenge(old)).to_base64())
+    conn.close()
+
+
+def test_origins_and_return_addresses(project, monkeypatch):
+    from newsletter import guard
+
+    monkeypatch.setenv("NEWSLETTER_WEB_ALLOWED_ORIGINS", "https://Osloregionen.no/ http://127.0.0.1:8080")
+    settings = load_settings()
+    assert guard.allowed_origins(settings) == {"https://osloregionen.no", "http://127.0.0.1:8080"}
+    assert guard.origin_kind(settings, "https://nyhetsbrev.osloregionen.no") == "own"
+    assert guard.origin_kind(settings, "https://osloregionen.no") == "allowed"
+    for stranger in ("https://osloregionen.no.evil.example", "http://osloregionen.no", "null", None):
+        assert guard.origin_kind(settings, guard.origin_of(stranger)) is None, stranger
+    assert guard.sender_origin(None, "https://osloregionen.no/nyheter?x=1") == "https://osloregionen.no"
+    assert guard.return_url(settings, "https://osloregionen.no/takk") == "https://osloregionen.no/takk"
+    for bad in (
+        "https://evil.example/takk",
+        "javascript:alert(1)",
+        "//evil.example",
+        "https://osloregionen.no/\r\nX: y",
+    ):
+        assert guard.return_url(settings, bad) is None, bad
+    monkeypatch.setenv("NEWSLETTER_WEB_ALLOWED_ORIGINS", "osloregionen.no")
+    with pytest.raises(ConfigError, match="'osloregionen.no' is not an origin"):
+        load_settings()
+
+
+def test_a_form_from_the_website_a_replay_and_a_stranger(website, project):
+    headers = {"Origin": WEBSITE, "Accept": "application/json"}
+    with httpx.Client(base_url=website.url) as client:
+        preflight = client.options("/signup", headers={**headers, "Access-Control-Request-Method": "POST"})
+        assert preflight.status_code == 204 and preflight.headers["access-control-allow-origin"] == WEBSITE
+        challenge = client.get("/challenge", headers={"Origin": WEBSITE})
+        assert challenge.headers["access-control-allow-origin"] == WEBSITE
+        payload = solved(client)
+        data = {"email": "kari@example.no", "lang": "nb", "language": "nb", "altcha": payload}
+        answer = client.post("/signup", data=data, headers=headers)  # no CSRF cookie: a page on another site
+        assert answer.status_code == 200 and answer.json()["ok"] is True, answer.text
+        assert answer.headers["access-control-allow-origin"] == WEBSITE and "Origin" in answer.headers["vary"]
+        replay = client.post("/signup", data={**data, "email": "ola@example.no"}, headers=headers)
+        assert replay.status_code == 400 and replay.json()["message"].startswith("Kontrollen mot roboter")
+        stranger = {"Origin": "https://evil.example", "Accept": "application/json"}
+        refused = client.post("/signup", data={**data, "altcha": solved(client)}, headers=stranger)
+        assert refused.status_code == 403 and "access-control-allow-origin" not in refused.headers
+        assert client.options("/signup", headers=stranger).status_code == 403
+        assert client.get("/challenge", headers=stranger).status_code == 403
+        # a referer names the site when a browser sends no Origin
+        by_referer = client.post("/signup", data={**data, "email": "per@example.no", "altcha": solved(client)},
+                                 headers={"Referer": "https://evil.example/side", "Accept": "application/json"})  # fmt: skip
+        assert by_referer.status_code == 403
+        # a plain form (no script) goes back to the page it names, on an allowed site only
+        plain = {"email": "eva@example.no", "return_url": f"{WEBSITE}/takk"}
+        back = client.post("/signup", data=plain, headers={"Origin": WEBSITE})
+        assert back.status_code == 303 and back.headers["location"] == f"{WEBSITE}/takk"
+        elsewhere = client.post("/signup", data={**plain, "email": "ida@example.no", "return_url": "https://evil.example/"},
+                                headers={"Origin": WEBSITE})  # fmt: skip
+        assert elsewhere.status_code == 200 and "Sjekk e-posten din" in elsewhere.text
+    assert sorted(m["To"] for m in outbox(project, 3)) == ["eva@example.no", "ida@example.no", "kari@example.no"]
+    assert rows(project, "SELECT email FROM subscribers ORDER BY email") == [
+        ("eva@example.no",), ("ida@example.no",), ("kari@example.no",)]  # fmt: skip
+
+
+def test_the_honeypot_and_the_limits_without_javascript(website, project):
+    headers = {"Origin": WEBSITE, "Accept": "application/json"}
+    with httpx.Client(base_url=website.url) as client:
+        trapped = client.post("/signup", data={"email": "bot@example.no", "website": "http://spam.example",
+                                               "altcha": solved(client)}, headers=headers)  # fmt: skip
+        assert trapped.status_code == 200 and trapped.json()["ok"] is True  # the same answer ...
+        codes = [client.post("/signup", data={"email": f"n{n}@example.no"}, headers=headers).status_code
+                 for n in range(3)]  # fmt: skip
+    assert codes == [200, 200, 429]  # without the proof of work: two per client an hour
+    time.sleep(0.3)
+    assert rows(project, "SELECT email FROM subscribers ORDER BY email") == [("n0@example.no",), ("n1@example.no",)]
+    assert "bot@example.no" not in [m["To"] for m in outbox(project, 2)]  # ... and nothing happened
+
+
+def test_changing_a_subscription_from_the_website_mails_a_link(website, project):
+    from conftest import subscribe
+
+    from newsletter.subscribers import read_token
+
+    subscribe(("kari@example.no", "Kari", None))
+    headers = {"Origin": WEBSITE, "Accept": "application/json"}
+    with httpx.Client(base_url=website.url) as client:
+        page = client.get("/change")
+        assert page.status_code == 200 and "Endre abonnementet ditt" in page.text
+        known = client.post("/change", data={"email": "Kari@Example.no", "altcha": solved(client)}, headers=headers)
+        unknown = client.post("/change", data={"email": "ingen@example.no", "altcha": solved(client)}, headers=headers)
+        again = client.post("/change", data={"email": "kari@example.no", "altcha": solved(client)}, headers=headers)
+        assert known.json() == unknown.json() == again.json() and known.json()["ok"] is True
+        (mail,) = outbox(project, 1)
+        time.sleep(0.3)
+        assert len(outbox(project)) == 1  # one link per address per interval, none to strangers
+        assert (
+            mail["To"] == "Kari <kari@example.no>"
+            and mail["Subject"] == "Innstillingene dine for Nyhetsbrev fra Osloregionen"
+        )
+        path = link(mail, "preferences")
+        assert read_token(load_settings(), path.rsplit("/", 1)[1], "preferences") == 1
+        assert "kari@example.no" in client.get(path).text
+        privacy = client.get("/privacy")
+        assert privacy.status_code == 200 and "post@osloregionen.no" in privacy.text  # reply_to: people answer there
+
+
+def test_the_welcome_can_be_switched_off(project, monkeypatch):
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", KEY)
+    monkeypatch.setenv("NEWSLETTER_WELCOME_ENABLED", "false")
+    with LiveServer(create_app(load_settings())) as live, httpx.Client(base_url=live.url) as client:
+        signup(client, email="kari@example.no")
+        confirm(client, link(outbox(project, 1)[0], "confirm"))
+        time.sleep(0.5)
+    assert [m["Subject"] for m in outbox(project)] == ["Bekreft påmeldingen til Nyhetsbrev fra Osloregionen"]
+
+
+def test_a_welcome_goes_once_and_again_only_if_it_could_not_go(project, monkeypatch):
+    from conftest import subscribe
+
+    from newsletter import welcome
+    from newsletter.store import connect
+
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", KEY)
+    (person,) = subscribe("kari@example.no")
+    settings = load_settings()
+    conn = connect(settings.database)
+    assert rows(project, "SELECT welcomed_at FROM subscribers") == [(None,)]
+    assert welcome.claim(conn, person) is True and welcome.claim(conn, person) is False
+    welcome.unclaim(conn, person)  # it could not be sent: a later confirmation may try again
+    assert welcome.claim(conn, person) is True
+    conn.close()
