@@ -130,7 +130,7 @@ def prepare(
                 ),
             )
         )
-    if not issue.articles:
+    if not issue.articles and not any(p.name != "issue.md" for p in issue.path.glob("*.md")):  # none written yet
         found.append(
             Finding(WARNING, display(issue.path), _("the issue has no articles yet; add one .md file per article."))
         )

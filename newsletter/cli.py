@@ -174,7 +174,8 @@ def _project_language(arguments: list[str]) -> str | None:
 
 
 _TYPE_WORDS = {"text": N_("TEXT"), "integer": N_("INTEGER"), "float": N_("NUMBER"), "path": N_("PATH"),
-               "directory": N_("FOLDER"), "file": N_("FILE"), "filename": N_("FILE"), "integer range": N_("INTEGER")}  # fmt: skip
+               "directory": N_("FOLDER"), "file": N_("FILE"), "filename": N_("FILE"), "integer range": N_("INTEGER"),
+               "float range": N_("NUMBER")}  # fmt: skip
 
 
 def _name_the_metavar(param: click.Parameter) -> None:
@@ -185,8 +186,8 @@ def _name_the_metavar(param: click.Parameter) -> None:
     if isinstance(param, click.Argument):  # as Click writes it: [ISSUE] when optional, IDS... for many
         name = param.name.upper()  # type: ignore[union-attr]
         param.metavar = f"{name if param.required else f'[{name}]'}{'...' if param.nargs != 1 else ''}"
-    elif param.type.name in _TYPE_WORDS:
-        param.metavar = _TYPE_WORDS[param.type.name]
+    elif language.english_name(param.type) in _TYPE_WORDS:
+        param.metavar = _TYPE_WORDS[language.english_name(param.type)]
 
 
 def _help_places(group: click.Command, path: str = "newsletter"):  # type: ignore[no-untyped-def]
@@ -278,7 +279,9 @@ def init(directory: Path, name: str) -> None:
 
 @cli.command()
 @click.argument("title")
-@click.option("--date", "when", metavar="YYYY-MM-DD", help="Issue date, e.g. 2027-01-14 (default: today).")
+@click.option(
+    "--date", "when", metavar="YYYY-MM-DD", help="Issue date, e.g. 2027-01-14 or 14.01.2027 (default: today)."
+)
 @click.option("--lang", type=click.Choice(["nb", "en"]), help="Edition language (default: the project's).")
 @click.pass_obj
 def new(state: State, title: str, when: str | None, lang: str | None) -> None:
@@ -645,7 +648,11 @@ def _members(settings: Settings) -> tuple:
 @click.option("--municipality", help="A member municipality by name or number.")
 @click.option("--lang", type=click.Choice(["nb", "en"]), help="Edition language (default: the project's).")
 @click.option("--topic", "topics", multiple=True, help="A focus area (key or name); repeat for more.")
-@click.option("--confirmed", is_flag=True, help="The person has already confirmed (e.g. on paper); skip double opt-in.")
+@click.option(
+    "--confirmed",
+    is_flag=True,
+    help="The person has agreed to get the newsletter (e.g. on paper): add them as confirmed. Without it, they wait for a confirmation that no email asks them for.",
+)
 @click.pass_obj
 def subscribers_add(
     state: State,
@@ -668,6 +675,8 @@ def subscribers_add(
     values = {"email": person.email, "status": word(person.status)}
     if action == "added":
         click.echo(_("Added: {email} ({status})", **values))
+        if person.status == "pending":
+            click.echo(_(PENDING_NOTE, count=1), err=True)
     elif action == "updated":
         click.echo(_("Updated: {email} ({status})", **values))
     else:
@@ -676,7 +685,11 @@ def subscribers_add(
 
 @subscribers.command("import")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--confirmed", is_flag=True, help="Everyone in the file has confirmed already; skip double opt-in.")
+@click.option(
+    "--confirmed",
+    is_flag=True,
+    help="Everyone in the file has agreed to get the newsletter: add them as confirmed. Without it, new people wait for a confirmation that no email asks them for.",
+)
 @click.option("--dry-run", is_flag=True, help="Check the file and report, but change nothing.")
 @click.pass_obj
 def subscribers_import(state: State, file: Path, confirmed: bool, dry_run: bool) -> None:
@@ -695,6 +708,14 @@ def subscribers_import(state: State, file: Path, confirmed: bool, dry_run: bool)
         report = import_csv(conn, settings, _members(settings), file, confirmed=confirmed, dry_run=dry_run)
     if report.read_as:
         click.echo(_("Read {name} as {read_as}.", name=file.name, read_as=report.read_as))
+    if report.ignored_columns:
+        click.echo(
+            _(
+                "Warning: the column(s) {columns} were not read (their names match no field); to use them, name them E-post, Navn, Kommune, Språk or Tema and import again.",
+                columns=", ".join(f"'{c}'" for c in report.ignored_columns),
+            ),
+            err=True,
+        )
     counts = {
         "added": report.added,
         "updated": report.updated,
@@ -707,21 +728,42 @@ def subscribers_import(state: State, file: Path, confirmed: bool, dry_run: bool)
             "Would add {added:,}, update {updated:,}, leave {unchanged:,} unchanged, reject {rejected:,}.", **counts
         )
     else:
-        line = _("Added {added:,}, updated {updated:,}, unchanged {unchanged:,}, rejected {rejected:,}.", **counts)
+        line = _("Added {added:,}, updated {updated:,}, {unchanged:,} unchanged, rejected {rejected:,}.", **counts)
     if report.skipped:
         line += " " + _("Skipped {skipped:,} (unsubscribed, bounced or blocked).", **counts)
     click.echo(line)
-    for line_number, reason in report.rejected:
+    if report.added and not confirmed:
+        click.echo(_(PENDING_NOTE, count=report.added), err=True)
+    for line_number, reason in report.rejected[:REJECTED_ON_SCREEN]:
         click.echo(_("{file}:{line}: rejected: {reason}", file=file.name, line=line_number, reason=reason), err=True)
-    if report.rejected_count > len(report.rejected):
+    if report.rejected_count > REJECTED_ON_SCREEN:
+        try:
+            listed = _rejected_file(file, report.rejected)
+        except OSError as exc:
+            raise click.ClickException(
+                _(
+                    "{count:,} row(s) rejected, and the list of them cannot be written beside {file} ({reason}); run the import from a folder you can write to.",
+                    count=report.rejected_count,
+                    file=file,
+                    reason=os_reason(exc),
+                )
+            ) from exc
         click.echo(
-            _("... and {count:,} more rejected rows.", count=report.rejected_count - len(report.rejected)), err=True
+            _(
+                "... and {count:,} more rejected rows: all of them, with the reasons, are in {listed} (open it in Excel).",
+                count=report.rejected_count - REJECTED_ON_SCREEN,
+                listed=listed,
+            ),
+            err=True,
         )
     if dry_run:
         click.echo(_("Dry run: nothing was changed."))
     if report.rejected_count and dry_run:
         raise click.ClickException(
-            _("{count:,} row(s) would be rejected; fix them before the import.", count=report.rejected_count)
+            _(
+                "{count:,} row(s) would be rejected and the rest added; fix them in the file first, or import it and fix them afterwards.",
+                count=report.rejected_count,
+            )
         )
     if report.rejected_count:
         raise click.ClickException(
@@ -730,6 +772,25 @@ def subscribers_import(state: State, file: Path, confirmed: bool, dry_run: bool)
                 count=report.rejected_count,
             )
         )
+
+
+REJECTED_ON_SCREEN = 10
+PENDING_NOTE = N_(
+    "{count:,} new subscriber(s) wait for confirmation (pending): no email was sent, and they get no newsletter until confirmed. If they have agreed to get it, add them again with --confirmed; otherwise ask them to sign up on the website."
+)
+
+
+def _rejected_file(source: Path, rejected: tuple[tuple[int, str], ...]) -> Path:
+    """The rejected rows with their reasons, as a CSV beside the file (UTF-8 with BOM and
+    semicolons, as Norwegian Excel opens it)."""
+    import csv
+
+    target = source.with_name(f"{source.stem}-{_('rejected')}.csv")
+    with target.open("w", encoding="utf-8-sig", newline="") as handle:
+        writer = csv.writer(handle, delimiter=";")
+        writer.writerow([_("line"), _("reason")])
+        writer.writerows(rejected)
+    return target
 
 
 @subscribers.command("export")
@@ -807,15 +868,33 @@ def subscribers_forget(state: State, email: str, yes: bool) -> None:
 
     Only a keyed hash of the address is kept, so that it cannot be imported again by accident.
     """
-    from .subscribers import forget, normalize_email
+    from .subscribers import close_addresses, forget, get, normalize_email
 
     settings = state.settings_with_key()
     address = normalize_email(email)
+    with database(settings.database) as conn:
+        guess = "" if get(conn, address) else close_addresses(conn, address)
+    if guess:  # a typo: say so before anything happens
+        raise click.ClickException(
+            _(
+                "{address} is not on the list{guess}; give the address exactly as it is on the list (nothing was changed).",
+                address=address,
+                guess=guess,
+            )
+        )
     if not yes:
         _confirm_or_stop(_("Erase all data about {address}?", address=address))
     with database(settings.database) as conn:
-        forget(conn, settings, address)
-    click.echo(_("Forgotten: {address} (only a keyed hash of the address is kept)", address=address))
+        was_there = forget(conn, settings, address)
+    if was_there:
+        click.echo(_("Forgotten: {address} (only a keyed hash of the address is kept)", address=address))
+    else:
+        click.echo(
+            _(
+                "{address} was not on the list; it is remembered as forgotten, so no import can add it (only the person can sign up again).",
+                address=address,
+            )
+        )
 
 
 @subscribers.command("show")
@@ -1243,12 +1322,13 @@ def status(state: State, issue: str | None) -> None:
         return
     if result.status == "blocked":
         click.echo(_("{issue}: blocked, not sent: {reason}", issue=result.issue, reason=result.blocked_reason))
-        click.echo(
-            _(
-                "  'newsletter schedule approve {issue}' sends it as it is now; 'schedule cancel' drops it.",
-                issue=result.issue,
+        if "schedule approve" not in (result.blocked_reason or ""):  # the reason may say it already
+            click.echo(
+                _(
+                    "  'newsletter schedule approve {issue}' sends it as it is now; 'schedule cancel' drops it.",
+                    issue=result.issue,
+                )
             )
-        )
         return
     if result.status == "cancelled":
         click.echo(_("{issue}: the schedule was cancelled; nothing was sent.", issue=result.issue))

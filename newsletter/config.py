@@ -564,6 +564,14 @@ def load_settings(
     dkim = [values.get("dkim_domain"), values.get("dkim_selector"), values.get("dkim_key_file")]
     if any(dkim) and not all(dkim):
         problems.append(_("dkim: set all of dkim.domain, dkim.selector and dkim.key_file, or none"))
+    if values.get("smtp_username") and not values.get("smtp_password"):
+        problems.append(
+            _("NEWSLETTER_SMTP_USERNAME is set but NEWSLETTER_SMTP_PASSWORD is not: put the password in .env (or remove the username for a server without login)")
+        )  # fmt: skip
+    elif values.get("smtp_password") and not values.get("smtp_username"):
+        problems.append(
+            _("NEWSLETTER_SMTP_PASSWORD is set but NEWSLETTER_SMTP_USERNAME is not: put the login name in .env too")
+        )
     if problems:
         raise ConfigError(_("{count} problem(s) in the settings: ", count=len(problems)) + "; ".join(problems))
     settings = Settings(project_dir=root, categories=categories, feeds=feeds, **values)
@@ -636,6 +644,8 @@ def _convert(opt: Option, raw: Any, root: Path) -> Any:
                     _("{item!r} is not an address or network such as 127.0.0.1 or 10.0.0.0/8", item=item)
                 ) from None
         return " ".join(text.replace(",", " ").split())
+    if opt.attr in ("send_transport", "smtp_security"):
+        text = text.lower()  # 'NONE', 'TLS' and 'StartTLS' mean what they say
     if opt.attr == "send_transport" and text not in ("smtp", "outbox"):
         raise ValueError(_("{text!r} must be smtp or outbox", text=text))
     if opt.attr == "smtp_security" and text not in ("starttls", "tls", "none"):

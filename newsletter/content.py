@@ -347,14 +347,15 @@ def split_front_matter(path: Path) -> tuple[dict[str, Any], str, int]:
     except (yaml.YAMLError, ValueError) as exc:
         # e.g. 'date: 2027-02-30', which YAML reads as a date and cannot build: name the line
         # with a date that is not a real day.
-        line = 2
         for number, text_line in enumerate(lines[1:end], 2):
             found = re.search(r"\b(\d{4})-(\d{1,2})-(\d{1,2})\b", text_line)
             if found and not _real_day(*map(int, found.groups())):
-                line = number
-                break
+                raise ContentError(
+                    _("the date {date} does not exist; check the day and the month (YYYY-MM-DD).", date=found.group(0)),
+                    f"{display(path)}:{number}",
+                ) from exc
         raise ContentError(
-            _("bad front matter ({exc}); check the dates (YYYY-MM-DD, a real day).", exc=exc), f"{display(path)}:{line}"
+            _("bad front matter ({exc}); check the dates (YYYY-MM-DD, a real day).", exc=exc), f"{display(path)}:2"
         ) from exc
     if meta is None:
         meta = {}
@@ -409,9 +410,19 @@ def _yaml_problem(exc: yaml.MarkedYAMLError, path: Path) -> tuple[str, str]:
         message = _("the '{{' on this line is never closed; end it with '}}' or put the whole text in quotes.")
     elif "mapping values are not allowed" in problem:
         column = _(" (column {column})", column=mark.column + 1) if mark else ""
+        key, value = "title", "Klima: dette skjer"
+        try:  # the line itself, as the example of what to write
+            line = path.read_text(encoding="utf-8-sig").splitlines()[mark.line + 1] if mark else ""
+        except (OSError, UnicodeDecodeError, IndexError):
+            line = ""
+        written = re.match(r"^([A-Za-z_][\w-]*):\s*(.+?)\s*$", line)
+        if written and '"' not in written[2]:
+            key, value = written[1], written[2]
         message = _(
-            "a ':' followed by a space inside text that is not in quotes{column}; put the whole text in quotes: title: \"Klima: dette skjer\".",
+            "a ':' followed by a space inside text that is not in quotes{column}; put the whole text in quotes: {key}: \"{value}\".",
             column=column,
+            key=key,
+            value=value,
         )
     elif "could not find expected ':'" in problem or "simple key" in context:
         message = _("a line that is not 'key: value'; write a name, a ':' and the value, or put a long text in quotes.")

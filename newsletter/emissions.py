@@ -27,7 +27,7 @@ from .clock import now, timestamp
 from .errors import ERROR, WARNING, EmissionsError, Finding, UnsupportedSheet
 from .language import _, os_reason
 from .resources import builtin
-from .sheets import BLOCK, XlsxSheet, cell_value, check_archive, csv_rows, full_rows, rows
+from .sheets import BLOCK, XlsxSheet, cell_value, check_archive, csv_rows, damaged, full_rows, rows
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +156,8 @@ class ImportReport:
 def _rows_xlsx(path: Path) -> Iterator[tuple[int, list[object]]]:
     from python_calamine import CalamineError, CalamineWorkbook
 
+    if path.suffix.lower() in (".xlsx", ".xlsm") and not zipfile.is_zipfile(path):
+        raise EmissionsError(damaged(path))
     check_archive(path)  # calamine unpacks whole parts: their sizes first
     try:
         workbook = CalamineWorkbook.from_path(str(path))
@@ -664,6 +666,7 @@ def find_municipality(
             )
         return (member.name if member else known[present[0]]), numbers
     by_name = [m for m in members if wanted.lower() in (m.name.lower(), m.official_name.lower())]
+    by_name = by_name or [m for m in (current_name(wanted, members),) if m]  # 'Ski' is in Nordre Follo now
     if len(by_name) == 1:
         return by_name[0].name, tuple(sorted(by_name[0].numbers))
     matches = [(n, name) for n, name in known.items() if name.lower() == wanted.lower()]
@@ -694,9 +697,17 @@ def find_municipality(
 
 
 def _years_in(conn: sqlite3.Connection, release: str) -> str:
-    """The years a release holds, as '1990–2023' (or '-')."""
-    first, last = conn.execute("SELECT MIN(year), MAX(year) FROM emissions WHERE release = ?", (release,)).fetchone()
-    return f"{first}–{last}" if first is not None else "-"
+    """The years a release holds, runs of years as ranges: '1990–2020, 2023, 2024' (or '-')."""
+    years = [
+        r[0] for r in conn.execute("SELECT DISTINCT year FROM emissions WHERE release = ? ORDER BY year", (release,))
+    ]
+    runs: list[list[int]] = []
+    for year in years:
+        if runs and year == runs[-1][-1] + 1:
+            runs[-1].append(year)
+        else:
+            runs.append([year])
+    return ", ".join(f"{run[0]}–{run[-1]}" if len(run) > 2 else ", ".join(map(str, run)) for run in runs) or "-"
 
 
 def summarize(
@@ -734,7 +745,7 @@ def summarize(
     if not rows:
         raise EmissionsError(
             _(
-                "release {release!r} has no emissions for {area} in {from_year} or {to_year}; it has the years {years}: choose two of them with --from and --to.",
+                "release {release!r} has no emissions for {area} in {from_year} or {to_year}; it has the years {years}: choose two of those.",
                 release=release,
                 area=area,
                 from_year=from_year,
@@ -753,7 +764,7 @@ def summarize(
         if year not in present_years:
             raise EmissionsError(
                 _(
-                    "release {release!r} has no emissions for {area} in {year}; it has the years {years}: choose two of them with --from and --to.",
+                    "release {release!r} has no emissions for {area} in {year}; it has the years {years}: choose two of those.",
                     release=release,
                     area=area,
                     year=year,
@@ -913,6 +924,23 @@ class Highlights:
     rows: tuple[dict, ...]
     total: dict
     source: str
+
+
+# Municipalities merged into others (2017–2020), by their old names: people still write them.
+FORMER_NAMES = {
+    "ski": "Nordre Follo", "oppegård": "Nordre Follo", "skedsmo": "Lillestrøm", "fet": "Lillestrøm",
+    "sørum": "Lillestrøm", "røyken": "Asker", "hurum": "Asker", "nedre eiker": "Drammen", "svelvik": "Drammen",
+    "sande": "Holmestrand", "hof": "Holmestrand", "rygge": "Moss", "askim": "Indre Østfold",
+    "eidsberg": "Indre Østfold", "hobøl": "Indre Østfold", "spydeberg": "Indre Østfold", "trøgstad": "Indre Østfold",
+    "nøtterøy": "Færder", "tjøme": "Færder", "re": "Tønsberg", "andebu": "Sandefjord", "stokke": "Sandefjord",
+    "lardal": "Larvik",
+}  # fmt: skip
+
+
+def current_name(name: str, members: tuple[Member, ...]) -> Member | None:
+    """The member that a former municipality (by its old name) is part of now, if any."""
+    now_called = FORMER_NAMES.get(name.strip().lower())
+    return next((m for m in members if now_called and m.name.lower() == now_called.lower()), None)
 
 
 def project_members(settings) -> tuple[Member, ...]:

@@ -120,10 +120,22 @@ def click_ngettext(singular: str, plural: str, count: int) -> str:
     return catalogue(current(), "click").ngettext(singular, plural, count)
 
 
+_CLICK_TYPES = {"IntParamType": N_("integer"), "FloatParamType": N_("number"), "IntRange": N_("whole number in a range"),
+                "FloatRange": N_("number in a range")}  # fmt: skip
+
+
+def english_name(param_type: Any) -> str:
+    """A Click parameter type's own (English) name, whatever language it speaks now."""
+    return getattr(type(param_type), "_english_name", None) or param_type.name
+
+
 def teach_click() -> None:
     """Make Click speak the current language: its modules look ``_`` and ``ngettext`` up when they
-    build a message, so pointing them at our catalogue translates usage lines, errors and prompts."""
+    build a message, so pointing them at our catalogue translates usage lines, errors and prompts;
+    the names of its number types, which its errors show ('is not a valid integer'), too."""
     import importlib
+
+    import click
 
     for name in ("core", "decorators", "exceptions", "formatting", "parser", "termui", "types", "utils"):
         module = importlib.import_module(f"click.{name}")
@@ -131,6 +143,10 @@ def teach_click() -> None:
             module._ = click_gettext  # type: ignore[attr-defined]
         if hasattr(module, "ngettext"):
             module.ngettext = click_ngettext  # type: ignore[attr-defined]
+    for name, word in _CLICK_TYPES.items():
+        kind = getattr(click.types, name)
+        kind._english_name = kind.__dict__.get("_english_name") or kind.__dict__["name"]
+        kind.name = translate(word) if current() != "en" else kind._english_name
 
 
 _OS_REASONS.update({

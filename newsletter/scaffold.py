@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from datetime import date
 from pathlib import Path
@@ -191,12 +192,19 @@ ENV_COMMENTS = {
 
 
 def parse_day(text: str) -> date:
-    """A date given as YYYY-MM-DD, or a ProjectError that shows the form."""
+    """A date given as YYYY-MM-DD or as Norwegians write it (14.01.2027, 14.1.2027), or a
+    ProjectError that shows the forms."""
+    found = re.fullmatch(r"(\d{1,2})\.(\d{1,2})\.(\d{4})", text.strip())
     try:
+        if found:
+            return date(int(found[3]), int(found[2]), int(found[1]))
         return date.fromisoformat(text.strip())
     except ValueError:
         raise ProjectError(
-            _("--date {text!r} is not a date; write it as YYYY-MM-DD, e.g. 2027-01-14.", text=text)
+            _(
+                "--date {text!r} is not a date; write it as YYYY-MM-DD or DD.MM.YYYY, e.g. 2027-01-14 or 14.01.2027.",
+                text=text,
+            )
         ) from None
 
 

@@ -44,6 +44,14 @@ def _size(count: int) -> str:
     return f"{count / (1 << 30):.1f} GB" if count >= 1 << 30 else f"{count / (1 << 20):.0f} MB"
 
 
+def damaged(path: Path) -> str:
+    """The message for a workbook that cannot even be unpacked (cut short, or not a workbook)."""
+    return _(
+        "{path}: the workbook is damaged or incomplete (it cannot be unpacked); save it again from Excel as .xlsx, or as CSV.",
+        path=path,
+    )
+
+
 def check_archive(path: Path, archive: zipfile.ZipFile | None = None) -> None:
     """Refuse (UnsafeFile) a workbook whose parts would unpack to more than can be read safely.
     The sizes come from the zip's directory, which Python's zipfile enforces while unpacking."""
@@ -320,6 +328,8 @@ def sheet_rows(path: Path, name: str | None = None) -> Iterator[tuple[int, list[
     """(row number, cells as text) of a worksheet of an .xlsx workbook (the first one unless
     ``name``), streamed block by block; numbers that are whole come out without '.0'
     (municipality 3205, not 3205.0)."""
+    if not zipfile.is_zipfile(path):
+        raise UnsafeFile(damaged(path))
     try:
         sheet = XlsxSheet(path, name)
     except UnsupportedSheet as exc:

@@ -34,7 +34,7 @@ from .clock import now, parse_timestamp, timestamp
 from .compose import clean_name
 from .config import Settings, find_category
 from .content import did_you_mean
-from .emissions import Member
+from .emissions import Member, current_name
 from .errors import BusyError, NewsletterError, SubscriberError
 from .language import _, os_reason, translate
 from .locks import hold
@@ -125,6 +125,9 @@ def resolve_municipality(value: str | None, members: tuple[Member, ...]) -> str 
     for member in members:
         if digits in member.numbers or wanted.lower() in (member.name.lower(), member.official_name.lower()):
             return member.number_2024
+    merged = current_name(wanted, members)  # 'Ski' is part of Nordre Follo now
+    if merged is not None:
+        return merged.number_2024
     guess = did_you_mean(wanted, [name for m in members for name in (m.name, m.official_name)])
     raise SubscriberError(
         _(
@@ -661,19 +664,29 @@ def remove(conn: sqlite3.Connection, email: str) -> Subscriber:
     return get_by_id(conn, current.id)  # type: ignore[return-value]
 
 
-def forget(conn: sqlite3.Connection, settings: Settings, email: str) -> None:
+def forget(conn: sqlite3.Connection, settings: Settings, email: str) -> bool:
     """Erase a person's data, keeping only a keyed hash of the address (keyed with the project's
-    own key, so that it is recognised again: a missing or different key is refused)."""
+    own key, so that it is recognised again: a missing or different key is refused). Whether the
+    address was on the list (it is remembered as forgotten either way: it is never imported)."""
     keys.check(settings)
     address = normalize_email(email)
     digest = forgotten_hash(settings, address)
     keys.record(settings)
     with conn:
-        conn.execute("DELETE FROM subscribers WHERE email = ?", (address,))
+        erased = conn.execute("DELETE FROM subscribers WHERE email = ?", (address,)).rowcount
         conn.execute(
             "INSERT INTO forgotten (hash, forgotten_at) VALUES (?, ?) ON CONFLICT(hash) DO NOTHING",
             (digest, timestamp(now())),
         )
+    return erased > 0
+
+
+def close_addresses(conn: sqlite3.Connection, email: str) -> str:
+    """' (did you mean ...?)' for an address on the list close to ``email`` (a typo), or ''."""
+    local, _at, domain = email.rpartition("@")
+    rows = conn.execute("SELECT email FROM subscribers WHERE email LIKE ?", (f"%@{domain}",)).fetchall()
+    candidates = [r[0] for r in rows] or [r[0] for r in conn.execute("SELECT email FROM subscribers LIMIT 50000")]
+    return did_you_mean(email, candidates)
 
 
 # --- import and export ---------------------------------------------------------------------------
@@ -692,19 +705,27 @@ class ImportReport:
     rejected_count: int
     dry_run: bool
     read_as: str = ""  # how the file was read: 'Windows-1252 text, separated by semicolons', ...
+    ignored_columns: tuple[str, ...] = ()  # columns whose names match no field: not read
 
 
 REJECTED_SHOWN = 1000
 IMPORT_BATCH = 500  # rows per transaction: the database is never held for long
 
 
-def _columns(header: list[str], path: Path) -> dict[str, int]:
+_EXPORTED = {"id", "consent_source", "consent_at", "confirmed_at", "unsubscribed_at", "hard_bounces", "created_at",
+             "updated_at", "confirm_sent_at", "welcomed_at", "link_sent_at", "municipality_name"}  # fmt: skip
+
+
+def _columns(header: list[str], path: Path, ignored: list[str]) -> dict[str, int]:
+    """Which column holds which field; the names of columns that match none go to ``ignored``."""
     found: dict[str, int] = {}
     for index, raw in enumerate(header):
         key = raw.strip().lower()
-        for field, aliases in ALIASES.items():
-            if key in aliases and field not in found:
-                found[field] = index
+        field = next((f for f, aliases in ALIASES.items() if key in aliases and f not in found), None)
+        if field is not None:
+            found[field] = index
+        elif raw.strip() and key not in _EXPORTED:  # an export's own columns are not news
+            ignored.append(raw.strip())
     if "email" not in found:
         raise SubscriberError(
             _(
@@ -749,7 +770,12 @@ def table_rows(path: Path, found: list[str]) -> Iterator[tuple[int, list[str]]]:
 
 
 def _stage(
-    settings: Settings, members: tuple[Member, ...], path: Path, stage: sqlite3.Connection, found: list[str]
+    settings: Settings,
+    members: tuple[Member, ...],
+    path: Path,
+    stage: sqlite3.Connection,
+    found: list[str],
+    ignored: list[str],
 ) -> tuple[int, list[tuple[int, str]], int]:
     """Read and check the whole file into ``stage`` (a scratch database) before anything is
     written to the list: (rows skipped by their status column, rejected rows, rejected count)."""
@@ -762,7 +788,7 @@ def _stage(
     columns: dict[str, int] = {}
     for line, row in table_rows(path, found):
         if not columns:
-            columns = _columns(row, path)
+            columns = _columns(row, path, ignored)
             continue
         if not any(cell.strip() for cell in row):
             continue
@@ -829,7 +855,8 @@ def import_csv(
             stage.execute("PRAGMA synchronous=OFF")
             stage.execute("BEGIN")
             found: list[str] = []
-            skipped, rejected, rejected_count = _stage(settings, members, path, stage, found)
+            ignored: list[str] = []
+            skipped, rejected, rejected_count = _stage(settings, members, path, stage, found, ignored)
             stage.execute("COMMIT")
             counts = _apply_staged(conn, settings, stage, source, confirmed, dry_run, rejected)
         finally:
@@ -837,7 +864,7 @@ def import_csv(
     added, updated, unchanged, late = counts
     rejected.sort()
     return ImportReport(added, updated, unchanged, skipped, tuple(rejected[:REJECTED_SHOWN]), rejected_count + late,
-                        dry_run, found[0] if found else "")  # fmt: skip
+                        dry_run, found[0] if found else "", tuple(ignored))  # fmt: skip
 
 
 def _apply_staged(
@@ -1054,7 +1081,13 @@ def parse_segment(text: str | None, settings: Settings, members: tuple[Member, .
         terms = shlex.split(text)
     except ValueError as exc:
         raise SubscriberError(_("segment {text!r}: {exc}; close the quotes.", text=text, exc=exc)) from None
-    for term in terms:
+    joined: list[str] = []
+    for term in terms:  # 'kommune=Nordre Follo', 'kommune=Lillestrøm, Asker': a value goes on to the next '='
+        if joined and "=" not in term:
+            joined[-1] += " " + term
+        else:
+            joined.append(term)
+    for term in joined:
         match = _TERM.match(term)
         if not match:
             raise SubscriberError(

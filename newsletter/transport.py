@@ -139,8 +139,10 @@ class SMTP:
                 why = _("no answer within {seconds} s; check NEWSLETTER_SMTP_HOST and NEWSLETTER_SMTP_PORT, or ask "
                         "whether a firewall stops it", seconds=self.timeout)  # fmt: skip
             elif isinstance(exc, ssl.SSLError):
-                why = _("the secure connection failed ({exc}); check NEWSLETTER_SMTP_SECURITY (starttls with port 587, "
-                        "tls with port 465) and smtp.ca_file", exc=exc)  # fmt: skip
+                why = _tls_reason(exc, self.port)
+            elif isinstance(exc, smtplib.SMTPServerDisconnected):
+                why = _("the server closed the connection before it was ready; check NEWSLETTER_SMTP_SECURITY and "
+                        "NEWSLETTER_SMTP_PORT (starttls with port 587, tls with port 465)")  # fmt: skip
             else:
                 why = os_reason(exc) if isinstance(exc, OSError) else str(exc)
             raise ConnectFailed(
@@ -150,6 +152,27 @@ class SMTP:
 
 
 Transport = Outbox | SMTP
+
+
+def _tls_reason(exc: ssl.SSLError, port: int) -> str:
+    """Why a TLS connection failed, in plain words and with the setting to check."""
+    text = str(exc)
+    if "WRONG_VERSION_NUMBER" in text or "wrong version number" in text:
+        return _("the server does not speak TLS on port {port}; with NEWSLETTER_SMTP_SECURITY tls use port 465, with starttls port 587", port=port)  # fmt: skip
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        detail = exc.verify_message or ""
+        if "self-signed" in detail or "self signed" in detail or "unable to get local issuer" in detail:
+            why = _(
+                "it is signed by an authority this machine does not know; give that authority's certificate in smtp.ca_file"
+            )
+        elif "expired" in detail:
+            why = _("it has expired; ask whoever runs the server to renew it")
+        elif "Hostname mismatch" in detail or "hostname" in detail.lower():
+            why = _("it is made for another name; use the name on the certificate in NEWSLETTER_SMTP_HOST")
+        else:
+            why = detail or text
+        return _("the server's certificate was not accepted: {why}", why=why)
+    return _("the secure connection failed ({exc}); check NEWSLETTER_SMTP_SECURITY (starttls with port 587, tls with port 465) and smtp.ca_file", exc=exc)  # fmt: skip
 
 
 def _close(client: smtplib.SMTP | None) -> None:

@@ -175,8 +175,11 @@ def test_new_never_overwrites(run, project):
 
 
 def test_new_rejects_a_bad_date(run, project):
-    assert_error(run("new", "Tittel", "--date", "14.01.2027"), "--date '14.01.2027' is not a date", "YYYY-MM-DD")
+    assert_error(run("new", "Tittel", "--date", "14.13.2027"), "--date '14.13.2027' is not a date", "DD.MM.YYYY")
+    assert_error(run("new", "Tittel", "--date", "i morgen"), "is not a date", "YYYY-MM-DD")
     assert not list((project / "content/issues").glob("2027-*"))
+    assert run("new", "Tittel", "--date", "14.1.2027").exit_code == 0  # as Norwegians write it
+    assert "date: 2027-01-14" in (project / "content/issues/2027-01-tittel/issue.md").read_text(encoding="utf-8")
 
 
 def test_broken_newest_issue_is_an_error_not_a_silent_build_of_another(run, project):
@@ -187,7 +190,9 @@ def test_broken_newest_issue_is_an_error_not_a_silent_build_of_another(run, proj
     path.write_text(text.replace('title: "Grønn omstilling"', "title: Klima: nye mål"), encoding="utf-8")
     assert_error(run("build"), "2027-01-gronn-omstilling/issue.md:2", "put the whole text in quotes")
     path.write_text(text.replace("date: 2027-01-14", "date: 2027-02-30"), encoding="utf-8")
-    assert_error(run("build"), "issue.md:5", "a real day")  # the line with the date, not the first
+    assert_error(
+        run("build"), "issue.md:5", "the date 2027-02-30 does not exist"
+    )  # the line with the date, not the first
     path.write_text(text.replace("date: 2027-01-14", "date: 3.12.2026"), encoding="utf-8")
     assert_error(run("build"), "issue.md:5", "write it as YYYY-MM-DD")
     path.write_text(text.replace("language: nb", "\tlanguage: nb"), encoding="utf-8")
@@ -305,3 +310,11 @@ def test_a_new_issue_with_its_example_text_left_builds_but_cannot_be_sent_or_sch
         assert "error: content/issues/2099-01-nytt-fra-januar/01-sak.md: still has the example" in refused.stderr
     forced = run("schedule", "2099-01-nytt-fra-januar", "--at", "2099-01-14 09:00", "--force")
     assert forced.exit_code == 0 and "Warning: " in forced.stderr and "example text" in forced.stderr, forced.output
+
+
+def test_one_broken_article_is_its_own_error_not_a_missing_one(run, project):
+    run("new", "Februar", "--date", "2099-02-04")
+    article = project / "content/issues/2099-02-februar/01-sak.md"
+    article.write_text("---\ntitle: Klima: nye mål\n---\nTekst\n", encoding="utf-8")
+    result = run("check", "2099-02-februar")
+    assert "01-sak.md:2" in result.output and "no articles yet" not in result.output, result.output

@@ -124,8 +124,9 @@ def test_secrets_only_from_the_environment_and_never_printed(project):
         load_settings()
     path.write_text(path.read_text(encoding="utf-8").replace('password = "hemmelig"', ""), encoding="utf-8")
     settings = load_settings(
-        environ={"NEWSLETTER_SMTP_PASSWORD": "hemmelig-passord", "NEWSLETTER_SECRET_KEY": "n" * 40}
-    )
+        environ={"NEWSLETTER_SMTP_USERNAME": "nyhetsbrev", "NEWSLETTER_SMTP_PASSWORD": "hemmelig-passord",
+                 "NEWSLETTER_SECRET_KEY": "n" * 40}
+    )  # fmt: skip
     assert settings.smtp_password == "hemmelig-passord"
     assert "hemmelig-passord" not in repr(settings) and "n" * 40 not in repr(settings)
 

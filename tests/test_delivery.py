@@ -637,9 +637,13 @@ def test_smtp_errors_say_which_setting_to_change(run, project, sink, monkeypatch
     monkeypatch.setenv("NEWSLETTER_SMTP_SECURITY", "starttls")
     line = assert_error(run("send", "--test", "a@example.no"), "does not offer STARTTLS", "NEWSLETTER_SMTP_SECURITY")
     assert "extension not supported" not in line
-    monkeypatch.setenv("NEWSLETTER_SMTP_SECURITY", "none")
+    monkeypatch.setenv("NEWSLETTER_SMTP_SECURITY", "NONE")  # any case
     monkeypatch.setenv("NEWSLETTER_SMTP_USERNAME", "nyhetsbrev")
+    assert_error(run("send", "--test", "a@example.no"), "USERNAME is set but NEWSLETTER_SMTP_PASSWORD is not")
+    monkeypatch.setenv("NEWSLETTER_SMTP_PASSWORD", "hemmelig")
     assert_error(run("send", "--test", "a@example.no"), "offers no login here", "NEWSLETTER_SMTP_USERNAME")
+    monkeypatch.delenv("NEWSLETTER_SMTP_USERNAME")
+    assert_error(run("send", "--test", "a@example.no"), "PASSWORD is set but NEWSLETTER_SMTP_USERNAME is not")
 
 
 @pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")

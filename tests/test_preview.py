@@ -112,7 +112,11 @@ def test_build_errors_show_on_the_page_and_go_away_when_fixed(preview, issue_dir
     version = wait_for_change(preview, version)
     broken = httpx.get(f"{preview.url}/")
     assert broken.status_code == 200  # the page stays up and says what is wrong
-    assert 'role="alert"' in broken.text and "issue.md" in broken.text and "month must be in 1..12" in broken.text
+    assert (
+        'role="alert"' in broken.text
+        and "issue.md" in broken.text
+        and "the date 2026-13-03 does not exist" in broken.text
+    )
     write(issue_dir / "issue.md", good)
     wait_for_change(preview, version)
     fixed = httpx.get(f"{preview.url}/").text

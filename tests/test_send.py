@@ -326,10 +326,18 @@ def test_wrong_password_and_untrusted_certificate(run, project, tls_sink, monkey
     assert rows(project, "SELECT status, attempts FROM delivery_recipients") == [("pending", 0)]  # not its fault
     monkeypatch.setenv("NEWSLETTER_SMTP_PASSWORD", "riktig-passord")
     monkeypatch.delenv("NEWSLETTER_SMTP_CA_FILE")  # the self-signed certificate is not trusted now
-    assert_error(run("send", "--yes"), "CERTIFICATE_VERIFY_FAILED")
+    assert_error(run("send", "--yes"), "the server's certificate was not accepted: it is signed by an authority",
+                 "smtp.ca_file")  # fmt: skip
     assert tls_sink.messages == []
     monkeypatch.setenv("NEWSLETTER_SMTP_CA_FILE", str(project / "finnes-ikke.pem"))
     assert_error(run("send", "--yes"), "check smtp.ca_file")
+
+
+def test_tls_on_a_server_without_it_says_which_port(run, project, sink, monkeypatch):
+    subscribe("a@example.no")
+    monkeypatch.setenv("NEWSLETTER_SMTP_SECURITY", "tls")  # the sink speaks plain SMTP
+    assert_error(run("send", "--yes"), "the server does not speak TLS on port", "tls use port 465")
+    assert sink.messages == []
 
 
 def test_slow_server_times_out_and_is_retried(run, project, sink, monkeypatch):

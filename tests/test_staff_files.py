@@ -72,3 +72,52 @@ def test_an_old_excel_file_says_what_to_do(run, project, tmp_path):
     path = tmp_path / "gammel.xls"
     path.write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\0" * 512)
     assert_error(run("subscribers", "import", str(path)), "an old Excel workbook (.xls); save it as .xlsx")
+
+
+def test_a_damaged_workbook_says_so_in_plain_words(run, project, tmp_path):
+    import xlsxwriter
+
+    whole = tmp_path / "hel.xlsx"
+    book = xlsxwriter.Workbook(str(whole))
+    book.add_worksheet("Ark1").write(0, 0, "E-post")
+    book.close()
+    cut = tmp_path / "tom.xlsx"
+    cut.write_bytes(whole.read_bytes()[: len(whole.read_bytes()) // 2])  # a download cut short
+    for command in (("subscribers", "import"), ("emissions", "import")):
+        line = assert_error(run(*command, str(cut)), "tom.xlsx: the workbook is damaged or incomplete", "save it again")
+        assert "EOCD" not in line and "Zip" not in line
+
+
+def test_columns_it_does_not_know_are_named_not_dropped_in_silence(run, project, tmp_path):
+    path = tmp_path / "liste.csv"
+    path.write_text("Epostadresse;Fornavn;Bosted\nkari@example.no;Kari;Asker\n", encoding="utf-8")
+    result = run("subscribers", "import", str(path), "--confirmed")
+    assert result.exit_code == 0, result.output
+    assert "the column(s) 'Fornavn', 'Bosted' were not read" in result.stderr and "Navn, Kommune" in result.stderr
+    exported = tmp_path / "eksport.csv"
+    exported.write_text(run("subscribers", "export").stdout, encoding="utf-8")
+    again = run("subscribers", "import", str(exported), "--confirmed")  # an export's own columns are expected
+    assert again.exit_code == 0 and "were not read" not in again.stderr, again.output
+
+
+def test_new_people_without_confirmed_are_told_they_wait_and_get_nothing(run, project, tmp_path):
+    path = tmp_path / "liste.csv"
+    path.write_text("E-post\nkari@example.no\nola@example.no\n", encoding="utf-8")
+    result = run("subscribers", "import", str(path))
+    assert "2 new subscriber(s) wait for confirmation (pending): no email was sent" in result.stderr
+    assert "--confirmed" in result.stderr
+    added = run("subscribers", "add", "per@example.no")
+    assert "1 new subscriber(s) wait for confirmation" in added.stderr
+
+
+def test_many_rejected_rows_go_to_a_file_for_excel(run, project, tmp_path):
+    path = tmp_path / "liste.csv"
+    path.write_text(
+        "E-post\n" + "".join(f"ikke-en-adresse-{n}\n" for n in range(25)) + "ok@example.no\n", encoding="utf-8"
+    )
+    result = run("subscribers", "import", str(path), "--confirmed")
+    assert result.exit_code == 1 and result.stderr.count("rejected: ") == 10
+    listed = tmp_path / "liste-rejected.csv"
+    assert f"15 more rejected rows: all of them, with the reasons, are in {listed}" in result.stderr
+    lines = listed.read_text(encoding="utf-8-sig").splitlines()
+    assert lines[0] == "line;reason" and len(lines) == 26 and lines[1].startswith("2;")

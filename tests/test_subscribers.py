@@ -76,7 +76,7 @@ def test_import_reports_line_by_line_and_is_idempotent(run, project, tmp_path):
     path = write(tmp_path / "liste.csv", "\ufeff" + CSV)
     result = run("subscribers", "import", str(path), "--confirmed")
     assert result.exit_code == 1  # some rows were rejected
-    assert "Added 3, updated 0, unchanged 0, rejected 3." in result.stdout
+    assert "Added 3, updated 0, 0 unchanged, rejected 3." in result.stdout
     assert "liste.csv:4: rejected: 'ikke-en-adresse' is not a valid e-mail address" in result.stderr
     assert "liste.csv:5: rejected: kari@example.no appears again (first on line 2)." in result.stderr
     assert "liste.csv:6: rejected: unknown municipality 'Bergen'" in result.stderr
@@ -87,7 +87,7 @@ def test_import_reports_line_by_line_and_is_idempotent(run, project, tmp_path):
         ("åse@eksempel.no", "3205", "nb", "", "confirmed"),
     ]
     again = run("subscribers", "import", str(path), "--confirmed")
-    assert "Added 0, updated 0, unchanged 3, rejected 3." in again.stdout
+    assert "Added 0, updated 0, 3 unchanged, rejected 3." in again.stdout
 
 
 def test_dry_run_changes_nothing(run, project, tmp_path):
@@ -134,7 +134,7 @@ def test_export_list_count_show(run, project, tmp_path):
     csv_out = run("subscribers", "export").stdout
     assert csv_out.splitlines()[0].startswith("email,name,municipality,language,topics,status,consent_source")
     reimport = write(tmp_path / "eksport.csv", csv_out)
-    assert "unchanged 4" in run("subscribers", "import", str(reimport)).stdout  # an export imports back unchanged
+    assert "4 unchanged" in run("subscribers", "import", str(reimport)).stdout  # an export imports back unchanged
     listing = run("subscribers", "list", "--segment", "municipality=Lillestrøm").stdout
     assert "kari@example.no" in listing and "åse@eksempel.no" in listing and "ola@" not in listing
     assert "  Lillestrøm  " in listing and "3205" not in listing  # names, not numbers people do not know
@@ -242,7 +242,7 @@ def test_an_export_restores_without_bringing_back_the_unsubscribed(project, run,
     restored = run("subscribers", "import", str(exported))
     assert restored.exit_code == 0, restored.output
     assert (
-        "Added 2, updated 0, unchanged 0, rejected 0. Skipped 1 (unsubscribed, bounced or blocked)." in restored.stdout
+        "Added 2, updated 0, 0 unchanged, rejected 0. Skipped 1 (unsubscribed, bounced or blocked)." in restored.stdout
     )
     assert rows(project, "SELECT email, status FROM subscribers ORDER BY email") == [
         ("kari@example.no", "confirmed"),
@@ -259,3 +259,31 @@ def test_a_municipality_without_a_member_list_points_at_the_setting(run, tmp_pat
         "emissions.members",
     )
     assert run("subscribers", "add", "a@example.com").exit_code == 0  # without a municipality it works
+
+
+def test_names_with_spaces_and_former_municipalities_in_segments_and_imports(run, project, tmp_path):
+    from conftest import subscribe
+
+    subscribe(("a@example.no", "A", "3207"), ("b@example.no", "B", "3203"), ("c@example.no", "C", "3205"))
+    listed = run("subscribers", "list", "--segment", "kommune=Nordre Follo")
+    assert listed.exit_code == 0 and "a@example.no" in listed.stdout and "b@example.no" not in listed.stdout
+    both = run("subscribers", "list", "--segment", "kommune=Nordre Follo, Asker språk=nb")
+    assert both.exit_code == 0 and "b@example.no" in both.stdout and "c@example.no" not in both.stdout, both.output
+    path = tmp_path / "liste.csv"
+    path.write_text("E-post;Kommune\nski@example.no;Ski\nskedsmo@example.no;Skedsmo\n", encoding="utf-8")
+    assert run("subscribers", "import", str(path), "--confirmed").exit_code == 0
+    found = rows(project, "SELECT email, municipality FROM subscribers WHERE email LIKE 's%' ORDER BY email")
+    assert found == [("skedsmo@example.no", "3205"), ("ski@example.no", "3207")]  # Lillestrøm, Nordre Follo
+
+
+def test_forgetting_a_mistyped_address_changes_nothing_and_names_the_close_one(run, project):
+    from conftest import subscribe
+
+    subscribe("kari.nordmann@example.com")
+    line = assert_error(run("subscribers", "forget", "kari.nordman@example.com", "--yes"), "is not on the list",
+                        "did you mean 'kari.nordmann@example.com'", "nothing was changed")  # fmt: skip
+    assert line and rows(project, "SELECT COUNT(*) FROM subscribers") == [(1,)]
+    assert rows(project, "SELECT COUNT(*) FROM forgotten") == [(0,)]
+    unknown = run("subscribers", "forget", "helt.annen@annet.no", "--yes")  # no one like it: remembered anyway
+    assert unknown.exit_code == 0 and "was not on the list; it is remembered as forgotten" in unknown.stdout
+    assert rows(project, "SELECT COUNT(*) FROM forgotten") == [(1,)]

@@ -69,6 +69,7 @@ def click_messages() -> Iterator[tuple[str | tuple[str, str], str]]:
                 yield args[0].value, f"click/{path.name}:{node.lineno}"
             elif node.func.id == "ngettext" and len(args) >= 2 and all(isinstance(a, ast.Constant) for a in args[:2]):
                 yield (args[0].value, args[1].value), f"click/{path.name}:{node.lineno}"
+    yield "required", "click/core.py (help: '[required]', translated from a variable)"
 
 
 def wanted(domain: str) -> dict[str | tuple[str, str], list[str]]:
