@@ -131,7 +131,7 @@ WORDS = (
     N_("pending"), N_("confirmed"), N_("unsubscribed"), N_("bounced"), N_("blocked"), N_("forgotten"),
     N_("sent"), N_("picked"), N_("skipped"), N_("keywords"), N_("new"),
     N_("scheduled"), N_("starting"), N_("running"), N_("done"), N_("cancelled"),
-    N_("current"), N_("kept"), N_("retired"), N_("MISSING"), N_("file"),
+    N_("current"), N_("kept"), N_("retired"), N_("MISSING"), N_("file"), N_("hard"), N_("soft"), N_("complaint"),
 )  # fmt: skip
 
 
@@ -733,7 +733,7 @@ def subscribers_import(state: State, file: Path, confirmed: bool, dry_run: bool)
         line += " " + _("Skipped {skipped:,} (unsubscribed, bounced or blocked).", **counts)
     click.echo(line)
     if report.added and not confirmed:
-        click.echo(_(PENDING_NOTE, count=report.added), err=True)
+        click.echo(_(PENDING_NOTE_DRY if dry_run else PENDING_NOTE, count=report.added), err=True)
     for line_number, reason in report.rejected[:REJECTED_ON_SCREEN]:
         click.echo(_("{file}:{line}: rejected: {reason}", file=file.name, line=line_number, reason=reason), err=True)
     if report.rejected_count > REJECTED_ON_SCREEN:
@@ -775,6 +775,9 @@ def subscribers_import(state: State, file: Path, confirmed: bool, dry_run: bool)
 
 
 REJECTED_ON_SCREEN = 10
+PENDING_NOTE_DRY = N_(
+    "{count:,} new subscriber(s) would wait for confirmation (pending): no email is sent, and they get no newsletter until confirmed. If they have agreed to get it, import with --confirmed."
+)
 PENDING_NOTE = N_(
     "{count:,} new subscriber(s) wait for confirmation (pending): no email was sent, and they get no newsletter until confirmed. If they have agreed to get it, add them again with --confirmed; otherwise ask them to sign up on the website."
 )
@@ -919,6 +922,12 @@ def subscribers_show(state: State, email: str) -> None:
     if person.municipality and settings.emissions_members:  # the name beside the number people do not know
         names = {m.number_2024: m.name for m in _members(settings)}
         shown = {**shown, "municipality_name": names.get(person.municipality)}
+    with database(settings.database) as conn:
+        history = conn.execute(
+            "SELECT at, kind, status, detail, delivery FROM subscriber_events WHERE subscriber = ? ORDER BY at, id",
+            (person.id,),
+        ).fetchall()
+    shown["events"] = [dict(row) for row in history]  # bounces and complaints reported after sending
     click.echo(json.dumps(shown, ensure_ascii=False, indent=2))
 
 
@@ -996,6 +1005,10 @@ def signup_form_command(
     snippet = signup_form(settings, lang or settings.language, topics=chosen, municipality_field=municipality_field,
                           script=not no_script, change=not no_change_form, return_url=return_url)  # fmt: skip
     click.echo(snippet, nl=False)
+    click.echo(
+        _("Paste all of this into an HTML block on the website (see the staff guide: signup on the front page)."),
+        err=True,
+    )
 
 
 @cli.command()
@@ -1339,6 +1352,18 @@ def status(state: State, issue: str | None) -> None:
     click.echo(result.line)
     for address, reason in result.failures:
         click.echo(_("  failed {address}: {reason}", address=address, reason=reason))
+    with database(state.settings().database) as conn:
+        later = dict(conn.execute("SELECT kind, COUNT(*) FROM subscriber_events WHERE delivery = ? GROUP BY kind",
+                                  (result.delivery,)).fetchall())  # fmt: skip
+    if later:
+        click.echo(
+            _(
+                "  reported afterwards (bounces fetch): bounced later: {hard:,}, delayed: {soft:,}, complaints: {complaint:,}",
+                hard=later.get("hard", 0),
+                soft=later.get("soft", 0),
+                complaint=later.get("complaint", 0),
+            )
+        )
 
 
 class _ScheduleGroup(click.Group):
@@ -1441,6 +1466,53 @@ def schedule_cancel(state: State, issue: str) -> None:
     click.echo(
         _("Cancelled {issue} (was scheduled for {time}).", issue=done.issue, time=oslo(done.at) if done.at else "-")
     )
+
+
+@cli.group()
+def bounces() -> None:
+    """Bounces and complaints that arrive after sending (see README: bounces.address)."""
+
+
+@bounces.command("fetch")
+@click.pass_obj
+def bounces_fetch(state: State) -> None:
+    """Read the bounce mailbox (bounces.mailbox) once: mark the subscribers whose addresses
+    bounced, unsubscribe those who complained. Safe to run from cron every few minutes."""
+    from .bounces import fetch
+
+    settings = state.settings()  # the key only checks the bounce addresses: it is never made here
+    with database(settings.database) as conn:
+        result = fetch(settings, conn)
+    click.echo(
+        _(
+            "Read {read:,} message(s): {hard:,} hard, {soft:,} soft, {complaint:,} complaint(s), about {subscribers:,} subscriber(s); {left:,} left in the mailbox (not reports).",
+            read=result.read,
+            hard=result.kinds.get("hard", 0),
+            soft=result.kinds.get("soft", 0),
+            complaint=result.kinds.get("complaint", 0),
+            subscribers=result.subscribers,
+            left=result.left,
+        )
+    )
+
+
+@bounces.command("list")
+@click.option("--since", metavar="YYYY-MM-DD", help="Only events from this day on.")
+@click.pass_obj
+def bounces_list(state: State, since: str | None) -> None:
+    """List the bounces and complaints reported after sending, newest first."""
+    from .bounces import events
+    from .clock import oslo_stamp
+    from .scaffold import parse_day
+
+    start = f"{parse_day(since).isoformat()}T00:00:00Z" if since else None
+    with database(state.settings().database) as conn:
+        found = events(conn, start)
+    if not found:
+        click.echo(_("No bounces or complaints reported."))
+    for row in found:
+        click.echo(f"{oslo_stamp(row['at'])}  {word(row['kind'])}  {row['email']}  {row['issue'] or '-'}  "
+                   f"{row['status']}  {row['detail']}".rstrip())  # fmt: skip
 
 
 @cli.command("run-due")

@@ -151,6 +151,16 @@ class Settings:
     web_challenge_work: int
     web_signups_without_script: int
     welcome_enabled: bool
+    bounces_address: str | None
+    bounces_mailbox: str | None
+    bounces_hard_after: int
+    bounces_soft_limit: int
+    bounces_soft_days: int
+    bounces_ca_file: Path | None = None
+    bounces_sns_certificate: Path | None = None
+    bounces_sns_topic: str | None = None
+    bounces_mailgun_key: str | None = field(default=None, repr=False)
+    bounces_password: str | None = field(default=None, repr=False)
     categories: tuple[Category, ...] = field(default=DEFAULT_CATEGORIES)
     feeds: tuple[FeedConfig, ...] = ()
     secret_key: str | None = field(default=None, repr=False)  # never printed
@@ -414,6 +424,82 @@ OPTIONS: tuple[Option, ...] = (
         20,
         "Signups without JavaScript (so without the proof of work) accepted per hour in all; 0: none.",
     ),
+    Option(
+        "bounces_address",
+        "bounces",
+        "address",
+        "opt_email",
+        None,
+        "Where bounces and complaints go: each message of a send gets its own envelope sender "
+        "<local>+d<delivery>s<subscriber>-<signature>@<domain> (VERP); off when not set.",
+    ),
+    Option(
+        "bounces_mailbox",
+        "bounces",
+        "mailbox",
+        "opt_str",
+        None,
+        "The Maildir that mail to bounces.address is delivered to ('newsletter bounces fetch' reads it).",
+    ),
+    Option(
+        "bounces_password",
+        "bounces",
+        "password",
+        "secret",
+        None,
+        "The password of the bounce mailbox over IMAP or POP3 (environment or .env only).",
+        "NEWSLETTER_BOUNCES_PASSWORD",
+    ),
+    Option(
+        "bounces_ca_file",
+        "bounces",
+        "ca_file",
+        "opt_path",
+        None,
+        "Extra CA certificate(s) to trust for the bounce mailbox's server (certificates are always verified).",
+    ),
+    Option(
+        "bounces_sns_certificate",
+        "bounces",
+        "sns_certificate",
+        "opt_path",
+        None,
+        "Amazon SNS's signing certificate (PEM, from the SigningCertURL of its messages) for /hooks/ses.",
+    ),
+    Option(
+        "bounces_sns_topic",
+        "bounces",
+        "sns_topic",
+        "opt_str",
+        None,
+        "The SNS topic (ARN) whose calls /hooks/ses takes.",
+    ),
+    Option(
+        "bounces_mailgun_key",
+        "bounces",
+        "mailgun_key",
+        "secret",
+        None,
+        "Mailgun's webhook signing key, for /hooks/mailgun (environment or .env only).",
+        "NEWSLETTER_BOUNCES_MAILGUN_KEY",
+    ),
+    Option(
+        "bounces_hard_after",
+        "bounces",
+        "hard_after",
+        "int",
+        1,
+        "Hard bounces reported after the SMTP conversation before a subscriber is marked bounced.",
+    ),
+    Option(
+        "bounces_soft_limit",
+        "bounces",
+        "soft_limit",
+        "int",
+        3,
+        "Soft bounces within soft_days that mark a subscriber bounced.",
+    ),
+    Option("bounces_soft_days", "bounces", "soft_days", "int", 30, "The window in days for soft bounces."),
     Option(
         "welcome_enabled",
         "welcome",

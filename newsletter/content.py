@@ -479,6 +479,9 @@ def _as_date(value: Any) -> date | None:
     if isinstance(value, date):
         return value
     if isinstance(value, str):
+        norwegian = re.fullmatch(r"(\d{1,2})\.(\d{1,2})\.(\d{4})", value.strip())  # 14.01.2027, as Norwegians write it
+        if norwegian:
+            return date(int(norwegian[3]), int(norwegian[2]), int(norwegian[1]))
         return date.fromisoformat(value.strip())
     if value is None:
         return None
@@ -490,7 +493,8 @@ def _required_date(fields: _Fields) -> date:
         value = _as_date(fields.meta.get("date"))
     except ValueError:
         raise fields.fail(
-            "date", _("date {value!r} is not a date; write it as YYYY-MM-DD.", value=fields.meta.get("date"))
+            "date",
+            _("date {value!r} is not a date; write it as YYYY-MM-DD or DD.MM.YYYY.", value=fields.meta.get("date")),
         ) from None
     if value is None:
         raise ContentError(

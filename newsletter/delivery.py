@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import journal, keys, workers
+from . import bounces, journal, keys, workers
 from .archive import save_snapshot, shown_path, snapshot, write_archive
 from .build import Prepared, prepare, same_content
 from .check import findings as check_findings
@@ -391,7 +391,13 @@ def run(
             message_id, raw = factory.build(recipient, address=address)
             return message_id, sign(settings, raw, key)
 
-        pool = workers.start(via, settings.sender_address, count, make)
+        sender: workers.Sender = settings.sender_address
+        if settings.bounces_address:  # VERP: a bounce names its delivery recipient
+
+            def sender(job: tuple, delivery: int = delivery) -> str:
+                return bounces.envelope_sender(settings, delivery, job[0])
+
+        pool = workers.start(via, sender, count, make)
         aborted: list[str] = []
         lost = False
         try:
@@ -611,10 +617,14 @@ def send_test(settings: Settings, prepared: Prepared, addresses: tuple[str, ...]
 
 
 def status(settings: Settings, ref: str | None) -> journal.Summary:
-    """The latest delivery of an issue (the newest issue by default)."""
+    """The latest delivery of an issue; without ``ref``, of the newest issue, or, when that one
+    has none yet (being written), the latest delivery of all."""
     issue_id = issue_name(settings, ref)
     with database(settings.database) as conn:
         row = journal.latest(conn, issue_id)
+        if row is None and ref is None:
+            newest = conn.execute("SELECT issue FROM deliveries ORDER BY id DESC LIMIT 1").fetchone()
+            row = journal.latest(conn, newest[0]) if newest else None
         if row is None:
             find_issue(settings, ref)  # an issue that does not exist at all says so
             raise SendError(_("{issue_id} has not been sent or scheduled.", issue_id=issue_id))

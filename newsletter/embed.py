@@ -39,6 +39,10 @@ def signup_form(
                 "web.allowed_origins is empty, so 'serve' would refuse this form on the website; set it to the website's address, e.g. NEWSLETTER_WEB_ALLOWED_ORIGINS=https://osloregionen.no"
             )
         )
+    if return_url and not return_url.startswith(("https://", "http://")):
+        raise ConfigError(
+            _("--return-url {url!r} is not a whole address; write it with https://, e.g. https://osloregionen.no/takk", url=return_url)
+        )  # fmt: skip
     if return_url and origin_of(return_url) not in origins:
         raise ConfigError(
             _(

@@ -260,7 +260,28 @@ async def _download_http(client: Any, feed: FeedConfig, state: sqlite3.Row | Non
     except httpx.TooManyRedirects:
         return Download("redirects", error=_("too many redirects"))
     except httpx.HTTPError as exc:
-        return Download("error", error=_("cannot download ({name}: {exc})", name=type(exc).__name__, exc=exc))
+        return Download("error", error=_download_reason(exc))
+
+
+def _download_reason(exc: Exception) -> str:
+    """Why a download failed, in plain words and with what to check."""
+    import httpx
+
+    text = str(exc)
+    if isinstance(exc, httpx.ConnectError) and (
+        "Name or service not known" in text
+        or "nodename nor servname" in text
+        or "Temporary failure in name resolution" in text
+        or "Name does not resolve" in text
+        or "getaddrinfo failed" in text
+        or "No address associated" in text
+    ):
+        return _("the name in the address was not found; check the feed's url in newsletter.toml ([[feeds]])")
+    if isinstance(exc, httpx.ConnectError) and ("refused" in text.lower()):
+        return _("nothing answers at that address; check the feed's url, or try again later")
+    if isinstance(exc, httpx.ConnectError) and ("CERTIFICATE" in text or "SSL" in text):
+        return _("the website's certificate was not accepted; tell the feed's owner, or use its http address")
+    return _("cannot download ({name}: {exc})", name=type(exc).__name__, exc=exc)  # fmt: skip
 
 
 def _read_file(feed: FeedConfig, settings: Settings) -> Download:
@@ -290,11 +311,13 @@ def parse_feed(body: bytes, url: str, content_type: str = "") -> list[ParsedItem
         head = body[:512].lstrip().lower()
         if head.startswith((b"<!doctype html", b"<html")) or b"<html" in head:
             raise FeedError(_("not a feed: the address gives an HTML page (find the RSS or Atom link on it)"))
-        reason = parsed.get("bozo_exception")
-        raise FeedError(_("not a readable feed ({value})", value=reason or _("no RSS or Atom content")))
+        raise FeedError(
+            _("not an RSS or Atom feed; check that the feed's url points at the feed itself (often ending in /rss or .xml)")
+        )  # fmt: skip
     problem = parsed.get("bozo_exception")
     if problem is not None and type(problem).__name__ == "SAXParseException":
-        raise FeedError(_("malformed XML ({problem}); tell the feed's owner", problem=problem))
+        line = getattr(problem, "getLineNumber", lambda: "?")()
+        raise FeedError(_("the feed's XML is broken at line {line}; tell the feed's owner", line=line))
     items = []
     for entry in parsed.entries:
         title = shorten(plain_text(entry.get("title")), TITLE_CHARS)

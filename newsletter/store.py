@@ -233,6 +233,31 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE subscribers ADD COLUMN link_sent_at TEXT;
     UPDATE subscribers SET welcomed_at = confirmed_at WHERE status = 'confirmed';
     """,
+    # 9: bounces and complaints that arrive after the SMTP conversation: every report read once
+    # (by the hash of its message), each subscriber's events (erased with the subscriber), and
+    # the webhook calls of the last half hour (a replay is refused).
+    """
+    CREATE TABLE bounce_reports (
+        key TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        seen_at TEXT NOT NULL
+    );
+    CREATE TABLE subscriber_events (
+        id INTEGER PRIMARY KEY,
+        subscriber INTEGER NOT NULL REFERENCES subscribers(id) ON DELETE CASCADE,
+        delivery INTEGER,
+        kind TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT '',
+        detail TEXT NOT NULL DEFAULT '',
+        at TEXT NOT NULL
+    );
+    CREATE INDEX subscriber_events_by_subscriber ON subscriber_events (subscriber, kind, at);
+    CREATE INDEX subscriber_events_by_delivery ON subscriber_events (delivery);
+    CREATE TABLE webhook_calls (
+        key TEXT PRIMARY KEY,
+        at TEXT NOT NULL
+    );
+    """,
 )
 
 

@@ -658,7 +658,10 @@ def remove(conn: sqlite3.Connection, email: str) -> Subscriber:
     """Unsubscribe an address (it stays on record as unsubscribed)."""
     current = get(conn, email)
     if current is None:
-        raise SubscriberError(_("{email} is not on the list.", email=normalize_email(email)))
+        address = normalize_email(email)
+        raise SubscriberError(
+            _("{email} is not on the list{guess}.", email=address, guess=close_addresses(conn, address))
+        )
     if current.status in ("pending", "confirmed"):  # bounced and blocked stay as they are
         set_status(conn, current.id, "unsubscribed")
     return get_by_id(conn, current.id)  # type: ignore[return-value]

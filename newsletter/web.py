@@ -17,6 +17,7 @@ is known, and is rate-limited per client address. Confirming sends the welcome e
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import os
 import secrets
@@ -38,7 +39,7 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from . import guard, keys, welcome
+from . import bounces, guard, hooks, keys, welcome
 from .clock import now, timestamp
 from .compose import clean_name, confirm_url, preferences_url, unsubscribe_url
 from .config import Settings
@@ -673,6 +674,40 @@ def create_app(settings: Settings, *, rate_limit: tuple[int, float] = (5, 600.0)
             return JSONResponse({"status": "error", "database": "unavailable"}, status_code=503)
         return JSONResponse({"status": "ok"})
 
+    def _hook(read: Any, body: dict) -> str:
+        """Check and record one webhook call; what the log says."""
+        conn = db()
+        try:
+            found = read(settings, conn, body)
+            if found is None:  # an SNS subscription to confirm: the operator opens the link once
+                log.warning("SNS subscription: open %s to confirm it", body.get("SubscribeURL"))
+                return "subscription"
+            report, key = found
+            if report.kind == bounces.NONE or not key:
+                return "ignored"
+            bounces.record(conn, settings, report, key)
+            return report.kind
+        finally:
+            conn.close()
+
+    async def hook(request: Request) -> Response:
+        """Bounces and complaints from Amazon SES (through SNS) or Mailgun (see hooks.py)."""
+        read = hooks.ses_report if request.url.path.endswith("/ses") else hooks.mailgun_report
+        try:
+            body = json.loads(await request.body())
+            if not isinstance(body, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            return PlainTextResponse("not JSON\n", status_code=400)
+        try:
+            outcome = await run_in_threadpool(_hook, read, body)
+        except hooks.Refused as exc:
+            log.warning("%s", hooks.refused_line(exc))
+            return PlainTextResponse("refused\n", status_code=403)
+        except (sqlite3.OperationalError, StoreError):
+            return PlainTextResponse("busy; try again\n", status_code=503)  # both services retry
+        return PlainTextResponse(f"{outcome}\n")
+
     async def home(request: Request) -> Response:
         return RedirectResponse("/signup", status_code=307)
 
@@ -686,6 +721,8 @@ def create_app(settings: Settings, *, rate_limit: tuple[int, float] = (5, 600.0)
             Route("/challenge", challenge, methods=["GET"]),
             Route("/challenge", preflight, methods=["OPTIONS"]),
             Route("/privacy", privacy),
+            Route("/hooks/ses", hook, methods=["POST"]),
+            Route("/hooks/mailgun", hook, methods=["POST"]),
             Mount("/static", StaticScripts(directory=STATIC)),
             Route("/confirm/{token}", confirm, methods=["GET", "POST"]),
             Route("/preferences/{token}", preferences, methods=["GET", "POST"]),

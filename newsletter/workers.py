@@ -29,6 +29,8 @@ ABORT = "abort"  # no connection at all: not the recipient's fault
 # make(job, address) -> (Message-ID, bytes): the message for one job, to the address as the
 # connection carries it (transport.mail_address).
 Make = Callable[[tuple, str], tuple[str, bytes]]
+# The envelope sender (MAIL FROM): one for all, or one per job (VERP: bounces.envelope_sender).
+Sender = str | Callable[[tuple], str]
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,7 @@ class RateLimit:
         return not (stop is not None and stop.is_set())
 
 
-def handle(connection: Connection, sender: str, job: tuple, make: Make) -> Outcome:
+def handle(connection: Connection, sender: Sender, job: tuple, make: Make) -> Outcome:
     """Build and hand over one job's message; every failure but a lost connection (or an outbox
     that cannot be written) is the job's own."""
     subscriber, email = job[0], job[1]
@@ -113,7 +115,7 @@ def handle(connection: Connection, sender: str, job: tuple, make: Make) -> Outco
             subscriber, False, TEMPORARY, _("the message could not be made ({reason}).", reason=reason), fault=True
         )
     try:
-        where = connection.send(sender, address, raw, utf8)
+        where = connection.send(sender(job) if callable(sender) else sender, address, raw, utf8)
         return Outcome(subscriber, True, message_id=message_id, smtputf8=True if utf8 else None, where=where)
     except ConnectFailed as exc:
         return Outcome(subscriber, False, ABORT, str(exc))
@@ -140,7 +142,7 @@ def deliver(connection: Connection, sender: str, email: str, make: Callable[[str
     raise TransportError(_("the message to {email} was not accepted ({error}).", email=email, error=outcome.error))
 
 
-def _work(via: Transport, sender: str, jobs: Any, results: Any, parent: int, make: Make) -> None:
+def _work(via: Transport, sender: Sender, jobs: Any, results: Any, parent: int, make: Make) -> None:
     """One connection: build and send the messages it is given and report each outcome (thread or
     process). In a process it uses another core."""
     if os.getpid() != parent:  # a forked worker: let go of the lock files, so only the sender holds them
@@ -196,7 +198,7 @@ class Pool:
                 member.terminate()
 
 
-def start(via: Transport, sender: str, count: int, make: Make) -> Pool:
+def start(via: Transport, sender: Sender, count: int, make: Make) -> Pool:
     """``count`` connections: processes where that is safe (SMTP, several cores, no other threads
     in this process), else threads."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -273,14 +273,11 @@ def subscribe(*people, status="confirmed"):
     return ids
 
 
-@pytest.fixture
-def tls_sink(project, monkeypatch, tmp_path):
-    """An SMTP server that requires STARTTLS (self-signed certificate) and AUTH."""
+def self_signed(cert_file: Path, key_file: Path) -> None:
+    """A self-signed certificate for 127.0.0.1 (a day either side of now), as PEM files."""
     import datetime as dt
     import ipaddress
-    import ssl
 
-    from aiosmtpd.smtp import AuthResult
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
@@ -296,11 +293,21 @@ def tls_sink(project, monkeypatch, tmp_path):
         .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
         .sign(key, hashes.SHA256())
     )  # fmt: skip
-    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
     cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_file.write_bytes(
         key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
+
+
+@pytest.fixture
+def tls_sink(project, monkeypatch, tmp_path):
+    """An SMTP server that requires STARTTLS (self-signed certificate) and AUTH."""
+    import ssl
+
+    from aiosmtpd.smtp import AuthResult
+
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    self_signed(cert_file, key_file)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert_file, key_file)
 

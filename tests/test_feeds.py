@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLE_ISSUE, assert_error
+from conftest import SAMPLE_ISSUE, assert_error, write
 
 from newsletter.build import build_issue
 from newsletter.config import load_settings
@@ -169,6 +169,8 @@ def test_failures_are_reported_and_survived(project, server, run, monkeypatch):
         {"name": "Ødelagt", "url": server.url + "/bad"},
         {"name": "Stor", "url": server.url + "/huge"},
         {"name": "Flyttet", "url": server.url + "/moved"},
+        {"name": "Borte", "url": "http://finnes-ikke.invalid/rss"},
+        {"name": "Tull", "url": str(write(project / "tull.txt", "dette er ikke en nyhetsstrøm\n"))},
     ])  # fmt: skip
     monkeypatch.setenv("NEWSLETTER_NEWS_TIMEOUT", "1")
     monkeypatch.setenv("NEWSLETTER_NEWS_MAX_KB", "200")
@@ -178,12 +180,14 @@ def test_failures_are_reported_and_survived(project, server, run, monkeypatch):
     assert "failed Treg: no complete answer within 1 s" in err
     assert "failed Mangler: HTTP 404 Not Found" in err
     assert "failed HTML: not a feed: the address gives an HTML page" in err
-    assert "failed Ødelagt: malformed XML (" in err
+    assert "failed Ødelagt: the feed's XML is broken at line 2; tell the feed's owner" in err
+    assert "failed Borte: the name in the address was not found; check the feed's url" in err
+    assert "failed Tull: not an RSS or Atom feed; check that the feed's url points at the feed itself" in err
     assert "failed Stor: larger than 200 KB" in err
     assert "ok     Flyttet: 1 new of 1" in result.stdout
-    assert "1 of 6 feeds fetched, 1 new items." in result.stdout
+    assert "1 of 8 feeds fetched, 1 new items." in result.stdout
     strict = run("feeds", "fetch", "--strict")
-    assert_error_last_line(strict, "5 of 6 feeds failed")
+    assert_error_last_line(strict, "7 of 8 feeds failed")
     status = run("feeds", "status").stdout
     assert "failed Mangler: HTTP 404 Not Found" in status and "ok     Flyttet: 1 items" in status
 

@@ -121,3 +121,19 @@ def test_many_rejected_rows_go_to_a_file_for_excel(run, project, tmp_path):
     assert f"15 more rejected rows: all of them, with the reasons, are in {listed}" in result.stderr
     lines = listed.read_text(encoding="utf-8-sig").splitlines()
     assert lines[0] == "line;reason" and len(lines) == 26 and lines[1].startswith("2;")
+
+
+def test_third_trial_remove_guesses_dry_run_says_would_and_status_finds_the_last_send(run, project, tmp_path):
+    from conftest import SAMPLE_ISSUE, subscribe
+
+    subscribe("kari.nordmann@example.com")
+    assert_error(run("subscribers", "remove", "kari.nordman@example.com"), "is not on the list",
+                 "did you mean 'kari.nordmann@example.com'")  # fmt: skip
+    path = tmp_path / "liste.csv"
+    path.write_text("E-post\nny@example.no\n", encoding="utf-8")
+    dry = run("subscribers", "import", str(path), "--dry-run")
+    assert "1 new subscriber(s) would wait for confirmation" in dry.stderr and "no email was sent" not in dry.stderr
+    assert run("send", "--yes").exit_code == 0
+    run("new", "Januar", "--date", "2099-01-14")  # the newest issue now, not sent
+    shown = run("status")
+    assert shown.exit_code == 0 and SAMPLE_ISSUE in shown.stdout, shown.output

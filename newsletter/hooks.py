@@ -1,0 +1,165 @@
+"""Bounces and complaints from email services, as webhooks that 'serve' answers.
+
+- **Amazon SES through SNS** (``/hooks/ses``): SNS signs every call with RSA (SignatureVersion 1:
+  SHA-1, 2: SHA-256) over a string made of the message's fields; it is checked against the
+  certificate in ``bounces.sns_certificate`` (downloaded once by the operator from the
+  SigningCertURL; nothing is fetched at run time), and the topic must be ``bounces.sns_topic``.
+  A SubscriptionConfirmation is logged with its SubscribeURL for the operator to open.
+- **Mailgun** (``/hooks/mailgun``): HMAC-SHA256 of timestamp and token with the webhook signing
+  key (``NEWSLETTER_BOUNCES_MAILGUN_KEY``).
+
+Either way a call older than ``MAX_AGE`` or seen before (SNS MessageId, Mailgun token) is refused,
+and what it reports becomes a ``bounces.Report`` (the envelope sender, our VERP address, names
+the delivery recipient), recorded once like a report from the mailbox.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from .bounces import COMPLAINT, HARD, NONE, SOFT, Report, read_envelope
+from .clock import now, timestamp
+from .config import Settings
+from .language import _
+
+MAX_AGE = timedelta(minutes=15)  # Mailgun's advice; SNS retries within minutes too
+
+
+class Refused(Exception):
+    """A webhook call that is not believed: unsigned, badly signed, too old, replayed, or for
+    another topic. The message says which (for the log; the caller gets 403)."""
+
+
+def _seen(conn: sqlite3.Connection, key: str) -> None:
+    """Remember a call; refuse one that came before. Commits."""
+    with conn:
+        conn.execute("DELETE FROM webhook_calls WHERE at < ?", (timestamp(now() - 2 * MAX_AGE),))
+        try:
+            conn.execute("INSERT INTO webhook_calls (key, at) VALUES (?, ?)", (key, timestamp(now())))
+        except sqlite3.IntegrityError:
+            raise Refused("replayed") from None
+
+
+def _fresh(moment: datetime) -> None:
+    if abs(now() - moment) > MAX_AGE:
+        raise Refused("too old (or from the future)")
+
+
+# --- Amazon SES through SNS --------------------------------------------------------------------------
+
+_SNS_FIELDS = {
+    "Notification": ("Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type"),
+    "SubscriptionConfirmation": ("Message", "MessageId", "SubscribeURL", "Timestamp", "Token", "TopicArn", "Type"),
+    "UnsubscribeConfirmation": ("Message", "MessageId", "SubscribeURL", "Timestamp", "Token", "TopicArn", "Type"),
+}
+
+
+def sns_string_to_sign(body: dict[str, Any]) -> bytes:
+    """The text SNS signs: 'Name\\nvalue\\n' for each of the type's fields that is present."""
+    fields = _SNS_FIELDS.get(str(body.get("Type")))
+    if fields is None:
+        raise Refused(f"unknown SNS message type {body.get('Type')!r}")
+    return "".join(f"{name}\n{body[name]}\n" for name in fields if name in body and body[name] is not None).encode()
+
+
+def verify_sns(settings: Settings, body: dict[str, Any]) -> None:
+    """Refuse (Refused) an SNS call not signed with the configured certificate, for another topic, or too old."""
+    from cryptography import x509
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    if not settings.bounces_sns_certificate or not settings.bounces_sns_topic:
+        raise Refused("bounces.sns_certificate and bounces.sns_topic are not set")
+    if body.get("TopicArn") != settings.bounces_sns_topic:
+        raise Refused(f"another topic ({body.get('TopicArn')!r})")
+    version = str(body.get("SignatureVersion"))
+    algorithm = {"1": hashes.SHA1(), "2": hashes.SHA256()}.get(version)
+    if algorithm is None or not body.get("Signature"):
+        raise Refused("not signed")
+    try:
+        certificate = x509.load_pem_x509_certificate(settings.bounces_sns_certificate.read_bytes())
+        certificate.public_key().verify(  # type: ignore[union-attr,call-arg]
+            base64.b64decode(str(body["Signature"])), sns_string_to_sign(body), padding.PKCS1v15(), algorithm
+        )
+    except (InvalidSignature, ValueError, TypeError) as exc:
+        raise Refused(f"bad signature ({type(exc).__name__})") from None
+    try:
+        sent = datetime.fromisoformat(str(body.get("Timestamp")).replace("Z", "+00:00"))
+    except ValueError:
+        raise Refused("no timestamp") from None
+    _fresh(sent)
+
+
+def ses_report(settings: Settings, conn: sqlite3.Connection, body: dict[str, Any]) -> tuple[Report, str] | None:
+    """A verified SNS call as (report, key), once; None for a subscription confirmation (its
+    address is logged by the caller) or a notification that is not a bounce or complaint."""
+    verify_sns(settings, body)
+    _seen(conn, f"sns:{body.get('MessageId')}")
+    if body.get("Type") != "Notification":
+        return None
+    try:
+        message = json.loads(str(body.get("Message")))
+    except json.JSONDecodeError:
+        raise Refused("the SES message is not JSON") from None
+    kind = str(message.get("notificationType") or message.get("eventType") or "")
+    mail = message.get("mail") or {}
+    verp = read_envelope(settings, str(mail.get("source", "")))
+    if kind == "Bounce":
+        bounce = message.get("bounce") or {}
+        recipients = bounce.get("bouncedRecipients") or []
+        hard = bounce.get("bounceType") == "Permanent"
+        first = recipients[0] if recipients else {}
+        return Report(HARD if hard else SOFT, tuple(str(r.get("emailAddress", "")).lower() for r in recipients),
+                      str(first.get("status", "")), verp, None,
+                      " ".join(str(first.get("diagnosticCode", "")).split())[:300]), f"ses:{mail.get('messageId')}:{kind}"  # fmt: skip
+    if kind == "Complaint":
+        complaint = message.get("complaint") or {}
+        recipients = complaint.get("complainedRecipients") or []
+        return Report(COMPLAINT, tuple(str(r.get("emailAddress", "")).lower() for r in recipients), "", verp, None,
+                      str(complaint.get("complaintFeedbackType") or "abuse")), f"ses:{mail.get('messageId')}:{kind}"  # fmt: skip
+    return Report(NONE), ""
+
+
+# --- Mailgun ----------------------------------------------------------------------------------------
+
+
+def mailgun_report(settings: Settings, conn: sqlite3.Connection, body: dict[str, Any]) -> tuple[Report, str]:
+    """A Mailgun event as (report, key), after checking its signature, age and token."""
+    if not settings.bounces_mailgun_key:
+        raise Refused("NEWSLETTER_BOUNCES_MAILGUN_KEY is not set")
+    signed = body.get("signature") or {}
+    stamp, token, signature = (str(signed.get(k, "")) for k in ("timestamp", "token", "signature"))
+    expected = hmac.new(settings.bounces_mailgun_key.encode(), f"{stamp}{token}".encode(), hashlib.sha256).hexdigest()
+    if not (stamp and token and hmac.compare_digest(expected, signature)):
+        raise Refused("bad signature")
+    try:
+        _fresh(datetime.fromtimestamp(int(float(stamp)), UTC))
+    except (ValueError, OverflowError):
+        raise Refused("no timestamp") from None
+    _seen(conn, f"mailgun:{token}")
+    event = body.get("event-data") or {}
+    name = str(event.get("event", ""))
+    envelope = event.get("envelope") or {}
+    verp = read_envelope(settings, str(envelope.get("sender", "")))
+    recipient = (str(event.get("recipient", "")).lower(),)
+    key = f"mailgun:{event.get('id') or token}"
+    if name == "complained":
+        return Report(COMPLAINT, recipient, "", verp, None, "abuse"), key
+    if name == "failed":
+        status = event.get("delivery-status") or {}
+        hard = event.get("severity") == "permanent"
+        detail = " ".join(str(status.get("description") or status.get("message") or "").split())[:300]
+        return Report(HARD if hard else SOFT, recipient, str(status.get("code", "")), verp, None, detail), key
+    return Report(NONE), key
+
+
+def refused_line(exc: Refused) -> str:
+    """For the operator's log."""
+    return _("webhook call refused: {reason}", reason=exc)
