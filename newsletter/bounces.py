@@ -324,8 +324,11 @@ class _Maildir:
             )
         try:
             self.box = mailbox.Maildir(folder, factory=None, create=False)
-            names = self.box.list_folders()
-            self.done = self.box.get_folder(DONE_FOLDER) if DONE_FOLDER in names else self.box.add_folder(DONE_FOLDER)
+            done = folder / f".{DONE_FOLDER}"  # a Maildir++ folder; made whole even if a run was killed making it
+            for part in ("tmp", "new", "cur"):
+                (done / part).mkdir(parents=True, exist_ok=True)
+            (done / "maildirfolder").touch()
+            self.done = mailbox.Maildir(done, factory=None, create=False)
         except OSError as exc:
             raise ConfigError(
                 _("cannot read the bounce mailbox {folder} ({reason}).", folder=folder, reason=os_reason(exc))

@@ -1515,6 +1515,69 @@ def bounces_list(state: State, since: str | None) -> None:
                    f"{row['status']}  {row['detail']}".rstrip())  # fmt: skip
 
 
+@cli.group("db")
+def db_group() -> None:
+    """The database: SQLite (paths.database, the default) or PostgreSQL (NEWSLETTER_DATABASE_URL)."""
+
+
+def _where(settings) -> str:
+    """The database as people may see it: a PostgreSQL address without its password."""
+    from urllib.parse import urlsplit
+
+    if not settings.postgres_url:
+        return str(settings.database)
+    parts = urlsplit(settings.postgres_url)
+    host = parts.hostname or "localhost"
+    user = f"{parts.username}@" if parts.username else ""
+    return f"{parts.scheme}://{user}{host}{f':{parts.port}' if parts.port else ''}{parts.path}"
+
+
+def _sqlite_version(path: Path) -> int:
+    """The schema version of an SQLite file, read without changing it (0: no file yet)."""
+    if not path.is_file():
+        return 0
+    conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+    try:
+        return conn.execute("PRAGMA user_version").fetchone()[0]
+    finally:
+        conn.close()
+
+
+@db_group.command("migrate")
+@click.pass_obj
+def db_migrate(state: State) -> None:
+    """Bring the database to this program's schema (a new PostgreSQL database gets all of it)."""
+    from .store import MIGRATIONS, connect, postgres_migrate
+
+    settings = state.settings()
+    if settings.postgres_url:
+        before, now_ = postgres_migrate(settings.postgres_url)
+    else:
+        before = _sqlite_version(settings.database)
+        connect(settings.database).close()  # migrates
+        now_ = len(MIGRATIONS)
+    click.echo(
+        _("{where}: schema version {version} (was {before}).", where=_where(settings), version=now_, before=before)
+    )
+
+
+@db_group.command("status")
+@click.pass_obj
+def db_status(state: State) -> None:
+    """Which database this project uses, and whether its schema matches this program."""
+    from .store import MIGRATIONS, postgres_version
+
+    settings = state.settings()
+    version = postgres_version(settings.postgres_url) if settings.postgres_url else _sqlite_version(settings.database)
+    wanted = len(MIGRATIONS)
+    state_ = (_("up to date") if version == wanted else _("behind: run 'newsletter db migrate'") if version < wanted
+              else _("newer than this program: upgrade newsletter"))  # fmt: skip
+    click.echo(_("{where}: schema version {version} of {wanted}, {state}.", where=_where(settings), version=version,
+                 wanted=wanted, state=state_))  # fmt: skip
+    if version > wanted:
+        raise click.ClickException(_("the database is newer than this program; upgrade newsletter."))
+
+
 @cli.command("run-due")
 @click.pass_obj
 def run_due_command(state: State) -> None:

@@ -116,7 +116,8 @@ class Settings:
     archive_dir: Path
     allow_raw_html: bool
     html_warn_kb: int
-    database: Path
+    database_file: Path
+    database_url: str | None
     outbox_dir: Path
     send_transport: str | None
     smtp_host: str | None
@@ -166,6 +167,28 @@ class Settings:
     secret_key: str | None = field(default=None, repr=False)  # never printed
     old_secret_keys: tuple[str, ...] = field(default=(), repr=False)  # verify links, never sign
     smtp_password: str | None = field(default=None, repr=False)
+
+    @property
+    def database(self) -> Path:
+        """The SQLite database file. With a PostgreSQL NEWSLETTER_DATABASE_URL this refuses
+        (StoreError): the stages do not use PostgreSQL yet, and using the file instead would
+        quietly split the list in two."""
+        if self.postgres_url:
+            from .errors import StoreError
+
+            raise StoreError(
+                _(
+                    "NEWSLETTER_DATABASE_URL names a PostgreSQL database, which only 'newsletter db migrate' and 'newsletter db status' use so far (issue 16); remove it to use the SQLite file {file}.",
+                    file=self.database_file,
+                )
+            )
+        return self.database_file
+
+    @property
+    def postgres_url(self) -> str | None:
+        """The PostgreSQL URL, when NEWSLETTER_DATABASE_URL names one."""
+        url = self.database_url or ""
+        return url if url.split(":", 1)[0] in ("postgresql", "postgres") else None
 
     @property
     def issues_dir(self) -> Path:
@@ -272,7 +295,19 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "archive_dir", "paths", "archive", "path", "build/archive", "Where the public archive is written (and served)."
     ),
-    Option("database", "paths", "database", "path", "newsletter.db", "The SQLite database.", "NEWSLETTER_DATABASE"),
+    Option(
+        "database_file", "paths", "database", "path", "newsletter.db", "The SQLite database.", "NEWSLETTER_DATABASE"
+    ),
+    Option(
+        "database_url",
+        "paths",
+        "database_url",
+        "opt_str",
+        None,
+        "postgresql://user@host/name for a shared PostgreSQL database (so far only 'newsletter db' uses it); "
+        "default: the SQLite file paths.database.",
+        "NEWSLETTER_DATABASE_URL",
+    ),
     Option(
         "allow_raw_html",
         "markdown",
@@ -732,6 +767,10 @@ def _convert(opt: Option, raw: Any, root: Path) -> Any:
         return " ".join(text.replace(",", " ").split())
     if opt.attr in ("send_transport", "smtp_security"):
         text = text.lower()  # 'NONE', 'TLS' and 'StartTLS' mean what they say
+    if opt.attr == "database_url" and text.split(":", 1)[0] not in ("postgresql", "postgres"):
+        raise ValueError(
+            _("{text!r} is not a PostgreSQL address such as postgresql://newsletter@db.example.no/newsletter (for SQLite, set paths.database instead)", text=text)
+        )  # fmt: skip
     if opt.attr == "send_transport" and text not in ("smtp", "outbox"):
         raise ValueError(_("{text!r} must be smtp or outbox", text=text))
     if opt.attr == "smtp_security" and text not in ("starttls", "tls", "none"):

@@ -170,7 +170,7 @@ def test_fetch_killed_halfway_and_run_again_loses_and_doubles_nothing(keyed):
         deadline = time.monotonic() + 30
         done = keyed / "bounces" / ".newsletter-done"
         while time.monotonic() < deadline and process.poll() is None:
-            if done.is_dir() and sum(1 for _ in (done / "new").iterdir()) > (_attempt + 1) * 10:
+            if (done / "new").is_dir() and sum(1 for _ in (done / "new").iterdir()) > (_attempt + 1) * 10:
                 process.send_signal(signal.SIGKILL)
                 break
             time.sleep(0.005)
@@ -267,7 +267,13 @@ def dovecot(tmp_path):
     if os.geteuid() == 0:
         os.chown(root / "home", uid, gid)
     ports = {"imaps": free_port(), "pop3s": free_port()}
-    (root / "dovecot.conf").write_text(DOVECOT_CONF.format(root=root, uid=uid, gid=gid, **ports))
+    conf = DOVECOT_CONF.format(root=root, uid=uid, gid=gid, **ports)
+    if os.geteuid() != 0:  # not root: every dovecot process runs as this user
+        import pwd
+
+        me = pwd.getpwuid(os.getuid()).pw_name
+        conf += f"default_internal_user = {me}\ndefault_login_user = {me}\n"
+    (root / "dovecot.conf").write_text(conf)
     process = subprocess.Popen([binary, "-F", "-c", str(root / "dovecot.conf")], stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE)  # fmt: skip
     deadline = time.monotonic() + 15
