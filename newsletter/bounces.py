@@ -52,10 +52,11 @@ _TOKEN = re.compile(r"/unsubscribe/([A-Za-z0-9_.\-]+)")
 # --- VERP -----------------------------------------------------------------------------------------
 
 
-def _mac(settings: Settings, delivery: int, subscriber: int) -> str:
-    if not settings.secret_key:
+def _mac(settings: Settings, delivery: int, subscriber: int, secret: str | None = None) -> str:
+    secret = secret or settings.secret_key
+    if not secret:
         raise ConfigError(_("NEWSLETTER_SECRET_KEY is not set; the bounce addresses are signed with it."))
-    key = hmac.new(settings.secret_key.encode(), b"newsletter bounce address", hashlib.sha256).digest()
+    key = hmac.new(secret.encode(), b"newsletter bounce address", hashlib.sha256).digest()
     return hmac.new(key, f"{delivery}.{subscriber}".encode(), hashlib.sha256).hexdigest()[:12]
 
 
@@ -71,8 +72,9 @@ def read_envelope(settings: Settings, text: str) -> tuple[int, int] | None:
     """(delivery, subscriber) from a VERP address anywhere in ``text``, if it is ours."""
     for found in _VERP.finditer(text or ""):
         delivery, subscriber = int(found[1]), int(found[2])
-        if settings.secret_key and hmac.compare_digest(found[3].lower(), _mac(settings, delivery, subscriber)):
-            return delivery, subscriber
+        for secret in (settings.secret_key, *settings.old_secret_keys):  # bounces of sends before a rotation
+            if secret and hmac.compare_digest(found[3].lower(), _mac(settings, delivery, subscriber, secret)):
+                return delivery, subscriber
     return None
 
 
@@ -91,6 +93,8 @@ class Report:
     verp: tuple[int, int] | None = None
     token: str | None = None
     detail: str = ""
+    trusted: bool = False  # from an authenticated service (a webhook): its addresses are believed
+    kinds: tuple[tuple[str, str], ...] = ()  # (address, kind) per recipient of a DSN, when they differ
 
 
 def _parts(message: Message) -> Iterator[Message]:
@@ -174,6 +178,7 @@ def classify(raw: bytes, settings: Settings) -> Report:
     ):
         part = next(p for p in _parts(message) if p.get_content_type() == "message/delivery-status")
         kind, addresses, status, detail = NONE, [], "", ""
+        per: list[tuple[str, str]] = []
         for block in _fields(part)[1:] or _fields(part):
             action = block.get("action", "").strip().lower()
             code = _STATUS.search(block.get("status", ""))
@@ -190,9 +195,10 @@ def classify(raw: bytes, settings: Settings) -> Report:
             if kind != HARD:
                 kind = this
             addresses.append(_address(recipient))
+            per.append((_address(recipient), this))
             status = status or (code.group(0) if code else "")
             detail = detail or " ".join(block.get("diagnostic-code", "").split())[:300]
-        return Report(kind, tuple(addresses), status, verp, token, detail)
+        return Report(kind, tuple(addresses), status, verp, token, detail, kinds=tuple(per))
     if _auto_reply(message):
         return Report(NONE, detail="auto-reply")
     from flufl.bounce import all_failures
@@ -245,6 +251,11 @@ def _named(conn: sqlite3.Connection, settings: Settings, report: Report) -> list
             return [(read_token(settings, report.token, "unsubscribe"), None)]
         except SubscriberError:
             pass
+    if settings.bounces_address and not report.trusted:
+        # The bounce address is public (every issue's Return-Path): with VERP on, a report that
+        # names nobody through a signed address or link is not believed, or anyone could
+        # bounce or unsubscribe anyone by mailing a made-up report.
+        return []
     found = []
     for address in report.addresses:
         row = conn.execute("SELECT id FROM subscribers WHERE email = ?", (address,)).fetchone()
@@ -253,45 +264,74 @@ def _named(conn: sqlite3.Connection, settings: Settings, report: Report) -> list
     return found
 
 
-def record(conn: sqlite3.Connection, settings: Settings, report: Report, key: str) -> int:
-    """Apply a report once (``key``: the message's hash): keep the event, and mark the subscriber
-    bounced or unsubscribed as the policy says. How many subscribers it touched (0 for a report
-    seen before, or about nobody on the list). Call outside a transaction; commits."""
+class Replayed(Exception):
+    """A webhook call seen before (its replay key is recorded)."""
+
+
+def record(
+    conn: sqlite3.Connection, settings: Settings, report: Report, key: str, replay: str | None = None
+) -> int | None:
+    """Apply a report once (``key``: the message's hash, or the service's id): keep the event,
+    and mark the subscriber bounced or unsubscribed as the policy says. How many subscribers it
+    touched, or None for a report seen before. ``replay`` (a webhook's MessageId or token) is
+    remembered in the same transaction, and a call seen before raises Replayed: a call refused
+    because the database was busy can come again. Call outside a transaction; commits."""
     moment = timestamp(now())
     touched = 0
     with conn:
-        if conn.execute("SELECT 1 FROM bounce_reports WHERE key = ?", (key,)).fetchone():
+        if replay is not None:
+            conn.execute("DELETE FROM webhook_calls WHERE at < ?", (timestamp(now() - timedelta(hours=1)),))
+            try:
+                conn.execute("INSERT INTO webhook_calls (key, at) VALUES (?, ?)", (replay, moment))
+            except sqlite3.IntegrityError:
+                raise Replayed(replay) from None
+        if report.kind == NONE or not key:
             return 0
+        if conn.execute("SELECT 1 FROM bounce_reports WHERE key = ?", (key,)).fetchone():
+            return None
         conn.execute("INSERT INTO bounce_reports (key, kind, seen_at) VALUES (?, ?, ?)", (key, report.kind, moment))
+        own = {subscriber: kind for subscriber, kind in _kinds_by_subscriber(conn, report)}
         for subscriber, delivery in _subscribers(conn, settings, report):
             touched += 1
+            kind = own.get(subscriber, report.kind)
             conn.execute(
                 "INSERT INTO subscriber_events (subscriber, delivery, kind, status, detail, at) VALUES (?, ?, ?, ?, ?, ?)",
-                (subscriber, delivery, report.kind, report.status, report.detail, moment),
+                (subscriber, delivery, kind, report.status, report.detail, moment),
             )
-            if report.kind == COMPLAINT:
+            # counted since the subscriber's last consent: a new signup starts afresh
+            since = conn.execute("SELECT consent_at FROM subscribers WHERE id = ?", (subscriber,)).fetchone()[0] or ""
+            if kind == COMPLAINT:
                 conn.execute(
                     "UPDATE subscribers SET status = 'unsubscribed', unsubscribed_at = ?, updated_at = ?"
                     " WHERE id = ? AND status IN ('pending', 'confirmed')",
                     (moment, moment, subscriber),
                 )
-            elif report.kind == HARD:
-                conn.execute("UPDATE subscribers SET hard_bounces = hard_bounces + 1, updated_at = ? WHERE id = ?",
-                             (moment, subscriber))  # fmt: skip
+            elif kind == HARD:
                 hard = conn.execute(
-                    "SELECT COUNT(*) FROM subscriber_events WHERE subscriber = ? AND kind = ?", (subscriber, HARD)
+                    "SELECT COUNT(*) FROM subscriber_events WHERE subscriber = ? AND kind = ? AND at >= ?",
+                    (subscriber, HARD, since),
                 ).fetchone()[0]
                 if hard >= settings.bounces_hard_after:
                     _bounced(conn, subscriber, moment)
-            elif report.kind == SOFT:
-                since = timestamp(now() - timedelta(days=settings.bounces_soft_days))
+            elif kind == SOFT:
+                window = max(since, timestamp(now() - timedelta(days=settings.bounces_soft_days)))
                 soft = conn.execute(
                     "SELECT COUNT(*) FROM subscriber_events WHERE subscriber = ? AND kind = ? AND at >= ?",
-                    (subscriber, SOFT, since),
+                    (subscriber, SOFT, window),
                 ).fetchone()[0]
                 if soft >= settings.bounces_soft_limit:
                     _bounced(conn, subscriber, moment)
     return touched
+
+
+def _kinds_by_subscriber(conn: sqlite3.Connection, report: Report) -> list[tuple[int, str]]:
+    """A DSN's own kind for each recipient it names (a delayed one beside a failed one)."""
+    found = []
+    for address, kind in report.kinds:
+        row = conn.execute("SELECT id FROM subscribers WHERE email = ?", (address,)).fetchone()
+        if row is not None:
+            found.append((row[0], kind))
+    return found
 
 
 def _bounced(conn: sqlite3.Connection, subscriber: int, moment: str) -> None:
@@ -423,7 +463,10 @@ class _Pop3:
 def _tls(settings: Settings) -> Any:
     import ssl
 
-    return ssl.create_default_context(cafile=str(settings.bounces_ca_file) if settings.bounces_ca_file else None)
+    context = ssl.create_default_context()  # the system's authorities ...
+    if settings.bounces_ca_file:
+        context.load_verify_locations(cafile=str(settings.bounces_ca_file))  # ... and the extra ones
+    return context
 
 
 def _password(settings: Settings) -> str:
@@ -479,8 +522,10 @@ def fetch(settings: Settings, conn: sqlite3.Connection) -> FetchResult:
                 if report.kind == NONE:
                     left += 1
                     continue
-                touched += record(conn, settings, report, hashlib.sha256(raw).hexdigest())
-                kinds[report.kind] = kinds.get(report.kind, 0) + 1
+                applied = record(conn, settings, report, hashlib.sha256(raw).hexdigest())
+                if applied is not None:  # not a report recorded before a crash: count it now
+                    touched += applied
+                    kinds[report.kind] = kinds.get(report.kind, 0) + 1
                 source.handled(key, raw)  # only after the commit
         finally:
             source.close()

@@ -226,6 +226,15 @@ def localize(group: click.Command) -> None:
             owner._help_option = None  # Click keeps the --help option it made, with its text, in the language then
 
 
+class DecimalComma(click.FloatRange):
+    """A number that may be written with a decimal comma, as Norwegians write it ('2,5')."""
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> object:
+        if isinstance(value, str):
+            value = value.strip().replace(",", ".")
+        return super().convert(value, param, ctx)
+
+
 NOISY_LIBRARIES = ("markdown_it", "PIL", "urllib3", "asyncio", "charset_normalizer", "mail.log")
 
 
@@ -1278,7 +1287,7 @@ def send(
 @click.option("--links", is_flag=True, help="Also check every link online (HEAD, then GET).")
 @click.option(
     "--timeout",
-    type=click.FloatRange(min=0.5),
+    type=DecimalComma(min=0.5),
     default=10.0,
     show_default=True,
     help="Seconds to wait for each link with --links.",
@@ -1501,11 +1510,13 @@ def bounces_fetch(state: State) -> None:
 @click.pass_obj
 def bounces_list(state: State, since: str | None) -> None:
     """List the bounces and complaints reported after sending, newest first."""
+    from datetime import datetime, time
+
     from .bounces import events
-    from .clock import oslo_stamp
+    from .clock import OSLO, oslo_stamp, timestamp
     from .scaffold import parse_day
 
-    start = f"{parse_day(since).isoformat()}T00:00:00Z" if since else None
+    start = timestamp(datetime.combine(parse_day(since), time(0), OSLO)) if since else None  # from midnight in Oslo
     with database(state.settings().database) as conn:
         found = events(conn, start)
     if not found:

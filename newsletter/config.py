@@ -117,7 +117,7 @@ class Settings:
     allow_raw_html: bool
     html_warn_kb: int
     database_file: Path
-    database_url: str | None
+    database_url: str | None = field(repr=False)  # may hold a password
     outbox_dir: Path
     send_transport: str | None
     smtp_host: str | None

@@ -8,9 +8,11 @@
 - **Mailgun** (``/hooks/mailgun``): HMAC-SHA256 of timestamp and token with the webhook signing
   key (``NEWSLETTER_BOUNCES_MAILGUN_KEY``).
 
-Either way a call older than ``MAX_AGE`` or seen before (SNS MessageId, Mailgun token) is refused,
-and what it reports becomes a ``bounces.Report`` (the envelope sender, our VERP address, names
-the delivery recipient), recorded once like a report from the mailbox.
+Either way a call older than ``MAX_AGE`` is refused, and one seen before (SNS MessageId, Mailgun
+token) too: ``bounces.record`` remembers it in the same transaction as the report, so a call
+answered 503 (a busy database) can come again. What it reports becomes a trusted
+``bounces.Report`` (the service is authenticated, so its addresses are believed; the envelope
+sender, our VERP address, names the delivery recipient when there is one).
 """
 
 from __future__ import annotations
@@ -19,12 +21,11 @@ import base64
 import hashlib
 import hmac
 import json
-import sqlite3
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .bounces import COMPLAINT, HARD, NONE, SOFT, Report, read_envelope
-from .clock import now, timestamp
+from .clock import now
 from .config import Settings
 from .language import _
 
@@ -34,16 +35,6 @@ MAX_AGE = timedelta(minutes=15)  # Mailgun's advice; SNS retries within minutes 
 class Refused(Exception):
     """A webhook call that is not believed: unsigned, badly signed, too old, replayed, or for
     another topic. The message says which (for the log; the caller gets 403)."""
-
-
-def _seen(conn: sqlite3.Connection, key: str) -> None:
-    """Remember a call; refuse one that came before. Commits."""
-    with conn:
-        conn.execute("DELETE FROM webhook_calls WHERE at < ?", (timestamp(now() - 2 * MAX_AGE),))
-        try:
-            conn.execute("INSERT INTO webhook_calls (key, at) VALUES (?, ?)", (key, timestamp(now())))
-        except sqlite3.IntegrityError:
-            raise Refused("replayed") from None
 
 
 def _fresh(moment: datetime) -> None:
@@ -97,13 +88,14 @@ def verify_sns(settings: Settings, body: dict[str, Any]) -> None:
     _fresh(sent)
 
 
-def ses_report(settings: Settings, conn: sqlite3.Connection, body: dict[str, Any]) -> tuple[Report, str] | None:
-    """A verified SNS call as (report, key), once; None for a subscription confirmation (its
-    address is logged by the caller) or a notification that is not a bounce or complaint."""
+def ses_report(settings: Settings, body: dict[str, Any]) -> tuple[Report, str, str]:
+    """A verified SNS call as (report, key, replay key). A subscription confirmation is a report
+    of kind none with detail 'subscribe' (the caller logs its SubscribeURL); so is a notification
+    that is not a bounce or complaint."""
     verify_sns(settings, body)
-    _seen(conn, f"sns:{body.get('MessageId')}")
+    replay = f"sns:{body.get('MessageId')}"
     if body.get("Type") != "Notification":
-        return None
+        return Report(NONE, detail="subscribe" if body.get("Type") == "SubscriptionConfirmation" else ""), "", replay
     try:
         message = json.loads(str(body.get("Message")))
     except json.JSONDecodeError:
@@ -118,46 +110,53 @@ def ses_report(settings: Settings, conn: sqlite3.Connection, body: dict[str, Any
         first = recipients[0] if recipients else {}
         return Report(HARD if hard else SOFT, tuple(str(r.get("emailAddress", "")).lower() for r in recipients),
                       str(first.get("status", "")), verp, None,
-                      " ".join(str(first.get("diagnosticCode", "")).split())[:300]), f"ses:{mail.get('messageId')}:{kind}"  # fmt: skip
+                      " ".join(str(first.get("diagnosticCode", "")).split())[:300], trusted=True), f"ses:{mail.get('messageId')}:{kind}", replay  # fmt: skip
     if kind == "Complaint":
         complaint = message.get("complaint") or {}
         recipients = complaint.get("complainedRecipients") or []
         return Report(COMPLAINT, tuple(str(r.get("emailAddress", "")).lower() for r in recipients), "", verp, None,
-                      str(complaint.get("complaintFeedbackType") or "abuse")), f"ses:{mail.get('messageId')}:{kind}"  # fmt: skip
-    return Report(NONE), ""
+                      str(complaint.get("complaintFeedbackType") or "abuse"), trusted=True), f"ses:{mail.get('messageId')}:{kind}", replay  # fmt: skip
+    return Report(NONE), "", replay
 
 
 # --- Mailgun ----------------------------------------------------------------------------------------
 
 
-def mailgun_report(settings: Settings, conn: sqlite3.Connection, body: dict[str, Any]) -> tuple[Report, str]:
-    """A Mailgun event as (report, key), after checking its signature, age and token."""
+def mailgun_report(settings: Settings, body: dict[str, Any]) -> tuple[Report, str, str]:
+    """A Mailgun event as (report, key, replay key), after checking its signature and age.
+    Mailgun signs the timestamp and token, not the event: a signature is good once, within
+    MAX_AGE (the replay key is its token)."""
     if not settings.bounces_mailgun_key:
         raise Refused("NEWSLETTER_BOUNCES_MAILGUN_KEY is not set")
-    signed = body.get("signature") or {}
+    signed = body.get("signature")
+    if not isinstance(signed, dict):
+        raise Refused("not signed")
     stamp, token, signature = (str(signed.get(k, "")) for k in ("timestamp", "token", "signature"))
     expected = hmac.new(settings.bounces_mailgun_key.encode(), f"{stamp}{token}".encode(), hashlib.sha256).hexdigest()
-    if not (stamp and token and hmac.compare_digest(expected, signature)):
+    if not (stamp and token and hmac.compare_digest(expected.encode(), signature.encode())):
         raise Refused("bad signature")
     try:
         _fresh(datetime.fromtimestamp(int(float(stamp)), UTC))
     except (ValueError, OverflowError):
         raise Refused("no timestamp") from None
-    _seen(conn, f"mailgun:{token}")
-    event = body.get("event-data") or {}
+    replay = f"mailgun:{token}"
+    event = body.get("event-data")
+    if not isinstance(event, dict):
+        raise Refused("no event data")
     name = str(event.get("event", ""))
     envelope = event.get("envelope") or {}
     verp = read_envelope(settings, str(envelope.get("sender", "")))
     recipient = (str(event.get("recipient", "")).lower(),)
     key = f"mailgun:{event.get('id') or token}"
     if name == "complained":
-        return Report(COMPLAINT, recipient, "", verp, None, "abuse"), key
+        return Report(COMPLAINT, recipient, "", verp, None, "abuse", trusted=True), key, replay
     if name == "failed":
         status = event.get("delivery-status") or {}
         hard = event.get("severity") == "permanent"
         detail = " ".join(str(status.get("description") or status.get("message") or "").split())[:300]
-        return Report(HARD if hard else SOFT, recipient, str(status.get("code", "")), verp, None, detail), key
-    return Report(NONE), key
+        return Report(HARD if hard else SOFT, recipient, str(status.get("code", "")), verp, None, detail,
+                      trusted=True), key, replay  # fmt: skip
+    return Report(NONE), key, replay
 
 
 def refused_line(exc: Refused) -> str:

@@ -91,7 +91,9 @@ class SMTP:
     def connect(self) -> smtplib.SMTP:
         """An open, authenticated connection. Certificates are always verified."""
         try:
-            context = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
+            context = ssl.create_default_context()  # the system's authorities, and smtp.ca_file's besides
+            if self.ca_file:
+                context.load_verify_locations(cafile=str(self.ca_file))
         except (OSError, ssl.SSLError) as exc:
             raise ConnectFailed(
                 _("cannot use the CA file {ca_file} ({exc}); check smtp.ca_file.", ca_file=self.ca_file, exc=exc)

@@ -675,20 +675,19 @@ def create_app(settings: Settings, *, rate_limit: tuple[int, float] = (5, 600.0)
         return JSONResponse({"status": "ok"})
 
     def _hook(read: Any, body: dict) -> str:
-        """Check and record one webhook call; what the log says."""
+        """Check and record one webhook call (the call and its report in one transaction); what
+        the log says."""
+        report, key, replay = read(settings, body)
+        if report.detail == "subscribe":  # SNS asks to be confirmed: the operator opens the link once
+            log.warning("SNS subscription: open %s to confirm it", body.get("SubscribeURL"))
         conn = db()
         try:
-            found = read(settings, conn, body)
-            if found is None:  # an SNS subscription to confirm: the operator opens the link once
-                log.warning("SNS subscription: open %s to confirm it", body.get("SubscribeURL"))
-                return "subscription"
-            report, key = found
-            if report.kind == bounces.NONE or not key:
-                return "ignored"
-            bounces.record(conn, settings, report, key)
-            return report.kind
+            bounces.record(conn, settings, report, key, replay=replay)
+        except bounces.Replayed:
+            raise hooks.Refused("replayed") from None
         finally:
             conn.close()
+        return report.kind
 
     async def hook(request: Request) -> Response:
         """Bounces and complaints from Amazon SES (through SNS) or Mailgun (see hooks.py)."""
@@ -704,8 +703,11 @@ def create_app(settings: Settings, *, rate_limit: tuple[int, float] = (5, 600.0)
         except hooks.Refused as exc:
             log.warning("%s", hooks.refused_line(exc))
             return PlainTextResponse("refused\n", status_code=403)
+        except (TypeError, AttributeError, KeyError, ValueError) as exc:  # a body of the wrong shape
+            log.warning("%s", hooks.refused_line(hooks.Refused(f"malformed ({type(exc).__name__})")))
+            return PlainTextResponse("refused\n", status_code=403)
         except (sqlite3.OperationalError, StoreError):
-            return PlainTextResponse("busy; try again\n", status_code=503)  # both services retry
+            return PlainTextResponse("busy; try again\n", status_code=503)  # both services retry; nothing kept
         return PlainTextResponse(f"{outcome}\n")
 
     async def home(request: Request) -> Response:

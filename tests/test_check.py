@@ -434,3 +434,8 @@ def test_a_refused_link_with_markup_in_it_is_still_found(run, project, issue_dir
     write(issue_dir / "06-data.md", "---\ntitle: Data\n---\nTekst\n\nSe [data](data:text/html,<b>x</b>) her.\n")
     out = run("check").stdout
     assert "06-data.md:6: the link 'data:text/html,<b>x</b>' is not allowed" in out, out
+
+
+def test_the_timeout_may_have_a_decimal_comma(run, project):
+    assert "Invalid value" not in run("check", "--timeout", "2,5").output
+    assert "0.1 is not in the range x>=0.5" in run("check", "--timeout", "0,1").output

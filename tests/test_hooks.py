@@ -125,3 +125,60 @@ def test_without_settings_the_hooks_refuse(project, monkeypatch):
     with LiveServer(create_app(load_settings())) as live:
         assert httpx.post(live.url + "/hooks/ses", json={"Type": "Notification"}).status_code == 403
         assert httpx.post(live.url + "/hooks/mailgun", json={}).status_code == 403
+
+
+def test_a_call_refused_while_the_database_was_busy_can_come_again(hooked, project, monkeypatch):
+    import sqlite3
+
+    import newsletter.store as store
+
+    live, _private = hooked
+    subscribe("a@example.no")
+    monkeypatch.setattr(store, "BUSY_SECONDS", 0.5)
+    call = mailgun({"event": "failed", "severity": "permanent", "recipient": "a@example.no", "id": "e9"}, token="busy")
+    held = sqlite3.connect(project / "newsletter.db", isolation_level=None)
+    held.execute("BEGIN IMMEDIATE")  # another program writing
+    try:
+        assert httpx.post(live.url + "/hooks/mailgun", json=call).status_code == 503
+    finally:
+        held.execute("ROLLBACK")
+        held.close()
+    assert httpx.post(live.url + "/hooks/mailgun", json=call).status_code == 200  # Mailgun's retry is taken
+    assert rows(project, "SELECT status FROM subscribers") == [("bounced",)]
+    odd = {"signature": {"timestamp": "1", "token": "x", "signature": "æøå"}, "event-data": {}}
+    assert httpx.post(live.url + "/hooks/mailgun", json=odd).status_code == 403  # not a 500
+    assert httpx.post(live.url + "/hooks/mailgun", json={"signature": "tekst"}).status_code == 403
+
+
+def test_one_dsn_with_a_failed_and_a_delayed_recipient(project, monkeypatch):
+    from newsletter.store import database
+
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", KEY)
+    subscribe("x@example.no", "y@example.no")
+    dsn = (
+        b"From: MAILER-DAEMON@relay.example\r\nTo: bounce@nyhetsbrev.osloregionen.no\r\nSubject: Undelivered\r\n"
+        b"MIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=b\r\n\r\n"
+        b"--b\r\nContent-Type: text/plain\r\n\r\nreport\r\n--b\r\nContent-Type: message/delivery-status\r\n\r\n"
+        b"Reporting-MTA: dns; relay.example\r\n\r\n"
+        b"Final-Recipient: rfc822; x@example.no\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n"
+        b"Final-Recipient: rfc822; y@example.no\r\nAction: delayed\r\nStatus: 4.2.2\r\n\r\n--b--\r\n"
+    )
+    settings = load_settings()
+    report = bounces.classify(dsn, settings)
+    assert report.kind == "hard" and dict(report.kinds) == {"x@example.no": "hard", "y@example.no": "soft"}
+    with database(settings.database) as conn:  # no bounces.address here: addresses are believed
+        bounces.record(conn, settings, report, "mixed")
+    assert dict(rows(project, "SELECT email, status FROM subscribers")) == {
+        "x@example.no": "bounced", "y@example.no": "confirmed"}  # fmt: skip
+    assert rows(project, "SELECT kind FROM subscriber_events ORDER BY subscriber") == [("hard",), ("soft",)]
+
+
+def test_bounce_addresses_of_sends_before_a_key_rotation_still_count(project, monkeypatch):
+    monkeypatch.setenv("NEWSLETTER_BOUNCES_ADDRESS", "bounce@nyhetsbrev.osloregionen.no")
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", "o" * 40)
+    old = bounces.envelope_sender(load_settings(), 4, 7)
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", "n" * 40)
+    monkeypatch.setenv("NEWSLETTER_OLD_SECRET_KEYS", "o" * 40)
+    assert bounces.read_envelope(load_settings(), old) == (4, 7)
+    monkeypatch.delenv("NEWSLETTER_OLD_SECRET_KEYS")
+    assert bounces.read_envelope(load_settings(), old) is None
