@@ -8,6 +8,7 @@ half-written.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import sqlite3
 from collections.abc import Iterator
@@ -490,3 +491,109 @@ def postgres_version(url: str) -> int:
                 reason=" ".join(str(exc).split())[:300],
             )
         ) from exc
+
+
+def _canonical(value: object) -> bytes:
+    """A value as both backends give it back, for the checksums."""
+    if value is None:
+        return b"\x00N"
+    if isinstance(value, bytes | bytearray | memoryview):
+        return b"\x00B" + bytes(value)
+    if isinstance(value, bool):
+        return b"\x00I" + str(int(value)).encode()
+    if isinstance(value, int):
+        return b"\x00I" + str(value).encode()
+    if isinstance(value, float):
+        return b"\x00F" + repr(value).encode()
+    return b"\x00S" + str(value).encode("utf-8")
+
+
+def _checksum(rows: Iterator[tuple]) -> tuple[int, str]:
+    """(rows, SHA-256 over the sorted hashes of the rows): independent of the order the backends
+    return them in (their collations differ)."""
+    hashes = sorted(hashlib.sha256(b"\x01".join(_canonical(v) for v in row)).digest() for row in rows)
+    return len(hashes), hashlib.sha256(b"".join(hashes)).hexdigest()
+
+
+def copy_to_postgres(source: Path, url: str) -> list[tuple[str, int, str]]:
+    """Copy the SQLite database ``source`` into an empty PostgreSQL database (given the schema
+    first), table by table, in one transaction that commits only when every table's row count
+    and checksum (every value of every row) are the same on both sides. The source is only
+    read. Returns (table, rows, checksum) per table. Identity sequences continue after the
+    highest id ever given (SQLite's AUTOINCREMENT counter included: a forgotten subscriber's
+    number is never given to someone new)."""
+    import psycopg
+
+    if not source.is_file():
+        raise StoreError(_("{path}: no such database to copy.", path=source))
+    pending = source.with_name(source.name + ".unsubscribes")
+    if pending.is_file() and pending.stat().st_size:
+        raise StoreError(
+            _(
+                "{pending} holds unsubscribes not applied yet; run any command on the list first (e.g. 'newsletter subscribers count'), then copy.",
+                pending=pending,
+            )
+        )
+    reader = sqlite3.connect(f"{source.as_uri()}?mode=ro", uri=True)
+    try:
+        version = reader.execute("PRAGMA user_version").fetchone()[0]
+        if version != len(MIGRATIONS):
+            raise StoreError(
+                _(
+                    "{path} has schema version {version}, this program {count}: run 'newsletter db migrate' on it first.",
+                    path=source,
+                    version=version,
+                    count=len(MIGRATIONS),
+                )
+            )
+        if reader.execute("SELECT 1 FROM imports WHERE state = 'applying'").fetchone():
+            raise StoreError(_("an import is being applied to {path}; let it finish, then copy.", path=source))
+        postgres_migrate(url)
+        tables = [
+            re.match(r'CREATE TABLE "?(\w+)"?', sql)[1] for sql in postgres_schema() if sql.startswith("CREATE TABLE")
+        ]  # type: ignore[index]
+        results = []
+        with psycopg.connect(url, connect_timeout=10) as target:
+            for table in tables:
+                if target.execute(f'SELECT 1 FROM "{table}" LIMIT 1').fetchone():
+                    raise StoreError(
+                        _("the PostgreSQL database is not empty (table {table} has rows); copy into a new database.", table=table)
+                    )  # fmt: skip
+            for table in tables:
+                columns = [row[1] for row in reader.execute(f'PRAGMA table_info("{table}")')]
+                names = ", ".join(f'"{c}"' for c in columns)
+                with target.cursor().copy(f'COPY "{table}" ({names}) FROM STDIN') as copy:
+                    for row in reader.execute(f'SELECT {names} FROM "{table}"'):
+                        copy.write_row(row)
+                here = _checksum(reader.execute(f'SELECT {names} FROM "{table}"'))
+                there = _checksum(target.execute(f'SELECT {names} FROM "{table}"'))
+                if here != there:
+                    raise StoreError(
+                        _(
+                            "table {table} differs after the copy ({here} rows here, {there} there); nothing was kept in PostgreSQL.",
+                            table=table,
+                            here=here[0],
+                            there=there[0],
+                        )
+                    )
+                if (
+                    "id" in columns
+                    and target.execute("SELECT pg_get_serial_sequence(%s, 'id')", (f'"{table}"',)).fetchone()[0]
+                ):
+                    highest = reader.execute(f'SELECT MAX(id) FROM "{table}"').fetchone()[0] or 0
+                    counter = reader.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (table,)).fetchone()
+                    start = max(highest, counter[0] if counter else 0)
+                    if start:
+                        target.execute("SELECT setval(pg_get_serial_sequence(%s, 'id'), %s)", (f'"{table}"', start))
+                results.append((table, *here))
+            target.commit()
+        return results
+    except psycopg.Error as exc:
+        raise StoreError(
+            _(
+                "cannot use the PostgreSQL database ({reason}); check NEWSLETTER_DATABASE_URL.",
+                reason=" ".join(str(exc).split())[:300],
+            )
+        ) from exc
+    finally:
+        reader.close()

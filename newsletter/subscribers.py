@@ -676,7 +676,14 @@ def forget(conn: sqlite3.Connection, settings: Settings, email: str) -> bool:
     digest = forgotten_hash(settings, address)
     keys.record(settings)
     with conn:
+        ids = [row[0] for row in conn.execute("SELECT id FROM subscribers WHERE email = ?", (address,))]
         erased = conn.execute("DELETE FROM subscribers WHERE email = ?", (address,)).rowcount
+        # the delivery journal keeps that a message went, not to whom (the counts stay right)
+        conn.execute(
+            "UPDATE delivery_recipients SET email = 'forgotten', last_error = NULL WHERE email = ?", (address,)
+        )
+        for subscriber in ids:
+            conn.execute("DELETE FROM import_undo WHERE subscriber = ?", (subscriber,))
         conn.execute(
             "INSERT INTO forgotten (hash, forgotten_at) VALUES (?, ?) ON CONFLICT(hash) DO NOTHING",
             (digest, timestamp(now())),

@@ -101,3 +101,52 @@ def test_db_status_and_migrate_on_sqlite(run, project):
     assert "newsletter.db: schema version 0 of" in run("db", "status").stdout
     assert f"schema version {len(MIGRATIONS)} (was 0)" in run("db", "migrate").stdout
     assert "up to date" in run("db", "status").stdout
+
+
+def test_db_copy_keeps_everything_and_leaves_the_source_alone(run, project, postgres, monkeypatch):
+    import hashlib
+
+    import psycopg
+    from conftest import load_sample_data, subscribe
+
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", "p" * 40)
+    load_sample_data(project)
+    subscribe("a@example.no", ("b@example.no", "Bø Ærlig", "3205"), "c@example.no")
+    assert run("send", "--yes").exit_code == 0  # deliveries, recipients, the archive's pages and images
+    assert run("subscribers", "forget", "c@example.no", "--yes").exit_code == 0  # its number is never reused
+    before = hashlib.sha256((project / "newsletter.db").read_bytes()).hexdigest()
+    url = postgres()
+    copied = run("db", "copy", "--to", url)
+    assert copied.exit_code == 0, copied.output
+    assert "the counts and checksums are equal on both sides" in copied.stdout
+    assert hashlib.sha256((project / "newsletter.db").read_bytes()).hexdigest() == before
+    counts = {line.split()[0]: int(line.split()[1].replace(",", "")) for line in copied.stdout.splitlines()[:-1]}
+    assert counts["subscribers"] == 2 and counts["delivery_recipients"] == 3 and counts["emissions"] > 1000
+    assert counts["archive_files"] >= 1 and counts["forgotten"] == 1
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT name FROM subscribers WHERE email = 'b@example.no'").fetchone() == ("Bø Ærlig",)
+        new = conn.execute(
+            "INSERT INTO subscribers (email, name, language, topics, status, consent_source, consent_at, created_at,"
+            " updated_at) VALUES ('d@example.no', '', 'nb', '', 'pending', 'test', 't', 't', 't') RETURNING id"
+        ).fetchone()[0]
+    assert new == 4  # after c's number 3, although c is gone
+    assert_error(run("db", "copy", "--to", url), "the PostgreSQL database is not empty")
+
+
+def test_db_copy_of_100000_subscribers(run, project, postgres, monkeypatch):
+    import sqlite3
+
+    from newsletter.store import connect
+
+    connect(project / "newsletter.db").close()
+    conn = sqlite3.connect(project / "newsletter.db")
+    with conn:
+        conn.executemany(
+            "INSERT INTO subscribers (email, name, language, topics, status, consent_source, consent_at, created_at,"
+            " updated_at) VALUES (?, ?, 'nb', 'klima', 'confirmed', 'import', 't', 't', 't')",
+            ((f"p{n}@example.no", f"Person {n} æøå") for n in range(100_000)),
+        )
+    conn.close()
+    copied = run("db", "copy", "--to", postgres())
+    assert copied.exit_code == 0, copied.output
+    assert any(line.split()[:2] == ["subscribers", "100,000"] for line in copied.stdout.splitlines())

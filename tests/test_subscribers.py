@@ -287,3 +287,28 @@ def test_forgetting_a_mistyped_address_changes_nothing_and_names_the_close_one(r
     unknown = run("subscribers", "forget", "helt.annen@annet.no", "--yes")  # no one like it: remembered anyway
     assert unknown.exit_code == 0 and "was not on the list; it is remembered as forgotten" in unknown.stdout
     assert rows(project, "SELECT COUNT(*) FROM forgotten") == [(1,)]
+
+
+def test_forget_leaves_the_address_nowhere_in_the_database(run, project, monkeypatch):
+    import sqlite3
+
+    from conftest import subscribe
+
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", "f" * 40)
+    subscribe("kari@example.no", "ola@example.no")
+    assert run("send", "--yes").exit_code == 0
+    assert run("subscribers", "forget", "kari@example.no", "--yes").exit_code == 0
+    conn = sqlite3.connect(project / "newsletter.db")
+    try:
+        found = []
+        for (table,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'"):
+            columns = [row[1] for row in conn.execute(f'PRAGMA table_info("{table}")')]
+            for column in columns:
+                hits = conn.execute(f'SELECT COUNT(*) FROM "{table}" WHERE CAST("{column}" AS TEXT) LIKE ?',
+                                    ("%kari@example.no%",)).fetchone()[0]  # fmt: skip
+                if hits:
+                    found.append(f"{table}.{column}")
+        assert found == []
+        assert conn.execute("SELECT COUNT(*) FROM delivery_recipients").fetchone()[0] == 2  # the count stays right
+    finally:
+        conn.close()
