@@ -11,9 +11,10 @@ from __future__ import annotations
 import hashlib
 import re
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from . import locks
 from .clock import now, timestamp
@@ -597,3 +598,189 @@ def copy_to_postgres(source: Path, url: str) -> list[tuple[str, int, str]]:
         ) from exc
     finally:
         reader.close()
+
+
+# --- the stages' SQL on PostgreSQL (issue 16: the adapter; the stages are not switched yet) -----
+
+
+class PgRow(tuple):
+    """A row by position and by name, as sqlite3.Row (``row[0]``, ``row["email"]``, ``dict(row)``)."""
+
+    names: tuple[str, ...] = ()
+
+    def __getitem__(self, key):  # type: ignore[override]
+        if isinstance(key, str):
+            return tuple.__getitem__(self, self.names.index(key))
+        return tuple.__getitem__(self, key)
+
+    def keys(self) -> list[str]:
+        return list(self.names)
+
+
+def _pg_row_factory(cursor: Any) -> Any:
+    names = tuple(column.name for column in cursor.description or ())
+    kind = type("Row", (PgRow,), {"names": names})
+    return lambda values: kind(values)
+
+
+def _primary_keys() -> dict[str, str]:
+    """Each table's primary key columns, from the migrations (for INSERT OR REPLACE)."""
+    scratch = sqlite3.connect(":memory:")
+    try:
+        for script in MIGRATIONS:
+            scratch.executescript(script)
+        found = {}
+        for (table,) in scratch.execute("SELECT name FROM sqlite_master WHERE type = 'table'"):
+            keys = sorted((row[5], row[1]) for row in scratch.execute(f'PRAGMA table_info("{table}")') if row[5])
+            found[table] = ", ".join(name for _order, name in keys)
+        return found
+    finally:
+        scratch.close()
+
+
+_IDENTITY = re.compile(r"^\s*INSERT\s+INTO\s+(\w+)", re.IGNORECASE)
+
+
+def pg_sql(sql: str, keys: dict[str, str] | None = None) -> str:
+    """SQLite's SQL as the stages write it, for PostgreSQL: '?' -> '%s' outside quotes, '%' -> '%%'
+    everywhere, INSERT OR IGNORE -> ON CONFLICT DO NOTHING, INSERT OR REPLACE -> ON CONFLICT (key)
+    DO UPDATE, BEGIN IMMEDIATE -> BEGIN."""
+    out, quote = [], ""
+    for char in sql:
+        if quote:
+            out.append("%%" if char == "%" else char)  # psycopg reads '%' in quotes too
+            if char == quote:
+                quote = ""
+        elif char in "'\"":
+            quote = char
+            out.append(char)
+        elif char == "?":
+            out.append("%s")
+        elif char == "%":
+            out.append("%%")
+        else:
+            out.append(char)
+    text = re.sub(r"\browid\b", "ctid", "".join(out))  # SQLite's row number; PostgreSQL's row address
+    if re.match(r"^\s*BEGIN\s+IMMEDIATE\s*$", text, re.IGNORECASE):
+        return "BEGIN"
+    ignore = re.match(r"^\s*INSERT\s+OR\s+IGNORE\s+", text, re.IGNORECASE)
+    if ignore:
+        return "INSERT " + text[ignore.end() :] + " ON CONFLICT DO NOTHING"
+    replace = re.match(r"^\s*INSERT\s+OR\s+REPLACE\s+INTO\s+(\w+)\s*\(([^)]*)\)", text, re.IGNORECASE)
+    if replace:
+        table, columns = replace[1], [c.strip() for c in replace[2].split(",")]
+        key = (keys or _primary_keys())[table]
+        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c not in key.split(", "))
+        return (
+            f"INSERT INTO {table} "
+            + text[replace.end() - len(replace[2]) - 2 :]
+            + f" ON CONFLICT ({key}) DO UPDATE SET {updates}"
+        )
+    return text
+
+
+class PgCursor:
+    """What an execute returns: rows, rowcount and lastrowid (an INSERT into a table with an id
+    returns it)."""
+
+    def __init__(self, cursor: Any, lastrowid: int | None) -> None:
+        self.cursor, self.lastrowid, self.rowcount = cursor, lastrowid, cursor.rowcount
+
+    def fetchone(self) -> Any:
+        return self.cursor.fetchone() if self.cursor.description else None
+
+    def fetchall(self) -> list:
+        return self.cursor.fetchall() if self.cursor.description else []
+
+    def fetchmany(self, size: int) -> list:
+        return self.cursor.fetchmany(size) if self.cursor.description else []
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.fetchall())
+
+
+class _Fixed:
+    """The answer to a PRAGMA on PostgreSQL."""
+
+    def __init__(self, rows: list[tuple]) -> None:
+        self.rows, self.rowcount, self.lastrowid = rows, 0, None
+
+    def fetchone(self) -> tuple | None:
+        return self.rows[0] if self.rows else None
+
+    def fetchall(self) -> list[tuple]:
+        return self.rows
+
+
+class PgConnection:
+    """A psycopg connection behind the part of sqlite3.Connection's API that the stages use:
+    ``execute``/``executemany`` with '?' placeholders, rows by name and position, ``with conn:``
+    as one transaction (or an explicit BEGIN ... COMMIT), and sqlite3's IntegrityError and
+    OperationalError for a broken constraint or a lock that timed out, so callers stay as they are."""
+
+    def __init__(self, url: str, timeout: float = BUSY_SECONDS, lock_dir: Path | None = None) -> None:
+        import tempfile
+
+        import psycopg
+
+        # The lock files that order writers on one machine (urgent, give_way) live here; across
+        # machines PostgreSQL's own row locks do that work.
+        self.lock_dir = lock_dir or Path(tempfile.gettempdir()) / "newsletter-postgres"
+
+        self.raw = psycopg.connect(url, autocommit=True, connect_timeout=10, row_factory=_pg_row_factory)
+        self.raw.execute(f"SET lock_timeout = '{int(timeout * 1000)}ms'")
+        self.keys = _primary_keys()
+        self.identity = {table for table, sql in self.keys.items() if sql == "id"}
+        self.explicit = False  # inside a BEGIN the caller wrote
+
+    def execute(self, sql: str, params: tuple | list = ()) -> PgCursor:
+        import psycopg
+
+        pragma = re.match(r"^\s*PRAGMA\s+(\w+)\s*(=.*)?$", sql, re.IGNORECASE)
+        if pragma:  # SQLite's own settings: the file for the lock files, the rest means nothing here
+            name = pragma[1].lower()
+            rows = [(0, "main", str(self.lock_dir / "postgres.db"))] if name == "database_list" else []
+            rows = [(2,)] if name == "synchronous" and not pragma[2] else rows
+            return _Fixed(rows)  # type: ignore[return-value]
+        text = pg_sql(sql, self.keys)
+        upper = text.strip().upper()
+        if upper == "BEGIN":
+            self.explicit = True
+        elif upper in ("COMMIT", "ROLLBACK"):
+            self.explicit = False
+        table = _IDENTITY.match(text)
+        wants_id = bool(table and table[1] in self.identity and "RETURNING" not in upper)
+        try:
+            cursor = self.raw.execute(text + (" RETURNING id" if wants_id else ""), tuple(params))
+        except psycopg.IntegrityError as exc:
+            raise sqlite3.IntegrityError(str(exc)) from exc
+        except psycopg.errors.LockNotAvailable as exc:
+            raise sqlite3.OperationalError(f"database is locked ({exc})") from exc
+        lastrowid = None
+        if wants_id and cursor.description:
+            row = cursor.fetchone()
+            lastrowid = row[0] if row else None
+        return PgCursor(cursor, lastrowid)
+
+    @property
+    def in_transaction(self) -> bool:
+        from psycopg.pq import TransactionStatus
+
+        return self.raw.info.transaction_status != TransactionStatus.IDLE
+
+    def executemany(self, sql: str, rows: Iterable) -> None:
+        for params in rows:
+            self.execute(sql, params)
+
+    def __enter__(self) -> PgConnection:
+        if not self.explicit:
+            self.raw.execute("BEGIN")
+        return self
+
+    def __exit__(self, kind: Any, value: Any, trace: Any) -> None:
+        if self.explicit:
+            return
+        self.raw.execute("ROLLBACK" if kind else "COMMIT")
+
+    def close(self) -> None:
+        self.raw.close()

@@ -150,3 +150,44 @@ def test_db_copy_of_100000_subscribers(run, project, postgres, monkeypatch):
     copied = run("db", "copy", "--to", postgres())
     assert copied.exit_code == 0, copied.output
     assert any(line.split()[:2] == ["subscribers", "100,000"] for line in copied.stdout.splitlines())
+
+
+def test_the_stages_sql_runs_on_postgresql_through_the_adapter(project, postgres, monkeypatch):
+    """The adapter under the stages' own code: subscribers added, found, listed, signed up,
+    imported (INSERT OR REPLACE of the undo rows), a constraint broken, a transaction undone."""
+    import sqlite3
+
+    from newsletter.config import load_settings
+    from newsletter.emissions import read_members
+    from newsletter.store import PgConnection, pg_sql, postgres_migrate
+    from newsletter.subscribers import add, get, import_csv, listing, request_signup
+
+    assert pg_sql("SELECT 'a?%' FROM t WHERE x = ? AND y LIKE ?") == "SELECT 'a?%%' FROM t WHERE x = %s AND y LIKE %s"
+    url = postgres()
+    postgres_migrate(url)
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", "q" * 40)
+    settings = load_settings()
+    members = read_members(settings.emissions_members)
+    conn = PgConnection(url)
+    try:
+        action, person = add(conn, settings, members, "Kari@Example.no", name="Kari", municipality="Lillestrøm",
+                             topics=("klima",), confirmed=True)  # fmt: skip
+        assert action == "added" and person.id == 1 and person.municipality == "3205"
+        assert get(conn, "kari@example.no").name == "Kari"
+        wanted = request_signup(conn, settings, "ny@example.no", name="Ny")
+        assert wanted is not None and get(conn, "ny@example.no").status == "pending"
+        sheet = project / "liste.csv"
+        sheet.write_text("E-post;Navn\nola@example.no;Ola\nkari@example.no;Kari N.\n", encoding="utf-8")
+        report = import_csv(conn, settings, members, sheet, confirmed=True)
+        assert (report.added, report.updated) == (1, 1)
+        assert [p.email for p in listing(conn, ())] == ["kari@example.no", "ny@example.no", "ola@example.no"]
+        with pytest.raises(sqlite3.IntegrityError):
+            conn.execute("INSERT INTO subscribers (id, email, name, language, topics, status, consent_source,"
+                         " consent_at, created_at, updated_at) VALUES (1, 'x@example.no', '', 'nb', '', 'pending',"
+                         " 'x', 't', 't', 't')")  # fmt: skip
+        with pytest.raises(RuntimeError), conn:
+            conn.execute("UPDATE subscribers SET name = 'borte' WHERE email = ?", ("ola@example.no",))
+            raise RuntimeError("undo")
+        assert get(conn, "ola@example.no").name == "Ola"
+    finally:
+        conn.close()
