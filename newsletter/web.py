@@ -447,7 +447,7 @@ def create_app(settings: Settings, *, rate_limit: tuple[int, float] = (5, 600.0)
             keys.record(settings)
             language = person.language if person.language in ("nb", "en") else settings.language
             _mail(person.email, lambda address: link_message(
-                settings, site.strings[language], "link", language, address, person.name, url))  # fmt: skip
+                settings, site.strings[language], "link", language, address, person.name, url), person.id)  # fmt: skip
         except NewsletterError as exc:
             log.warning("change: the link to the preferences was not sent: %s", exc)
 
@@ -475,18 +475,22 @@ def create_app(settings: Settings, *, rate_limit: tuple[int, float] = (5, 600.0)
             keys.record(settings)
             language = person.language
             _mail(person.email, lambda address: confirmation_message(
-                settings, site.strings[language], language, address, person.name, url))  # fmt: skip
+                settings, site.strings[language], language, address, person.name, url), person.id)  # fmt: skip
         except NewsletterError as exc:  # logged for the operator; the visitor already has the neutral answer
             log.warning("signup: the confirmation email was not sent: %s", exc)
 
-    def _mail(email: str, make) -> None:
-        """One message through the configured transport (the same rules as a send)."""
+    def _mail(email: str, make, subscriber: int | None = None) -> None:
+        """One message through the configured transport (the same rules as a send); with
+        bounces.address, its envelope sender names the subscriber (VERP, delivery 0: not an issue)."""
+        sender = settings.sender_address
+        if settings.bounces_address and subscriber is not None:
+            sender = bounces.envelope_sender(settings, 0, subscriber)
         conn = db()
         try:
             via = transport_for(settings, conn)
             connection = Connection(via)
             try:
-                deliver(connection, settings.sender_address, email, make)
+                deliver(connection, sender, email, make)
                 if via.kind == "smtp":
                     remember(conn, "smtp", via.target)
                     note(conn, SMTPUTF8_SEEN, smtputf8_fact(via, connection.smtputf8))
@@ -572,7 +576,7 @@ def create_app(settings: Settings, *, rate_limit: tuple[int, float] = (5, 600.0)
         try:
             keys.record(settings)
             _mail(person.email, lambda address: welcome.welcome_message(
-                settings, site.strings[language], person, address, newest))  # fmt: skip
+                settings, site.strings[language], person, address, newest), person.id)  # fmt: skip
         except NewsletterError as exc:  # logged for the operator; the next confirmation may try again
             log.warning("confirm: the welcome email was not sent: %s", exc)
             conn = db()

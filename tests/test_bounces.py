@@ -343,3 +343,25 @@ def test_fetch_over_imap_and_pop3(run, keyed, dovecot, monkeypatch, scheme):
     assert_error(run("bounces", "fetch"), "cannot read the bounce mailbox at 127.0.0.1", "NEWSLETTER_BOUNCES_PASSWORD")
     monkeypatch.setenv("NEWSLETTER_BOUNCES_MAILBOX", f"imap://bounce@127.0.0.1:{port}/INBOX")
     assert_error(run("bounces", "fetch"), "only imaps:// and pop3s://")
+
+
+def test_confirmation_mails_carry_a_verp_sender_too(keyed, sink, monkeypatch):
+    import httpx
+    from conftest import LiveServer, solved
+
+    from newsletter.web import create_app
+
+    monkeypatch.setenv("NEWSLETTER_BOUNCES_ADDRESS", "bounce@nyhetsbrev.osloregionen.no")
+    monkeypatch.setenv("NEWSLETTER_WEB_CHALLENGE_WORK", "20")
+    settings = load_settings()
+    with LiveServer(create_app(settings)) as live, httpx.Client(base_url=live.url) as client:
+        page = client.get("/signup").text
+        token = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+        answer = client.post("/signup", data={"csrf": token, "email": "ny@example.no", "altcha": solved(client)})
+        assert answer.status_code == 200
+        deadline = time.monotonic() + 10
+        while not sink.envelopes and time.monotonic() < deadline:
+            time.sleep(0.05)
+    (mail_from, rcpts, _utf8), *_ = sink.envelopes
+    (subscriber,) = rows(keyed, "SELECT id FROM subscribers WHERE email = 'ny@example.no'")[0]
+    assert rcpts == ("ny@example.no",) and bounces.read_envelope(settings, mail_from) == (0, subscriber)
