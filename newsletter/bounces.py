@@ -22,6 +22,7 @@ hash, before it moves the message out of the inbox, so a crash neither loses nor
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import hmac
 import mailbox
@@ -56,8 +57,13 @@ def _mac(settings: Settings, delivery: int, subscriber: int, secret: str | None 
     secret = secret or settings.secret_key
     if not secret:
         raise ConfigError(_("NEWSLETTER_SECRET_KEY is not set; the bounce addresses are signed with it."))
-    key = hmac.new(secret.encode(), b"newsletter bounce address", hashlib.sha256).digest()
-    return hmac.new(key, f"{delivery}.{subscriber}".encode(), hashlib.sha256).hexdigest()[:12]
+    return hmac.new(_verp_key(secret), f"{delivery}.{subscriber}".encode(), hashlib.sha256).hexdigest()[:12]
+
+
+@functools.cache
+def _verp_key(secret: str) -> bytes:
+    """The bounce addresses' own key, derived from the project's key once (not per message)."""
+    return hmac.new(secret.encode(), b"newsletter bounce address", hashlib.sha256).digest()
 
 
 def envelope_sender(settings: Settings, delivery: int, subscriber: int) -> str:
@@ -306,20 +312,11 @@ def record(
                     " WHERE id = ? AND status IN ('pending', 'confirmed')",
                     (moment, moment, subscriber),
                 )
-            elif kind == HARD:
-                hard = conn.execute(
-                    "SELECT COUNT(*) FROM subscriber_events WHERE subscriber = ? AND kind = ? AND at >= ?",
-                    (subscriber, HARD, since),
-                ).fetchone()[0]
-                if hard >= settings.bounces_hard_after:
-                    _bounced(conn, subscriber, moment)
+            elif kind == HARD and _events(conn, subscriber, HARD, since) >= settings.bounces_hard_after:
+                _bounced(conn, subscriber, moment)
             elif kind == SOFT:
                 window = max(since, timestamp(now() - timedelta(days=settings.bounces_soft_days)))
-                soft = conn.execute(
-                    "SELECT COUNT(*) FROM subscriber_events WHERE subscriber = ? AND kind = ? AND at >= ?",
-                    (subscriber, SOFT, window),
-                ).fetchone()[0]
-                if soft >= settings.bounces_soft_limit:
+                if _events(conn, subscriber, SOFT, window) >= settings.bounces_soft_limit:
                     _bounced(conn, subscriber, moment)
     return touched
 
@@ -332,6 +329,14 @@ def _kinds_by_subscriber(conn: sqlite3.Connection, report: Report) -> list[tuple
         if row is not None:
             found.append((row[0], kind))
     return found
+
+
+def _events(conn: sqlite3.Connection, subscriber: int, kind: str, since: str) -> int:
+    """How many events of ``kind`` a subscriber has had since ``since``."""
+    return conn.execute(
+        "SELECT COUNT(*) FROM subscriber_events WHERE subscriber = ? AND kind = ? AND at >= ?",
+        (subscriber, kind, since),
+    ).fetchone()[0]
 
 
 def _bounced(conn: sqlite3.Connection, subscriber: int, moment: str) -> None:
