@@ -116,7 +116,7 @@ def save_snapshot(conn: sqlite3.Connection, snap: Snapshot, *, draft: bool = Fal
         " test_images) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(issue) DO UPDATE SET language = excluded.language,"
         " title = excluded.title, subject = excluded.subject, preheader = excluded.preheader,"
         " issue_date = excluded.issue_date, html = excluded.html, feed_html = excluded.feed_html,"
-        " test_images = MAX(test_images, excluded.test_images)",
+        " test_images = MAX(archive_issues.test_images, excluded.test_images)",
         (snap.issue, snap.language, snap.title, snap.subject, snap.preheader, snap.issue_date, snap.html,
          snap.feed_html, int(draft)),
     )  # fmt: skip
@@ -407,7 +407,7 @@ def _write_version(settings: Settings, folder: Path) -> tuple[str, ...]:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
 
-    conn = connect(settings.database) if settings.database.is_file() else None
+    conn = connect(settings.database) if settings.database.exists() else None
     try:
         items = archived(conn) if conn else []
         strings = load_strings(template_folders(settings), settings.language)

@@ -37,11 +37,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import SplitResult, unquote, urlsplit
 
+from . import journal
 from .clock import now, timestamp
 from .config import Settings
-from .errors import ConfigError, SubscriberError
+from .errors import ConfigError, Replayed, SubscriberError
 from .language import _, os_reason
-from .locks import hold
+from .store import exclusive
+from .subscribers import read_token
 
 HARD, SOFT, COMPLAINT, NONE = "hard", "soft", "complaint", "none"
 DONE_FOLDER = "newsletter-done"  # the Maildir folder that handled reports are moved to
@@ -238,10 +240,7 @@ def _subscribers(conn: sqlite3.Connection, settings: Settings, report: Report) -
 
 
 def _last_delivery(conn: sqlite3.Connection, subscriber: int) -> int | None:
-    row = conn.execute(
-        "SELECT MAX(delivery) FROM delivery_recipients WHERE subscriber = ? AND status = 'sent'", (subscriber,)
-    ).fetchone()
-    return row[0] if row else None
+    return journal.last_sent_to(conn, subscriber)
 
 
 def _named(conn: sqlite3.Connection, settings: Settings, report: Report) -> list[tuple[int, int | None]]:
@@ -251,8 +250,6 @@ def _named(conn: sqlite3.Connection, settings: Settings, report: Report) -> list
         if conn.execute("SELECT 1 FROM subscribers WHERE id = ?", (subscriber,)).fetchone():
             return [(subscriber, delivery)]
     if report.token:
-        from .subscribers import read_token
-
         try:
             return [(read_token(settings, report.token, "unsubscribe"), None)]
         except SubscriberError:
@@ -268,10 +265,6 @@ def _named(conn: sqlite3.Connection, settings: Settings, report: Report) -> list
         if row is not None:
             found.append((row[0], None))
     return found
-
-
-class Replayed(Exception):
-    """A webhook call seen before (its replay key is recorded)."""
 
 
 def record(
@@ -518,7 +511,12 @@ def fetch(settings: Settings, conn: sqlite3.Connection) -> FetchResult:
     so cron may start it every few minutes."""
     kinds: dict[str, int] = {}
     read = touched = left = 0
-    with hold(settings.build_dir, "bounces-fetch", busy=_("'newsletter bounces fetch' is already running.")):
+    with exclusive(
+        settings.database,
+        "bounces-fetch",
+        folder=settings.build_dir,
+        busy=_("'newsletter bounces fetch' is already running."),
+    ):
         source = _source(settings)
         try:
             for key, raw in source.messages():

@@ -206,7 +206,7 @@ def web_html(settings: Settings, prepared: Prepared) -> str:
 
 def issue_news(settings: Settings, issue: Issue) -> tuple[FeedItem, ...]:
     """The feed items the issue shows; none without a database or with 'feeds: false'."""
-    if issue.front_matter.get("feeds") is False or not settings.database.is_file():
+    if issue.front_matter.get("feeds") is False or not settings.database.exists():
         return ()
     with database(settings.database) as conn:
         return selected_news(settings, conn, issue.id, issue.language)
@@ -243,7 +243,7 @@ def issue_emissions(
                 where=where_,
             )
         )
-    if not settings.database.is_file():
+    if not settings.database.exists():
         found.append(
             Finding(
                 WARNING,

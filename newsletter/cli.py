@@ -18,7 +18,7 @@ from . import __version__, language
 from .config import Settings, load_settings
 from .errors import ConfigError, NewsletterError
 from .language import N_, _, os_reason
-from .store import database, explain
+from .store import Database, database, explain
 
 # The stages are imported inside the commands that use them, so that each command starts
 # without loading the others (the renderer alone is a third of a build's start-up).
@@ -83,7 +83,7 @@ class _Group(click.Group):
             raise click.ClickException(str(exc)) from exc
 
 
-def _database_path(state: State | None) -> Path:
+def _database_path(state: State | None) -> Path | Database:
     """The project's database, for a message (its name alone if the settings cannot be read)."""
     try:
         return state.settings().database if state is not None else Path("newsletter.db")
@@ -1173,8 +1173,10 @@ def send(
                 )
             )
         return
-    settings = state.settings() if dry_run else state.settings_with_key()
+    settings = state.settings()
     plan = delivery.plan(settings, issue, segment, retry_failed=retry_failed, force=force)
+    if not dry_run:  # a key is made (in a project that never signed) only once the send can go
+        settings = state.settings_with_key()
     _warn([f for f in plan.prepared.findings if f.level == "warning"])  # the build's; check lists its own
     for finding in plan.findings:
         if finding.level == "error":  # only when forced
@@ -1533,14 +1535,7 @@ def db_group() -> None:
 
 def _where(settings) -> str:
     """The database as people may see it: a PostgreSQL address without its password."""
-    from urllib.parse import urlsplit
-
-    if not settings.postgres_url:
-        return str(settings.database)
-    parts = urlsplit(settings.postgres_url)
-    host = parts.hostname or "localhost"
-    user = f"{parts.username}@" if parts.username else ""
-    return f"{parts.scheme}://{user}{host}{f':{parts.port}' if parts.port else ''}{parts.path}"
+    return str(settings.database)
 
 
 def _sqlite_version(path: Path) -> int:
@@ -1564,7 +1559,7 @@ def db_migrate(state: State) -> None:
     if settings.postgres_url:
         before, now_ = postgres_migrate(settings.postgres_url)
     else:
-        before = _sqlite_version(settings.database)
+        before = _sqlite_version(settings.database.file)
         connect(settings.database).close()  # migrates
         now_ = len(MIGRATIONS)
     click.echo(
@@ -1601,7 +1596,9 @@ def db_status(state: State) -> None:
     from .store import MIGRATIONS, postgres_version
 
     settings = state.settings()
-    version = postgres_version(settings.postgres_url) if settings.postgres_url else _sqlite_version(settings.database)
+    version = (
+        postgres_version(settings.postgres_url) if settings.postgres_url else _sqlite_version(settings.database.file)
+    )
     wanted = len(MIGRATIONS)
     state_ = (_("up to date") if version == wanted else _("behind: run 'newsletter db migrate'") if version < wanted
               else _("newer than this program: upgrade newsletter"))  # fmt: skip
@@ -1623,12 +1620,50 @@ def run_due_command(state: State) -> None:
     from .schedule import run_due
 
     result = run_due(state.settings())
+    _report_due(result)
+    if result.problems:
+        raise SystemExit(1)
+
+
+def _report_due(result) -> None:
+    """What a run-due (or a worker's round) did, and its problems on stderr."""
     for line in result.lines:
         click.echo(line, err=_is_warning(line))
     for problem in result.problems:
         click.echo(problem if problem.startswith("  ") else _("Error: {message}", message=problem), err=True)
-    if result.problems:
-        raise SystemExit(1)
+
+
+@cli.command("worker")
+@click.option(
+    "--interval",
+    type=DecimalComma(min=1.0),
+    default=15.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Seconds between looks for deliveries that are due.",
+)
+@click.pass_obj
+def worker_command(state: State, interval: float) -> None:
+    """Keep sending, as a service (systemd): every --interval seconds, start the scheduled issues
+    that are due and help send the deliveries that are running, beside other workers on this
+    machine or on others that share the PostgreSQL database (each claims its own recipients).
+    Ctrl-C or SIGTERM stops it after the messages in flight are recorded."""
+    import signal
+    import threading
+
+    from .schedule import work
+
+    settings = state.settings()
+    stop = threading.Event()
+
+    def graceful(signum, frame) -> None:
+        stop.set()
+
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, graceful)
+    click.echo(_("Worker started ({where}); it stops on Ctrl-C or SIGTERM.", where=settings.database), err=True)
+    work(settings, stop, interval, _report_due)
+    click.echo(_("Worker stopped."), err=True)
 
 
 @cli.command()

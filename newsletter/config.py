@@ -22,6 +22,7 @@ from dotenv import dotenv_values
 from . import language
 from .errors import ConfigError, ProjectError, where
 from .language import _
+from .store import Database
 
 CONFIG_FILE = "newsletter.toml"
 LANGUAGES = ("nb", "en")
@@ -169,20 +170,10 @@ class Settings:
     smtp_password: str | None = field(default=None, repr=False)
 
     @property
-    def database(self) -> Path:
-        """The SQLite database file. With a PostgreSQL NEWSLETTER_DATABASE_URL this refuses
-        (StoreError): the stages do not use PostgreSQL yet, and using the file instead would
-        quietly split the list in two."""
-        if self.postgres_url:
-            from .errors import StoreError
-
-            raise StoreError(
-                _(
-                    "NEWSLETTER_DATABASE_URL names a PostgreSQL database, which only 'newsletter db migrate' and 'newsletter db status' use so far (issue 16); remove it to use the SQLite file {file}.",
-                    file=self.database_file,
-                )
-            )
-        return self.database_file
+    def database(self) -> Database:
+        """The project's database: the SQLite file (paths.database), or the PostgreSQL database
+        NEWSLETTER_DATABASE_URL names (never both: nothing goes quietly to the file)."""
+        return Database(self.database_file, self.postgres_url)
 
     @property
     def postgres_url(self) -> str | None:
@@ -304,8 +295,8 @@ OPTIONS: tuple[Option, ...] = (
         "database_url",
         "opt_str",
         None,
-        "postgresql://user@host/name for a shared PostgreSQL database (so far only 'newsletter db' uses it); "
-        "default: the SQLite file paths.database.",
+        "postgresql://user@host/name for a PostgreSQL database shared by several machines "
+        "(see docs/deployment.md); default: the SQLite file paths.database.",
         "NEWSLETTER_DATABASE_URL",
     ),
     Option(

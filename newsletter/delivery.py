@@ -17,12 +17,15 @@ messages in flight at a crash (at most one per connection) may arrive twice, fla
 from __future__ import annotations
 
 import logging
+import os
+import secrets
+import socket
 import sqlite3
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from . import bounces, journal, keys, workers
 from .archive import save_snapshot, shown_path, snapshot, write_archive
@@ -46,9 +49,8 @@ from .errors import (
 )
 from .feeds import record_used
 from .language import _, translate
-from .locks import hold
 from .message import MessageFactory, dkim_key, sign
-from .store import connect, database, give_way, note, recall, remember
+from .store import connect, database, exclusive, give_way, is_held, note, recall, remember
 from .subscribers import (
     apply_pending_unsubscribes,
     audience,
@@ -88,6 +90,10 @@ class Plan:
     language: str = "nb"
     retry_failed: bool = False
     via_kind: str = "smtp"  # "smtp" or "outbox"
+    gated: object = field(default=None, repr=False, compare=False)  # _GATED when ``plan`` ran the gate
+
+
+_GATED = object()  # the mark of a Plan made by ``plan``: one made by hand is checked again when it starts
 
 
 def gate(settings: Settings, prepared: Prepared, force: bool = False) -> tuple[Finding, ...]:
@@ -167,11 +173,12 @@ def plan(
             return Plan(
                 issue.id, issue.subject, len(people), via.describe(), existing.id if existing else None, prepared,
                 segment or "", force, findings, tuple(p.email for p in people[:5]), other, issue.language,
-                via_kind=via.kind,
+                via_kind=via.kind, gated=_GATED,
             )  # fmt: skip
         left = journal.left(conn, existing.id, retry_failed)
         return Plan(issue.id, issue.subject, left, via.describe(), existing.id, prepared, existing.segment, force,
-                    findings, retry_failed=retry_failed, language=issue.language, via_kind=via.kind)  # fmt: skip
+                    findings, retry_failed=retry_failed, language=issue.language, via_kind=via.kind,
+                    gated=_GATED)  # fmt: skip
 
 
 def _check_existing(
@@ -239,10 +246,13 @@ def _check_existing(
 
 
 def issue_lock(settings: Settings, issue: str):
-    """The lock that makes one writer of an issue's delivery at a time (send, run-due, schedule)."""
-    return hold(
-        settings.build_dir,
+    """The lock that makes one writer of an issue's delivery at a time (starting it, scheduling,
+    approving, cancelling), on every machine that shares the database. Waits its turn."""
+    return exclusive(
+        settings.database,
         f"send-{issue}",
+        folder=settings.build_dir,
+        wait=True,
         busy=f"another send of {issue} is running right now; wait for it to finish (see 'newsletter status {issue}').",
     )
 
@@ -256,10 +266,12 @@ def send(
     progress: Progress | None = None,
     max_wait: float = 900.0,
 ) -> journal.Summary:
-    """Start (or resume) the planned delivery and run it. One sender per issue at a time."""
+    """Start (or resume) the planned delivery and run it. One process starts a delivery (under
+    the issue's lock, on every machine sharing the database); any number then send it together,
+    each claiming its own recipients (see ``run``)."""
     with issue_lock(settings, planned.issue):
         delivery = start_or_resume(settings, planned)
-        return run(settings, delivery, planned.prepared, limit=limit, stop=stop, progress=progress, max_wait=max_wait)
+    return run(settings, delivery, planned.prepared, limit=limit, stop=stop, progress=progress, max_wait=max_wait)
 
 
 def start_or_resume(settings: Settings, planned: Plan) -> int:
@@ -271,11 +283,20 @@ def start_or_resume(settings: Settings, planned: Plan) -> int:
     short starts again from the beginning."""
     keys.check(settings)  # before anything is signed: the key the links in sent mail were signed with
     prepared = planned.prepared
+    if planned.gated is not _GATED:  # a Plan made by hand, not by ``plan``: the gate runs here
+        gate(settings, prepared, planned.forced)
     news = tuple(item.id for item in prepared.news)
     with database(settings.database) as conn:
         existing = journal.active(conn, planned.issue)
         via = transport_for(settings, conn)
-        if (existing.id if existing else None) != planned.resuming:
+        joined = (  # another process started this very delivery since the plan was made: send it together
+            existing is not None
+            and planned.resuming is None
+            and existing.status == "running"
+            and existing.segment == planned.segment
+            and same_content(prepared, existing.content_hash)
+        )
+        if (existing.id if existing else None) != planned.resuming and not joined:
             if existing is None:
                 what = _(
                     "the delivery of {issue} was cancelled meanwhile; see 'newsletter status'.", issue=planned.issue
@@ -364,75 +385,111 @@ def run(
 ) -> journal.Summary:
     """Send what is due in a delivery over several persistent connections, with the rate limit,
     retries with backoff, and a record of every outcome. Safe to call again after any crash.
-    The archive is published once the transport has accepted the delivery's first message."""
+    The archive is published once the transport has accepted the delivery's first message.
+
+    Several runs (processes, or machines sharing PostgreSQL) can work on one delivery at once:
+    each registers as a sender, holds its lock while it lives, and claims recipients in batches;
+    the recipients of a sender that died are claimed again by the others at once (its messages
+    in flight are sent again, flagged uncertain). The rate limits count every sender."""
     stop = stop or threading.Event()
     key = dkim_key(settings)
     factory = MessageFactory(settings, prepared.rendered, prepared.strings)  # the shared parts, encoded once
     notes: list[str] = []
     conn = connect(settings.database)
+    me = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
     try:
-        row = journal.get(conn, delivery)
-        via = transport_for(settings, conn)
-        journal.recover(conn, delivery)  # summary() counts the uncertain ones from the table
-        if row.first_sent_at is not None:  # resumed: a crash may have come before the archive was written
-            notes.append(publish(settings))
-        limiter = workers.RateLimit(settings.send_per_second, settings.send_per_hour)
-        count = 1 if isinstance(via, Outbox) else settings.send_connections
-
-        def make(job: tuple, address: str) -> tuple[str, bytes]:
-            subscriber, email, name, municipality = job
-            recipient = Recipient(
-                email=email,
-                name=name or "",
-                unsubscribe_token=make_token(settings, subscriber, "unsubscribe"),
-                preferences_token=make_token(settings, subscriber, "preferences"),
-                municipality=municipality,
-            )
-            message_id, raw = factory.build(recipient, address=address)
-            return message_id, sign(settings, raw, key)
-
-        sender: workers.Sender = settings.sender_address
-        if settings.bounces_address:  # VERP: a bounce names its delivery recipient
-
-            def sender(job: tuple, delivery: int = delivery) -> str:
-                return bounces.envelope_sender(settings, delivery, job[0])
-
-        pool = workers.start(via, sender, count, make)
-        aborted: list[str] = []
-        lost = False
-        try:
-            lost = _loop(settings, conn, delivery, pool, count, limiter, via, stop, limit, progress, max_wait,
-                         aborted, notes)  # fmt: skip
-        finally:
-            pool.stop()
-        if lost:
-            journal.recover(conn, delivery)
-            raise SendError(
-                _(
-                    "a sending process stopped unexpectedly; run the same command again (messages that were in flight are sent again and reported as uncertain)."
-                )
-            )
-        if aborted:
-            raise TransportError(
-                _("{aborted} Nothing more was sent; the same command goes on where it stopped.", aborted=aborted[0])
-            )
-        result = journal.summary(conn, delivery, tuple(notes))
-        if result.pending == 0:
-            with conn:
-                journal.finish(conn, delivery)
-            result = journal.summary(conn, delivery, tuple(notes))
-        return result
+        with exclusive(conn, journal.sender_lock(me)):
+            journal.register(conn, delivery, me, socket.gethostname(), os.getpid())
+            try:
+                return _run(settings, conn, delivery, me, factory, key, limit, stop, progress, max_wait, notes)
+            finally:
+                journal.unregister(conn, delivery, me)
     finally:
         conn.close()
+
+
+def _alive(conn: sqlite3.Connection) -> Callable[[str], bool]:
+    return lambda sender: is_held(conn, journal.sender_lock(sender))
+
+
+def _run(
+    settings: Settings,
+    conn: sqlite3.Connection,
+    delivery: int,
+    me: str,
+    factory: MessageFactory,
+    key: object,
+    limit: int | None,
+    stop: threading.Event,
+    progress: Progress | None,
+    max_wait: float,
+    notes: list[str],
+) -> journal.Summary:
+    row = journal.get(conn, delivery)
+    via = transport_for(settings, conn)
+    journal.recover(conn, delivery, _alive(conn), me)  # summary() counts the uncertain ones from the table
+    if row.first_sent_at is not None:  # resumed: a crash may have come before the archive was written
+        notes.append(publish(settings))
+    limiter = workers.SharedRateLimit(
+        settings.send_per_second,
+        settings.send_per_hour,
+        lambda want: journal.take_sends(conn, want, settings.send_per_second, settings.send_per_hour),
+    )
+    count = 1 if isinstance(via, Outbox) else settings.send_connections
+
+    def make(job: tuple, address: str) -> tuple[str, bytes]:
+        subscriber, email, name, municipality = job
+        recipient = Recipient(
+            email=email,
+            name=name or "",
+            unsubscribe_token=make_token(settings, subscriber, "unsubscribe"),
+            preferences_token=make_token(settings, subscriber, "preferences"),
+            municipality=municipality,
+        )
+        message_id, raw = factory.build(recipient, address=address)
+        return message_id, sign(settings, raw, key)
+
+    sender: workers.Sender = settings.sender_address
+    if settings.bounces_address:  # VERP: a bounce names its delivery recipient
+
+        def sender(job: tuple, delivery: int = delivery) -> str:
+            return bounces.envelope_sender(settings, delivery, job[0])
+
+    pool = workers.start(via, sender, count, make)
+    aborted: list[str] = []
+    lost = False
+    try:
+        lost = _loop(settings, conn, delivery, me, pool, count, limiter, via, stop, limit, progress, max_wait,
+                     aborted, notes)  # fmt: skip
+    finally:
+        pool.stop()
+    if lost:
+        journal.lost(conn, delivery, me)
+        raise SendError(
+            _(
+                "a sending process stopped unexpectedly; run the same command again (messages that were in flight are sent again and reported as uncertain)."
+            )
+        )
+    if aborted:
+        raise TransportError(
+            _("{aborted} Nothing more was sent; the same command goes on where it stopped.", aborted=aborted[0])
+        )
+    result = journal.summary(conn, delivery, tuple(notes))
+    if result.pending == 0:
+        with conn:
+            journal.finish(conn, delivery)
+        result = journal.summary(conn, delivery, tuple(notes))
+    return result
 
 
 def _loop(
     settings: Settings,
     conn: sqlite3.Connection,
     delivery: int,
+    me: str,
     pool: workers.Pool,
     count: int,
-    limiter: workers.RateLimit,
+    limiter: workers.SharedRateLimit,
     via: Transport,
     stop: threading.Event,
     limit: int | None,
@@ -500,14 +557,18 @@ def _loop(
             last_pending = time.monotonic()
             apply_pending_unsubscribes(conn)
         if len(ready) < room:
-            busy = in_flight | {job[0] for job in ready}
-            ready.extend(journal.next_jobs(conn, delivery, max(count * 8, room), busy))
+            ready.extend(journal.claim(conn, delivery, me, max(count * 8, room)))
         if not ready:
             if in_flight:
                 continue
             due = journal.next_attempt(conn, delivery)
             if due is None:
-                return False
+                if not journal.claimed_elsewhere(conn, delivery, me):
+                    return False
+                # Other senders hold the rest: wait for them, and take over from one that died.
+                if not journal.recover(conn, delivery, _alive(conn), me):
+                    stop.wait(1.0)
+                continue
             delay = (due - now()).total_seconds()
             if delay > max_wait:
                 return False  # left for retry: the next 'send' or 'run-due' picks it up
@@ -623,8 +684,8 @@ def status(settings: Settings, ref: str | None) -> journal.Summary:
     with database(settings.database) as conn:
         row = journal.latest(conn, issue_id)
         if row is None and ref is None:
-            newest = conn.execute("SELECT issue FROM deliveries ORDER BY id DESC LIMIT 1").fetchone()
-            row = journal.latest(conn, newest[0]) if newest else None
+            newest = journal.newest_issue(conn)
+            row = journal.latest(conn, newest) if newest else None
         if row is None:
             find_issue(settings, ref)  # an issue that does not exist at all says so
             raise SendError(_("{issue_id} has not been sent or scheduled.", issue_id=issue_id))

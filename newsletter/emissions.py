@@ -24,6 +24,7 @@ from datetime import date
 from pathlib import Path
 
 from .clock import now, timestamp
+from .content import did_you_mean
 from .errors import ERROR, WARNING, EmissionsError, Finding, UnsupportedSheet
 from .language import _, os_reason
 from .resources import builtin
@@ -683,7 +684,6 @@ def find_municipality(
                 choices=choices,
             )
         )
-    from .content import did_you_mean
 
     guess = did_you_mean(wanted, sorted({*known.values(), *(m.name for m in members)}))
     raise EmissionsError(

@@ -143,3 +143,24 @@ class UnsupportedSheet(Exception):
 
 class BusyError(NewsletterError):
     """Someone else holds what this run needs (a lock): try again when they are done."""
+
+
+# --- refusals the public pages answer themselves (never shown as a command's error) -----------------
+
+
+class ChallengeRefused(Exception):
+    """A proof-of-work challenge that does not count: ``reason`` is 'missing', 'invalid',
+    'expired' or 'used' (guard.spend_challenge)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Replayed(Exception):
+    """A webhook call seen before: its replay key is recorded (bounces.record)."""
+
+
+class Refused(Exception):
+    """A webhook call that is not believed: unsigned, badly signed, too old, replayed, or for
+    another topic. The message says which (for the log; the caller gets 403)."""

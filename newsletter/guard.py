@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 from .clock import now, timestamp
 from .config import Settings
-from .errors import ConfigError
+from .errors import ChallengeRefused, ConfigError
 from .language import _
 
 HONEYPOT = "website"  # the field name bots like to fill in; people never see the field
@@ -29,14 +29,6 @@ CHALLENGE_FIELD = "altcha"  # the widget's hidden field with the solved challeng
 CHALLENGE_MINUTES = 10
 ALGORITHM = "PBKDF2/SHA-256"
 COST = 1000  # PBKDF2 iterations per try; web.challenge_work sets how many tries
-
-
-class ChallengeRefused(Exception):
-    """A challenge that does not count: ``reason`` is 'missing', 'invalid', 'expired' or 'used'."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 def _secret(settings: Settings, purpose: bytes) -> bytes:

@@ -27,14 +27,10 @@ from typing import Any
 from .bounces import COMPLAINT, HARD, NONE, SOFT, Report, read_envelope
 from .clock import now
 from .config import Settings
+from .errors import Refused
 from .language import _
 
 MAX_AGE = timedelta(minutes=15)  # Mailgun's advice; SNS retries within minutes too
-
-
-class Refused(Exception):
-    """A webhook call that is not believed: unsigned, badly signed, too old, replayed, or for
-    another topic. The message says which (for the log; the caller gets 403)."""
 
 
 def _fresh(moment: datetime) -> None:

@@ -7,17 +7,24 @@ the first message leaves), 'done' or 'cancelled'. Each recipient is
 'pending', 'sending' (handed to a connection: after a crash it may or may not have arrived),
 'sent', 'failed' or 'skipped' (unsubscribed meanwhile). Functions that change rows expect the
 caller's transaction (``with conn:``) unless they say they commit.
+
+Several senders (processes, or machines sharing PostgreSQL) can work on one delivery: each is
+registered in ``senders`` and alive while it holds its lock; it claims recipients in batches
+(``claim``: FOR UPDATE SKIP LOCKED on PostgreSQL), and the recipients of a sender that died are
+claimed again by the others at once (``recover``).
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from .clock import now, parse_timestamp, timestamp
 from .language import _
+from .store import concurrently, skip_locked
 
 ACTIVE = ("scheduled", "blocked", "starting", "running")  # not finished
 
@@ -206,14 +213,76 @@ def cancel(conn: sqlite3.Connection, delivery: int) -> None:
 # --- running ----------------------------------------------------------------------------------------
 
 
-def recover(conn: sqlite3.Connection, delivery: int) -> None:
-    """After a crash: messages marked 'sending' may or may not have left. Send them again (nobody
-    is lost) and mark them uncertain (they may get two copies). Commits."""
+def sender_lock(sender: str) -> str:
+    """The lock a sender holds while it lives (see ``store.exclusive``)."""
+    return f"sender-{sender}"
+
+
+def register(conn: sqlite3.Connection, delivery: int, sender: str, host: str, pid: int) -> None:
+    """A sender starts on the delivery (it holds its lock already). Commits."""
     with conn:
         conn.execute(
-            "UPDATE delivery_recipients SET status = 'pending', uncertain = 1, next_attempt = ''"
-            " WHERE delivery = ? AND status = 'sending'",
+            "INSERT INTO senders (id, delivery, host, pid, started_at) VALUES (?, ?, ?, ?, ?)",
+            (sender, delivery, host, pid, timestamp(now())),
+        )
+
+
+def unregister(conn: sqlite3.Connection, delivery: int, sender: str) -> None:
+    """A sender stops: the recipients it claimed and did not hand over go back. Commits."""
+    with conn:
+        conn.execute(
+            "UPDATE delivery_recipients SET claimed_by = NULL WHERE delivery = ? AND claimed_by = ? AND status = 'pending'",
+            (delivery, sender),
+        )
+        conn.execute("DELETE FROM senders WHERE id = ?", (sender,))
+
+
+def senders(conn: sqlite3.Connection, delivery: int) -> list[tuple[str, str, int]]:
+    """The senders registered on a delivery: (id, host, pid)."""
+    return [
+        (r[0], r[1], r[2]) for r in conn.execute("SELECT id, host, pid FROM senders WHERE delivery = ?", (delivery,))
+    ]
+
+
+def recover(conn: sqlite3.Connection, delivery: int, alive: Callable[[str], bool], me: str | None = None) -> int:
+    """After a crash: messages marked 'sending' by a sender that is gone (its lock is free) may or
+    may not have left. Send them again (nobody is lost) and mark them uncertain (they may get two
+    copies); the recipients it had claimed go back. Rows of senders still alive are theirs.
+    Commits. Returns how many senders were gone."""
+    gone = [sender for sender, _host, _pid in senders(conn, delivery) if sender != me and not alive(sender)]
+    with conn:
+        for sender in gone:
+            conn.execute(
+                "UPDATE delivery_recipients SET status = 'pending', uncertain = 1, next_attempt = '', claimed_by = NULL"
+                " WHERE delivery = ? AND claimed_by = ? AND status = 'sending'",
+                (delivery, sender),
+            )
+            unregister_rows = "UPDATE delivery_recipients SET claimed_by = NULL WHERE delivery = ? AND claimed_by = ?"
+            conn.execute(unregister_rows, (delivery, sender))
+            conn.execute("DELETE FROM senders WHERE id = ?", (sender,))
+        # rows of a sender with no record (a run from before senders were recorded, a killed start)
+        conn.execute(
+            "UPDATE delivery_recipients SET status = 'pending', uncertain = 1, next_attempt = '', claimed_by = NULL"
+            " WHERE delivery = ? AND status = 'sending' AND (claimed_by IS NULL OR claimed_by NOT IN"
+            " (SELECT id FROM senders))",
             (delivery,),
+        )
+        conn.execute(
+            "UPDATE delivery_recipients SET claimed_by = NULL WHERE delivery = ? AND status = 'pending'"
+            " AND claimed_by IS NOT NULL AND claimed_by NOT IN (SELECT id FROM senders)",
+            (delivery,),
+        )
+    return len(gone)
+
+
+def lost(conn: sqlite3.Connection, delivery: int, sender: str) -> None:
+    """This sender's process that was handing messages over died: what it had may or may not
+    have left (pending again, uncertain). Commits."""
+    with conn:
+        conn.execute(
+            "UPDATE delivery_recipients SET status = 'pending', uncertain = 1, next_attempt = '', claimed_by = NULL"
+            " WHERE delivery = ? AND claimed_by = ? AND status = 'sending'",
+            (delivery, sender),
         )
 
 
@@ -244,21 +313,39 @@ def left(conn: sqlite3.Connection, delivery: int, retry_failed: bool = False) ->
 Job = tuple[int, str, str, str | None]  # subscriber, address, name, municipality
 
 
-def next_jobs(conn: sqlite3.Connection, delivery: int, want: int, busy: set[int]) -> list[Job]:
-    """Up to ``want`` recipients due now, not among ``busy`` (read ahead or in flight). Those who
-    are no longer confirmed subscribers (unsubscribed, bounced, forgotten meanwhile) are marked
-    skipped on the way, however many there are. Nothing is recorded for the ones returned: a
-    crash now loses no one and doubles no one. Index order: no sort of the whole delivery."""
+def claim(conn: sqlite3.Connection, delivery: int, sender: str, want: int) -> list[Job]:
+    """Claim up to ``want`` recipients due now that no sender has claimed, for ``sender``. Those
+    who are no longer confirmed subscribers (unsubscribed, bounced, forgotten meanwhile) are
+    marked skipped on the way, however many there are. A claim records no attempt: a crash now
+    loses no one and doubles no one (``recover`` gives the claims back). Index order: no sort of
+    the whole delivery."""
     jobs: list[Job] = []
     while len(jobs) < want:
-        limit = want - len(jobs) + len(busy)
+        limit = want - len(jobs)
+        with concurrently(conn):  # PostgreSQL: other senders claim other rows at the same time
+            ids = [
+                row[0]
+                for row in conn.execute(
+                    "SELECT subscriber FROM delivery_recipients WHERE delivery = ? AND status = 'pending'"
+                    " AND claimed_by IS NULL AND next_attempt <= ? ORDER BY next_attempt LIMIT ?" + skip_locked(conn),
+                    (delivery, timestamp(now()), limit),
+                ).fetchall()
+            ]
+            if ids:
+                marks = ",".join("?" * len(ids))
+                conn.execute(
+                    f"UPDATE delivery_recipients SET claimed_by = ? WHERE delivery = ? AND subscriber IN ({marks})",
+                    (sender, delivery, *ids),
+                )
+        if not ids:
+            break
+        marks = ",".join("?" * len(ids))
         rows = conn.execute(
             "SELECT r.subscriber, r.email, s.name, s.municipality, s.status FROM delivery_recipients r"
-            " LEFT JOIN subscribers s ON s.id = r.subscriber WHERE r.delivery = ? AND r.status = 'pending'"
-            " AND r.next_attempt <= ? ORDER BY r.next_attempt LIMIT ?",
-            (delivery, timestamp(now()), limit),
+            f" LEFT JOIN subscribers s ON s.id = r.subscriber WHERE r.delivery = ? AND r.subscriber IN ({marks})",
+            (delivery, *ids),
         ).fetchall()
-        gone = [row["subscriber"] for row in rows if row["status"] != "confirmed" and row["subscriber"] not in busy]
+        gone = [row["subscriber"] for row in rows if row["status"] != "confirmed"]
         if gone:
             with conn:
                 conn.executemany(
@@ -266,19 +353,35 @@ def next_jobs(conn: sqlite3.Connection, delivery: int, want: int, busy: set[int]
                     " AND status = 'pending'",
                     [(delivery, subscriber) for subscriber in gone],
                 )
-        taken = {job[0] for job in jobs}
-        for row in rows:
-            if row["status"] == "confirmed" and row["subscriber"] not in busy and row["subscriber"] not in taken:
-                jobs.append((row["subscriber"], row["email"], row["name"] or "", row["municipality"]))
-        if len(rows) < limit or not gone:
-            break  # no more due rows, or what was there was taken (the rest are busy)
-    return jobs[:want]
+        jobs.extend(
+            (row["subscriber"], row["email"], row["name"] or "", row["municipality"])
+            for row in rows
+            if row["status"] == "confirmed"
+        )
+        if len(ids) < limit:
+            break  # no more due rows
+    return jobs
+
+
+def claimed_elsewhere(conn: sqlite3.Connection, delivery: int, sender: str) -> bool:
+    """Whether other senders hold recipients of the delivery that are still to send."""
+    return (
+        conn.execute(
+            "SELECT 1 FROM delivery_recipients WHERE delivery = ? AND status IN ('pending', 'sending')"
+            " AND claimed_by IS NOT NULL AND claimed_by != ? LIMIT 1",
+            (delivery, sender),
+        ).fetchone()
+        is not None
+    )
 
 
 def next_attempt(conn: sqlite3.Connection, delivery: int) -> datetime | None:
-    """When the next pending recipient is due (now, for those never tried), or None if nobody is left."""
+    """When the next pending recipient nobody has claimed is due (now, for those never tried), or
+    None if there is none."""
     value = conn.execute(
-        "SELECT MIN(next_attempt) FROM delivery_recipients WHERE delivery = ? AND status = 'pending'", (delivery,)
+        "SELECT MIN(next_attempt) FROM delivery_recipients WHERE delivery = ? AND status = 'pending'"
+        " AND claimed_by IS NULL",
+        (delivery,),
     ).fetchone()[0]
     if value is None:
         return None
@@ -306,7 +409,8 @@ def leaving(conn: sqlite3.Connection, delivery: int, subscribers: list[int]) -> 
 def requeue(conn: sqlite3.Connection, delivery: int, subscriber: int) -> None:
     """Back in the queue with no attempt counted: the run stopped, not for this recipient's sake."""
     conn.execute(
-        "UPDATE delivery_recipients SET status = 'pending' WHERE delivery = ? AND subscriber = ? AND status = 'sending'",
+        "UPDATE delivery_recipients SET status = 'pending', claimed_by = NULL WHERE delivery = ? AND subscriber = ?"
+        " AND status = 'sending'",
         (delivery, subscriber),
     )
 
@@ -352,7 +456,7 @@ def failed(
     wait = retry_seconds * 2 ** (attempts - 1)
     conn.execute(
         "UPDATE delivery_recipients SET status = 'pending', attempts = ?, last_error = ?, next_attempt = ?,"
-        " uncertain = MAX(uncertain, ?) WHERE delivery = ? AND subscriber = ?",
+        " uncertain = MAX(uncertain, ?), claimed_by = NULL WHERE delivery = ? AND subscriber = ?",
         (attempts, error, timestamp(now() + timedelta(seconds=wait)), int(uncertain), delivery, subscriber),
     )
     return False
@@ -361,6 +465,42 @@ def failed(
 def finish(conn: sqlite3.Connection, delivery: int) -> None:
     """Nobody is left: the delivery is done."""
     conn.execute("UPDATE deliveries SET status = 'done', finished_at = ? WHERE id = ?", (timestamp(now()), delivery))
+
+
+# --- rate limits shared by every sender -------------------------------------------------------------
+
+TICKS = 10  # per second: messages are counted per tenth of a second
+
+
+def take_sends(conn: sqlite3.Connection, want: int, per_second: int, per_hour: int) -> tuple[int, float]:
+    """Let up to ``want`` messages go under the limits (0: none) counted over every sender of
+    the project: (how many may go now, seconds to wait before asking again when none may).
+    A window counts the tenths it touches in full, so the limits are never exceeded. Commits."""
+    tick = int(time.time() * TICKS)
+    with conn:
+        granted, wait = want, 0.0
+        if per_second:
+            used = conn.execute(
+                "SELECT COALESCE(SUM(sent), 0) FROM send_rate WHERE tick >= ?", (tick - TICKS,)
+            ).fetchone()[0]
+            granted = min(granted, per_second - used)
+            wait = 1 / TICKS
+        if per_hour and granted > 0:
+            used = conn.execute(
+                "SELECT COALESCE(SUM(sent), 0) FROM send_rate WHERE tick >= ?", (tick - 3600 * TICKS,)
+            ).fetchone()[0]
+            if per_hour - used < granted:
+                granted, wait = per_hour - used, 5.0
+        if granted <= 0:
+            return 0, wait
+        conn.execute(
+            "INSERT INTO send_rate (tick, sent) VALUES (?, ?) ON CONFLICT (tick) DO UPDATE SET sent = send_rate.sent"
+            " + excluded.sent",
+            (tick, granted),
+        )
+        if tick % 100 == 0:
+            conn.execute("DELETE FROM send_rate WHERE tick < ?", (tick - 3600 * TICKS,))
+        return granted, 0.0
 
 
 # --- reading -----------------------------------------------------------------------------------------
@@ -431,7 +571,7 @@ def summary(conn: sqlite3.Connection, delivery: int, notes: tuple[str, ...] = ()
     ):
         counts[status] = n
     uncertain, permanent = conn.execute(
-        "SELECT COALESCE(SUM(uncertain), 0), COALESCE(SUM(status = 'failed' AND permanent = 1), 0)"
+        "SELECT COALESCE(SUM(uncertain), 0), COALESCE(SUM(CASE WHEN status = 'failed' AND permanent = 1 THEN 1 ELSE 0 END), 0)"
         " FROM delivery_recipients WHERE delivery = ?",
         (delivery,),
     ).fetchone()
@@ -480,3 +620,27 @@ def sent_fingerprint(conn: sqlite3.Connection, issue: str) -> str | None:
         (issue,),
     ).fetchone()
     return row[0] if row else None
+
+
+def ever_started(conn: sqlite3.Connection) -> bool:
+    """Whether any delivery has started (its messages carry signed links)."""
+    return conn.execute("SELECT 1 FROM deliveries WHERE started_at IS NOT NULL LIMIT 1").fetchone() is not None
+
+
+def newest_issue(conn: sqlite3.Connection) -> str | None:
+    """The issue of the newest delivery of all, if any."""
+    row = conn.execute("SELECT issue FROM deliveries ORDER BY id DESC LIMIT 1").fetchone()
+    return row[0] if row else None
+
+
+def last_sent_to(conn: sqlite3.Connection, subscriber: int) -> int | None:
+    """The newest delivery whose message to ``subscriber`` was accepted, if any."""
+    row = conn.execute(
+        "SELECT MAX(delivery) FROM delivery_recipients WHERE subscriber = ? AND status = 'sent'", (subscriber,)
+    ).fetchone()
+    return row[0] if row else None
+
+
+def forget_address(conn: sqlite3.Connection, address: str) -> None:
+    """Erase an address from the journal (the counts stay right): inside the caller's transaction."""
+    conn.execute("UPDATE delivery_recipients SET email = 'forgotten', last_error = NULL WHERE email = ?", (address,))

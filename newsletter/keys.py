@@ -22,6 +22,7 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
+from . import journal
 from .config import Settings
 from .errors import ConfigError, SecretKeyError
 from .language import _, os_reason
@@ -43,7 +44,7 @@ def signed_before(conn: sqlite3.Connection) -> str | None:
     """Why links signed with a key may be out there, or None for a project that never signed one."""
     if recall(conn, SEEN):
         return _("newsletter.db holds its fingerprint")
-    if conn.execute("SELECT 1 FROM deliveries WHERE started_at IS NOT NULL LIMIT 1").fetchone():
+    if journal.ever_started(conn):
         return _("issues have been sent with unsubscribe links")
     if conn.execute(
         "SELECT 1 FROM subscribers WHERE status = 'pending' AND consent_source LIKE 'signup%' LIMIT 1"
@@ -135,7 +136,7 @@ def check(settings: Settings) -> Settings:
                     env=ENV,
                     mine=mine,
                     known=max(known, key=known.get),
-                    name=settings.database.name,
+                    name=settings.database.file.name if not settings.database.url else settings.database,
                 )
             )
         missing = sorted(set(known) - have - retired, key=known.get)

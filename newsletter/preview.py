@@ -147,8 +147,9 @@ class Preview:
         ignore = watchfiles.DefaultFilter()
         project = settings.project_dir.resolve()
 
-        database = settings.database.resolve()
-        data_files = {database, database.with_name(database.name + "-wal")}
+        # SQLite: the file's writes rebuild the preview (PostgreSQL changes show at the next reload).
+        database = settings.database.file.resolve()
+        data_files = {database, database.with_name(database.name + "-wal")} if not settings.database.url else set()
 
         def settings_file(change: watchfiles.Change, path: str) -> bool:
             resolved = Path(path).resolve()
@@ -173,9 +174,7 @@ class Preview:
         # The project folder is watched by itself, not with everything below it (build/, outbox/,
         # benchmarks/...): saving newsletter.toml often replaces the file, which a watch on the
         # file alone would lose.
-        flat = sorted(
-            {settings.project_dir, settings.database.parent} - {p for p in [settings.database.parent] if not p.is_dir()}
-        )
+        flat = sorted({settings.project_dir, database.parent} - {p for p in [database.parent] if not p.is_dir()})
         jobs = [(folders, True, ignore), (flat, False, settings_file)]
         for paths, recursive, only in jobs:
             if paths:

@@ -12,7 +12,9 @@ scheduled and are reported until they are fixed.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -34,7 +36,7 @@ from .errors import (
 from .feeds import unrecord_used
 from .language import _, translate
 from .locks import hold
-from .store import database
+from .store import database, explain
 
 RETRY_WAIT = 50.0  # seconds run-due waits for a retry that is due soon; later ones are the next run's
 # Problems of this machine, not of the issue: a scheduled delivery stays scheduled.
@@ -154,16 +156,37 @@ class DueResult:
     busy: bool = False
 
 
-def run_due(settings: Settings, moment: datetime | None = None, stop: threading.Event | None = None) -> DueResult:
-    """Start the deliveries that are due and resume interrupted ones. Safe to run every minute."""
+def run_due(
+    settings: Settings, moment: datetime | None = None, stop: threading.Event | None = None, *, alone: bool = True
+) -> DueResult:
+    """Start the deliveries that are due and resume interrupted ones. Safe to run every minute.
+    ``alone``: one run-due at a time on this machine (cron's runs must not pile up); a worker
+    (``work``) sends beside the others instead."""
     moment = moment or now()
-    if not settings.database.is_file():
+    if not settings.database.exists():
         return DueResult((), ())
+    if not alone:
+        return _run_due(settings, moment, stop)
     try:
         with hold(settings.build_dir, "run-due"):
             return _run_due(settings, moment, stop)
     except BusyError:
         return DueResult((), (), busy=True)  # another run-due is at work
+
+
+def work(settings: Settings, stop: threading.Event, interval: float, report: Callable[[DueResult], None]) -> None:
+    """Keep sending until ``stop`` is set: every ``interval`` seconds, start the deliveries that
+    are due and help send the running ones, beside any other workers (on this machine, or on
+    others sharing the PostgreSQL database). A round that fails is reported; the next one goes on."""
+    while not stop.is_set():
+        try:
+            result = run_due(settings, stop=stop, alone=False)
+        except NewsletterError as exc:
+            result = DueResult((), (str(exc),))
+        except sqlite3.Error as exc:  # busy past the wait: the next round tries again
+            result = DueResult((), (explain(settings.database, exc),))
+        report(result)
+        stop.wait(interval)
 
 
 def _run_due(settings: Settings, moment: datetime, stop: threading.Event | None) -> DueResult:

@@ -1,9 +1,12 @@
-"""SQLite: the schema, its migrations, and connections with safe defaults.
+"""The storage layer: the schema, its migrations, and connections with safe defaults, on
+SQLite (one file per project, ``newsletter.db`` by default) or PostgreSQL (shared by several
+machines, ``NEWSLETTER_DATABASE_URL``).
 
-One database file per project (``newsletter.db`` by default). Migrations are numbered and
-applied in order inside a transaction; ``PRAGMA user_version`` records the last one applied.
-Every change elsewhere happens inside ``with connection:`` so that a failure leaves nothing
-half-written.
+Migrations are numbered and applied in order inside a transaction; on SQLite ``PRAGMA
+user_version`` records the last one applied, on PostgreSQL the table ``schema_version``. The
+stages write SQLite's SQL; ``PgConnection`` carries it to PostgreSQL, so no stage holds
+backend-specific SQL. Every change elsewhere happens inside ``with connection:`` so that a
+failure leaves nothing half-written.
 """
 
 from __future__ import annotations
@@ -14,12 +17,13 @@ import re
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from . import locks
 from .clock import now, timestamp
-from .errors import StoreError
+from .errors import BusyError, StoreError
 from .language import _
 
 MIGRATIONS: tuple[str, ...] = (
@@ -262,7 +266,28 @@ MIGRATIONS: tuple[str, ...] = (
         at TEXT NOT NULL
     );
     """,
+    # 10: several senders on one delivery: which sender has claimed a recipient, the senders at
+    # work (each alive while it holds the lock 'sender-<id>'), and the messages let go per tenth
+    # of a second, for rate limits that hold across senders.
+    # From 10 on, every migration is written for both backends: PostgreSQL runs it through
+    # _postgres_sql (no table rebuilds, no SQLite-only functions).
+    """
+    ALTER TABLE delivery_recipients ADD COLUMN claimed_by TEXT;
+    CREATE INDEX delivery_recipients_claimed ON delivery_recipients (claimed_by);
+    CREATE TABLE senders (
+        id TEXT PRIMARY KEY,
+        delivery INTEGER NOT NULL,
+        host TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        started_at TEXT NOT NULL
+    );
+    CREATE TABLE send_rate (
+        tick INTEGER PRIMARY KEY,
+        sent INTEGER NOT NULL
+    );
+    """,
 )
+POSTGRES_FROM = 9  # the first version PostgreSQL databases were made at; later ones are migrated
 
 
 BUSY_SECONDS = 30  # how long a command waits for another one's write to finish
@@ -273,17 +298,55 @@ def busy(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc))
 
 
-def urgent(database: Path):
+@dataclass(frozen=True)
+class Database:
+    """Where the project's data lives: the SQLite ``file``, or the PostgreSQL database ``url``
+    (then ``file`` only names this machine's place for lock files and unsubscribes kept aside
+    while the database was busy: beside the SQLite file, never inside it)."""
+
+    file: Path
+    url: str | None = None
+
+    @property
+    def local(self) -> Path:
+        """The path this machine's side files are named after (``<local>.unsubscribes``, locks)."""
+        return self.file.with_name(self.file.stem + "-postgres") if self.url else self.file
+
+    def exists(self) -> bool:
+        """Whether there is data to read: the file exists (PostgreSQL: always; it is reached when used)."""
+        return bool(self.url) or self.file.is_file()
+
+    def __str__(self) -> str:
+        return shown_url(self.url) if self.url else str(self.file)
+
+
+def shown_url(url: str) -> str:
+    """A PostgreSQL address as people may see it: without its password or options."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    host = parts.hostname or "localhost"
+    user = f"{parts.username}@" if parts.username else ""
+    return f"{parts.scheme}://{user}{host}{f':{parts.port}' if parts.port else ''}{parts.path}"
+
+
+def local_path(database: Database | Path) -> Path:
+    return database.local if isinstance(database, Database) else database
+
+
+def urgent(database: Database | Path):
     """Around a write that people wait for (an unsubscribe, a signup): long jobs give way to it."""
-    return locks.urgent(database.parent, f"{database.name}-urgent")
+    path = local_path(database)
+    return locks.urgent(path.parent, f"{path.name}-urgent")
 
 
-def give_way(database: Path) -> None:
+def give_way(database: Database | Path) -> None:
     """Between the steps of a long job (an import, a send): let waiting urgent writes go first."""
-    locks.give_way(database.parent, f"{database.name}-urgent")
+    path = local_path(database)
+    locks.give_way(path.parent, f"{path.name}-urgent")
 
 
-def explain(path: Path, exc: sqlite3.Error) -> str:
+def explain(path: Database | Path, exc: sqlite3.Error) -> str:
     """One line for a database error that reached a command."""
     if busy(exc):
         return _("{path}: the database is busy (another command is writing to it); try again in a minute.", path=path)
@@ -294,10 +357,16 @@ def explain(path: Path, exc: sqlite3.Error) -> str:
     )
 
 
-def connect(path: Path, timeout: float | None = None) -> sqlite3.Connection:
-    """Open (creating if needed) and migrate the database at ``path``. Writes wait up to
+def connect(path: Database | Path, timeout: float | None = None) -> sqlite3.Connection:
+    """Open the project's database. SQLite: the file at ``path`` (created if needed) and
+    migrated. PostgreSQL: a pooled connection behind ``PgConnection``, refused with one line
+    when its schema is not this program's ('newsletter db migrate'). Writes wait up to
     ``timeout`` seconds (BUSY_SECONDS) for another connection's write to finish."""
     timeout = BUSY_SECONDS if timeout is None else timeout
+    if isinstance(path, Database):
+        if path.url:
+            return PgConnection(path.url, timeout, local=path.local)  # type: ignore[return-value]
+        path = path.file
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(path, timeout=timeout, isolation_level=None)
@@ -381,8 +450,81 @@ def recall(conn: sqlite3.Connection, what: str) -> list[tuple[str, str]]:
     ]
 
 
+def local_file(conn: sqlite3.Connection) -> Path:
+    """The path this machine's side files of the connection's database are named after (the
+    SQLite file itself; for PostgreSQL, ``Database.local``)."""
+    return Path(conn.execute("PRAGMA database_list").fetchone()[2] or ".")
+
+
+def lock_key(name: str) -> int:
+    """The advisory lock number PostgreSQL knows the lock ``name`` by."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+
+
 @contextmanager
-def database(path: Path) -> Iterator[sqlite3.Connection]:
+def exclusive(
+    where: Database | sqlite3.Connection, name: str, *, folder: Path | None = None, wait: bool = False, busy: str = ""
+) -> Iterator[None]:
+    """One holder of ``name`` at a time among all who use the database, released when the holder
+    dies. SQLite (one machine): a lock file in ``folder`` (default: beside the database). PostgreSQL
+    (every machine): an advisory lock held by the connection ``where`` (or by a connection of its
+    own for a ``Database``). Without ``wait``, a lock held elsewhere raises BusyError(``busy``)."""
+    if isinstance(where, Database) and where.url:
+        conn = connect(where)
+        try:
+            with exclusive(conn, name, wait=wait, busy=busy):
+                yield
+        finally:
+            conn.close()
+        return
+    if isinstance(where, PgConnection):
+        key = lock_key(name)
+        while not where.raw.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]:
+            if not wait:
+                raise BusyError(busy or _("{name} is in use by another run; wait for it to finish.", name=name))
+            __import__("time").sleep(0.1)
+        try:
+            yield
+        finally:
+            if where.raw is not None and not where.raw.closed:
+                where.raw.execute("SELECT pg_advisory_unlock(%s)", (key,))
+        return
+    path = where.file if isinstance(where, Database) else local_file(where)  # type: ignore[arg-type]
+    with locks.hold(folder or path.parent, name, wait=wait, busy=busy):
+        yield
+
+
+def is_held(conn: sqlite3.Connection, name: str) -> bool:
+    """Whether someone else holds ``name`` (see ``exclusive``) right now: its holder is alive."""
+    try:
+        with exclusive(conn, name):
+            return False
+    except BusyError:
+        return True
+
+
+def skip_locked(conn: sqlite3.Connection) -> str:
+    """What a SELECT that claims rows ends with: PostgreSQL's FOR UPDATE SKIP LOCKED (rows another
+    worker is claiming are passed over, not waited for); nothing on SQLite, whose one writer at a
+    time already keeps claims apart."""
+    return " FOR UPDATE SKIP LOCKED" if isinstance(conn, PgConnection) else ""
+
+
+@contextmanager
+def concurrently(conn: sqlite3.Connection) -> Iterator[None]:
+    """A transaction written for row locks (claims with ``skip_locked``): on PostgreSQL it does not
+    take the one-writer lock, so several workers claim at once; on SQLite it is ``with conn``."""
+    if isinstance(conn, PgConnection):
+        with conn:
+            conn.writing = True  # row locks are enough here: no one-writer lock
+            yield
+    else:
+        with conn:
+            yield
+
+
+@contextmanager
+def database(path: Database | Path) -> Iterator[sqlite3.Connection]:
     """A migrated connection that is closed afterwards."""
     conn = connect(path)
     try:
@@ -461,9 +603,9 @@ def _unusable(exc: Exception) -> StoreError:
 
 
 def postgres_migrate(url: str) -> tuple[int, int]:
-    """Bring a PostgreSQL database to this program's schema: (version before, version now). An
-    empty database gets the whole schema in one transaction; one at this version is left as it is;
-    one that is newer, or older (later migrations are not written for PostgreSQL yet), is refused."""
+    """Bring a PostgreSQL database to this program's schema, in one transaction: (version before,
+    version now). An empty database gets the whole schema; an older one the migrations after its
+    version (from POSTGRES_FROM on they are written for both backends); a newer one is refused."""
     import psycopg
 
     try:
@@ -477,22 +619,30 @@ def postgres_migrate(url: str) -> tuple[int, int]:
                 return before, before
             if before > len(MIGRATIONS):
                 raise StoreError(_("the database has schema version {version}, newer than this program ({count}); upgrade newsletter.", version=before, count=len(MIGRATIONS)))  # fmt: skip
-            if before:
-                raise StoreError(
-                    _(
-                        "the PostgreSQL database has schema version {version} and this program {count}; upgrading an existing PostgreSQL database is not built yet (issue 16).",
-                        version=before,
-                        count=len(MIGRATIONS),
-                    )
-                )
-            for statement in postgres_schema():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))  # one migrator; writers wait
+            before = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] or 0  # again, locked
+            if before == len(MIGRATIONS):
+                return before, before
+            if before == 0:
+                statements = postgres_schema()
+            else:
+                if before < POSTGRES_FROM:
+                    raise StoreError(_("the PostgreSQL database has schema version {version}, older than any this program made; copy the data again with 'newsletter db copy'.", version=before))  # fmt: skip
+                statements = [
+                    _postgres_sql(statement)
+                    for script in MIGRATIONS[before:]
+                    for statement in script.split(";")
+                    if statement.strip()
+                ]
+            for statement in statements:
                 conn.execute(statement)
             conn.execute(
                 "INSERT INTO schema_version (version, applied_at) VALUES (%s, to_char(now() AT TIME ZONE 'UTC',"
                 ' \'YYYY-MM-DD"T"HH24:MI:SS"Z"\'))',
                 (len(MIGRATIONS),),
             )
-            return 0, len(MIGRATIONS)
+            _CHECKED.discard(url)
+            return before, len(MIGRATIONS)
     except psycopg.Error as exc:
         raise _unusable(exc) from exc
 
@@ -644,7 +794,7 @@ _IDENTITY = re.compile(r"^\s*INSERT\s+INTO\s+(\w+)", re.IGNORECASE)
 def pg_sql(sql: str, keys: dict[str, str] | None = None) -> str:
     """SQLite's SQL as the stages write it, for PostgreSQL: '?' -> '%s' outside quotes, '%' -> '%%'
     everywhere, INSERT OR IGNORE -> ON CONFLICT DO NOTHING, INSERT OR REPLACE -> ON CONFLICT (key)
-    DO UPDATE, BEGIN IMMEDIATE -> BEGIN."""
+    DO UPDATE, BEGIN IMMEDIATE -> BEGIN, MAX(a, b) -> GREATEST(a, b), MIN(a, b) -> LEAST(a, b)."""
     out, quote = [], ""
     for char in sql:
         if quote:
@@ -661,6 +811,9 @@ def pg_sql(sql: str, keys: dict[str, str] | None = None) -> str:
         else:
             out.append(char)
     text = re.sub(r"\browid\b", "ctid", "".join(out))  # SQLite's row number; PostgreSQL's row address
+    # SQLite's two-argument MAX and MIN are PostgreSQL's GREATEST and LEAST
+    text = re.sub(r"\bMAX\(([^(),]+),([^(),]+)\)", r"GREATEST(\1,\2)", text, flags=re.IGNORECASE)
+    text = re.sub(r"\bMIN\(([^(),]+),([^(),]+)\)", r"LEAST(\1,\2)", text, flags=re.IGNORECASE)
     if re.match(r"^\s*BEGIN\s+IMMEDIATE\s*$", text, re.IGNORECASE):
         return "BEGIN"
     ignore = re.match(r"^\s*INSERT\s+OR\s+IGNORE\s+", text, re.IGNORECASE)
@@ -712,26 +865,102 @@ class _Fixed:
         return self.rows
 
 
+WRITE_LOCK = 0x6E6577736C657474  # 'newslett': the advisory lock that stands for SQLite's write lock
+POOL_SIZE = 20  # connections kept per process and database (the web server's threads share them)
+_WRITES = re.compile(r"^\s*(INSERT|UPDATE|DELETE|REPLACE|CREATE|DROP|ALTER)\b", re.IGNORECASE)
+_POOLS: dict[tuple[str, int], Any] = {}
+_CHECKED: set[str] = set()
+
+
+def _reset(raw: Any) -> None:
+    """A connection going back to the pool lets go of what its user held."""
+    raw.execute("SELECT pg_advisory_unlock_all()")
+
+
+def _pool(url: str) -> Any:
+    """This process's pool of connections to ``url`` (a forked child makes its own)."""
+    import os
+
+    from psycopg_pool import ConnectionPool
+
+    key = (url, os.getpid())
+    pool = _POOLS.get(key)
+    if pool is None:
+        pool = ConnectionPool(
+            url,
+            min_size=1,
+            max_size=POOL_SIZE,
+            kwargs={"autocommit": True, "connect_timeout": 10, "row_factory": _pg_row_factory},
+            reset=_reset,
+            check=ConnectionPool.check_connection,  # a server restarted since: a new connection, not an error
+            open=False,
+            name="newsletter",
+        )
+        pool.open(wait=True, timeout=15)
+        _POOLS[key] = pool
+    return pool
+
+
+def _check_version(raw: Any, url: str) -> None:
+    """Refuse a database whose schema is not this program's (once per process and database)."""
+    if url in _CHECKED:
+        return
+    exists = raw.execute("SELECT to_regclass('schema_version')").fetchone()[0]
+    version = (raw.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] or 0) if exists else 0
+    if version < len(MIGRATIONS):
+        raise StoreError(
+            _(
+                "{url}: the PostgreSQL database has schema version {version} and this program needs {count}; run 'newsletter db migrate' (after a backup).",
+                url=shown_url(url),
+                version=version,
+                count=len(MIGRATIONS),
+            )
+        )
+    if version > len(MIGRATIONS):
+        raise StoreError(_("the database has schema version {version}, newer than this program ({count}); upgrade newsletter.", version=version, count=len(MIGRATIONS)))  # fmt: skip
+    _CHECKED.add(url)
+
+
 class PgConnection:
-    """A psycopg connection behind the part of sqlite3.Connection's API that the stages use:
-    ``execute``/``executemany`` with '?' placeholders, rows by name and position, ``with conn:``
-    as one transaction (or an explicit BEGIN ... COMMIT), and sqlite3's IntegrityError and
-    OperationalError for a broken constraint or a lock that timed out, so callers stay as they are."""
+    """A pooled psycopg connection behind the part of sqlite3.Connection's API that the stages
+    use: ``execute``/``executemany`` with '?' placeholders, rows by name and position, ``with
+    conn:`` as one transaction (or an explicit BEGIN ... COMMIT), and sqlite3's IntegrityError
+    and OperationalError for a broken constraint or a lock that timed out, so callers stay as
+    they are.
 
-    def __init__(self, url: str, timeout: float = BUSY_SECONDS, lock_dir: Path | None = None) -> None:
-        import tempfile
+    SQLite's promise, one writer at a time, is kept: a transaction takes a cluster-wide advisory
+    lock at its first write (at once for BEGIN IMMEDIATE), held until it ends, so read-then-write
+    code written for SQLite stays correct on every machine. Readers never wait. Writers wait up
+    to ``timeout`` seconds, then get sqlite3's 'database is locked'."""
 
+    def __init__(self, url: str, timeout: float = BUSY_SECONDS, local: Path | None = None) -> None:
         import psycopg
 
-        # The lock files that order writers on one machine (urgent, give_way) live here; across
-        # machines PostgreSQL's own row locks do that work.
-        self.lock_dir = lock_dir or Path(tempfile.gettempdir()) / "newsletter-postgres"
-
-        self.raw = psycopg.connect(url, autocommit=True, connect_timeout=10, row_factory=_pg_row_factory)
-        self.raw.execute(f"SET lock_timeout = '{int(timeout * 1000)}ms'")
+        # This machine's side files (locks, unsubscribes kept aside) are named after ``local``.
+        self.local = local or Path(__import__("tempfile").gettempdir()) / "newsletter-postgres"
+        self.url = url
+        try:
+            self.pool = _pool(url)
+            self.raw = self.pool.getconn(timeout=max(timeout, 1))
+        except Exception as exc:  # psycopg.Error, or the pool's timeout: the server cannot be reached
+            raise _unusable(exc) from exc
+        try:
+            self.raw.execute(f"SET lock_timeout = '{int(timeout * 1000)}ms'")
+            _check_version(self.raw, url)
+        except BaseException as exc:
+            self.pool.putconn(self.raw)
+            if isinstance(exc, psycopg.Error):
+                raise _unusable(exc) from exc
+            raise
         self.keys = _primary_keys()
         self.identity = {table for table, sql in self.keys.items() if sql == "id"}
         self.explicit = False  # inside a BEGIN the caller wrote
+        self.writing = False  # this transaction holds the write lock
+
+    def _write_lock(self) -> None:
+        if not self.writing:
+            self.raw.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+            self.writing = True
 
     def execute(self, sql: str, params: tuple | list = ()) -> PgCursor:
         import psycopg
@@ -741,28 +970,59 @@ class PgConnection:
             name = pragma[1].lower()
             if name not in ("database_list", "synchronous", "journal_mode", "foreign_keys", "busy_timeout"):
                 raise StoreError(f"PRAGMA {name} has no meaning on PostgreSQL; this statement needs a PostgreSQL form.")
-            rows = [(0, "main", str(self.lock_dir / "postgres.db"))] if name == "database_list" else []
+            rows = [(0, "main", str(self.local))] if name == "database_list" else []
             rows = [(2,)] if name == "synchronous" and not pragma[2] else rows
             return _Fixed(rows)  # type: ignore[return-value]
+        immediate = bool(re.match(r"^\s*BEGIN\s+IMMEDIATE\s*$", sql, re.IGNORECASE))
         text = pg_sql(sql, self.keys)
         upper = text.strip().upper()
-        if upper == "BEGIN":
-            self.explicit = True
-        elif upper in ("COMMIT", "ROLLBACK"):
-            self.explicit = False
         table = _IDENTITY.match(text)
         wants_id = bool(table and table[1] in self.identity and "RETURNING" not in upper)
+        alone = False  # a write outside any transaction: a transaction of its own
         try:
+            if upper == "BEGIN":
+                self.raw.execute("BEGIN")
+                self.explicit, self.writing = True, False
+                if immediate:
+                    self._write_lock()
+                return _Fixed([])  # type: ignore[return-value]
+            if upper in ("COMMIT", "ROLLBACK"):
+                self.explicit = self.writing = False
+            elif _WRITES.match(text):
+                if not self.in_transaction:
+                    self.raw.execute("BEGIN")
+                    alone = True
+                self._write_lock()
             cursor = self.raw.execute(text + (" RETURNING id" if wants_id else ""), tuple(params))
-        except psycopg.IntegrityError as exc:
-            raise sqlite3.IntegrityError(str(exc)) from exc
-        except psycopg.errors.LockNotAvailable as exc:
-            raise sqlite3.OperationalError(f"database is locked ({exc})") from exc
-        lastrowid = None
-        if wants_id and cursor.description:
-            row = cursor.fetchone()
-            lastrowid = row[0] if row else None
-        return PgCursor(cursor, lastrowid)
+            lastrowid = None
+            if wants_id and cursor.description:
+                row = cursor.fetchone()
+                lastrowid = row[0] if row else None
+            if alone:
+                self.raw.execute("COMMIT")
+                self.writing = False
+            return PgCursor(cursor, lastrowid)
+        except psycopg.Error as exc:
+            if alone:
+                self._abandon()
+            if isinstance(exc, psycopg.IntegrityError):
+                raise sqlite3.IntegrityError(str(exc)) from exc
+            if isinstance(exc, (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled)):
+                raise sqlite3.OperationalError(f"database is locked ({exc})") from exc
+            if isinstance(exc, psycopg.errors.SerializationFailure | psycopg.errors.DeadlockDetected):
+                raise sqlite3.OperationalError(f"database is busy ({exc})") from exc
+            if isinstance(exc, psycopg.OperationalError):  # the server went away, or the network
+                raise _unusable(exc) from exc
+            raise
+
+    def _abandon(self) -> None:
+        from contextlib import suppress
+
+        import psycopg
+
+        with suppress(psycopg.Error):
+            self.raw.execute("ROLLBACK")
+        self.writing = False
 
     @property
     def in_transaction(self) -> bool:
@@ -777,12 +1037,31 @@ class PgConnection:
     def __enter__(self) -> PgConnection:
         if not self.explicit:
             self.raw.execute("BEGIN")
+            self.writing = False
         return self
 
     def __exit__(self, kind: Any, value: Any, trace: Any) -> None:
         if self.explicit:
             return
-        self.raw.execute("ROLLBACK" if kind else "COMMIT")
+        self.writing = False
+        if kind:
+            self._abandon()
+        else:
+            self.execute("COMMIT")
+
+    def commit(self) -> None:
+        """As sqlite3's: end the transaction the caller began, keeping its changes."""
+        if self.in_transaction:
+            self.execute("COMMIT")
+
+    def rollback(self) -> None:
+        if self.in_transaction:
+            self._abandon()
+        self.explicit = False
 
     def close(self) -> None:
-        self.raw.close()
+        if self.raw is not None:
+            if self.in_transaction:
+                self._abandon()
+            self.pool.putconn(self.raw)
+            self.raw = None

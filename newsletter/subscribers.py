@@ -29,7 +29,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from . import keys
+from . import journal, keys
 from .clock import now, parse_timestamp, timestamp
 from .compose import clean_name
 from .config import Settings, find_category
@@ -39,7 +39,7 @@ from .errors import BusyError, NewsletterError, SubscriberError
 from .language import _, os_reason, translate
 from .locks import hold
 from .sheets import TextFormat, csv_rows, sheet_rows
-from .store import busy, connect, give_way, recall, urgent
+from .store import Database, busy, connect, exclusive, give_way, is_held, local_file, local_path, recall, urgent
 from .transport import SMTPUTF8_SEEN, address_problem, check_address
 
 STATUSES = ("pending", "confirmed", "unsubscribed", "bounced", "blocked")
@@ -458,7 +458,7 @@ def add(
         topics=resolve_topics(topics, settings),
     )
     _key_for_forgotten(conn, settings)
-    with urgent(_database_file(conn)), conn:
+    with urgent(local_file(conn)), conn:
         return upsert(conn, settings, email, confirmed=confirmed, source=source, **values)
 
 
@@ -475,7 +475,7 @@ def set_status(conn: sqlite3.Connection, subscriber_id: int, status: str) -> Non
     moment = timestamp(now())
     extra = {"confirmed": ", confirmed_at = ?", "unsubscribed": ", unsubscribed_at = ?"}.get(status, "")
     params = (status, moment, moment) if extra else (status, moment)
-    with urgent(_database_file(conn)), conn:
+    with urgent(local_file(conn)), conn:
         conn.execute(f"UPDATE subscribers SET status = ?, updated_at = ?{extra} WHERE id = ?", (*params, subscriber_id))
 
 
@@ -491,8 +491,10 @@ def _pending_file(database: Path) -> Path:
     return database.with_name(database.name + ".unsubscribes")
 
 
-def record_unsubscribe(database: Path, *subscriber_ids: int) -> None:
-    """Keep unsubscribes durably beside ``database`` (a line each, fsynced once) to be applied later."""
+def record_unsubscribe(database: Database | Path, *subscriber_ids: int) -> None:
+    """Keep unsubscribes durably beside ``database`` (a line each, fsynced once) to be applied
+    later; for PostgreSQL, on this machine's disk (``Database.local``)."""
+    database = local_path(database)
     path = _pending_file(database)
     moment = timestamp(now())
     lines = "".join(json.dumps({"subscriber": i, "at": moment}) + "\n" for i in subscriber_ids)
@@ -518,7 +520,7 @@ class Unsubscriber:
     group commit): a burst of thousands costs a few hundred commits, not thousands. When the
     database stays busy for ``wait`` seconds, the batch goes to the file beside it instead."""
 
-    def __init__(self, database: Path, wait: float, batch: int = 1000) -> None:
+    def __init__(self, database: Database | Path, wait: float, batch: int = 1000) -> None:
         self.database, self.wait, self.batch = database, wait, batch
         self.queue: queue.SimpleQueue[tuple[int, threading.Event, list]] = queue.SimpleQueue()
         self.thread: threading.Thread | None = None
@@ -609,7 +611,7 @@ def apply_pending_unsubscribes(conn: sqlite3.Connection) -> int:
     line older than the subscriber's latest confirmation is not applied (they came back)."""
     if conn.in_transaction:
         return 0
-    database = _database_file(conn)
+    database = local_file(conn)
     path = _pending_file(database)
     if not path.exists() and not any(database.parent.glob(f"{path.name}.applying-*")):
         return 0
@@ -679,9 +681,7 @@ def forget(conn: sqlite3.Connection, settings: Settings, email: str) -> bool:
         ids = [row[0] for row in conn.execute("SELECT id FROM subscribers WHERE email = ?", (address,))]
         erased = conn.execute("DELETE FROM subscribers WHERE email = ?", (address,)).rowcount
         # the delivery journal keeps that a message went, not to whom (the counts stay right)
-        conn.execute(
-            "UPDATE delivery_recipients SET email = 'forgotten', last_error = NULL WHERE email = ?", (address,)
-        )
+        journal.forget_address(conn, address)
         for subscriber in ids:
             conn.execute("DELETE FROM import_undo WHERE subscriber = ?", (subscriber,))
         conn.execute(
@@ -888,11 +888,11 @@ def _apply_staged(
 ) -> tuple[int, int, int, int]:
     """Apply the staged rows in short transactions (rolled back each, with ``dry_run``):
     (added, updated, unchanged, rejected now: unsubscribed or forgotten addresses)."""
-    database = _database_file(conn)
+    database = local_file(conn)
     counts = {"added": 0, "updated": 0, "unchanged": 0}
     late = 0
     lock = f"{database.name}-import-{secrets.token_hex(8)}"
-    with hold(database.parent, lock):  # held from before the import is seen until it ends: a dead one is undone
+    with exclusive(conn, lock):  # held from before the import is seen until it ends: a dead one is undone
         with conn:
             job = conn.execute(
                 "INSERT INTO imports (source, lock, started_at, state) VALUES (?, ?, ?, 'applying')",
@@ -947,11 +947,6 @@ def _row_json(row: sqlite3.Row) -> str:
     return json.dumps(dict(row), sort_keys=True, ensure_ascii=False)
 
 
-def _database_file(conn: sqlite3.Connection) -> Path:
-    """The file of the connection's main database."""
-    return Path(conn.execute("PRAGMA database_list").fetchone()[2] or ".")
-
-
 def _undo_import(conn: sqlite3.Connection, job: int) -> None:
     """Put back the rows an import changed, in short steps; a row that someone changed since
     (an unsubscribe, a confirmation) keeps that change."""
@@ -980,14 +975,9 @@ def _undo_import(conn: sqlite3.Connection, job: int) -> None:
 
 def importing(conn: sqlite3.Connection) -> bool:
     """Whether an import is being applied right now by a running process."""
-    database = _database_file(conn)
-    for (lock,) in conn.execute("SELECT lock FROM imports WHERE state = 'applying'").fetchall():
-        try:
-            with hold(database.parent, lock):
-                pass
-        except BusyError:
-            return True
-    return False
+    return any(
+        is_held(conn, lock) for (lock,) in conn.execute("SELECT lock FROM imports WHERE state = 'applying'").fetchall()
+    )
 
 
 def settle(conn: sqlite3.Connection) -> None:
@@ -996,11 +986,10 @@ def settle(conn: sqlite3.Connection) -> None:
     if conn.in_transaction:
         return
     if conn.execute("SELECT 1 FROM imports WHERE state = 'applying' LIMIT 1").fetchone():
-        database = _database_file(conn)
         # Newest first: a row two killed imports changed goes back to what it was before both.
         for job, lock in conn.execute("SELECT id, lock FROM imports WHERE state = 'applying' ORDER BY id DESC"):
             try:
-                with hold(database.parent, lock):
+                with exclusive(conn, lock):
                     _undo_import(conn, job)  # its process is gone: back to the list as it was
             except BusyError:
                 continue  # still at work

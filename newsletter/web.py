@@ -45,7 +45,7 @@ from .compose import clean_name, confirm_url, preferences_url, unsubscribe_url
 from .config import Settings
 from .delivery import transport_for
 from .emissions import Member, project_members
-from .errors import NewsletterError, StoreError, SubscriberError
+from .errors import ChallengeRefused, NewsletterError, Refused, Replayed, StoreError, SubscriberError
 from .i18n import load_strings
 from .message import confirmation_message, link_message
 from .render import template_folders, web_environment
@@ -310,7 +310,7 @@ def create_app(settings: Settings, *, rate_limit: tuple[int, float] = (5, 600.0)
         if payload:
             try:
                 await run_in_threadpool(_spend, payload)
-            except guard.ChallengeRefused as refused:
+            except ChallengeRefused as refused:
                 log.info("signup: a challenge was refused (%s)", refused.reason)
                 return _answer(request, origin, kind, lang, "web_challenge_failed", 400)
             except (sqlite3.OperationalError, StoreError):
@@ -687,8 +687,8 @@ def create_app(settings: Settings, *, rate_limit: tuple[int, float] = (5, 600.0)
         conn = db()
         try:
             bounces.record(conn, settings, report, key, replay=replay)
-        except bounces.Replayed:
-            raise hooks.Refused("replayed") from None
+        except Replayed:
+            raise Refused("replayed") from None
         finally:
             conn.close()
         return report.kind
@@ -704,11 +704,11 @@ def create_app(settings: Settings, *, rate_limit: tuple[int, float] = (5, 600.0)
             return PlainTextResponse("not JSON\n", status_code=400)
         try:
             outcome = await run_in_threadpool(_hook, read, body)
-        except hooks.Refused as exc:
+        except Refused as exc:
             log.warning("%s", hooks.refused_line(exc))
             return PlainTextResponse("refused\n", status_code=403)
         except (TypeError, AttributeError, KeyError, ValueError) as exc:  # a body of the wrong shape
-            log.warning("%s", hooks.refused_line(hooks.Refused(f"malformed ({type(exc).__name__})")))
+            log.warning("%s", hooks.refused_line(Refused(f"malformed ({type(exc).__name__})")))
             return PlainTextResponse("refused\n", status_code=403)
         except (sqlite3.OperationalError, StoreError):
             return PlainTextResponse("busy; try again\n", status_code=503)  # both services retry; nothing kept
@@ -716,6 +716,9 @@ def create_app(settings: Settings, *, rate_limit: tuple[int, float] = (5, 600.0)
 
     async def home(request: Request) -> Response:
         return RedirectResponse("/signup", status_code=307)
+
+    async def archive_index(request: Request) -> Response:
+        return RedirectResponse(settings.archive_index_url(), status_code=308)  # the public address, not Host
 
     app = Starlette(
         routes=[
@@ -734,6 +737,7 @@ def create_app(settings: Settings, *, rate_limit: tuple[int, float] = (5, 600.0)
             Route("/preferences/{token}", preferences, methods=["GET", "POST"]),
             Route("/unsubscribe/{token}", unsubscribe, methods=["GET", "POST"]),
             Route("/health", health),
+            Route("/archive", archive_index),
             # The archive that 'newsletter archive' (and every send) writes; a folder swapped whole.
             Mount(
                 "/archive",
@@ -743,6 +747,9 @@ def create_app(settings: Settings, *, rate_limit: tuple[int, float] = (5, 600.0)
             ),
         ],
     )
+    # No redirects to the same path with or without '/': Starlette builds them from the Host a
+    # request names, which a stranger chooses ('/signup/' is simply not found).
+    app.router.redirect_slashes = False
     return SecurityHeaders(app)  # outermost: error pages (500) carry the headers too
 
 

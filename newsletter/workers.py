@@ -93,6 +93,32 @@ class RateLimit:
         return not (stop is not None and stop.is_set())
 
 
+class SharedRateLimit:
+    """The limits counted across every sender of the project (processes, machines): messages
+    are let go in small allowances taken from the database (``take(want) -> (granted, wait)``).
+    The same ``active`` and ``reserve`` as RateLimit."""
+
+    def __init__(self, per_second: int, per_hour: int, take: Callable[[int], tuple[int, float]]) -> None:
+        self.per_second, self.per_hour, self.take = per_second, per_hour, take
+        self.allowance = 0
+        self.chunk = max(1, per_second // 10) if per_second else 10
+
+    @property
+    def active(self) -> bool:
+        return bool(self.per_second or self.per_hour)
+
+    def reserve(self) -> float:
+        """0 if one more message may go now (and it is counted), else the seconds to wait."""
+        if not self.active:
+            return 0.0
+        if not self.allowance:
+            self.allowance, wait = self.take(self.chunk)
+            if not self.allowance:
+                return wait
+        self.allowance -= 1
+        return 0.0
+
+
 def handle(connection: Connection, sender: Sender, job: tuple, make: Make) -> Outcome:
     """Build and hand over one job's message; every failure but a lost connection (or an outbox
     that cannot be written) is the job's own."""

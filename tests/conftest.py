@@ -1,12 +1,19 @@
-"""Shared fixtures: a copy of the sample project in a temporary folder, and a CLI runner."""
+"""Shared fixtures: a copy of the sample project in a temporary folder, and a CLI runner.
+
+Test modules that set ``pytestmark = pytest.mark.backends`` run every test that uses the
+``project`` fixture twice: on SQLite and on PostgreSQL (a throwaway cluster, one fresh database
+per test)."""
 
 from __future__ import annotations
 
 import asyncio
+import glob
 import os
 import shutil
 import socket
 import sqlite3
+import subprocess
+import tempfile
 import threading
 import time
 from email import policy
@@ -19,10 +26,13 @@ from click.testing import CliRunner, Result
 
 from newsletter.cli import cli
 from newsletter.config import load_settings
-from newsletter.store import database
+from newsletter.store import MIGRATIONS, database, postgres_migrate
 from newsletter.subscribers import add, set_status
 
 ROOT = Path(__file__).resolve().parent.parent
+# Commands the tests start as processes ('python -m newsletter') run this tree's package, not
+# whichever copy happens to be installed.
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 SAMPLE_ISSUE = "2026-12-ordforererklaeringen"
 
 
@@ -44,9 +54,101 @@ def english(monkeypatch: pytest.MonkeyPatch) -> None:
     language.use(None)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "backends: run the module's project tests on SQLite and on PostgreSQL")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.definition.get_closest_marker("backends") and "project" in metafunc.fixturenames:
+        metafunc.parametrize("backend", ["sqlite", "postgresql"], indirect=True)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A throwaway PostgreSQL cluster on a Unix socket in /tmp (as the 'postgres' user when
+    root: PostgreSQL refuses to run as root). Yields a function that makes a fresh database's
+    URL: empty, or (``migrated=True``) a copy of a template at this program's schema."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not found:
+        message = "PostgreSQL not found: install it with 'apt-get install postgresql'"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    bin_dir = Path(found[-1]).parent
+    root = Path(tempfile.mkdtemp(prefix="newsletter-postgres-"))
+    root.chmod(0o755)
+    run_as: list[str] = []
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres")
+        run_as = ["runuser", "-u", "postgres", "--"]
+    port = free_port()
+
+    def pg(*args: str) -> None:
+        subprocess.run([*run_as, *args], check=True, capture_output=True, cwd=root)
+
+    pg(str(bin_dir / "initdb"), "-D", str(root / "data"), "-A", "trust", "-U", "newsletter", "--no-sync", "-E", "UTF8")
+    pg(str(bin_dir / "pg_ctl"), "-D", str(root / "data"), "-w", "-l", str(root / "log.txt"), "-o",
+       f"-k {root} -p {port} -c listen_addresses='' -c fsync=off -c max_connections=300", "start")  # fmt: skip
+    count = iter(range(100000))
+    admin = f"host={root} port={port} user=newsletter dbname=postgres"
+    template: list[str] = []
+
+    def fresh(migrated: bool = False) -> str:
+        import psycopg
+
+        name = f"t{next(count)}"
+        with psycopg.connect(admin, autocommit=True) as conn:
+            if migrated and not template:
+                conn.execute("CREATE DATABASE template_newsletter")
+                postgres_migrate(f"postgresql://newsletter@/template_newsletter?host={root}&port={port}")
+                template.append("template_newsletter")
+            conn.execute(f"CREATE DATABASE {name}" + (" TEMPLATE template_newsletter" if migrated else ""))
+        return f"postgresql://newsletter@/{name}?host={root}&port={port}"
+
+    fresh.root = root  # type: ignore[attr-defined]
+    _FRESH.append(fresh)
+    yield fresh
+    pg(str(bin_dir / "pg_ctl"), "-D", str(root / "data"), "-m", "immediate", "stop")
+    shutil.rmtree(root, ignore_errors=True)
+
+
+_FRESH: list = []  # the postgres fixture's maker of databases, once it has started
+
+
+def empty_database(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Start the project again with an empty database (a lost file; a new PostgreSQL database)."""
+    if os.environ.get("NEWSLETTER_DATABASE_URL"):
+        monkeypatch.setenv("NEWSLETTER_DATABASE_URL", _FRESH[0](migrated=True))
+        return
+    for suffix in ("", "-wal", "-shm"):
+        (project / f"newsletter.db{suffix}").unlink(missing_ok=True)
+
+
+def tables_and_columns() -> list[tuple[str, list[str]]]:
+    """Every table of the schema with its columns (from the migrations)."""
+    scratch = sqlite3.connect(":memory:")
+    try:
+        for script in MIGRATIONS:
+            scratch.executescript(script)
+        names = [
+            r[0]
+            for r in scratch.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
+        ]
+        return [(name, [r[1] for r in scratch.execute(f'PRAGMA table_info("{name}")')]) for name in names]
+    finally:
+        scratch.close()
+
+
 @pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A copy of the repository's own project (settings, templates, sample issue); cwd is set to it."""
+def backend(request: pytest.FixtureRequest) -> str:
+    """'sqlite' (the default) or 'postgresql' (in modules marked ``backends``)."""
+    return getattr(request, "param", "sqlite")
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str, request: pytest.FixtureRequest) -> Path:
+    """A copy of the repository's own project (settings, templates, sample issue); cwd is set to
+    it. On the 'postgresql' backend, NEWSLETTER_DATABASE_URL names a fresh migrated database."""
     dest = tmp_path / "project"
     dest.mkdir()
     shutil.copy(ROOT / "newsletter.toml", dest)
@@ -56,6 +158,8 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for name in list(__import__("os").environ):
         if name.startswith("NEWSLETTER_") and name != "NEWSLETTER_LANG":
             monkeypatch.delenv(name)
+    if backend == "postgresql":
+        monkeypatch.setenv("NEWSLETTER_DATABASE_URL", request.getfixturevalue("postgres")(migrated=True))
     monkeypatch.chdir(dest)
     return dest
 
@@ -121,10 +225,21 @@ def load_sample_data(project: Path) -> None:
 
 
 def rows(project: Path, sql: str, *params: object) -> list[tuple]:
-    """Rows of a query on the project's database, read with plain sqlite3 (not the package)."""
+    """Rows of a query on the project's database, read with plain sqlite3 or psycopg (not the
+    package): the SQL is SQLite's, with '?' placeholders."""
+    url = os.environ.get("NEWSLETTER_DATABASE_URL")
+    if url:
+        import psycopg
+
+        from newsletter.store import pg_sql  # '?' to '%s', '%' to '%%', SQLite's words to PostgreSQL's
+
+        with psycopg.connect(url) as conn:  # committed at the end (a DELETE, an UPDATE)
+            cursor = conn.execute(pg_sql(sql, {}), params)
+            return [tuple(row) for row in cursor.fetchall()] if cursor.description else []
     conn = sqlite3.connect(project / "newsletter.db")
     try:
-        return conn.execute(sql, params).fetchall()
+        with conn:
+            return conn.execute(sql, params).fetchall()
     finally:
         conn.close()
 

@@ -190,7 +190,7 @@ def test_serve_serves_the_archive(run, project, sent, monkeypatch):
         assert httpx.get(f"{live.url}/archive/.built-by-newsletter").status_code == 404
         assert httpx.get(f"{live.url}/archive/2031-01-ukjent/").status_code == 404
         redirect = httpx.get(f"{live.url}/archive")
-        assert redirect.status_code in (301, 307) and redirect.headers["location"].endswith("/archive/")
+        assert redirect.status_code in (301, 307, 308) and redirect.headers["location"].endswith("/archive/")
 
 
 def test_the_archive_is_published_once_the_first_message_is_accepted(project, monkeypatch):

@@ -325,7 +325,7 @@ def test_front_matter_years_release_and_warnings(project, issue_dir, run):
 def test_stored_rows_are_per_municipality_year_and_sector(project):
     settings = load_settings()
     report = _import(settings, project / "data/klimagassutslipp-syntetisk.csv")
-    conn = sqlite3.connect(settings.database)
+    conn = sqlite3.connect(settings.database.file)
     stored = conn.execute("SELECT COUNT(*) FROM emissions WHERE release = 'r'").fetchone()[0]
     assert stored == 70 * 4 * 9 < report.rows  # summed over sources and gases
 

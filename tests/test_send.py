@@ -25,6 +25,8 @@ from newsletter.locks import hold
 from newsletter.store import database
 from newsletter.subscribers import read_token, set_status
 
+pytestmark = pytest.mark.backends  # each test on SQLite and on PostgreSQL
+
 
 def test_delivery_and_headers(run, project, sink):
     subscribe(("kari@example.no", 'Kari "K" Nordmann', "Lillestrøm"), "ola@example.no", "per@example.no")
@@ -125,11 +127,30 @@ def test_limit_and_exit_codes(run, project, sink):
     assert len(sink.messages) == 3
 
 
-def test_one_sender_per_issue(run, project, sink):
-    subscribe("a@example.no")
-    with hold(load_settings().build_dir, f"send-{SAMPLE_ISSUE}"):
-        assert_error(run("send", "--yes"), "another send of", "is running right now")
-    assert sink.messages == []
+def test_one_starter_per_issue_then_any_number_of_senders(run, project, sink):
+    """The issue's lock (on every machine sharing the database) lets one process start a
+    delivery at a time; another send waits its turn, then joins or finishes it."""
+    import threading
+
+    from newsletter.delivery import issue_lock
+
+    subscribe("a@example.no", "b@example.no")
+    settings = load_settings()
+    held, release = threading.Event(), threading.Event()
+
+    def starter() -> None:
+        with issue_lock(settings, SAMPLE_ISSUE):
+            held.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=starter)
+    thread.start()
+    held.wait(10)
+    threading.Timer(0.5, release.set).start()
+    result = run("send", "--yes")  # waits for the lock, then sends
+    thread.join()
+    assert result.exit_code == 0 and "2 sent" in result.stdout, result.output
+    assert sink.to() == ["a@example.no", "b@example.no"]
 
 
 def test_asks_on_a_terminal_and_refuses_without_one(run, project, sink):

@@ -12,6 +12,8 @@ from newsletter.errors import SubscriberError
 from newsletter.store import database
 from newsletter.subscribers import audience, make_token, parse_segment, read_token
 
+pytestmark = pytest.mark.backends  # each test on SQLite and on PostgreSQL
+
 KEY = "k" * 40
 
 
@@ -232,13 +234,13 @@ def test_segment_names_with_spaces(project, run, tmp_path):
     assert_error(run("subscribers", "list", "--segment", 'municipality="Nordre'), "close the quotes")
 
 
-def test_an_export_restores_without_bringing_back_the_unsubscribed(project, run, tmp_path):
+def test_an_export_restores_without_bringing_back_the_unsubscribed(project, run, tmp_path, monkeypatch):
+    from conftest import empty_database
+
     run("subscribers", "import", str(write(tmp_path / "l.csv", CSV)), "--confirmed")
     run("subscribers", "remove", "ola@example.no")
     exported = write(tmp_path / "eksport.csv", run("subscribers", "export").stdout)
-    (project / "newsletter.db").unlink()
-    for suffix in ("-wal", "-shm"):
-        (project / f"newsletter.db{suffix}").unlink(missing_ok=True)
+    empty_database(project, monkeypatch)
     restored = run("subscribers", "import", str(exported))
     assert restored.exit_code == 0, restored.output
     assert (
@@ -290,25 +292,18 @@ def test_forgetting_a_mistyped_address_changes_nothing_and_names_the_close_one(r
 
 
 def test_forget_leaves_the_address_nowhere_in_the_database(run, project, monkeypatch):
-    import sqlite3
-
-    from conftest import subscribe
+    from conftest import subscribe, tables_and_columns
 
     monkeypatch.setenv("NEWSLETTER_SECRET_KEY", "f" * 40)
     subscribe("kari@example.no", "ola@example.no")
     assert run("send", "--yes").exit_code == 0
     assert run("subscribers", "forget", "kari@example.no", "--yes").exit_code == 0
-    conn = sqlite3.connect(project / "newsletter.db")
-    try:
-        found = []
-        for (table,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'"):
-            columns = [row[1] for row in conn.execute(f'PRAGMA table_info("{table}")')]
-            for column in columns:
-                hits = conn.execute(f'SELECT COUNT(*) FROM "{table}" WHERE CAST("{column}" AS TEXT) LIKE ?',
-                                    ("%kari@example.no%",)).fetchone()[0]  # fmt: skip
-                if hits:
-                    found.append(f"{table}.{column}")
-        assert found == []
-        assert conn.execute("SELECT COUNT(*) FROM delivery_recipients").fetchone()[0] == 2  # the count stays right
-    finally:
-        conn.close()
+    found = [
+        f"{table}.{column}"
+        for table, columns in tables_and_columns()
+        for column in columns
+        if rows(project, f'SELECT COUNT(*) FROM "{table}" WHERE CAST("{column}" AS TEXT) LIKE ?', "%kari@example.no%")
+        != [(0,)]
+    ]
+    assert found == []
+    assert rows(project, "SELECT COUNT(*) FROM delivery_recipients") == [(2,)]  # the count stays right

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import mailbox
 import re
-import sqlite3
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from email import policy
@@ -15,11 +15,14 @@ from email.parser import BytesParser
 
 import httpx
 import pytest
-from conftest import LiveServer, rows, solved
+from conftest import LiveServer, rows, solved, tables_and_columns
 
 from newsletter.config import load_settings
-from newsletter.errors import ConfigError
+from newsletter.errors import ChallengeRefused, ConfigError
+from newsletter.store import database
 from newsletter.web import create_app
+
+pytestmark = pytest.mark.backends  # each test on SQLite and on PostgreSQL
 
 KEY = "s" * 40
 
@@ -75,14 +78,8 @@ def link(message, path: str) -> str:
 
 
 def status(project, email):
-    conn = sqlite3.connect(project / "newsletter.db")
-    try:
-        row = conn.execute(
-            "SELECT status, name, municipality, language, topics FROM subscribers WHERE email = ?", (email,)
-        ).fetchone()
-        return row
-    finally:
-        conn.close()
+    found = rows(project, "SELECT status, name, municipality, language, topics FROM subscribers WHERE email = ?", email)
+    return found[0] if found else None
 
 
 def signup(client, **fields):
@@ -328,6 +325,55 @@ def test_signing_up_again_after_leaving_keeps_what_the_person_gives_now(server, 
 # --- hardening (issue 12) -----------------------------------------------------------------------------------
 
 
+def test_a_stranger_signing_up_someone_who_bounced_changes_nothing(server, project):
+    from conftest import subscribe
+
+    from newsletter.subscribers import set_status
+
+    (ola,) = subscribe(("ola@example.no", "Ola", "3205"))
+    with database(load_settings().database) as conn:
+        set_status(conn, ola, "bounced")
+    before = rows(project, "SELECT * FROM subscribers")
+    with httpx.Client(base_url=server.url) as client:
+        answer = signup(client, email="ola@example.no", name="Ondsinnet", municipality="0301", language="en")
+        assert answer.status_code == 200 and "Sjekk e-posten din" in answer.text  # the same answer as for anyone
+    after = rows(project, "SELECT * FROM subscribers")
+    columns = dict(tables_and_columns())["subscribers"]
+    changed = {c for c, a, b in zip(columns, before[0], after[0], strict=True) if a != b}
+    assert changed <= {"confirm_sent_at"} and after[0][columns.index("status")] == "bounced"
+
+
+def test_x_forwarded_for_is_taken_only_from_the_proxies_named(project, monkeypatch):
+    """A direct client cannot choose its own rate-limit key with X-Forwarded-For; behind a proxy
+    named in --trusted-proxies, the header names the client. A real uvicorn, as 'serve' starts it."""
+    import uvicorn
+
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", KEY)
+    app = create_app(load_settings(), rate_limit=(2, 600))
+
+    def statuses(trusted: str) -> list[int]:
+        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off",
+                                proxy_headers=True, forwarded_allow_ips=trusted)  # fmt: skip
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        while not server.started:
+            time.sleep(0.02)
+        url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+        try:
+            answers = []
+            for n in range(4):
+                with httpx.Client(base_url=url, headers={"X-Forwarded-For": f"203.0.113.{n}"}) as client:
+                    answers.append(signup(client, email=f"p{n}@example.no").status_code)
+            return answers
+        finally:
+            server.should_exit = True
+            thread.join(10)
+
+    assert statuses("10.9.9.9") == [200, 200, 429, 429]  # loopback is not a named proxy: one client, limited
+    assert statuses("127.0.0.1") == [200, 200, 200, 200]  # from the named proxy: four clients
+
+
 def test_a_stranger_signing_up_someone_who_left_changes_nothing(server, project):
     from newsletter.subscribers import make_token
 
@@ -341,7 +387,7 @@ def test_a_stranger_signing_up_someone_who_left_changes_nothing(server, project)
         assert answer.status_code == 200 and "Sjekk e-posten din" in answer.text
         outbox(project, 2)
     after = rows(project, "SELECT * FROM subscribers")
-    columns = [r[1] for r in rows(project, "PRAGMA table_info(subscribers)")]
+    columns = dict(tables_and_columns())["subscribers"]
     changed = {c for c, a, b in zip(columns, before[0], after[0], strict=True) if a != b}
     assert changed == {"confirm_sent_at"}  # status, unsubscribed_at, name, municipality, language: as they were
 
@@ -413,8 +459,21 @@ def test_archive_redirects_go_to_the_public_address_whatever_the_host(project, m
     assert run("send", "--yes").exit_code == 0
     with LiveServer(create_app(load_settings())) as live, httpx.Client(base_url=live.url) as client:
         answer = client.get("/archive/2026-12-ordforererklaeringen", headers={"Host": "evil.example"})
+        index = client.get("/archive", headers={"Host": "evil.example"})
+        others = [client.get(path, headers={"Host": "evil.example"}) for path in ("/signup/", "/health/", "/static")]
     assert answer.status_code in (301, 302, 307, 308)
     assert answer.headers["location"] == "https://nyhetsbrev.osloregionen.no/archive/2026-12-ordforererklaeringen/"
+    assert index.status_code == 308 and index.headers["location"] == "https://nyhetsbrev.osloregionen.no/archive/"
+    for other in others:  # no redirect built from the Host a request names: simply not found
+        assert other.status_code == 404 and "evil.example" not in other.headers.get("location", "")
+
+
+def test_every_formula_start_is_neutralised_and_read_back():
+    from newsletter.subscribers import _neutralized, _unneutralized
+
+    for value in ("=1+1", "+47", "-2", "@SUM(A1)", "\tTAB", "\rCR"):
+        assert _neutralized(value) == "'" + value and _unneutralized(_neutralized(value)) == value
+    assert _neutralized("Kari") == "Kari" and _unneutralized("'Kari") == "'Kari"  # an apostrophe of one's own stays
 
 
 def test_export_neutralises_spreadsheet_formulas_and_import_keeps_the_real_name(run, project, tmp_path):
@@ -427,8 +486,7 @@ def test_export_neutralises_spreadsheet_formulas_and_import_keeps_the_real_name(
     assert ",Vanlig Navn," in exported
     path = tmp_path / "eksport.csv"
     path.write_text(exported, encoding="utf-8")
-    with sqlite3.connect(project / "newsletter.db") as conn:  # a list restored from the export, into an empty one
-        conn.execute("DELETE FROM subscribers")
+    rows(project, "DELETE FROM subscribers")  # a list restored from the export, into an empty one
     assert run("subscribers", "import", str(path)).exit_code == 0
     assert dict(rows(project, "SELECT email, name FROM subscribers")) == people
 
@@ -461,19 +519,19 @@ def test_the_challenge_counts_once_and_only_as_signed(project, monkeypatch):
     payload = Payload(challenge, solve_challenge(challenge)).to_base64()
     guard.spend_challenge(settings, conn, payload)
     for bad, reason in ((payload, "used"), (None, "missing"), ("bm9uc2Vuc2U=", "invalid"), ("%%%", "invalid")):
-        with pytest.raises(guard.ChallengeRefused) as refused:
+        with pytest.raises(ChallengeRefused) as refused:
             guard.spend_challenge(settings, conn, bad)
         assert refused.value.reason == reason
     # a challenge signed with another key, or with its difficulty lowered, is not ours
     monkeypatch.setenv("NEWSLETTER_SECRET_KEY", "t" * 40)
     other = guard.new_challenge(load_settings())
     forged = Challenge.from_dict(other.as_json)
-    with pytest.raises(guard.ChallengeRefused, match="invalid"):
+    with pytest.raises(ChallengeRefused, match="invalid"):
         guard.spend_challenge(settings, conn, Payload(forged, solve_challenge(forged)).to_base64())
     # one that has expired (its own time is signed, so it cannot be moved)
     monkeypatch.setattr(guard, "now", lambda: datetime.now(UTC) - timedelta(minutes=guard.CHALLENGE_MINUTES + 1))
     old = Challenge.from_dict(guard.new_challenge(settings).as_json)
-    with pytest.raises(guard.ChallengeRefused, match="expired"):
+    with pytest.raises(ChallengeRefused, match="expired"):
         guard.spend_challenge(settings, conn, Payload(old, solve_challenge(old)).to_base64())
     conn.close()
 

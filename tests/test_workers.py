@@ -1,0 +1,129 @@
+"""Several senders on one delivery (issue 16): processes on one machine, or machines sharing
+PostgreSQL, each claiming its own recipients; a killed one's recipients claimed again by the
+others; the rate limits counted across all of them; 'newsletter worker' for systemd. Every
+test here runs on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from conftest import SAMPLE_ISSUE, rows, serve_smtp
+
+from newsletter import journal
+from newsletter.config import load_settings
+from newsletter.store import database
+
+pytestmark = pytest.mark.backends  # each test on SQLite and on PostgreSQL
+
+
+class Counter:
+    """An SMTP handler that keeps only who got a message (5,000 messages of 50 KB stay out of memory)."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.received: list[str] = []
+        self.lock = threading.Lock()
+        self.delay = delay
+
+    async def handle_DATA(self, server, session, envelope):
+        import asyncio
+
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        with self.lock:
+            self.received.extend(envelope.rcpt_tos)
+        return "250 OK"
+
+
+def import_people(project, tmp_path, count: int) -> None:
+    path = tmp_path / "people.csv"
+    path.write_text("email\n" + "".join(f"p{n:05d}@example.no\n" for n in range(count)), encoding="utf-8")
+    done = subprocess.run([sys.executable, "-m", "newsletter", "subscribers", "import", str(path), "--confirmed"],
+                          cwd=project, capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+
+
+def sender(project) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "newsletter", "send", "--yes"], cwd=project,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def wait_for(condition, seconds: float = 60.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_two_senders_on_5000_recipients_one_killed_mid_batch(project, monkeypatch, tmp_path, backend):
+    """Two processes send one delivery; one is SIGKILLed while it has messages in flight. The
+    other takes over its recipients at once: 0 lost, and only the killed one's messages in
+    flight (at most one per connection) may arrive twice, each reported uncertain. 5,000
+    recipients on PostgreSQL (the several-machines case); 1,000 on SQLite (one machine)."""
+    count = 5000 if backend == "postgresql" else 1000
+    counter, controller = serve_smtp(project, monkeypatch, Counter(delay=0.002))
+    try:
+        import_people(project, tmp_path, count)
+        first = sender(project)
+        wait_for(lambda: len(counter.received) >= count // 15)
+        second = sender(project)
+        settings = load_settings()
+
+        def both_at_work() -> bool:
+            with database(settings.database) as conn:
+                return len(journal.senders(conn, 1)) == 2
+
+        wait_for(both_at_work)
+        wait_for(lambda: rows(project, "SELECT COUNT(*) FROM delivery_recipients WHERE status = 'sending'"
+                                       " AND claimed_by LIKE ?", f"%:{first.pid}:%") != [(0,)])  # fmt: skip
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        assert len(counter.received) < count * 0.9  # killed mid-delivery
+        out, err = second.communicate(timeout=120)
+        assert second.returncode == 0, err
+    finally:
+        controller.stop()
+    expected = {f"p{n:05d}@example.no" for n in range(count)}
+    assert set(counter.received) == expected  # nobody lost, nobody else
+    duplicates = len(counter.received) - len(expected)
+    uncertain = rows(project, "SELECT COUNT(*) FROM delivery_recipients WHERE uncertain = 1")[0][0]
+    assert duplicates <= uncertain <= int(settings.send_connections)  # one per connection of the killed one
+    assert rows(project, "SELECT status FROM deliveries") == [("done",)]
+    assert rows(project, "SELECT COUNT(*) FROM delivery_recipients WHERE status = 'sent'") == [(count,)]
+    assert rows(project, "SELECT COUNT(*) FROM senders") == [(0,)]  # the killed one's record went with its work
+    assert f"{count:,} sent" in out, out
+
+
+def test_the_rate_limits_hold_across_senders(project):
+    """Two connections (as two senders) take allowances from one budget: never more than the
+    limit in any window of a second or an hour."""
+    settings = load_settings()
+    with database(settings.database) as one, database(settings.database) as two:
+        assert journal.take_sends(one, 4, 5, 0) == (4, 0.0)
+        granted, wait = journal.take_sends(two, 4, 5, 0)
+        assert granted == 1 and wait == 0.0  # one left this second, whoever asks
+        assert journal.take_sends(one, 4, 5, 0) == (0, 0.1)  # nothing left: ask again in a tenth
+        assert journal.take_sends(two, 10, 0, 7)[0] == 2  # 5 went this hour, 7 allowed
+        assert journal.take_sends(one, 10, 0, 7) == (0, 5.0)
+
+
+def test_the_worker_sends_what_is_due_and_stops_on_sigterm(project, sink, run):
+    from conftest import subscribe
+
+    subscribe("a@example.no", "b@example.no")
+    made = run("schedule", SAMPLE_ISSUE, "--at", "2030-01-15 09:00")
+    assert made.exit_code == 0, made.output
+    rows(project, "UPDATE deliveries SET scheduled_at = '2026-01-15T08:00:00Z'")  # its time has come
+    worker = subprocess.Popen([sys.executable, "-m", "newsletter", "worker", "--interval", "1"], cwd=project,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    wait_for(lambda: len(sink.messages) == 2, 60)
+    wait_for(lambda: rows(project, "SELECT status FROM deliveries") == [("done",)], 30)
+    worker.send_signal(signal.SIGTERM)
+    out, err = worker.communicate(timeout=30)
+    assert worker.returncode == 0, err
+    assert "2 sent" in out and "Worker stopped" in err, (out, err)
+    assert sorted(sink.to()) == ["a@example.no", "b@example.no"]
