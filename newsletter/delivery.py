@@ -50,7 +50,7 @@ from .errors import (
 from .feeds import record_used
 from .language import _, translate
 from .message import MessageFactory, dkim_key, sign
-from .store import connect, database, exclusive, give_way, is_held, note, recall, remember
+from .store import busy, concurrently, connect, database, exclusive, give_way, is_held, note, recall, remember
 from .subscribers import (
     apply_pending_unsubscribes,
     audience,
@@ -310,6 +310,8 @@ def start_or_resume(settings: Settings, planned: Plan) -> int:
             existing is not None and existing.status in ("starting", "running") and journal.untouched(conn, existing.id)
         )
         again = existing is not None and (existing.status == "starting" or (changed and untouched))
+        if again and existing.status == "running":
+            refuse_while_sending(conn, existing)  # its recipients are about to be recorded anew
         if existing is not None and (existing.status == "blocked" or (changed and not again)):
             raise SendError(
                 _("{issue} was blocked or changed meanwhile; see 'newsletter status'.", issue=planned.issue)
@@ -412,6 +414,22 @@ def _alive(conn: sqlite3.Connection) -> Callable[[str], bool]:
     return lambda sender: is_held(conn, journal.sender_lock(sender))
 
 
+def refuse_while_sending(conn: sqlite3.Connection, row: journal.Delivery) -> None:
+    """BusyError while living senders work on the delivery (those that died are recovered first):
+    it cannot be cancelled or started again under their feet. Outside a transaction."""
+    journal.recover(conn, row.id, _alive(conn))
+    at_work = journal.senders(conn, row.id)
+    if at_work:
+        raise BusyError(
+            _(
+                "{issue} is being sent right now by {count} sender(s) ({hosts}); wait for them to finish, or stop them first (Ctrl-C, or 'systemctl stop newsletter-worker').",
+                issue=row.issue,
+                count=len(at_work),
+                hosts=", ".join(sorted({f"{host} pid {pid}" for _id, host, pid in at_work})),
+            )
+        )
+
+
 def _run(
     settings: Settings,
     conn: sqlite3.Connection,
@@ -430,11 +448,16 @@ def _run(
     journal.recover(conn, delivery, _alive(conn), me)  # summary() counts the uncertain ones from the table
     if row.first_sent_at is not None:  # resumed: a crash may have come before the archive was written
         notes.append(publish(settings))
-    limiter = workers.SharedRateLimit(
-        settings.send_per_second,
-        settings.send_per_hour,
-        lambda want: journal.take_sends(conn, want, settings.send_per_second, settings.send_per_hour),
-    )
+
+    def take(want: int) -> tuple[int, float]:
+        try:
+            return journal.take_sends(conn, want, settings.send_per_second, settings.send_per_hour)
+        except sqlite3.OperationalError as exc:
+            if not busy(exc):
+                raise
+            return 0, 0.5  # the budget is busy: ask again shortly, the run goes on
+
+    limiter = workers.SharedRateLimit(settings.send_per_second, settings.send_per_hour, take)
     count = 1 if isinstance(via, Outbox) else settings.send_connections
 
     def make(job: tuple, address: str) -> tuple[str, bytes]:
@@ -459,8 +482,8 @@ def _run(
     aborted: list[str] = []
     lost = False
     try:
-        lost = _loop(settings, conn, delivery, me, pool, count, limiter, via, stop, limit, progress, max_wait,
-                     aborted, notes)  # fmt: skip
+        lost = _loop(settings, conn, delivery, me, row.content_hash, pool, count, limiter, via, stop, limit, progress,
+                     max_wait, aborted, notes)  # fmt: skip
     finally:
         pool.stop()
     if lost:
@@ -487,6 +510,7 @@ def _loop(
     conn: sqlite3.Connection,
     delivery: int,
     me: str,
+    fingerprint: str,
     pool: workers.Pool,
     count: int,
     limiter: workers.SharedRateLimit,
@@ -504,7 +528,7 @@ def _loop(
     ready: deque[tuple] = deque()  # read ahead, not yet recorded as leaving
     dispatched = 0
     accepted = faults = 0  # in this run; faults: messages in a row that newsletter itself could not make
-    last_pending = 0.0
+    last_pending = looked = 0.0  # when kept unsubscribes were applied, and the delivery's state read
     idle = False
     last_progress = 0.0
     while True:
@@ -518,9 +542,10 @@ def _loop(
         if finished:
             first = False
             give_way(settings.database)  # an unsubscribe waiting goes first
-            with conn:
+            # Acceptances touch only this sender's rows: row locks are enough (PostgreSQL).
+            with concurrently(conn) if all(o.ok for o in finished) else conn:
                 for outcome in finished:
-                    first = _record(settings, conn, delivery, outcome, aborted, stop) or first
+                    first = _record(settings, conn, delivery, outcome, aborted, stop, accepted > 0) or first
                     in_flight.discard(outcome.subscriber)
                     accepted += outcome.ok
                     faults = 0 if outcome.ok else faults + outcome.fault
@@ -557,6 +582,16 @@ def _loop(
             last_pending = time.monotonic()
             apply_pending_unsubscribes(conn)
         if len(ready) < room:
+            state = "running"
+            if time.monotonic() - looked >= 1:  # read once a second
+                looked, state = time.monotonic(), journal.going_on(conn, delivery, fingerprint)
+            if state == "done" and not in_flight:  # another sender finished it
+                return False
+            if state == "changed":  # cancelled, or started again meanwhile
+                if not aborted:
+                    aborted.append(_("the delivery was cancelled or started again by another command meanwhile."))
+                stop.set()
+                continue
             ready.extend(journal.claim(conn, delivery, me, max(count * 8, room)))
         if not ready:
             if in_flight:
@@ -584,8 +619,8 @@ def _loop(
             batch = [ready.popleft()]
         else:
             batch = [ready.popleft() for _ in range(min(room, len(ready)))]
-        with conn:  # recorded before they leave: after a crash these are resent, as uncertain
-            going = set(journal.leaving(conn, delivery, [job[0] for job in batch]))
+        with concurrently(conn):  # recorded before they leave: after a crash these are resent, as uncertain
+            going = set(journal.leaving(conn, delivery, me, [job[0] for job in batch]))
         for job in batch:
             if job[0] in going:
                 in_flight.add(job[0])
@@ -601,8 +636,10 @@ def _record(
     outcome: Outcome,
     aborted: list[str],
     stop: threading.Event,
+    first_known: bool = False,
 ) -> bool:
-    """Write one outcome (inside the caller's transaction). True if it is the delivery's first acceptance."""
+    """Write one outcome (inside the caller's transaction). True if it is the delivery's first
+    acceptance (``first_known``: this run has recorded an acceptance already, so it is not)."""
     if outcome.kind == ABORT:  # back in the queue, no attempt counted; the run stops
         journal.requeue(conn, delivery, outcome.subscriber)
         if not aborted:
@@ -610,7 +647,7 @@ def _record(
         stop.set()
         return False
     if outcome.ok:
-        return journal.sent(conn, delivery, outcome.subscriber, outcome.message_id)
+        return journal.sent(conn, delivery, outcome.subscriber, outcome.message_id, first_known)
     final = journal.failed(
         conn, delivery, outcome.subscriber, permanent=outcome.kind == PERMANENT, error=outcome.error,
         uncertain=outcome.uncertain, max_attempts=settings.send_max_attempts,

@@ -16,6 +16,7 @@ claimed again by the others at once (``recover``).
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
@@ -24,7 +25,7 @@ from datetime import datetime, timedelta
 
 from .clock import now, parse_timestamp, timestamp
 from .language import _
-from .store import concurrently, skip_locked
+from .store import concurrently, immediate, skip_locked
 
 ACTIVE = ("scheduled", "blocked", "starting", "running")  # not finished
 
@@ -214,8 +215,8 @@ def cancel(conn: sqlite3.Connection, delivery: int) -> None:
 
 
 def sender_lock(sender: str) -> str:
-    """The lock a sender holds while it lives (see ``store.exclusive``)."""
-    return f"sender-{sender}"
+    """The lock a sender holds while it lives (see ``store.exclusive``); a name any file system takes."""
+    return "sender-" + hashlib.sha256(sender.encode()).hexdigest()[:24]
 
 
 def register(conn: sqlite3.Connection, delivery: int, sender: str, host: str, pid: int) -> None:
@@ -333,8 +334,9 @@ def claim(conn: sqlite3.Connection, delivery: int, sender: str, want: int) -> li
             ]
             if ids:
                 marks = ",".join("?" * len(ids))
-                conn.execute(
-                    f"UPDATE delivery_recipients SET claimed_by = ? WHERE delivery = ? AND subscriber IN ({marks})",
+                conn.execute(  # only what is still unclaimed and pending: a claim never takes another's
+                    "UPDATE delivery_recipients SET claimed_by = ? WHERE delivery = ? AND status = 'pending'"
+                    f" AND claimed_by IS NULL AND subscriber IN ({marks})",
                     (sender, delivery, *ids),
                 )
         if not ids:
@@ -342,8 +344,9 @@ def claim(conn: sqlite3.Connection, delivery: int, sender: str, want: int) -> li
         marks = ",".join("?" * len(ids))
         rows = conn.execute(
             "SELECT r.subscriber, r.email, s.name, s.municipality, s.status FROM delivery_recipients r"
-            f" LEFT JOIN subscribers s ON s.id = r.subscriber WHERE r.delivery = ? AND r.subscriber IN ({marks})",
-            (delivery, *ids),
+            " LEFT JOIN subscribers s ON s.id = r.subscriber WHERE r.delivery = ? AND r.claimed_by = ?"
+            f" AND r.status = 'pending' AND r.subscriber IN ({marks})",
+            (delivery, sender, *ids),
         ).fetchall()
         gone = [row["subscriber"] for row in rows if row["status"] != "confirmed"]
         if gone:
@@ -388,22 +391,23 @@ def next_attempt(conn: sqlite3.Connection, delivery: int) -> datetime | None:
     return parse_timestamp(value) or now()
 
 
-def leaving(conn: sqlite3.Connection, delivery: int, subscribers: list[int]) -> list[int]:
-    """Mark these as handed over, before they are (after a crash they are resent, as uncertain),
-    and return them; those who stopped being confirmed subscribers since they were read are
-    marked skipped instead and left out."""
+def leaving(conn: sqlite3.Connection, delivery: int, sender: str, subscribers: list[int]) -> list[int]:
+    """Mark these (claimed by ``sender``) as handed over, before they are (after a crash they
+    are resent, as uncertain), and return them; those who stopped being confirmed subscribers
+    since they were read are marked skipped instead, and any no longer this sender's pending
+    claim are left out. Only rows this sender holds are touched (``concurrently`` is enough)."""
     marks = ",".join("?" * len(subscribers))
-    still = {
+    going = {
         row[0]
         for row in conn.execute(
-            f"SELECT id FROM subscribers WHERE id IN ({marks}) AND status = 'confirmed'", subscribers
-        )
+            "UPDATE delivery_recipients SET status = CASE WHEN subscriber IN (SELECT id FROM subscribers WHERE"
+            f" id IN ({marks}) AND status = 'confirmed') THEN 'sending' ELSE 'skipped' END WHERE delivery = ?"
+            f" AND claimed_by = ? AND status = 'pending' AND subscriber IN ({marks}) RETURNING subscriber, status",
+            (*subscribers, delivery, sender, *subscribers),
+        ).fetchall()
+        if row[1] == "sending"
     }
-    conn.executemany(
-        "UPDATE delivery_recipients SET status = ? WHERE delivery = ? AND subscriber = ?",
-        [("sending" if subscriber in still else "skipped", delivery, subscriber) for subscriber in subscribers],
-    )
-    return [subscriber for subscriber in subscribers if subscriber in still]
+    return [subscriber for subscriber in subscribers if subscriber in going]
 
 
 def requeue(conn: sqlite3.Connection, delivery: int, subscriber: int) -> None:
@@ -415,15 +419,17 @@ def requeue(conn: sqlite3.Connection, delivery: int, subscriber: int) -> None:
     )
 
 
-def sent(conn: sqlite3.Connection, delivery: int, subscriber: int, message_id: str) -> bool:
+def sent(conn: sqlite3.Connection, delivery: int, subscriber: int, message_id: str, first_known: bool = False) -> bool:
     """The transport accepted the message. Returns True if it is the delivery's first (the issue
-    is published from then on)."""
+    is published from then on); ``first_known``: the caller knows a first was recorded already."""
     moment = timestamp(now())
     conn.execute(
         "UPDATE delivery_recipients SET status = 'sent', attempts = attempts + 1, sent_at = ?, message_id = ?,"
         " last_error = NULL WHERE delivery = ? AND subscriber = ?",
         (moment, message_id, delivery, subscriber),
     )
+    if first_known:
+        return False
     first = conn.execute(
         "UPDATE deliveries SET first_sent_at = ? WHERE id = ? AND first_sent_at IS NULL", (moment, delivery)
     )
@@ -463,8 +469,21 @@ def failed(
 
 
 def finish(conn: sqlite3.Connection, delivery: int) -> None:
-    """Nobody is left: the delivery is done."""
-    conn.execute("UPDATE deliveries SET status = 'done', finished_at = ? WHERE id = ?", (timestamp(now()), delivery))
+    """Nobody is left: the delivery is done (unless it was cancelled, or someone is to be tried again)."""
+    conn.execute(
+        "UPDATE deliveries SET status = 'done', finished_at = ? WHERE id = ? AND status = 'running' AND NOT EXISTS"
+        " (SELECT 1 FROM delivery_recipients r WHERE r.delivery = deliveries.id AND r.status IN ('pending', 'sending'))",
+        (timestamp(now()), delivery),
+    )
+
+
+def going_on(conn: sqlite3.Connection, delivery: int, fingerprint: str) -> str:
+    """'running' while the delivery runs with this content; 'done' once another sender finished
+    it; 'changed' when it was cancelled or started again meanwhile."""
+    row = conn.execute("SELECT status, content_hash FROM deliveries WHERE id = ?", (delivery,)).fetchone()
+    if row is None or row[0] not in ("running", "done") or row[1] != fingerprint:
+        return "changed"
+    return row[0]
 
 
 # --- rate limits shared by every sender -------------------------------------------------------------
@@ -477,20 +496,20 @@ def take_sends(conn: sqlite3.Connection, want: int, per_second: int, per_hour: i
     the project: (how many may go now, seconds to wait before asking again when none may).
     A window counts the tenths it touches in full, so the limits are never exceeded. Commits."""
     tick = int(time.time() * TICKS)
-    with conn:
+    with immediate(conn):  # the counts read and the new one written with nobody between
         granted, wait = want, 0.0
         if per_second:
             used = conn.execute(
                 "SELECT COALESCE(SUM(sent), 0) FROM send_rate WHERE tick >= ?", (tick - TICKS,)
             ).fetchone()[0]
-            granted = min(granted, per_second - used)
+            granted = min(granted, per_second - int(used))
             wait = 1 / TICKS
         if per_hour and granted > 0:
             used = conn.execute(
                 "SELECT COALESCE(SUM(sent), 0) FROM send_rate WHERE tick >= ?", (tick - 3600 * TICKS,)
             ).fetchone()[0]
-            if per_hour - used < granted:
-                granted, wait = per_hour - used, 5.0
+            if per_hour - int(used) < granted:
+                granted, wait = per_hour - int(used), 5.0
         if granted <= 0:
             return 0, wait
         conn.execute(

@@ -12,6 +12,7 @@ scheduled and are reported until they are fixed.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -41,6 +42,8 @@ from .store import database, explain
 RETRY_WAIT = 50.0  # seconds run-due waits for a retry that is due soon; later ones are the next run's
 # Problems of this machine, not of the issue: a scheduled delivery stays scheduled.
 NOT_THE_ISSUE = (ConfigError, StoreError, BusyError, TransportError)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -122,8 +125,17 @@ def cancel(settings: Settings, ref: str | None) -> Scheduled:
     """Cancel a scheduled (or blocked) delivery that has not started, or a started one of which
     no message was accepted (its news counts as unused again)."""
     issue = issue_name(settings, ref)
-    with delivery.issue_lock(settings, issue), database(settings.database) as conn, conn:
+    with delivery.issue_lock(settings, issue), database(settings.database) as conn:
         row = journal.active(conn, issue)
+        if row is not None and row.status == "running":
+            delivery.refuse_while_sending(conn, row)
+        return _cancel(settings, ref, conn, issue, row)
+
+
+def _cancel(
+    settings: Settings, ref: str | None, conn: sqlite3.Connection, issue: str, row: journal.Delivery | None
+) -> Scheduled:
+    with conn:
         untouched = row is not None and row.status in ("starting", "running") and journal.untouched(conn, row.id)
         if row is None and not (settings.issues_dir / issue).is_dir():
             find_issue(settings, ref)  # no such issue and no delivery of that name: say so, with a guess
@@ -185,6 +197,9 @@ def work(settings: Settings, stop: threading.Event, interval: float, report: Cal
             result = DueResult((), (str(exc),))
         except sqlite3.Error as exc:  # busy past the wait: the next round tries again
             result = DueResult((), (explain(settings.database, exc),))
+        except Exception as exc:  # a fault: said, and the next round tries again (the worker lives on)
+            log.exception("a round of the worker failed")
+            result = DueResult((), (_("the round failed unexpectedly ({exc}); see the log.", exc=exc),))
         report(result)
         stop.wait(interval)
 

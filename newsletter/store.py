@@ -511,15 +511,29 @@ def skip_locked(conn: sqlite3.Connection) -> str:
 
 
 @contextmanager
+def immediate(conn: sqlite3.Connection) -> Iterator[None]:
+    """A transaction that takes the write lock at once, so that what it reads cannot change
+    before it writes (SQLite's BEGIN IMMEDIATE; on PostgreSQL the one-writer lock at BEGIN)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+@contextmanager
 def concurrently(conn: sqlite3.Connection) -> Iterator[None]:
     """A transaction written for row locks (claims with ``skip_locked``): on PostgreSQL it does not
-    take the one-writer lock, so several workers claim at once; on SQLite it is ``with conn``."""
+    take the one-writer lock, so several workers claim at once; on SQLite, the write lock from
+    its first read (``immediate``), since SQLite has no row locks."""
     if isinstance(conn, PgConnection):
         with conn:
             conn.writing = True  # row locks are enough here: no one-writer lock
             yield
     else:
-        with conn:
+        with immediate(conn):
             yield
 
 
@@ -777,10 +791,13 @@ class PgRow(tuple):
         return list(self.names)
 
 
+@functools.lru_cache(maxsize=512)
+def _row_kind(names: tuple[str, ...]) -> type:
+    return type("Row", (PgRow,), {"names": names})
+
+
 def _pg_row_factory(cursor: Any) -> Any:
-    names = tuple(column.name for column in cursor.description or ())
-    kind = type("Row", (PgRow,), {"names": names})
-    return lambda values: kind(values)
+    return _row_kind(tuple(column.name for column in cursor.description or ()))
 
 
 def _primary_keys() -> dict[str, str]:
@@ -832,6 +849,12 @@ def pg_sql(sql: str, keys: dict[str, str] | None = None) -> str:
     return text
 
 
+@functools.lru_cache(maxsize=1024)
+def _translated(sql: str) -> str:
+    """``pg_sql`` once per statement text (the stages use a few hundred)."""
+    return pg_sql(sql)
+
+
 class PgCursor:
     """What an execute returns: rows, rowcount and lastrowid (an INSERT into a table with an id
     returns it)."""
@@ -870,6 +893,14 @@ POOL_SIZE = 20  # connections kept per process and database (the web server's th
 _WRITES = re.compile(r"^\s*(INSERT|UPDATE|DELETE|REPLACE|CREATE|DROP|ALTER)\b", re.IGNORECASE)
 _POOLS: dict[tuple[str, int], Any] = {}
 _CHECKED: set[str] = set()
+_POOLING: list[bool] = [False]  # on in a server (``use_pool``); a command opens a connection of its own
+
+
+def use_pool() -> None:
+    """Connections to PostgreSQL come from a pool from now on in this process: for a server,
+    whose threads answer many short requests. A command keeps its own connections, and no pool
+    threads (a send forks its workers, which a process with threads must not)."""
+    _POOLING[0] = True
 
 
 def _reset(raw: Any) -> None:
@@ -901,6 +932,12 @@ def _pool(url: str) -> Any:
     return pool
 
 
+def close_pools() -> None:
+    """Close this process's connection pools (their connections end; a later connect opens anew)."""
+    for key in list(_POOLS):
+        _POOLS.pop(key).close(timeout=1)
+
+
 def _check_version(raw: Any, url: str) -> None:
     """Refuse a database whose schema is not this program's (once per process and database)."""
     if url in _CHECKED:
@@ -922,7 +959,7 @@ def _check_version(raw: Any, url: str) -> None:
 
 
 class PgConnection:
-    """A pooled psycopg connection behind the part of sqlite3.Connection's API that the stages
+    """A psycopg connection (pooled in a server) behind the part of sqlite3.Connection's API that the stages
     use: ``execute``/``executemany`` with '?' placeholders, rows by name and position, ``with
     conn:`` as one transaction (or an explicit BEGIN ... COMMIT), and sqlite3's IntegrityError
     and OperationalError for a broken constraint or a lock that timed out, so callers stay as
@@ -939,16 +976,22 @@ class PgConnection:
         # This machine's side files (locks, unsubscribes kept aside) are named after ``local``.
         self.local = local or Path(__import__("tempfile").gettempdir()) / "newsletter-postgres"
         self.url = url
+        self.pool = _pool(url) if _POOLING[0] else None
         try:
-            self.pool = _pool(url)
-            self.raw = self.pool.getconn(timeout=max(timeout, 1))
+            if self.pool is not None:
+                self.raw = self.pool.getconn(timeout=max(timeout, 1))
+            else:
+                self.raw = psycopg.connect(url, autocommit=True, connect_timeout=10, row_factory=_pg_row_factory)
         except Exception as exc:  # psycopg.Error, or the pool's timeout: the server cannot be reached
             raise _unusable(exc) from exc
         try:
-            self.raw.execute(f"SET lock_timeout = '{int(timeout * 1000)}ms'")
+            # As SQLite's WAL with synchronous=NORMAL: a commit survives this process being killed;
+            # only the server's crash can undo the last commits (never corrupt). 'PRAGMA
+            # synchronous=FULL' (durable when answered: unsubscribes) turns it on again.
+            self.raw.execute(f"SET lock_timeout = '{int(timeout * 1000)}ms'; SET synchronous_commit = off")
             _check_version(self.raw, url)
         except BaseException as exc:
-            self.pool.putconn(self.raw)
+            self._release()
             if isinstance(exc, psycopg.Error):
                 raise _unusable(exc) from exc
             raise
@@ -971,10 +1014,14 @@ class PgConnection:
             if name not in ("database_list", "synchronous", "journal_mode", "foreign_keys", "busy_timeout"):
                 raise StoreError(f"PRAGMA {name} has no meaning on PostgreSQL; this statement needs a PostgreSQL form.")
             rows = [(0, "main", str(self.local))] if name == "database_list" else []
-            rows = [(2,)] if name == "synchronous" and not pragma[2] else rows
+            if name == "synchronous" and pragma[2]:
+                durable = pragma[2].strip("= ").upper() in ("FULL", "EXTRA", "2", "3")
+                self.raw.execute(f"SET synchronous_commit = {'on' if durable else 'off'}")
+            elif name == "synchronous":
+                rows = [(2 if self.raw.execute("SHOW synchronous_commit").fetchone()[0] == "on" else 1,)]
             return _Fixed(rows)  # type: ignore[return-value]
         immediate = bool(re.match(r"^\s*BEGIN\s+IMMEDIATE\s*$", sql, re.IGNORECASE))
-        text = pg_sql(sql, self.keys)
+        text = _translated(sql)
         upper = text.strip().upper()
         table = _IDENTITY.match(text)
         wants_id = bool(table and table[1] in self.identity and "RETURNING" not in upper)
@@ -984,7 +1031,12 @@ class PgConnection:
                 self.raw.execute("BEGIN")
                 self.explicit, self.writing = True, False
                 if immediate:
-                    self._write_lock()
+                    try:
+                        self._write_lock()
+                    except BaseException:  # not begun after all: the connection stays usable
+                        self._abandon()
+                        self.explicit = False
+                        raise
                 return _Fixed([])  # type: ignore[return-value]
             if upper in ("COMMIT", "ROLLBACK"):
                 self.explicit = self.writing = False
@@ -1005,15 +1057,22 @@ class PgConnection:
         except psycopg.Error as exc:
             if alone:
                 self._abandon()
-            if isinstance(exc, psycopg.IntegrityError):
-                raise sqlite3.IntegrityError(str(exc)) from exc
-            if isinstance(exc, (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled)):
-                raise sqlite3.OperationalError(f"database is locked ({exc})") from exc
-            if isinstance(exc, psycopg.errors.SerializationFailure | psycopg.errors.DeadlockDetected):
-                raise sqlite3.OperationalError(f"database is busy ({exc})") from exc
-            if isinstance(exc, psycopg.OperationalError):  # the server went away, or the network
-                raise _unusable(exc) from exc
-            raise
+            raise self._translate_error(exc) from exc
+
+    @staticmethod
+    def _translate_error(exc: Exception) -> Exception:
+        """psycopg's error as the stages expect it: sqlite3's, or one line (StoreError)."""
+        import psycopg
+
+        if isinstance(exc, psycopg.IntegrityError):
+            return sqlite3.IntegrityError(str(exc))
+        if isinstance(exc, psycopg.errors.LockNotAvailable | psycopg.errors.QueryCanceled):
+            return sqlite3.OperationalError(f"database is locked ({exc})")
+        if isinstance(exc, psycopg.errors.SerializationFailure | psycopg.errors.DeadlockDetected):
+            return sqlite3.OperationalError(f"database is busy ({exc})")
+        if isinstance(exc, psycopg.OperationalError):  # the server went away, or the network
+            return _unusable(exc)
+        return exc
 
     def _abandon(self) -> None:
         from contextlib import suppress
@@ -1030,9 +1089,37 @@ class PgConnection:
 
         return self.raw.info.transaction_status != TransactionStatus.IDLE
 
-    def executemany(self, sql: str, rows: Iterable) -> None:
-        for params in rows:
-            self.execute(sql, params)
+    def executemany(self, sql: str, rows: Iterable) -> _Fixed:
+        """Every row in one pipelined round (psycopg's executemany); the rows changed in all
+        (``rowcount``), as sqlite3's."""
+        import psycopg
+
+        text = _translated(sql)
+        total = _Fixed([])
+        table = _IDENTITY.match(text)
+        if not _WRITES.match(text) or (table and table[1] in self.identity and "RETURNING" not in text.upper()):
+            for params in rows:  # a statement that returns an id, or no write: one at a time
+                total.rowcount += max(self.execute(sql, params).rowcount, 0)
+            return total
+        params = [tuple(p) for p in rows]
+        if not params:
+            return total
+        alone = not self.in_transaction
+        try:
+            if alone:
+                self.raw.execute("BEGIN")
+            self._write_lock()
+            with self.raw.cursor() as cursor:
+                cursor.executemany(text, params)
+                total.rowcount = max(cursor.rowcount, 0)
+            if alone:
+                self.raw.execute("COMMIT")
+                self.writing = False
+            return total
+        except psycopg.Error as exc:
+            if alone:
+                self._abandon()
+            raise self._translate_error(exc) from exc
 
     def __enter__(self) -> PgConnection:
         if not self.explicit:
@@ -1059,9 +1146,15 @@ class PgConnection:
             self._abandon()
         self.explicit = False
 
+    def _release(self) -> None:
+        if self.pool is not None:
+            self.pool.putconn(self.raw)  # reset on its way back: its advisory locks go
+        else:
+            self.raw.close()
+        self.raw = None
+
     def close(self) -> None:
         if self.raw is not None:
-            if self.in_transaction:
+            if self.in_transaction and not self.raw.closed:
                 self._abandon()
-            self.pool.putconn(self.raw)
-            self.raw = None
+            self._release()

@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import io
 import json
+import logging
 import os
 import queue
 import re
@@ -23,7 +24,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -39,7 +39,19 @@ from .errors import BusyError, NewsletterError, SubscriberError
 from .language import _, os_reason, translate
 from .locks import hold
 from .sheets import TextFormat, csv_rows, sheet_rows
-from .store import Database, busy, connect, exclusive, give_way, is_held, local_file, local_path, recall, urgent
+from .store import (
+    Database,
+    busy,
+    connect,
+    exclusive,
+    give_way,
+    immediate,
+    is_held,
+    local_file,
+    local_path,
+    recall,
+    urgent,
+)
 from .transport import SMTPUTF8_SEEN, address_problem, check_address
 
 STATUSES = ("pending", "confirmed", "unsubscribed", "bounced", "blocked")
@@ -53,6 +65,8 @@ ALIASES = {
     "topics": {"topics", "topic", "tema", "temaer", "emne", "emner", "interesser", "interests"},
     "status": {"status"},
 }
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -329,18 +343,6 @@ def _upsert(
 SIGNUP_SOURCE = "signup form (web)"
 
 
-@contextmanager
-def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
-    """A transaction that takes the write lock at once (what it reads cannot change before it writes)."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-
-
 @dataclass(frozen=True)
 class SignupRequest:
     """What a signup asks for: who, and the details they gave (kept in the confirmation link,
@@ -369,7 +371,7 @@ def request_signup(
     details = {"name": name, "municipality": municipality, "language": language or settings.language,
                "topics": list(topics)}  # fmt: skip
     apply_pending_unsubscribes(conn)  # someone who left while the database was busy has left
-    with _immediate(conn):  # the look and the change together: two signups at once make one row
+    with immediate(conn):  # the look and the change together: two signups at once make one row
         person = get(conn, email)
         if person is None:  # also an address that was forgotten: the person asks again
             _added, person = upsert(conn, settings, email, name=name, municipality=municipality, language=language,
@@ -395,7 +397,7 @@ def request_link(conn: sqlite3.Connection, settings: Settings, email: str) -> Su
     except SubscriberError:
         return None
     moment = now()
-    with _immediate(conn):
+    with immediate(conn):
         person = get(conn, address)
         if person is None or person.status != "confirmed":
             return None
@@ -413,7 +415,7 @@ def confirm(conn: sqlite3.Connection, settings: Settings, request: SignupRequest
     the subscriber is gone or blocked. Commits."""
     moment = timestamp(now())
     apply_pending_unsubscribes(conn)  # an unsubscribe kept aside is older than this confirmation
-    with _immediate(conn):
+    with immediate(conn):
         person = get_by_id(conn, request.subscriber)
         if person is None or person.status == "blocked":
             return None
@@ -545,8 +547,13 @@ class Unsubscriber:
             try:
                 waiting = [self.queue.get(timeout=5)]
             except queue.Empty:
+                conn = self._apply_kept(conn)
                 with self.lock:
-                    if self.queue.empty():  # nobody waiting: end (a new caller starts a new writer)
+                    # Nobody waiting and nothing kept aside: end (a new caller starts a new writer).
+                    # Unsubscribes kept aside are applied from here as soon as the database answers,
+                    # also when no other unsubscribe comes (on PostgreSQL the file is on this
+                    # machine only: senders elsewhere cannot apply it).
+                    if self.queue.empty() and not _pending_file(local_path(self.database)).exists():
                         self.thread = None
                         if conn is not None:
                             conn.close()
@@ -572,6 +579,20 @@ class Unsubscriber:
                 for _email, done, outcome in waiting:
                     outcome.append(error)
                     done.set()
+
+    def _apply_kept(self, conn: sqlite3.Connection | None) -> sqlite3.Connection | None:
+        """Try to apply the unsubscribes kept beside the database; the connection to go on with."""
+        if not _pending_file(local_path(self.database)).exists():
+            return conn
+        try:
+            conn = conn or connect(self.database, timeout=self.wait)
+            apply_pending_unsubscribes(conn)
+            return conn
+        except (sqlite3.Error, NewsletterError):
+            log.debug("kept unsubscribes not applied yet", exc_info=True)
+            if conn is not None:
+                conn.close()
+            return None
 
     def _write(
         self, conn: sqlite3.Connection | None, ids: list[int]

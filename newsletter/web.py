@@ -49,7 +49,7 @@ from .errors import ChallengeRefused, NewsletterError, Refused, Replayed, StoreE
 from .i18n import load_strings
 from .message import confirmation_message, link_message
 from .render import template_folders, web_environment
-from .store import connect, note, remember, urgent
+from .store import connect, note, remember, urgent, use_pool
 from .subscribers import (
     SignupRequest,
     Subscriber,
@@ -232,6 +232,7 @@ def _client(request: Request) -> str:
 def create_app(settings: Settings, *, rate_limit: tuple[int, float] = (5, 600.0)) -> Any:
     """The ASGI app for the public pages. Refuses to start without the key the links in sent mail
     were signed with, and without a transport for the confirmation emails."""
+    use_pool()  # the server's threads share a few PostgreSQL connections
     keys.check(settings)  # also creates and migrates the database before the first request
     conn = connect(settings.database)
     try:

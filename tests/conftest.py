@@ -159,7 +159,10 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str, reque
         if name.startswith("NEWSLETTER_") and name != "NEWSLETTER_LANG":
             monkeypatch.delenv(name)
     if backend == "postgresql":
+        from newsletter.store import close_pools
+
         monkeypatch.setenv("NEWSLETTER_DATABASE_URL", request.getfixturevalue("postgres")(migrated=True))
+        request.addfinalizer(close_pools)  # each test's database has its own pool
     monkeypatch.chdir(dest)
     return dest
 

@@ -146,3 +146,48 @@ def test_the_stages_sql_runs_on_postgresql_through_the_adapter(project, postgres
         assert get(conn, "ola@example.no").name == "Ola"
     finally:
         conn.close()
+
+
+def test_unsubscribes_kept_aside_are_applied_on_postgresql(project, postgres, monkeypatch):
+    """An unsubscribe kept in this machine's file while PostgreSQL did not answer is applied at
+    the next settle (rows counted through the adapter's executemany)."""
+    from conftest import subscribe
+
+    from newsletter.config import load_settings
+    from newsletter.store import database
+    from newsletter.subscribers import record_unsubscribe, settle
+
+    monkeypatch.setenv("NEWSLETTER_DATABASE_URL", postgres(migrated=True))
+    (kari,) = subscribe("kari@example.no")
+    settings = load_settings()
+    record_unsubscribe(settings.database, kari)
+    assert (project / "newsletter-postgres.unsubscribes").exists()  # on this machine's disk, beside paths.database
+    with database(settings.database) as conn:
+        settle(conn)
+        assert conn.execute("SELECT status FROM subscribers").fetchone()[0] == "unsubscribed"
+    assert not (project / "newsletter-postgres.unsubscribes").exists()
+
+
+def test_a_write_lock_that_times_out_leaves_the_connection_usable(project, postgres, monkeypatch):
+    import sqlite3
+
+    from newsletter.config import load_settings
+    from newsletter.store import connect
+
+    monkeypatch.setenv("NEWSLETTER_DATABASE_URL", postgres(migrated=True))
+    settings = load_settings()
+    holder, waiter = connect(settings.database), connect(settings.database, timeout=0.2)
+    try:
+        holder.execute("BEGIN IMMEDIATE")  # SQLite's write lock, on PostgreSQL
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            waiter.execute("BEGIN IMMEDIATE")
+        with pytest.raises(sqlite3.OperationalError, match="locked"), waiter:
+            waiter.execute("INSERT INTO seen (what, value, first_at) VALUES ('x', 'y', 'z')")
+        assert waiter.execute("SELECT COUNT(*) FROM seen").fetchone()[0] == 0  # reads never wait
+        holder.execute("COMMIT")
+        with waiter:
+            waiter.execute("INSERT INTO seen (what, value, first_at) VALUES ('x', 'y', 'z')")
+        assert waiter.execute("SELECT COUNT(*) FROM seen").fetchone()[0] == 1
+    finally:
+        holder.close()
+        waiter.close()

@@ -127,3 +127,96 @@ def test_the_worker_sends_what_is_due_and_stops_on_sigterm(project, sink, run):
     assert worker.returncode == 0, err
     assert "2 sent" in out and "Worker stopped" in err, (out, err)
     assert sorted(sink.to()) == ["a@example.no", "b@example.no"]
+
+
+def running(settings) -> int:
+    """The sample issue's delivery to every confirmed subscriber, recorded and running."""
+    from newsletter.build import prepare
+    from newsletter.subscribers import parse_segment, recipients
+
+    with database(settings.database) as conn, conn:
+        delivery = journal.create(conn, SAMPLE_ISSUE, "", prepare(settings).fingerprint)
+        journal.add_recipients(conn, delivery, recipients(conn, parse_segment(None, settings, ())))
+        journal.start(conn, delivery, "outbox")
+    return delivery
+
+
+def test_claims_never_overlap_and_a_claim_never_takes_another_senders(project):
+    """Two senders claim from one delivery at the same time, over and over: every recipient is
+    claimed by exactly one of them; 'leaving' marks only one's own claims."""
+    from conftest import subscribe
+
+    ids = subscribe(*(f"c{n:03d}@example.no" for n in range(300)))
+    settings = load_settings()
+    delivery = running(settings)
+    claimed: dict[str, list[int]] = {"a": [], "b": []}
+    start = threading.Barrier(2)
+
+    def claimer(name: str) -> None:
+        with database(settings.database) as conn:
+            start.wait()
+            while jobs := journal.claim(conn, delivery, name, 7):
+                claimed[name].extend(job[0] for job in jobs)
+                time.sleep(0.002)  # the other gets its turns
+
+    threads = [threading.Thread(target=claimer, args=(name,)) for name in claimed]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(claimed["a"] + claimed["b"]) == sorted(ids)  # all claimed, none twice
+    assert claimed["a"] and claimed["b"]  # both took part
+    with database(settings.database) as conn, conn:
+        assert journal.leaving(conn, delivery, "a", claimed["b"][:5]) == []  # not a's to hand over
+        assert journal.leaving(conn, delivery, "a", claimed["a"][:5]) == claimed["a"][:5]
+    assert rows(project, "SELECT COUNT(*) FROM delivery_recipients WHERE status = 'sending'") == [(5,)]
+
+
+def test_a_delivery_being_sent_cannot_be_cancelled_or_finished_under_a_sender(project, sink, run):
+    """A living sender's delivery is neither cancelled nor marked done under it; once it has
+    died, its message in flight goes back as uncertain."""
+    from conftest import assert_error, subscribe
+
+    from newsletter.store import connect, exclusive
+
+    subscribe("a@example.no", "b@example.no")
+    settings = load_settings()
+    running(settings)  # recorded and running, nothing sent yet
+    holder = connect(settings.database)
+    lock = exclusive(holder, journal.sender_lock("laptop:1:ab"))
+    lock.__enter__()
+    try:
+        journal.register(holder, 1, "laptop:1:ab", "laptop", 1)
+        with holder:
+            holder.execute("UPDATE delivery_recipients SET claimed_by = 'laptop:1:ab', status = 'sending'"
+                           " WHERE subscriber = 1")  # fmt: skip
+            journal.finish(holder, 1)  # someone is in flight: not done
+        assert rows(project, "SELECT status FROM deliveries") == [("running",)]
+        assert_error(run("schedule", "cancel", SAMPLE_ISSUE), "is being sent right now by 1 sender(s)", "laptop")
+    finally:
+        lock.__exit__(None, None, None)  # the sender dies
+        holder.close()
+    # Dead now: its message in flight may have arrived, so it is pending again, uncertain, and
+    # the delivery can no longer be cancelled (it can only be finished).
+    assert_error(run("schedule", "cancel", SAMPLE_ISSUE), "messages have gone out")
+    assert rows(project, "SELECT status, uncertain, claimed_by FROM delivery_recipients WHERE subscriber = 1") == [
+        ("pending", 1, None)
+    ]
+    assert rows(project, "SELECT COUNT(*) FROM senders") == [(0,)]
+
+
+def test_the_shared_budget_is_never_overspent_by_senders_at_once(project):
+    settings = load_settings()
+    granted: list[int] = []
+
+    def taker() -> None:
+        with database(settings.database) as conn:
+            for _ in range(10):
+                granted.append(journal.take_sends(conn, 3, 0, 50)[0])
+
+    threads = [threading.Thread(target=taker) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(granted) == 50  # 120 asked for, 50 allowed this hour, whoever asked
