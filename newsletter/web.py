@@ -509,7 +509,14 @@ def create_app(settings: Settings, *, rate_limit: tuple[int, float] = (5, 600.0)
 
     def _person(token: str, purpose: str):
         subscriber_id = read_token(settings, token, purpose)
-        person = get_by_id(reader(), subscriber_id)
+        if settings.database.url:  # PostgreSQL: a pooled connection, back in the pool at once
+            conn = db()
+            try:
+                person = get_by_id(conn, subscriber_id)
+            finally:
+                conn.close()
+        else:  # SQLite: this thread's own connection, kept (opening the file costs more than the read)
+            person = get_by_id(reader(), subscriber_id)
         if person is None:
             raise SubscriberError("the subscriber no longer exists.")
         return person

@@ -662,3 +662,28 @@ def test_a_welcome_goes_once_and_again_only_if_it_could_not_go(project, monkeypa
     welcome.unclaim(conn, person)  # it could not be sent: a later confirmation may try again
     assert welcome.claim(conn, person) is True
     conn.close()
+
+
+def test_many_one_click_unsubscribes_at_once_are_all_answered_and_kept(server, project):
+    """More requests at once than the server keeps connections for (PostgreSQL's pool): each is
+    answered 200 only once it is kept, and every one is."""
+    import concurrent.futures
+
+    from conftest import subscribe
+
+    from newsletter.subscribers import make_token
+
+    ids = subscribe(*(f"p{n:02d}@example.no" for n in range(60)))
+    settings = load_settings()
+    paths = [f"/unsubscribe/{make_token(settings, i, 'unsubscribe')}" for i in ids]
+
+    def post(path: str) -> int:
+        headers = {"Content-Type": "application/x-www-form-urlencoded"}
+        return httpx.post(
+            server.url + path, content=b"List-Unsubscribe=One-Click", headers=headers, timeout=60
+        ).status_code
+
+    with concurrent.futures.ThreadPoolExecutor(60) as pool:
+        answers = list(pool.map(post, paths))
+    assert answers == [200] * 60
+    assert rows(project, "SELECT COUNT(*) FROM subscribers WHERE status = 'unsubscribed'") == [(60,)]
