@@ -741,8 +741,8 @@ def subscribers_import(state: State, file: Path, confirmed: bool, dry_run: bool)
     if report.skipped:
         line += " " + _("Skipped {skipped:,} (unsubscribed, bounced or blocked).", **counts)
     click.echo(line)
-    if report.added and not confirmed:
-        click.echo(_(PENDING_NOTE_DRY if dry_run else PENDING_NOTE, count=report.added), err=True)
+    if report.added_pending:
+        click.echo(_(PENDING_NOTE_DRY if dry_run else PENDING_NOTE, count=report.added_pending), err=True)
     for line_number, reason in report.rejected[:REJECTED_ON_SCREEN]:
         click.echo(_("{file}:{line}: rejected: {reason}", file=file.name, line=line_number, reason=reason), err=True)
     if report.rejected_count > REJECTED_ON_SCREEN:

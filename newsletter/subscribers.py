@@ -737,6 +737,7 @@ class ImportReport:
     dry_run: bool
     read_as: str = ""  # how the file was read: 'Windows-1252 text, separated by semicolons', ...
     ignored_columns: tuple[str, ...] = ()  # columns whose names match no field: not read
+    added_pending: int = 0  # of the added, those who wait for confirmation (not confirmed by the file or --confirmed)
 
 
 REJECTED_SHOWN = 1000
@@ -892,10 +893,10 @@ def import_csv(
             counts = _apply_staged(conn, settings, stage, source, confirmed, dry_run, rejected)
         finally:
             stage.close()
-    added, updated, unchanged, late = counts
+    added, updated, unchanged, late, pending = counts
     rejected.sort()
     return ImportReport(added, updated, unchanged, skipped, tuple(rejected[:REJECTED_SHOWN]), rejected_count + late,
-                        dry_run, found[0] if found else "", tuple(ignored))  # fmt: skip
+                        dry_run, found[0] if found else "", tuple(ignored), pending)  # fmt: skip
 
 
 def _apply_staged(
@@ -906,11 +907,11 @@ def _apply_staged(
     confirmed: bool,
     dry_run: bool,
     rejected: list[tuple[int, str]],
-) -> tuple[int, int, int, int]:
+) -> tuple[int, int, int, int, int]:
     """Apply the staged rows in short transactions (rolled back each, with ``dry_run``):
-    (added, updated, unchanged, rejected now: unsubscribed or forgotten addresses)."""
+    (added, updated, unchanged, rejected now: unsubscribed or forgotten addresses, added pending)."""
     database = local_file(conn)
-    counts = {"added": 0, "updated": 0, "unchanged": 0}
+    counts = {"added": 0, "updated": 0, "unchanged": 0, "pending": 0}
     late = 0
     lock = f"{database.name}-import-{secrets.token_hex(8)}"
     with exclusive(conn, lock):  # held from before the import is seen until it ends: a dead one is undone
@@ -939,6 +940,8 @@ def _apply_staged(
                                 rejected.append((line, str(exc)))
                             continue
                         counts[action] += 1
+                        if action == "added" and person.status == "pending":
+                            counts["pending"] += 1
                         if action != "unchanged":
                             after = conn.execute("SELECT * FROM subscribers WHERE id = ?", (person.id,)).fetchone()
                             conn.execute(
@@ -961,7 +964,7 @@ def _apply_staged(
                     "DELETE FROM import_undo WHERE rowid IN (SELECT rowid FROM import_undo WHERE import = ? LIMIT ?)",
                     (job, IMPORT_BATCH * 10),
                 )
-    return counts["added"], counts["updated"], counts["unchanged"], late
+    return counts["added"], counts["updated"], counts["unchanged"], late, counts["pending"]
 
 
 def _row_json(row: sqlite3.Row) -> str:

@@ -487,8 +487,11 @@ def test_export_neutralises_spreadsheet_formulas_and_import_keeps_the_real_name(
     path = tmp_path / "eksport.csv"
     path.write_text(exported, encoding="utf-8")
     rows(project, "DELETE FROM subscribers")  # a list restored from the export, into an empty one
-    assert run("subscribers", "import", str(path)).exit_code == 0
+    restored = run("subscribers", "import", str(path))
+    assert restored.exit_code == 0
+    assert "wait for confirmation" not in restored.stderr  # the export says they are confirmed: they are
     assert dict(rows(project, "SELECT email, name FROM subscribers")) == people
+    assert rows(project, "SELECT DISTINCT status FROM subscribers") == [("confirmed",)]
 
 
 # --- signups from the organisation's website (issue 14) ------------------------------------------------
