@@ -136,6 +136,8 @@ class Settings:
     dkim_domain: str | None
     dkim_selector: str | None
     dkim_key_file: Path | None
+    dkim_ed25519_key_file: Path | None
+    dkim_ed25519_selector: str | None
     emissions_members: Path | None
     emissions_region: str
     emissions_sectors: Path | None
@@ -373,6 +375,22 @@ OPTIONS: tuple[Option, ...] = (
         "opt_path",
         None,
         "PEM file with the DKIM private key (keep it out of git).",
+    ),
+    Option(
+        "dkim_ed25519_key_file",
+        "dkim",
+        "ed25519_key_file",
+        "opt_path",
+        None,
+        "PEM file with an Ed25519 key for a second DKIM signature (RFC 8463), with dkim.ed25519_selector.",
+    ),
+    Option(
+        "dkim_ed25519_selector",
+        "dkim",
+        "ed25519_selector",
+        "opt_str",
+        None,
+        "The selector of the Ed25519 key (its own DNS record).",
     ),
     Option("emissions_members", "emissions", "members", "opt_path", None, "CSV of the region's member municipalities."),
     Option("emissions_region", "emissions", "region", "str", "Regionen", "The region's name in emission highlights."),
@@ -676,6 +694,11 @@ def load_settings(
     dkim = [values.get("dkim_domain"), values.get("dkim_selector"), values.get("dkim_key_file")]
     if any(dkim) and not all(dkim):
         problems.append(_("dkim: set all of dkim.domain, dkim.selector and dkim.key_file, or none"))
+    second = [values.get("dkim_ed25519_key_file"), values.get("dkim_ed25519_selector")]
+    if any(second) and not (all(second) and values.get("dkim_domain")):
+        problems.append(
+            _("dkim: an Ed25519 signature needs dkim.ed25519_key_file, dkim.ed25519_selector and dkim.domain")
+        )
     if values.get("smtp_username") and not values.get("smtp_password"):
         problems.append(
             _("NEWSLETTER_SMTP_USERNAME is set but NEWSLETTER_SMTP_PASSWORD is not: put the password in .env (or remove the username for a server without login)")

@@ -17,9 +17,11 @@ from email.utils import format_datetime, make_msgid
 
 from markupsafe import Markup, escape
 
+from . import signing
 from .compose import Recipient, clean_name, recipient_values
 from .config import Settings
 from .errors import NewsletterError
+from .language import _
 from .render import RenderedIssue
 from .transport import check_address
 
@@ -199,32 +201,26 @@ def link_message(
     return to_header(name, check_address(address)) + msg.as_bytes()
 
 
-DKIM_HEADERS = (
-    b"from", b"to", b"subject", b"date", b"message-id", b"reply-to", b"list-id",
-    b"list-unsubscribe", b"list-unsubscribe-post", b"mime-version", b"content-type",
-)  # fmt: skip
-
-
-def dkim_key(settings: Settings) -> bytes | None:
-    """The DKIM private key, read once per send; None when DKIM is not configured."""
-    if not settings.dkim_key_file:
-        return None
-    try:
-        key = settings.dkim_key_file.read_bytes()
-    except OSError as exc:
-        raise NewsletterError(
-            f"{settings.dkim_key_file}: cannot read the DKIM key ({exc.strerror}); check dkim.key_file."
-        ) from exc
-    if b"PRIVATE KEY" not in key:
-        raise NewsletterError(f"{settings.dkim_key_file}: not a PEM private key; check dkim.key_file.")
-    try:  # once here, so that a key that cannot sign stops the send before the first message
-        sign(settings, b"From: a@example.org\r\nSubject: test\r\n\r\ntest\r\n", key)
-    except Exception as exc:
-        reason = " ".join(str(exc).split())
-        raise NewsletterError(
-            f"{settings.dkim_key_file}: the DKIM key cannot sign ({type(exc).__name__}: {reason}); check dkim.key_file."
-        ) from exc
-    return key
+def dkim_key(settings: Settings) -> tuple[signing.Signer, ...]:
+    """The DKIM signers, their keys read and parsed once per send: RSA (or Ed25519) from
+    dkim.key_file, and an Ed25519 second signature from dkim.ed25519_key_file; none when DKIM is
+    not configured. A key that cannot sign stops the send before the first message."""
+    signers = []
+    if settings.dkim_key_file:
+        signers.append(signing.load_key(settings.dkim_key_file, settings.dkim_domain, settings.dkim_selector,
+                                        "dkim.key_file"))  # fmt: skip
+    if settings.dkim_ed25519_key_file:
+        signer = signing.load_key(settings.dkim_ed25519_key_file, settings.dkim_domain,
+                                  settings.dkim_ed25519_selector, "dkim.ed25519_key_file")  # fmt: skip
+        if signer.algorithm != signing.ED25519:
+            raise NewsletterError(
+                _(
+                    "{path}: dkim.ed25519_key_file holds an RSA key; put it in dkim.key_file.",
+                    path=settings.dkim_ed25519_key_file,
+                )
+            )
+        signers.append(signer)
+    return tuple(signers)
 
 
 def _qp(text: str, maxlinelen: int = 75) -> bytes:
@@ -316,19 +312,6 @@ class MessageFactory:
         return message_id, self.shared + personal + body
 
 
-def sign(settings: Settings, raw: bytes, key: bytes | None) -> bytes:
-    """The message with a DKIM-Signature on top when a key is given."""
-    if key is None:
-        return raw
-    import dkim
-
-    head = raw.split(b"\r\n\r\n", 1)[0].lower()
-    present = {h for h in DKIM_HEADERS if head.startswith(h + b":") or b"\r\n" + h + b":" in head}
-    signature = dkim.sign(
-        raw,
-        settings.dkim_selector.encode(),  # type: ignore[union-attr]
-        settings.dkim_domain.encode(),  # type: ignore[union-attr]
-        key,
-        include_headers=[h for h in DKIM_HEADERS if h in present],
-    )
-    return signature + raw
+def sign(settings: Settings, raw: bytes, key: tuple[signing.Signer, ...]) -> bytes:
+    """The message with its DKIM-Signatures on top (see ``dkim_key``)."""
+    return signing.sign(raw, key)

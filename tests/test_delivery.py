@@ -527,7 +527,7 @@ def test_a_dkim_key_that_cannot_sign_stops_before_the_first_message(run, project
     monkeypatch.setenv("NEWSLETTER_DKIM_SELECTOR", "nyhetsbrev")
     monkeypatch.setenv("NEWSLETTER_DKIM_KEY_FILE", str(key_file))
     subscribe("a@example.no")
-    assert_error(run("send", "--yes"), "dkim.pem: the DKIM key cannot sign", "check dkim.key_file")
+    assert_error(run("send", "--yes"), "dkim.pem: not a PEM private key without a password", "check dkim.key_file")
     assert sink.messages == []
     assert rows(project, "SELECT status, attempts FROM delivery_recipients") == [("pending", 0)]
 

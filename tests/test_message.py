@@ -138,3 +138,58 @@ def test_the_fast_factory_makes_the_same_message(project):
         for a, b in zip(fast.iter_parts(), slow.iter_parts(), strict=True):
             assert a.get_content() == b.get_content()
         assert all(len(line) <= 78 for line in raw.split(b"\r\n")[20:])  # 76 + CRLF
+
+
+def test_relaxed_body_canonicalisation_matches_rfc_6376_line_by_line():
+    """The whole-body regular expressions give what RFC 6376 3.4.4 describes line by line."""
+    import random
+    import re
+
+    from newsletter.signing import relaxed_body
+
+    def by_the_book(body: bytes) -> bytes:
+        lines = [re.sub(rb"[ \t]+", b" ", line).rstrip(b" ") for line in body.split(b"\r\n")]
+        while lines and not lines[-1]:
+            lines.pop()
+        return b"".join(line + b"\r\n" for line in lines)
+
+    rng = random.Random(6376)
+    for _ in range(5000):
+        body = b"".join(rng.choice([b"a", b" ", b"\t", b"\r\n", b"  \r\n", b"x y", b"\t\r\n", b"\xc3\xa6"])
+                        for _ in range(rng.randint(0, 16)))  # fmt: skip
+        assert relaxed_body(body) == by_the_book(body), body
+    assert relaxed_body(b"") == b"" and relaxed_body(b"\r\n\r\n") == b""
+
+
+def test_a_dkim_key_of_another_kind_or_too_short_is_one_line(tmp_path):
+    import pytest
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from newsletter.errors import NewsletterError
+    from newsletter.signing import load_key
+
+    pem = serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    (tmp_path / "ec.pem").write_bytes(ec.generate_private_key(ec.SECP256R1()).private_bytes(*pem))
+    (tmp_path / "short.pem").write_bytes(
+        b"-----BEGIN PRIVATE KEY-----\n" + SHORT_RSA + b"\n-----END PRIVATE KEY-----\n"
+    )
+    with pytest.raises(NewsletterError, match="DKIM keys are RSA or Ed25519"):
+        load_key(tmp_path / "ec.pem", "osloregionen.no", "s", "dkim.key_file")
+    with pytest.raises(NewsletterError, match="512 bits is too short"):
+        load_key(tmp_path / "short.pem", "osloregionen.no", "s", "dkim.key_file")
+    with pytest.raises(NewsletterError, match="cannot read the DKIM key"):
+        load_key(tmp_path / "missing.pem", "osloregionen.no", "s", "dkim.key_file")
+
+
+# A 512-bit RSA key (cryptography refuses to make one under 1024 bits): only for the refusal above.
+SHORT_RSA = (
+    b"MIIBUwIBADANBgkqhkiG9w0BAQEFAASCAT0wggE5AgEAAkEAuOGXtvv4ih+lYVL/"
+    b"ya4ZTyx1pzJNfhMTzpEi+oxojXSuJdZI7nlsfPgZNTRiL9ck6xBsNVEkdzHMkPV1"
+    b"mkV1cwIDAQABAkAY/RTefKwZLzHRN8Cu58Mv+lhkot3qfnWc4+0QZE31YGch6F7C"
+    b"m3pdIXiDb2BgKDsPdqCa1+WPAgbbfagpH2dBAiEA2kamQwO3xKnJHPqvjohx3YuT"
+    b"Xy0EdqtHMz+bH69n7EMCIQDY1W8BuiOZlpzuyuiYteLYSeFGj0ACRndZDqLFKVxX"
+    b"EQIgbzOHCKUgPkTxfJ4KSmcg+2lcTyS0HXDs+SLyeJX4L9kCIGOIHWt6iQrgYusO"
+    b"AxTOMPG9gAYGjYg91lzv5fGA2d0xAiASJE7x3qgS9R2/HA8yXQwf1lZ6x+qkclQh"
+    b"nlO9cvd5aQ=="
+)

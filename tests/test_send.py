@@ -323,6 +323,57 @@ def test_dkim_signature_covers_the_unsubscribe_headers_and_verifies(run, project
     assert not dkim.verify(tampered, dnsfunc=dns)
 
 
+def test_rsa_and_ed25519_signatures_verify_on_every_message_and_after_a_relay_refolds(
+    run, project, sink, monkeypatch, tmp_path
+):
+    """Two signatures (RSA-SHA256, and Ed25519-SHA256 as RFC 8463 adds), made with cryptography
+    and verified by dkimpy, an independent implementation: on every message of a delivery, and
+    after a relay re-folds the headers and re-spaces the body (relaxed/relaxed)."""
+    import base64
+
+    import dkim
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+    pem = serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    rsa_key, ed_key = (
+        rsa.generate_private_key(public_exponent=65537, key_size=2048),
+        ed25519.Ed25519PrivateKey.generate(),
+    )
+    (tmp_path / "rsa.pem").write_bytes(rsa_key.private_bytes(*pem))
+    (tmp_path / "ed.pem").write_bytes(ed_key.private_bytes(*pem))
+    der = rsa_key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    raw_ed = ed_key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    records = {
+        b"nyhetsbrev._domainkey.osloregionen.no.": b"v=DKIM1; k=rsa; p=" + base64.b64encode(der),
+        b"ed._domainkey.osloregionen.no.": b"v=DKIM1; k=ed25519; p=" + base64.b64encode(raw_ed),
+    }
+    for name, value in {"DOMAIN": "osloregionen.no", "SELECTOR": "nyhetsbrev", "KEY_FILE": str(tmp_path / "rsa.pem"),
+                        "ED25519_KEY_FILE": str(tmp_path / "ed.pem"), "ED25519_SELECTOR": "ed"}.items():  # fmt: skip
+        monkeypatch.setenv(f"NEWSLETTER_DKIM_{name}", value)
+    subscribe(("kari@example.no", "Kåre Ø. Åsen", "Asker"), "ola@example.no", ("per@example.no", "Per", "Bærum"))
+    assert run("send", "--yes").exit_code == 0
+
+    def dns(name, timeout=5):
+        return records.get(name)
+
+    assert len(sink.messages) == 3
+    for raw in sink.messages:
+        verifier = dkim.DKIM(raw)
+        assert [verifier.verify(idx=i, dnsfunc=dns) for i in range(2)] == [True, True]
+        assert b"a=rsa-sha256" in raw and b"a=ed25519-sha256" in raw and raw.count(b"c=relaxed/relaxed") == 2
+        head, body = raw.split(b"\r\n\r\n", 1)
+        # A relay: every header unfolded and folded again at other places, tabs for spaces,
+        # trailing spaces on body lines, and an empty line at the end.
+        refolded = re.sub(rb"\r\n[ \t]+", b" ", head)
+        refolded = re.sub(rb"(Subject|To|List-Unsubscribe):", lambda m: m.group(1) + b":\r\n\t", refolded)
+        respaced = body.replace(b"\r\n", b"  \r\n").replace(b" ", b"\t ", 3) + b"\r\n"
+        relayed = dkim.DKIM(refolded + b"\r\n\r\n" + respaced)
+        assert [relayed.verify(idx=i, dnsfunc=dns) for i in range(2)] == [True, True]
+        changed = dkim.DKIM(raw.replace(b"Subject: ", b"Subject: Re: "))
+        assert [changed.verify(idx=i, dnsfunc=dns) for i in range(2)] == [False, False]
+
+
 def test_dkim_settings_go_together(run, project, sink, monkeypatch):
     monkeypatch.setenv("NEWSLETTER_DKIM_DOMAIN", "osloregionen.no")
     assert_error(run("send", "--yes"), "set all of dkim.domain, dkim.selector and dkim.key_file")
