@@ -60,6 +60,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def sending_env(port: int, connections: int) -> dict[str, str]:
+    """This environment without NEWSLETTER_ settings, plus those that send to the sink on ``port``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+    return env | {"NEWSLETTER_SECRET_KEY": KEY, "NEWSLETTER_SENDING_TRANSPORT": "smtp", "NEWSLETTER_SMTP_HOST": "127.0.0.1",
+                  "NEWSLETTER_SMTP_PORT": str(port), "NEWSLETTER_SMTP_SECURITY": "none",
+                  "NEWSLETTER_SENDING_CONNECTIONS": str(connections)}  # fmt: skip
+
+
 def wait_for(port: int) -> None:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -156,10 +164,7 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             tmp_path = Path(tmp)
-            env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
-            env |= {"NEWSLETTER_SECRET_KEY": KEY, "NEWSLETTER_SENDING_TRANSPORT": "smtp", "NEWSLETTER_SMTP_HOST": "127.0.0.1",
-                    "NEWSLETTER_SMTP_PORT": str(port), "NEWSLETTER_SMTP_SECURITY": "none",
-                    "NEWSLETTER_SENDING_CONNECTIONS": "4"}  # fmt: skip
+            env = sending_env(port, 4)
             project = tmp_path / "project"
             project.mkdir()
             size = make_project(project, args.recipients, env)

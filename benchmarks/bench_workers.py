@@ -29,7 +29,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from bench_send import KEY, free_port, make_project, start_sink  # noqa: E402
+from bench_send import free_port, make_project, sending_env, start_sink  # noqa: E402
 
 
 def start_postgres(root: Path) -> tuple[str, callable]:
@@ -96,10 +96,7 @@ def main() -> None:
     admin, stop_pg = start_postgres(tmp / "pg")
     sink, sink_name = start_sink(port)
     try:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
-        env |= {"NEWSLETTER_SECRET_KEY": KEY, "NEWSLETTER_SENDING_TRANSPORT": "smtp", "NEWSLETTER_SMTP_HOST": "127.0.0.1",
-                "NEWSLETTER_SMTP_PORT": str(port), "NEWSLETTER_SMTP_SECURITY": "none",
-                "NEWSLETTER_SENDING_CONNECTIONS": "2"}  # fmt: skip
+        env = sending_env(port, 2)
         pristine = tmp / "pristine"
         pristine.mkdir()
         make_project(pristine, args.recipients, env)

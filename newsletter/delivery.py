@@ -457,7 +457,7 @@ def _run(
                 raise
             return 0, 0.5  # the budget is busy: ask again shortly, the run goes on
 
-    limiter = workers.SharedRateLimit(settings.send_per_second, settings.send_per_hour, take)
+    limiter = workers.RateLimit(settings.send_per_second, settings.send_per_hour, take)
     count = 1 if isinstance(via, Outbox) else settings.send_connections
 
     def make(job: tuple, address: str) -> tuple[str, bytes]:
@@ -513,7 +513,7 @@ def _loop(
     fingerprint: str,
     pool: workers.Pool,
     count: int,
-    limiter: workers.SharedRateLimit,
+    limiter: workers.RateLimit,
     via: Transport,
     stop: threading.Event,
     limit: int | None,

@@ -258,8 +258,10 @@ def recover(conn: sqlite3.Connection, delivery: int, alive: Callable[[str], bool
                 " WHERE delivery = ? AND claimed_by = ? AND status = 'sending'",
                 (delivery, sender),
             )
-            unregister_rows = "UPDATE delivery_recipients SET claimed_by = NULL WHERE delivery = ? AND claimed_by = ?"
-            conn.execute(unregister_rows, (delivery, sender))
+            conn.execute(
+                "UPDATE delivery_recipients SET claimed_by = NULL WHERE delivery = ? AND claimed_by = ?",
+                (delivery, sender),
+            )
             conn.execute("DELETE FROM senders WHERE id = ?", (sender,))
         # rows of a sender with no record (a run from before senders were recorded, a killed start)
         conn.execute(
@@ -491,11 +493,14 @@ def going_on(conn: sqlite3.Connection, delivery: int, fingerprint: str) -> str:
 TICKS = 10  # per second: messages are counted per tenth of a second
 
 
-def take_sends(conn: sqlite3.Connection, want: int, per_second: int, per_hour: int) -> tuple[int, float]:
+def take_sends(
+    conn: sqlite3.Connection, want: int, per_second: int, per_hour: int, moment: float | None = None
+) -> tuple[int, float]:
     """Let up to ``want`` messages go under the limits (0: none) counted over every sender of
     the project: (how many may go now, seconds to wait before asking again when none may).
-    A window counts the tenths it touches in full, so the limits are never exceeded. Commits."""
-    tick = int(time.time() * TICKS)
+    A window counts the tenths it touches in full, so the limits are never exceeded; counts
+    older than an hour go. ``moment``: the time (seconds since the epoch), for tests. Commits."""
+    tick = int((time.time() if moment is None else moment) * TICKS)
     with immediate(conn):  # the counts read and the new one written with nobody between
         granted, wait = want, 0.0
         if per_second:
@@ -517,8 +522,7 @@ def take_sends(conn: sqlite3.Connection, want: int, per_second: int, per_hour: i
             " + excluded.sent",
             (tick, granted),
         )
-        if tick % 100 == 0:
-            conn.execute("DELETE FROM send_rate WHERE tick < ?", (tick - 3600 * TICKS,))
+        conn.execute("DELETE FROM send_rate WHERE tick < ?", (tick - 3600 * TICKS,))
         return granted, 0.0
 
 

@@ -15,6 +15,7 @@ import functools
 import hashlib
 import re
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -482,7 +483,7 @@ def exclusive(
         while not where.raw.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]:
             if not wait:
                 raise BusyError(busy or _("{name} is in use by another run; wait for it to finish.", name=name))
-            __import__("time").sleep(0.1)
+            time.sleep(0.1)
         try:
             yield
         finally:
@@ -800,6 +801,12 @@ def _pg_row_factory(cursor: Any) -> Any:
     return _row_kind(tuple(column.name for column in cursor.description or ()))
 
 
+@functools.cache
+def _identity_tables() -> frozenset[str]:
+    """Tables whose key is the number PostgreSQL gives (an INSERT returns it as lastrowid)."""
+    return frozenset(table for table, key in _primary_keys().items() if key == "id")
+
+
 def _primary_keys() -> dict[str, str]:
     """Each table's primary key columns, from the migrations (for INSERT OR REPLACE)."""
     return _current_schema()[1]
@@ -970,11 +977,11 @@ class PgConnection:
     code written for SQLite stays correct on every machine. Readers never wait. Writers wait up
     to ``timeout`` seconds, then get sqlite3's 'database is locked'."""
 
-    def __init__(self, url: str, timeout: float = BUSY_SECONDS, local: Path | None = None) -> None:
+    def __init__(self, url: str, timeout: float, local: Path) -> None:
         import psycopg
 
         # This machine's side files (locks, unsubscribes kept aside) are named after ``local``.
-        self.local = local or Path(__import__("tempfile").gettempdir()) / "newsletter-postgres"
+        self.local = local
         self.url = url
         self.pool = _pool(url) if _POOLING[0] else None
         try:
@@ -995,8 +1002,7 @@ class PgConnection:
             if isinstance(exc, psycopg.Error):
                 raise _unusable(exc) from exc
             raise
-        self.keys = _primary_keys()
-        self.identity = {table for table, sql in self.keys.items() if sql == "id"}
+        self.identity = _identity_tables()
         self.explicit = False  # inside a BEGIN the caller wrote
         self.writing = False  # this transaction holds the write lock
 

@@ -12,8 +12,6 @@ import multiprocessing
 import os
 import smtplib
 import threading
-import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from queue import Empty, Queue
@@ -50,53 +48,9 @@ class Outcome:
 
 
 class RateLimit:
-    """Shared by all connections: at most ``per_second`` and ``per_hour`` messages (0: no limit)."""
-
-    def __init__(self, per_second: int, per_hour: int, clock=time.monotonic, sleep=time.sleep) -> None:
-        self.per_second, self.per_hour = per_second, per_hour
-        self.clock, self.sleep = clock, sleep
-        self.sent: deque[float] = deque()
-        self.lock = threading.Lock()
-
-    @property
-    def active(self) -> bool:
-        """Whether any limit is set."""
-        return bool(self.per_second or self.per_hour)
-
-    def reserve(self) -> float:
-        """0 if one more message may go now (and it is counted), else the seconds to wait."""
-        if not self.active:
-            return 0.0
-        with self.lock:
-            moment = self.clock()
-            while self.sent and self.sent[0] <= moment - 3600:
-                self.sent.popleft()
-            last_second = sum(1 for t in reversed(self.sent) if t > moment - 1) if self.per_second else 0
-            delay = 0.0
-            if self.per_second and last_second >= self.per_second:
-                delay = max(delay, self.sent[-self.per_second] + 1 - moment)
-            if self.per_hour and len(self.sent) >= self.per_hour:
-                delay = max(delay, self.sent[-self.per_hour] + 3600 - moment)
-            if delay <= 0:
-                self.sent.append(moment)
-            return max(delay, 0.0)
-
-    def wait(self, stop: threading.Event | None = None) -> bool:
-        """Block until one more message may go; False if ``stop`` was set meanwhile."""
-        while (delay := self.reserve()) > 0:
-            if stop is not None:
-                if stop.is_set():
-                    return False
-                stop.wait(min(delay, 1.0))
-            else:
-                self.sleep(min(delay, 1.0))
-        return not (stop is not None and stop.is_set())
-
-
-class SharedRateLimit:
-    """The limits counted across every sender of the project (processes, machines): messages
-    are let go in small allowances taken from the database (``take(want) -> (granted, wait)``).
-    The same ``active`` and ``reserve`` as RateLimit."""
+    """``per_second`` and ``per_hour`` (0: no limit), counted across every sender of the project
+    (connections, processes, machines): messages are let go in small allowances taken from the
+    database (``take(want) -> (granted, seconds to wait when none)``, journal.take_sends)."""
 
     def __init__(self, per_second: int, per_hour: int, take: Callable[[int], tuple[int, float]]) -> None:
         self.per_second, self.per_hour, self.take = per_second, per_hour, take

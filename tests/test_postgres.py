@@ -123,7 +123,7 @@ def test_the_stages_sql_runs_on_postgresql_through_the_adapter(project, postgres
     monkeypatch.setenv("NEWSLETTER_SECRET_KEY", "q" * 40)
     settings = load_settings()
     members = read_members(settings.emissions_members)
-    conn = PgConnection(url)
+    conn = PgConnection(url, 30, settings.database.local)
     try:
         action, person = add(conn, settings, members, "Kari@Example.no", name="Kari", municipality="Lillestrøm",
                              topics=("klima",), confirmed=True)  # fmt: skip

@@ -424,25 +424,29 @@ def test_slow_server_times_out_and_is_retried(run, project, sink, monkeypatch):
     assert again.exit_code == 0 and "1 sent" in again.stdout
 
 
-def test_rate_limit_per_second_and_per_hour():
+def test_rate_limit_per_second_and_per_hour(project):
+    """The limits as a sender meets them (workers.RateLimit over the shared budget in the
+    database), with a controlled clock."""
+    from newsletter import journal
     from newsletter.workers import RateLimit
 
-    clock = [0.0]
-    waits = []
+    clock = [1_800_000_000.0]
 
-    def sleep(seconds):
-        waits.append(seconds)
-        clock[0] += seconds
+    def wait_for_each(limiter: RateLimit, count: int) -> None:
+        for _ in range(count):
+            while (delay := limiter.reserve()) > 0:
+                clock[0] += delay
 
-    per_second = RateLimit(per_second=3, per_hour=0, clock=lambda: clock[0], sleep=sleep)
-    for _ in range(7):
-        per_second.wait()
-    assert clock[0] >= 2.0  # 7 messages at 3 a second need at least two seconds
-    clock[0], waits[:] = 0.0, []
-    per_hour = RateLimit(per_second=0, per_hour=2, clock=lambda: clock[0], sleep=sleep)
-    for _ in range(3):
-        per_hour.wait()
-    assert clock[0] >= 3600  # the third message waits for the hour to pass
+    with database(load_settings().database) as conn:
+        per_second = RateLimit(3, 0, lambda want: journal.take_sends(conn, want, 3, 0, clock[0]))
+        start = clock[0]
+        wait_for_each(per_second, 7)
+        assert clock[0] - start >= 2.0  # 7 messages at 3 a second need at least two seconds
+        clock[0] += 7200  # another hour: what went before no longer counts
+        per_hour = RateLimit(0, 2, lambda want: journal.take_sends(conn, want, 0, 2, clock[0]))
+        start = clock[0]
+        wait_for_each(per_hour, 3)
+        assert clock[0] - start >= 3600  # the third message waits for the hour to pass
 
 
 def test_ctrl_c_stops_after_the_messages_in_flight(project, sink):
