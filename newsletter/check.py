@@ -5,23 +5,27 @@ Run by `newsletter check`, and by `send` and `schedule`, which refuse on errors 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 import re
 import shutil
 import subprocess
+from contextlib import suppress
 from dataclasses import asdict, dataclass, replace
 from html.parser import HTMLParser
 from typing import Any
 
 from .build import GMAIL_CLIP_BYTES, Prepared, clip_warning, leftover_examples, prepare
 from .compose import PLACEHOLDER, recipient_values
-from .config import Settings
+from .config import Settings, user_cache
 from .content import IMAGE_TYPES, display
 from .errors import ERROR, WARNING, ContentError, Finding, NewsletterError
 from .feeds import _run, http_client
 from .language import _
 from .message import build_message
+from .signing import aligned
 
 SUBJECT_CHARS = 60
 PREHEADER_MIN = 20
@@ -209,7 +213,51 @@ def findings(settings: Settings, prepared: Prepared, view: _View | None = None) 
         f for f in prepared.findings if f != clipped and f not in examples
     )  # the content's and the build's (the error above says that one)
     found.extend(replace(f, level=ERROR) for f in examples)
+    found.extend(dkim_findings(settings))
     return found
+
+
+DKIM = "dkim"  # where DKIM findings are said to be: the [dkim] settings
+SPAM = "spamassassin"  # and SpamAssassin's
+
+
+def by_smtp(settings: Settings) -> bool:
+    """Whether messages leave by SMTP (the transport named, or the default with smtp.host set)."""
+    return settings.send_transport == "smtp" or (settings.send_transport is None and bool(settings.smtp_host))
+
+
+def dkim_findings(settings: Settings) -> list[Finding]:
+    """What Gmail and Yahoo require of bulk mail: an error when the DKIM domain is not aligned
+    with the From address's domain (DMARC relaxed alignment), and, for mail that leaves by SMTP,
+    a warning when nothing signs it (no key here, and dkim.relay_signs not set)."""
+    from_domain = settings.sender_address.rpartition("@")[2]
+    if settings.dkim_domain:
+        if not aligned(settings.dkim_domain, from_domain):
+            return [
+                Finding(
+                    ERROR,
+                    DKIM,
+                    _(
+                        "dkim.domain {domain} is not aligned with the From address {address}: Gmail and Yahoo reject bulk mail whose signature is for another domain. Sign for {from_domain} (or a domain under it), or send from an address in {domain}.",
+                        domain=settings.dkim_domain,
+                        address=settings.sender_address,
+                        from_domain=from_domain,
+                    ),
+                )
+            ]
+        return []
+    if by_smtp(settings) and not settings.dkim_relay_signs:
+        return [
+            Finding(
+                WARNING,
+                DKIM,
+                _(
+                    "messages go by SMTP without a DKIM signature, and Gmail and Yahoo reject unsigned bulk mail: set dkim.domain, dkim.selector and dkim.key_file (see the README), or dkim.relay_signs = true if your relay or email service signs for {from_domain}.",
+                    from_domain=from_domain,
+                ),
+            )
+        ]
+    return []
 
 
 def check_issue(
@@ -524,35 +572,118 @@ def spamassassin() -> str | None:
     return os.environ.get("NEWSLETTER_SPAMASSASSIN") or shutil.which("spamassassin")
 
 
-def spam_findings(settings: Settings, prepared: Prepared, program: str | None = None) -> list[Finding]:
-    """SpamAssassin's score and rules for the built message, run locally (-L: no network tests)."""
+_RULE_FOLDERS = ("/etc/spamassassin", "/usr/share/spamassassin", "/var/lib/spamassassin", "~/.spamassassin")
+_VARYING = re.compile(rb"^(?:Date|Message-ID):[^\r\n]*\r?\n", re.MULTILINE | re.IGNORECASE)
+_BOUNDARY = re.compile(rb'boundary="([^"]+)"')
+SPAM_CACHE_ENTRIES = 200
+
+
+def spam_key(program: str, raw: bytes) -> str:
+    """What a SpamAssassin verdict depends on: the message (without its Date, Message-ID and
+    MIME boundaries, new at every build), the program, and its rules and settings (every file's name, size and
+    time, so sa-update or an edited local.cf makes a new key)."""
+    raw = _VARYING.sub(b"", raw)
+    for boundary in set(_BOUNDARY.findall(raw)):  # MIME boundaries are random too
+        raw = raw.replace(boundary, b"=part=")
+    digest = hashlib.sha256(raw)
+    path = shutil.which(program) or program
+    with suppress(OSError):
+        info = os.stat(path)
+        digest.update(f"{path}:{info.st_size}:{info.st_mtime_ns}".encode())
+    for folder in _RULE_FOLDERS:
+        for root, dirs, files in os.walk(os.path.expanduser(folder)):
+            dirs.sort()
+            for name in sorted(files):
+                with suppress(OSError):
+                    info = os.stat(os.path.join(root, name))
+                    digest.update(f"{root}/{name}:{info.st_size}:{info.st_mtime_ns}".encode())
+    return digest.hexdigest()
+
+
+def _remembered(key: str) -> dict | None:
+    folder = user_cache("spam")
+    try:
+        return json.loads((folder / f"{key}.json").read_text(encoding="utf-8")) if folder else None
+    except (OSError, ValueError):
+        return None
+
+
+def _remember(key: str, verdict: dict) -> None:
+    """Kept in the user's cache (written whole, then renamed); the oldest go beyond 200."""
+    folder = user_cache("spam")
+    if folder is None:
+        return
+    with suppress(OSError):
+        part = folder / f"{key}.{os.getpid()}.part"
+        part.write_text(json.dumps(verdict), encoding="utf-8")
+        os.replace(part, folder / f"{key}.json")
+        entries = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime)
+        for old in entries[:-SPAM_CACHE_ENTRIES]:
+            old.unlink(missing_ok=True)
+
+
+def spam_findings(
+    settings: Settings, prepared: Prepared, program: str | None = None, *, cached_only: bool = False
+) -> list[Finding]:
+    """SpamAssassin's score and rules for the built message, run locally (-L: no network tests).
+
+    A verdict is kept in the user's cache by ``spam_key``: the same content, program and rules
+    are scored once (about 2.5 s of SpamAssassin starting), so a send after ``check`` does not
+    pay again. ``cached_only`` (the send's gate) uses a kept verdict and never runs the program."""
     program = program or spamassassin()
     if program is None:
         return []
     raw = build_message(settings, prepared.rendered, PLACEHOLDER, prepared.strings).as_bytes()
+    key = spam_key(program, raw)
+    verdict = _remembered(key)
+    if verdict is None and cached_only:
+        return []
+    if verdict is None:
+        verdict = _score(program, raw)
+        if isinstance(verdict, Finding):
+            return [verdict]  # not kept: the next check tries again
+        _remember(key, verdict)
+    score = verdict["score"]
+    counted = sorted(((points, name, text) for points, name, text in verdict["rules"] if points != 0), reverse=True)
+    rules = "; ".join(f"{name} {points:+g} ({description})" for points, name, description in counted) or _("none")
+    if score > SPAM_WARN:
+        return [
+            Finding(
+                "warning",
+                SPAM,
+                _(
+                    "spam score {score:g} (above {spam_warn:g}); rules: {rules}. Change what the rules point at.",
+                    score=score,
+                    spam_warn=SPAM_WARN,
+                    rules=rules,
+                ),
+            )
+        ]
+    return [Finding("info", SPAM, _("spam score {score:g}; rules: {rules}.", score=score, rules=rules))]
+
+
+def _score(program: str, raw: bytes) -> dict | Finding:
+    """{'score': 1.2, 'rules': [[points, name, description], ...]} from running SpamAssassin on
+    ``raw``, or the warning that says why there is none."""
     try:
         # report_safe 0: a message scored as spam is not wrapped as an attachment (with its
         # text, which could look like report lines, in between two reports).
         command = [program, "-L", "-t", "--cf=report_safe 0"]
         done = subprocess.run(command, input=raw, capture_output=True, timeout=120, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        return [
-            Finding(
-                "warning",
-                "spamassassin",
-                _("could not run {program} ({exc}); the spam score is unknown.", program=program, exc=exc),
-            )
-        ]
+        return Finding(
+            "warning",
+            SPAM,
+            _("could not run {program} ({exc}); the spam score is unknown.", program=program, exc=exc),
+        )
     header = re.search(rb"^X-Spam-Status: (.*(?:\n[ \t].*)*)", done.stdout, re.MULTILINE)
     if header is None:
         message = done.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no X-Spam-Status header"]
-        return [
-            Finding(
-                "warning",
-                "spamassassin",
-                _("{program} gave no score ({message_}).", program=program, message_=message[0]),
-            )
-        ]
+        return Finding(
+            "warning",
+            SPAM,
+            _("{program} gave no score ({message_}).", program=program, message_=message[0]),
+        )
     status = " ".join(header.group(1).decode("ascii", "replace").split())
     score_match = re.search(r"score=(-?[\d.]+)", status)
     score = round(float(score_match.group(1)) if score_match else 0.0, 1) + 0.0  # + 0.0: never '-0'
@@ -567,22 +698,7 @@ def spam_findings(settings: Settings, prepared: Prepared, program: str | None = 
             table.append([float(match.group(1)), match.group(2), match.group(3).strip()])
         elif table and line.startswith(" " * 20) and line.strip():  # a description's next line
             table[-1][2] += " " + line.strip()
-    counted = sorted(((points, name, text) for points, name, text in table if points != 0), reverse=True)
-    rules = "; ".join(f"{name} {points:+g} ({description})" for points, name, description in counted) or _("none")
-    if score > SPAM_WARN:
-        return [
-            Finding(
-                "warning",
-                "spamassassin",
-                _(
-                    "spam score {score:g} (above {spam_warn:g}); rules: {rules}. Change what the rules point at.",
-                    score=score,
-                    spam_warn=SPAM_WARN,
-                    rules=rules,
-                ),
-            )
-        ]
-    return [Finding("info", "spamassassin", _("spam score {score:g}; rules: {rules}.", score=score, rules=rules))]
+    return {"score": score, "rules": table}
 
 
 def as_json(found: list[Finding]) -> list[dict]:

@@ -1177,7 +1177,7 @@ def send(
     plan = delivery.plan(settings, issue, segment, retry_failed=retry_failed, force=force)
     if not dry_run:  # a key is made (in a project that never signed) only once the send can go
         settings = state.settings_with_key()
-    _warn([f for f in plan.prepared.findings if f.level == "warning"])  # the build's; check lists its own
+    _warn(plan.warnings)  # the build's, and unsigned mail by SMTP; check lists the rest
     for finding in plan.findings:
         if finding.level == "error":  # only when forced
             click.echo(_("{line} (sent anyway: --force)", line=finding.line), err=True)

@@ -138,6 +138,7 @@ class Settings:
     dkim_key_file: Path | None
     dkim_ed25519_key_file: Path | None
     dkim_ed25519_selector: str | None
+    dkim_relay_signs: bool
     emissions_members: Path | None
     emissions_region: str
     emissions_sectors: Path | None
@@ -392,6 +393,15 @@ OPTIONS: tuple[Option, ...] = (
         None,
         "The selector of the Ed25519 key (its own DNS record).",
     ),
+    Option(
+        "dkim_relay_signs",
+        "dkim",
+        "relay_signs",
+        "bool",
+        False,
+        "The SMTP relay or email service signs every message with DKIM for the From domain "
+        "(no key here; check and send then do not warn about unsigned mail).",
+    ),
     Option("emissions_members", "emissions", "members", "opt_path", None, "CSV of the region's member municipalities."),
     Option("emissions_region", "emissions", "region", "str", "Regionen", "The region's name in emission highlights."),
     Option(
@@ -566,6 +576,17 @@ OPTIONS: tuple[Option, ...] = (
 _LOCAL = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
 _DOMAIN = re.compile(r"^([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?\.)+[A-Za-z]{2,}$")
 _LIST_ID = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)+$")
+
+
+def user_cache(name: str) -> Path | None:
+    """A folder of the user's cache (``$XDG_CACHE_HOME/newsletter/<name>``), made if missing;
+    None when it cannot be (a read-only home): callers then work without a cache."""
+    folder = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "newsletter" / name
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return folder
 
 
 def find_project(start: Path | None = None) -> Path:

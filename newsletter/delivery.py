@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from . import bounces, journal, keys, workers
 from .archive import save_snapshot, shown_path, snapshot, write_archive
 from .build import Prepared, prepare, same_content
+from .check import DKIM, SPAM, spam_findings
 from .check import findings as check_findings
 from .clock import now, oslo
 from .compose import Recipient
@@ -38,6 +39,7 @@ from .content import find_issue, issue_name
 from .emissions import project_members
 from .errors import (
     ERROR,
+    WARNING,
     BusyError,
     ConnectFailed,
     Finding,
@@ -92,14 +94,23 @@ class Plan:
     via_kind: str = "smtp"  # "smtp" or "outbox"
     gated: object = field(default=None, repr=False, compare=False)  # _GATED when ``plan`` ran the gate
 
+    @property
+    def warnings(self) -> tuple[Finding, ...]:
+        """The warnings a send or a schedule shows: the build's, and the gate's about signing
+        (unsigned mail by SMTP) and a high spam score (when ``check`` scored this content);
+        ``check`` lists the others."""
+        built = tuple(f for f in self.prepared.findings if f.level == WARNING)
+        return built + tuple(f for f in self.findings if f.level == WARNING and f.where in (DKIM, SPAM))
+
 
 _GATED = object()  # the mark of a Plan made by ``plan``: one made by hand is checked again when it starts
 
 
 def gate(settings: Settings, prepared: Prepared, force: bool = False) -> tuple[Finding, ...]:
-    """The pre-send check (``check`` without the online link check and SpamAssassin). Errors
+    """The pre-send check (``check`` without the online link check; SpamAssassin's verdict only
+    when ``check`` has scored this very content before, so a send never waits for it). Errors
     refuse (GateError, with the findings) unless ``force``. Returns the findings."""
-    found = tuple(check_findings(settings, prepared))
+    found = tuple(check_findings(settings, prepared)) + tuple(spam_findings(settings, prepared, cached_only=True))
     errors = tuple(f for f in found if f.level == ERROR)
     if errors and not force:
         raise GateError(

@@ -10,7 +10,6 @@ from a feed or an article that happens to look like a marker stays plain text.
 
 from __future__ import annotations
 
-import os
 import re
 import traceback
 from collections.abc import Mapping
@@ -23,7 +22,7 @@ import mjml
 from markupsafe import Markup, escape
 
 from .compose import Composition
-from .config import Settings
+from .config import Settings, user_cache
 from .errors import TemplateError, where
 from .language import _
 from .resources import builtin
@@ -69,12 +68,8 @@ def _bytecode_cache() -> jinja2.BytecodeCache | None:
     # Compiled templates are kept in the user's cache folder: compiling them is half of a
     # build's work. Entries are keyed by template path and checked against the source, so an
     # edited template is never stale.
-    folder = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "newsletter" / "templates"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        return None
-    return jinja2.FileSystemBytecodeCache(str(folder))
+    folder = user_cache("templates")
+    return jinja2.FileSystemBytecodeCache(str(folder)) if folder else None
 
 
 def web_environment(settings: Settings) -> jinja2.Environment:

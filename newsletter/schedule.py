@@ -24,7 +24,6 @@ from .clock import now, oslo, parse_when
 from .config import Settings
 from .content import find_issue, issue_name
 from .errors import (
-    WARNING,
     BusyError,
     ConfigError,
     Finding,
@@ -84,7 +83,7 @@ def schedule(
             )
         number = journal.create(conn, planned.issue, segment or "", planned.prepared.fingerprint, forced=force,
                                 scheduled_at=when)  # fmt: skip
-    warned = tuple(f for f in planned.prepared.findings if f.level == WARNING)
+    warned = planned.warnings
     return Scheduled(number, planned.issue, when, "scheduled", segment or "", warnings=warned)
 
 
@@ -111,7 +110,7 @@ def approve(settings: Settings, ref: str, *, at: str | None = None, force: bool 
             )
         with conn:
             journal.approve(conn, existing.id, planned.prepared.fingerprint, force, when)
-        warned = tuple(f for f in planned.prepared.findings if f.level == WARNING)
+        warned = planned.warnings
         return replace(Scheduled.of(journal.get(conn, existing.id)), warnings=warned)
 
 

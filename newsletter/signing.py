@@ -13,7 +13,9 @@ import base64
 import hashlib
 import re
 import time
+from contextlib import suppress
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +91,31 @@ def load_key(path: Path, domain: str, selector: str, setting: str) -> Signer:
             setting=setting,
         )
     )
+
+
+@cache
+def _public_suffixes() -> Any:
+    from publicsuffixlist import PublicSuffixList  # the Public Suffix List, bundled (no download)
+
+    return PublicSuffixList()
+
+
+def organisational_domain(domain: str) -> str:
+    """The domain one registrant owns (RFC 7489 3.2): ``nyhetsbrev.osloregionen.no`` ->
+    ``osloregionen.no``, ``post.asker.kommune.no`` -> ``asker.kommune.no`` (the Public Suffix
+    List knows ``kommune.no`` and Norway's place-name suffixes). Labels in xn-- form and in
+    Unicode compare the same."""
+    name = domain.strip().rstrip(".").lower()
+    with suppress(UnicodeError):  # not valid IDNA: compared as written
+        name = ".".join(label.encode("ascii").decode("idna") if label.startswith("xn--") else label
+                        for label in name.split("."))  # fmt: skip
+    return _public_suffixes().privatesuffix(name) or name
+
+
+def aligned(signing_domain: str, from_domain: str) -> bool:
+    """DMARC's relaxed DKIM alignment (RFC 7489 3.1.1): d= and the From domain have the same
+    organisational domain."""
+    return organisational_domain(signing_domain) == organisational_domain(from_domain)
 
 
 _WSP = re.compile(rb"[ \t]+")

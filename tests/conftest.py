@@ -158,6 +158,9 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str, reque
     for name in list(__import__("os").environ):
         if name.startswith("NEWSLETTER_") and name != "NEWSLETTER_LANG":
             monkeypatch.delenv(name)
+    # As behind a relay that signs: no warning about unsigned mail in every SMTP send's output
+    # (tests/test_check.py unsets it to see the warning).
+    monkeypatch.setenv("NEWSLETTER_DKIM_RELAY_SIGNS", "true")
     if backend == "postgresql":
         from newsletter.store import close_pools
 

@@ -251,6 +251,65 @@ def test_spamassassin_warns_above_two_and_names_the_rules(run, project, issue_di
     assert any(f["where"] == "spamassassin" and f["level"] == "warning" for f in data)
 
 
+def test_a_spam_verdict_is_kept_by_content_and_rules_and_a_send_shows_it_without_waiting(
+    run, project, issue_dir, monkeypatch, tmp_path
+):
+    """SpamAssassin (about 2.5 s to start) runs once per content and rules: check again, or send
+    after a check, and the kept verdict is used; other content, or other rules, is scored again."""
+    from newsletter.check import spamassassin
+
+    _spamassassin()
+    calls = tmp_path / "calls"
+    wrapper = tmp_path / "spamassassin"  # the real program, counted
+    wrapper.write_text(f'#!/bin/sh\necho x >> "{calls}"\nexec "{spamassassin()}" "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("NEWSLETTER_SPAMASSASSIN", str(wrapper))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    prefs = tmp_path / "home" / ".spamassassin" / "user_prefs"  # SpamAssassin makes one at its first run
+    prefs.parent.mkdir(parents=True)
+    prefs.write_text("# nothing\n")
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", "g" * 40)
+    load_sample_data(project)
+    run("subscribers", "add", "kari@example.no", "--confirmed")
+    path = issue_dir / "issue.md"
+    text = path.read_text(encoding="utf-8")
+    start, end = text.index("subject:"), text.index("\n", text.index("subject:"))
+    write(path, text[:start] + 'subject: "GRATIS: 100% GUARANTEED"' + text[end:])
+
+    def counted() -> int:
+        return len(calls.read_text().splitlines()) if calls.exists() else 0
+
+    first = run("check").stdout
+    assert counted() == 1 and "warning: spamassassin: spam score" in first
+    again = run("check").stdout
+    assert counted() == 1 and again == first  # the kept verdict, word for word
+    write(path, text[:start] + 'subject: "GRATIS: 100% GUARANTEED!"' + text[end:])
+    assert "warning: spamassassin" in run("check").stdout and counted() == 2  # other content
+    prefs.write_text("required_score 5.0\n")
+    run("check")
+    assert counted() == 3  # other rules
+    sent = run("send", "--yes")
+    assert sent.exit_code == 0, sent.output
+    assert "spamassassin: spam score" in sent.stderr and "(above 2)" in sent.stderr  # shown before sending
+    assert counted() == 3  # and the send did not run SpamAssassin
+
+
+def test_a_send_never_runs_spamassassin_for_content_nobody_checked(run, project, monkeypatch, tmp_path):
+    calls = tmp_path / "calls"
+    wrapper = tmp_path / "spamassassin"
+    wrapper.write_text(f'#!/bin/sh\necho x >> "{calls}"\nexit 1\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("NEWSLETTER_SPAMASSASSIN", str(wrapper))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", "g" * 40)
+    load_sample_data(project)
+    run("subscribers", "add", "kari@example.no", "--confirmed")
+    sent = run("send", "--yes")
+    assert sent.exit_code == 0, sent.output
+    assert not calls.exists() and "spamassassin" not in sent.output
+
+
 def test_a_test_send_shows_the_errors_but_goes(run, project, issue_dir, monkeypatch):
     monkeypatch.setenv("NEWSLETTER_SECRET_KEY", "g" * 40)
     write(issue_dir / "06-lenker.md", "---\ntitle: Lenker\n---\nSe [arkivet](ftp://example.org/fil).\n")
@@ -439,3 +498,89 @@ def test_a_refused_link_with_markup_in_it_is_still_found(run, project, issue_dir
 def test_the_timeout_may_have_a_decimal_comma(run, project):
     assert "Invalid value" not in run("check", "--timeout", "2,5").output
     assert "0.1 is not in the range x>=0.5" in run("check", "--timeout", "0,1").output
+
+
+# --- DKIM: signed, and for the From address's own domain ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("signing", "sender", "expected"),
+    [
+        ("osloregionen.no", "nyhetsbrev.osloregionen.no", True),  # a subdomain of the signing domain
+        ("mail.osloregionen.no", "osloregionen.no", True),  # and the other way round
+        ("mail.osloregionen.no", "post.osloregionen.no", True),  # siblings: one organisational domain
+        ("OSLOREGIONEN.NO.", "osloregionen.no", True),
+        ("asker.kommune.no", "post.asker.kommune.no", True),
+        ("asker.kommune.no", "baerum.kommune.no", False),  # kommune.no is a public suffix: two owners
+        ("xn--brum-voa.kommune.no", "post.bærum.kommune.no", True),  # xn-- and Unicode are one name
+        ("kommune.no", "asker.kommune.no", False),
+        ("sendgrid.net", "osloregionen.no", False),  # an email service's own domain
+        ("osloregionen.no.evil.example", "osloregionen.no", False),
+    ],
+)
+def test_dmarc_relaxed_alignment_uses_the_public_suffix_list(signing, sender, expected):
+    from newsletter.signing import aligned
+
+    assert aligned(signing, sender) is expected
+
+
+def _dkim_settings(project, **environ):
+    from newsletter.config import load_settings
+
+    base = {"NEWSLETTER_SECRET_KEY": "k" * 40}
+    return load_settings(project, environ={**base, **environ})
+
+
+def test_dkim_findings_at_the_library_level(project, tmp_path):
+    from newsletter.check import dkim_findings
+
+    key = tmp_path / "dkim.pem"
+    key.write_text("not read by the check")
+    smtp = {"NEWSLETTER_SENDING_TRANSPORT": "smtp", "NEWSLETTER_SMTP_HOST": "smtp.example.org"}
+    signing = {"NEWSLETTER_DKIM_SELECTOR": "nyhetsbrev", "NEWSLETTER_DKIM_KEY_FILE": str(key)}
+    # The sample sends from nyhetsbrev@osloregionen.no.
+    unsigned = dkim_findings(_dkim_settings(project, **smtp))
+    assert [(f.level, f.where) for f in unsigned] == [("warning", "dkim")]
+    assert "dkim.relay_signs = true" in unsigned[0].message and "osloregionen.no" in unsigned[0].message
+    assert dkim_findings(_dkim_settings(project, NEWSLETTER_DKIM_RELAY_SIGNS="true", **smtp)) == []
+    assert dkim_findings(_dkim_settings(project)) == []  # the outbox: nothing leaves the machine
+    signed = _dkim_settings(project, NEWSLETTER_DKIM_DOMAIN="nyheter.osloregionen.no", **signing, **smtp)
+    assert dkim_findings(signed) == []
+    other = _dkim_settings(project, NEWSLETTER_DKIM_DOMAIN="mailservice.example.net", **signing)
+    (finding,) = dkim_findings(other)  # an error wherever the messages go: they are signed wrong
+    assert finding.level == "error" and "mailservice.example.net" in finding.message
+    assert "@osloregionen.no" in finding.message
+
+
+def test_check_and_send_warn_about_unsigned_mail_and_refuse_an_unaligned_signature(
+    run, project, sink, monkeypatch, tmp_path
+):
+    from conftest import subscribe
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", "g" * 40)
+    monkeypatch.delenv("NEWSLETTER_DKIM_RELAY_SIGNS")  # the sink's setting: here nothing signs
+    load_sample_data(project)
+    subscribe("kari@example.no")
+    key = tmp_path / "ed.pem"
+    key.write_bytes(ed25519.Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))  # fmt: skip
+    signing = {"DOMAIN": "mailservice.example.net", "SELECTOR": "s1", "KEY_FILE": str(key)}
+    for name, value in signing.items():
+        monkeypatch.setenv(f"NEWSLETTER_DKIM_{name}", value)
+    checked = run("check")
+    assert checked.exit_code == 1
+    assert "dkim: dkim.domain mailservice.example.net is not aligned" in checked.stdout + checked.stderr
+    refused = run("send", "--yes")
+    assert refused.exit_code == 1 and "dkim.domain mailservice.example.net is not aligned" in refused.stderr
+    assert sink.messages == []  # nothing went
+
+    for name in signing:
+        monkeypatch.delenv(f"NEWSLETTER_DKIM_{name}")
+    checked = run("check")
+    assert checked.exit_code == 0, checked.output
+    assert "dkim: messages go by SMTP without a DKIM signature" in checked.stdout + checked.stderr
+    sent = run("send", "--yes")  # a warning, not a refusal: the relay may sign after all
+    assert sent.exit_code == 0, sent.output
+    assert "without a DKIM signature" in sent.stderr and len(sink.messages) == 1
