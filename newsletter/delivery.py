@@ -51,7 +51,7 @@ from .errors import (
 )
 from .feeds import record_used
 from .language import _, translate
-from .message import MessageFactory, dkim_key, sign
+from .message import MessageFactory, dkim_key
 from .store import busy, concurrently, connect, database, exclusive, give_way, is_held, note, recall, remember
 from .subscribers import (
     apply_pending_unsubscribes,
@@ -405,8 +405,8 @@ def run(
     the recipients of a sender that died are claimed again by the others at once (its messages
     in flight are sent again, flagged uncertain). The rate limits count every sender."""
     stop = stop or threading.Event()
-    key = dkim_key(settings)
-    factory = MessageFactory(settings, prepared.rendered, prepared.strings)  # the shared parts, encoded once
+    signers = dkim_key(settings)  # the keys parsed once; a key that cannot sign stops the send here
+    factory = MessageFactory(settings, prepared.rendered, prepared.strings, signers=signers)  # shared parts once
     notes: list[str] = []
     conn = connect(settings.database)
     me = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
@@ -414,7 +414,7 @@ def run(
         with exclusive(conn, journal.sender_lock(me)):
             journal.register(conn, delivery, me, socket.gethostname(), os.getpid())
             try:
-                return _run(settings, conn, delivery, me, factory, key, limit, stop, progress, max_wait, notes)
+                return _run(settings, conn, delivery, me, factory, limit, stop, progress, max_wait, notes)
             finally:
                 journal.unregister(conn, delivery, me)
     finally:
@@ -447,7 +447,6 @@ def _run(
     delivery: int,
     me: str,
     factory: MessageFactory,
-    key: object,
     limit: int | None,
     stop: threading.Event,
     progress: Progress | None,
@@ -480,8 +479,7 @@ def _run(
             preferences_token=make_token(settings, subscriber, "preferences"),
             municipality=municipality,
         )
-        message_id, raw = factory.build(recipient, address=address)
-        return message_id, sign(settings, raw, key)
+        return factory.build(recipient, address=address)
 
     sender: workers.Sender = settings.sender_address
     if settings.bounces_address:  # VERP: a bounce names its delivery recipient
@@ -690,8 +688,8 @@ def send_test(settings: Settings, prepared: Prepared, addresses: tuple[str, ...]
         via = transport_for(settings, conn)
     images = prepared.issue.assets or prepared.logo is not None
     page = snapshot(settings, prepared) if images else None
-    key = dkim_key(settings)
-    factory = MessageFactory(settings, prepared.rendered, prepared.strings, subject_prefix="[TEST] ")
+    factory = MessageFactory(settings, prepared.rendered, prepared.strings, subject_prefix="[TEST] ",
+                             signers=dkim_key(settings))  # fmt: skip
     done: list[tuple[str, str]] = []
     failed: list[tuple[str, str]] = []
     notes: list[str] = []
@@ -701,7 +699,7 @@ def send_test(settings: Settings, prepared: Prepared, addresses: tuple[str, ...]
             recipient = Recipient(email=email, unsubscribe_token="test", preferences_token="test")
 
             def make(address: str, recipient: Recipient = recipient) -> bytes:
-                return sign(settings, factory.build(recipient, address=address)[1], key)
+                return factory.build(recipient, address=address)[1]
 
             try:
                 done.append((email, deliver(connection, settings.sender_address, email, make)))

@@ -241,7 +241,14 @@ class MessageFactory:
     line breaks. The decoded message is exactly what ``build_message`` makes (a test checks).
     """
 
-    def __init__(self, settings: Settings, rendered: RenderedIssue, strings: dict[str, str], subject_prefix: str = ""):
+    def __init__(
+        self,
+        settings: Settings,
+        rendered: RenderedIssue,
+        strings: dict[str, str],
+        subject_prefix: str = "",
+        signers: tuple[signing.Signer, ...] = (),
+    ):
         self.settings, self.rendered, self.strings = settings, rendered, strings
         shared = EmailMessage(policy=policy.SMTP)
         shared["From"] = Address(display_name=settings.sender_name, addr_spec=settings.sender_address)
@@ -256,7 +263,8 @@ class MessageFactory:
         content_type = f'Content-Type: multipart/alternative;\r\n boundary="{self.boundary}"\r\n'.encode()
         self.shared = shared.as_bytes().rstrip(b"\r\n") + b"\r\n" + content_type
         part_head = 'Content-Type: text/{0}; charset="utf-8"\r\nContent-Transfer-Encoding: quoted-printable\r\nMIME-Version: 1.0\r\n\r\n'
-        self.text_head = f"\r\n--{self.boundary}\r\n{part_head.format('plain')}".encode()
+        # The body begins after the empty line that ends the head: the first part's boundary.
+        self.text_head = f"--{self.boundary}\r\n{part_head.format('plain')}".encode()
         self.html_head = f"\r\n--{self.boundary}\r\n{part_head.format('html')}".encode()
         self.end = f"\r\n--{self.boundary}--\r\n".encode()
         self.text = [_qp(p) for p in rendered.text.parts]
@@ -267,19 +275,24 @@ class MessageFactory:
         self.mailto = (
             f",\r\n <mailto:{settings.unsubscribe_mailto}?subject=unsubscribe>" if settings.unsubscribe_mailto else ""
         )
+        # DKIM: what every message shares is put in canonical form once (the shared header
+        # fields, the encoded parts); a message costs its own few headers, the hashing of its
+        # body and the signature.
+        self.signers = signers
+        if signers:
+            self.canonical = signing.canonical_headers(self.shared)
+            static = [self.text_head, self.html_head, self.end, b"=\r\n", *self.text, *self.html, *self.known.values()]
+            self.ready = {part: signing.piece(part) for part in static}
 
-    def _body(
-        self, encoded: list[bytes], slots: tuple[str, ...], values: dict, html: bool, final_newline: bool
-    ) -> bytes:
-        out = [encoded[0]]
+    def _body(self, encoded: list[bytes], slots: tuple[str, ...], values: dict, html: bool, out: list[bytes]) -> None:
+        """The pieces of one part's encoded body, appended to ``out``, with a line end at the end."""
+        out.append(encoded[0])
         for name, part in zip(slots, encoded[1:], strict=True):
             value = values[name]
             text = str(escape(value)) if html and not isinstance(value, Markup) else str(value)
             out += [b"=\r\n", self.known.get(text) or _qp(text), b"=\r\n", part]
-        body = b"".join(out)
-        if final_newline and not body.endswith(b"\n"):
-            body += b"\r\n"
-        return body
+        if not out[-1].endswith(b"\n"):
+            out.append(b"\r\n")
 
     def build(
         self,
@@ -289,9 +302,10 @@ class MessageFactory:
         now: datetime | None = None,
         message_id: str | None = None,
     ) -> tuple[str, bytes]:
-        """(Message-ID, the message as bytes with CRLF line ends) for one recipient. ``address``
-        is the form of the recipient's address the transport carries (transport.mail_address):
-        an IDNA domain, or UTF-8 for SMTPUTF8; by default the address as stored."""
+        """(Message-ID, the message as bytes with CRLF line ends, DKIM-signed when the factory
+        has signers) for one recipient. ``address`` is the form of the recipient's address the
+        transport carries (transport.mail_address): an IDNA domain, or UTF-8 for SMTPUTF8; by
+        default the address as stored."""
         values = recipient_values(self.settings, self.strings, recipient, self.rendered.municipal)
         # Written directly (the header classes cost more than the rest of the message).
         to_line = to_header(recipient.name, check_address(address or recipient.email))
@@ -300,18 +314,13 @@ class MessageFactory:
             f"Date: {format_datetime(now or datetime.now(UTC))}\r\nMessage-ID: {message_id}\r\n"
             f"List-Unsubscribe: <{values['unsubscribe_url']}>{self.mailto}\r\n"
         ).encode("ascii")
-        body = b"".join(
-            (
-                self.text_head,
-                self._body(self.text, self.rendered.text.slots, values, html=False, final_newline=True),
-                self.html_head,
-                self._body(self.html, self.rendered.html.slots, values, html=True, final_newline=True),
-                self.end,
-            )
-        )
-        return message_id, self.shared + personal + body
-
-
-def sign(settings: Settings, raw: bytes, key: tuple[signing.Signer, ...]) -> bytes:
-    """The message with its DKIM-Signatures on top (see ``dkim_key``)."""
-    return signing.sign(raw, key)
+        body = [self.text_head]
+        self._body(self.text, self.rendered.text.slots, values, False, body)
+        body.append(self.html_head)
+        self._body(self.html, self.rendered.html.slots, values, True, body)
+        body.append(self.end)
+        raw = b"".join([self.shared, personal, b"\r\n", *body])
+        if not self.signers:
+            return message_id, raw
+        canonical = {**self.canonical, **signing.canonical_headers(personal)}
+        return message_id, signing.signatures(canonical, signing.body_hash(body, self.ready), self.signers) + raw
