@@ -8,30 +8,22 @@ import shutil
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .compose import PLACEHOLDER, Composition, Recipient, compose, recipient_values
 from .config import Settings
 from .content import Issue, display, find_issue, load_issue
-from .emissions import (
-    Highlights,
-    highlights,
-    latest_years,
-    municipal_sentence,
-    published_year,
-    read_members,
-    read_sectors,
-    resolve_release,
-    sectors_file,
-    summarize,
-)
 from .errors import ERROR, WARNING, ContentError, EmissionsError, Finding, ProjectError
-from .feeds import FeedItem, selected_news
 from .i18n import load_strings
 from .language import _, os_reason
 from .message import build_message
 from .render import RenderedIssue, render_issue, template_folders
 from .scaffold import PLACEHOLDER_PHRASES
 from .store import database
+
+if TYPE_CHECKING:  # imported where used: an issue without news or emissions needs neither
+    from .emissions import Highlights
+    from .feeds import FeedItem
 
 GMAIL_CLIP_BYTES = 102 * 1024
 
@@ -208,6 +200,8 @@ def issue_news(settings: Settings, issue: Issue) -> tuple[FeedItem, ...]:
     """The feed items the issue shows; none without a database or with 'feeds: false'."""
     if issue.front_matter.get("feeds") is False or not settings.database.exists():
         return ()
+    from .feeds import selected_news
+
     with database(settings.database) as conn:
         return selected_news(settings, conn, issue.id, issue.language)
 
@@ -252,6 +246,18 @@ def issue_emissions(
             )
         )
         return None, {}
+    from .emissions import (
+        highlights,
+        latest_years,
+        municipal_sentence,
+        published_year,
+        read_members,
+        read_sectors,
+        resolve_release,
+        sectors_file,
+        summarize,
+    )
+
     members = read_members(settings.emissions_members)
     names = read_sectors(sectors_file(settings))
     with database(settings.database) as conn:

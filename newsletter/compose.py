@@ -10,15 +10,17 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from markupsafe import Markup
 
 from .config import Settings
 from .content import Article, Issue
-from .emissions import Highlights
-from .feeds import FeedItem, news_date, shorten
 from .i18n import format_date, format_month
+
+if TYPE_CHECKING:  # feeds and emissions are imported where they are used (an issue without them never needs them)
+    from .emissions import Highlights
+    from .feeds import FeedItem
 
 # Control characters, line and paragraph separators, and the invisible direction overrides
 # (U+202A-202E, U+2066-2069, U+200E/F, U+061C) that can make a name display as something else.
@@ -68,6 +70,10 @@ def _article(article: Article, strings: dict[str, str]) -> dict[str, Any]:
 
 def news_groups(settings: Settings, items: tuple[FeedItem, ...], language: str) -> list[dict[str, Any]]:
     """Feed items grouped by their feed's focus area (or by feed), in the issue's section order."""
+    if not items:
+        return []
+    from .feeds import news_date, shorten
+
     feeds = {f.name: f for f in settings.feeds}
     order = {c.key: n for n, c in enumerate(settings.categories)}
     groups: dict[str, dict[str, Any]] = {}

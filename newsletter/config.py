@@ -17,8 +17,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from dotenv import dotenv_values
-
 from . import language
 from .errors import ConfigError, ProjectError, where
 from .language import _
@@ -641,6 +639,8 @@ def load_settings(
     env = {k: v for k, v in (environ if environ is not None else os.environ).items() if v.strip()}
     dotenv = root / ".env"
     if dotenv.is_file():
+        from dotenv import dotenv_values  # here: a project without .env never needs it
+
         for key, value in dotenv_values(dotenv).items():
             if key.startswith("NEWSLETTER_") and value is not None and value.strip():
                 env.setdefault(key, value)

@@ -7,7 +7,6 @@ validated here, before anything is rendered.
 
 from __future__ import annotations
 
-import difflib
 import re
 import struct
 import unicodedata
@@ -22,7 +21,7 @@ import yaml
 from .config import LANGUAGES, Category, Settings, find_category
 from .errors import ERROR, WARNING, ContentError, Finding, ProjectError, where
 from .language import N_, _, os_reason
-from .markup import Rendered, image_alts, is_relative, render_markdown
+from .markup import Rendered, is_relative, render_markdown
 
 ISSUE_FILE = "issue.md"
 ISSUE_NAME = re.compile(r"^\d{4}-\d{2}-[a-z0-9][a-z0-9-]*$")
@@ -231,6 +230,8 @@ def did_you_mean(value: str, choices: list[str] | dict[str, str]) -> str:
     ``choices`` may map what is compared to what is suggested."""
     pairs = choices.items() if isinstance(choices, dict) else ((choice, choice) for choice in choices)
     folded = {fold(compared): shown for compared, shown in pairs}
+    import difflib
+
     close = difflib.get_close_matches(fold(value), list(folded), n=1, cutoff=0.75)
     return _(" (did you mean '{folded}'?)", folded=folded[close[0]]) if close else ""
 
@@ -712,7 +713,8 @@ def _render(
     def resolve(target: str, kind: str, line: int) -> str:
         return assets.add(target, kind, where(display(path), first_line + line))
 
-    for line, src, alt in image_alts(body, allow_raw_html=settings.allow_raw_html):
+    rendered = render_markdown(body, resolve, allow_raw_html=settings.allow_raw_html, width=assets.width)
+    for line, src, alt in rendered.images:  # from the same parse
         if not alt.strip():
             found.append(
                 Finding(
@@ -724,7 +726,6 @@ def _render(
                     ),
                 )
             )
-    rendered = render_markdown(body, resolve, allow_raw_html=settings.allow_raw_html, width=assets.width)
     refused += [(display(path), first_line + line, target) for line, target in rendered.refused]
     for line, what in rendered.removed:
         found.append(

@@ -33,6 +33,7 @@ class Rendered:
     # (0-based line in the source, target).
     refused: tuple[tuple[int, str], ...] = ()
     removed: tuple[tuple[int, str], ...] = ()  # (line, what) the raw HTML allowlist took out
+    images: tuple[tuple[int, str, str], ...] = ()  # (0-based line of the image itself, src as written, alt)
 
 
 def _parser(allow_raw_html: bool) -> MarkdownIt:
@@ -125,15 +126,20 @@ def render_markdown(
 
     md.validateLink = validate  # type: ignore[method-assign]
     tokens = md.parse(source)
+    images: list[tuple[int, str, str]] = []
     for token in tokens:
         if token.type in ("heading_open", "heading_close"):
             level = min(6, int(token.tag[1]) + heading_offset)
             token.tag = f"h{level}"
         if token.type == "inline" and token.children:
             line = token.map[0] if token.map else 0
+            own_line = line  # the image's own line within its paragraph
             for child in token.children:
+                if child.type in ("softbreak", "hardbreak"):
+                    own_line += 1
                 if child.type == "image":
                     src = str(child.attrGet("src") or "")
+                    images.append((own_line, src, "".join(c.content for c in child.children or [])))
                     if is_relative(src):
                         src = resolve(src, "image", line)
                         child.attrSet("src", src)
@@ -157,7 +163,7 @@ def render_markdown(
         html = sanitize(html)
     text = _blocks_to_text(SyntaxTreeNode(tokens).children)
     return Rendered(html=html.strip(), text=text.strip(), refused=_refused_lines(tokens, refused),
-                    removed=tuple(dict.fromkeys(removed)))  # fmt: skip
+                    removed=tuple(dict.fromkeys(removed)), images=tuple(images))  # fmt: skip
 
 
 _LITERAL_LINK = re.compile(r"\[[^\]\n]*\]\(\s*([^\s()]+(?:\([^\s()]*\)[^\s()]*)*)\s*\)")
@@ -196,21 +202,6 @@ def _refused_lines(tokens: list, refused: list[str]) -> tuple[tuple[int, str], .
                 if place not in found:
                     found.append(place)
     return tuple(sorted(found))
-
-
-def image_alts(source: str, *, allow_raw_html: bool = False) -> list[tuple[int, str, str]]:
-    """(line, src, alt) for every image in a Markdown document, lines 0-based."""
-    found = []
-    for token in _parser(allow_raw_html).parse(source):
-        if token.type == "inline" and token.children:
-            line = token.map[0] if token.map else 0
-            for child in token.children:
-                if child.type in ("softbreak", "hardbreak"):
-                    line += 1  # the image's own line within its paragraph
-                elif child.type == "image":
-                    alt = "".join(c.content for c in child.children or [])
-                    found.append((line, str(child.attrGet("src") or ""), alt))
-    return found
 
 
 # --- plain text -------------------------------------------------------------------------------

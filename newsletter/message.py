@@ -18,12 +18,12 @@ from email.utils import format_datetime, make_msgid
 from markupsafe import Markup, escape
 
 from . import signing
+from .addresses import check_address
 from .compose import Recipient, clean_name, recipient_values
 from .config import Settings
 from .errors import NewsletterError
 from .language import _
 from .render import RenderedIssue
-from .transport import check_address
 
 
 def _address(name: str, email: str) -> Address:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from . import journal, keys
+from .addresses import check_address
 from .clock import now, parse_timestamp, timestamp
 from .compose import clean_name
 from .config import Settings, find_category
@@ -52,7 +53,7 @@ from .store import (
     recall,
     urgent,
 )
-from .transport import SMTPUTF8_SEEN, address_problem, check_address
+from .transport import SMTPUTF8_SEEN, address_problem
 
 STATUSES = ("pending", "confirmed", "unsubscribed", "bounced", "blocked")
 CONFIRM_DAYS = 7

@@ -17,6 +17,7 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
+from .addresses import check_address
 from .config import Settings
 from .errors import (
     AfterData,
@@ -235,9 +236,6 @@ def choose(settings: Settings, smtp_used: list[tuple[str, str]] = ()) -> Transpo
     return Outbox(settings.outbox_dir)
 
 
-_NOT_IN_ADDRESS = set('\r\n\t "(),:;<>[\\]') | {chr(c) for c in range(32)} | {"\x7f"}
-
-
 # What email-validator says is wrong with an address, in words the project's language has: its
 # own sentence where it is common, a plain "it has the wrong form" for the rare rest in Norwegian.
 _ADDRESS_PROBLEMS = (
@@ -276,16 +274,6 @@ def address_problem(exc: Exception) -> str:
         if clue in text:
             return translate(reason)
     return text if current() == "en" else _("it has the wrong form")
-
-
-def check_address(email: str) -> str:
-    """``email`` if it is a plain address that can be written into a header (what
-    subscribers.normalize_email accepts: no quoted local part, no comments, nothing that could
-    end a header); else NewsletterError."""
-    local, _at, domain = email.rpartition("@")
-    if not local or not domain or "@" in local or any(c in _NOT_IN_ADDRESS for c in email):
-        raise NewsletterError(_("recipient address {email!r} is not a plain e-mail address; correct it.", email=email))
-    return email
 
 
 def mail_address(email: str, smtputf8: bool) -> tuple[str, bool]:

@@ -16,6 +16,7 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 
+from .addresses import check_address
 from .archive import archived
 from .clock import now, timestamp
 from .compose import clean_name, preferences_url, unsubscribe_url
@@ -24,7 +25,6 @@ from .i18n import format_date
 from .message import list_headers, subject_value, to_header
 from .render import compile_mjml, environment
 from .subscribers import Subscriber, make_token
-from .transport import check_address
 
 
 def claim(conn: sqlite3.Connection, subscriber_id: int) -> bool:
