@@ -14,7 +14,7 @@ import io
 import logging
 import re
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -352,10 +352,15 @@ def _parse_pool(count: int) -> Any:
         return None  # other threads running: forking could copy a held lock
     if "fork" not in multiprocessing.get_all_start_methods():
         return None
+    import gc
     from concurrent.futures import ProcessPoolExecutor
 
-    pool = ProcessPoolExecutor(max_workers=min(cores, 4), mp_context=multiprocessing.get_context("fork"))
-    pool.submit(int).result()  # with fork, every worker starts now, while this is the only thread
+    gc.freeze()  # what exists now is shared with the workers, and their collector leaves it alone
+    pool = ProcessPoolExecutor(
+        max_workers=min(cores, 4), mp_context=multiprocessing.get_context("fork"), initializer=_feedparser
+    )  # the workers import feedparser while this process imports httpx and connects
+    pool.submit(int)  # with fork, every worker is started here, before the pool's own thread
+    gc.unfreeze()  # (here, as before: a caller that fetches again and again keeps collecting)
     return pool
 
 
@@ -363,7 +368,11 @@ def http_client(settings: Settings, concurrency: int, timeout: float, connect_ti
     """The httpx.AsyncClient for going online (feeds, check --links): redirects, timeouts,
     a connection limit, our User-Agent, and the system's CA certificates."""
     import ssl
+    import sys
 
+    # httpcore imports trio whenever it is installed (for trio's event loop, which we never
+    # run): 60 ms of every fetch on a machine that has it.
+    sys.modules.setdefault("trio", None)  # type: ignore[arg-type]
     import httpx
 
     return httpx.AsyncClient(
@@ -379,9 +388,15 @@ def http_client(settings: Settings, concurrency: int, timeout: float, connect_ti
 
 
 async def _download_all(
-    settings: Settings, feeds: tuple[FeedConfig, ...], states: dict[str, sqlite3.Row], pool: Any = None
-) -> list[tuple[Download, list[ParsedItem], str | None]]:
-    """Download every feed concurrently; each is parsed as soon as it arrives, while others wait."""
+    settings: Settings,
+    feeds: tuple[FeedConfig, ...],
+    states: dict[str, sqlite3.Row],
+    pool: Any = None,
+    done: Callable[..., Any] | None = None,
+) -> list[Any]:
+    """Download every feed concurrently; each is parsed as soon as it arrives, while others
+    wait, and handed to ``done(feed, download, items, error)`` when given (its result is the
+    feed's); else the feed's (download, items, error)."""
     import asyncio
 
     semaphore = asyncio.Semaphore(settings.news_concurrency)
@@ -409,7 +424,11 @@ async def _download_all(
             except FeedError as exc:
                 return download, [], str(exc)
 
-        return await asyncio.gather(*(one(feed) for feed in feeds))
+        async def finished(feed: FeedConfig) -> Any:
+            result = await one(feed)
+            return done(feed, *result) if done is not None else result
+
+        return await asyncio.gather(*(finished(feed) for feed in feeds))
 
 
 def _run(coroutine: Any) -> Any:
@@ -445,15 +464,29 @@ def fetch_feeds(settings: Settings, conn: sqlite3.Connection, names: Iterable[st
         raise FeedError(_("no feeds configured: add [[feeds]] tables with name and url to newsletter.toml."))
     states = {row["name"]: row for row in conn.execute("SELECT * FROM feeds")}
     pool = _parse_pool(sum(not f.is_file for f in feeds))  # made before the event loop starts
+
+    def store(feed: FeedConfig, download: Download, items: list[ParsedItem], error: str | None) -> FetchReport:
+        return _store(settings, conn, feed, download, items, error, states.get(feed.name))
+
+    # Each feed is stored as soon as it is parsed, while the others are on their way; but only
+    # when the event loop runs in this thread (the connection belongs to it), else afterwards.
+    here = not _loop_running()
     try:
-        results = _run(_download_all(settings, feeds, states, pool))
+        results = _run(_download_all(settings, feeds, states, pool, store if here else None))
     finally:
         if pool is not None:
             pool.shutdown()
-    return [
-        _store(settings, conn, feed, download, items, error, states.get(feed.name))
-        for feed, (download, items, error) in zip(feeds, results, strict=True)
-    ]
+    return results if here else [store(feed, *result) for feed, result in zip(feeds, results, strict=True)]
+
+
+def _loop_running() -> bool:
+    import asyncio
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _store(
