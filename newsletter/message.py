@@ -14,16 +14,19 @@ from email import policy
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
+from typing import TYPE_CHECKING
 
 from markupsafe import Markup, escape
 
-from . import signing
 from .addresses import check_address
 from .compose import Recipient, clean_name, recipient_values
 from .config import Settings
 from .errors import NewsletterError
 from .language import _
 from .render import RenderedIssue
+
+if TYPE_CHECKING:
+    from . import signing  # imported where a message is signed: a build never needs it
 
 
 def _address(name: str, email: str) -> Address:
@@ -205,6 +208,8 @@ def dkim_key(settings: Settings) -> tuple[signing.Signer, ...]:
     """The DKIM signers, their keys read and parsed once per send: RSA (or Ed25519) from
     dkim.key_file, and an Ed25519 second signature from dkim.ed25519_key_file; none when DKIM is
     not configured. A key that cannot sign stops the send before the first message."""
+    from . import signing
+
     signers = []
     if settings.dkim_key_file:
         signers.append(signing.load_key(settings.dkim_key_file, settings.dkim_domain, settings.dkim_selector,
@@ -280,6 +285,8 @@ class MessageFactory:
         # body and the signature.
         self.signers = signers
         if signers:
+            from . import signing
+
             self.canonical = signing.canonical_headers(self.shared)
             static = [self.text_head, self.html_head, self.end, b"=\r\n", *self.text, *self.html, *self.known.values()]
             self.ready = {part: signing.piece(part) for part in static}
@@ -322,5 +329,7 @@ class MessageFactory:
         raw = b"".join([self.shared, personal, b"\r\n", *body])
         if not self.signers:
             return message_id, raw
+        from . import signing
+
         canonical = {**self.canonical, **signing.canonical_headers(personal)}
         return message_id, signing.signatures(canonical, signing.body_hash(body, self.ready), self.signers) + raw
