@@ -356,17 +356,32 @@ class Connection:
         return self.via.describe()
 
     def _transaction(self, sender: str, recipient: str, raw: bytes, utf8: bool) -> None:
-        """MAIL, RCPT and DATA as smtplib.sendmail does them, but with the dot-stuffing done by a
+        """MAIL, RCPT and DATA as smtplib.sendmail does them, but pipelined where the server
+        offers it (RFC 2920: the three commands in one write, their replies read together, so a
+        message costs two round trips instead of four), and with the dot-stuffing done by a
         byte replace: smtplib's regular expression costs as much as building the message."""
         client = self.client
         assert client is not None
-        options: list[str] = []
+        options = ""
         if utf8:
-            options.append("SMTPUTF8")
-            if client.has_extn("8bitmime"):
-                options.append("BODY=8BITMIME")
+            options = " SMTPUTF8" + (" BODY=8BITMIME" if client.has_extn("8bitmime") else "")
         client.command_encoding = "utf-8" if utf8 else "ascii"
-        code, reply = client.mail(sender, options)
+        mail = f"mail FROM:{smtplib.quoteaddr(sender)}{options}\r\n"
+        rcpt = f"rcpt TO:{smtplib.quoteaddr(recipient)}\r\n"
+        if client.has_extn("pipelining"):
+            client.send(mail + rcpt + "data\r\n")
+            replies = [client.getreply() for _command in range(3)]  # every reply is read, whatever they say
+        else:
+            replies = []
+            for command in (mail, rcpt, "data\r\n"):
+                client.send(command)
+                replies.append(client.getreply())
+                if replies[-1][0] not in (250, 251, 354):
+                    break  # one at a time: nothing more is asked after a refusal
+        (code, reply), rest = replies[0], replies[1:]
+        if rest[-1:] and rest[-1][0] == 354 and (code != 250 or rest[0][0] not in (250, 251)):
+            client.send(".\r\n")  # DATA was accepted after a refusal: an empty message ends it (RFC 2920 3.1)
+            client.getreply()
         if code != 250:
             text = reply.decode(errors="replace") if isinstance(reply, bytes) else str(reply)
             if code == 530 or (500 <= code < 600 and _LOGIN_WANTED.search(text)):  # a login is wanted first
@@ -390,10 +405,10 @@ class Connection:
                     )
                 )
             raise smtplib.SMTPSenderRefused(code, reply, sender)
-        code, reply = client.rcpt(recipient)
+        code, reply = rest[0]
         if code not in (250, 251):
             raise smtplib.SMTPRecipientsRefused({recipient: (code, reply)})
-        code, reply = client.docmd("data")
+        code, reply = rest[1]
         if code != 354:
             raise smtplib.SMTPDataError(code, reply)
         body = raw.replace(b"\r\n.", b"\r\n..")

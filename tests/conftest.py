@@ -301,7 +301,16 @@ class Sink:
         self.drop: dict[str, int] = {}  # address -> times to drop the connection during DATA
         self.delay = 0.0
 
+    pipelining = True  # as Postfix, Exim and the big services offer it (RFC 2920); False: one command at a time
+    pipelined = 0  # RCPTs that arrived with the DATA after them already sent (the client pipelined)
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        return [*responses[:-1], "250-PIPELINING", responses[-1]] if self.pipelining else responses
+
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if b"data\r\n" in bytes(getattr(server._reader, "_buffer", b"")).lower():
+            self.pipelined += 1
         replies = self.rcpt.get(address)
         if replies:
             reply = replies.pop(0)

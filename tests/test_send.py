@@ -54,7 +54,11 @@ def test_delivery_and_headers(run, project, sink):
     assert "3 sent" in status.stdout
 
 
-def test_temporary_failures_are_retried_and_permanent_ones_recorded(run, project, sink, monkeypatch):
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "one-at-a-time"])
+def test_temporary_failures_are_retried_and_permanent_ones_recorded(run, project, sink, monkeypatch, pipelining):
+    """With a server that offers PIPELINING (RFC 2920), MAIL, RCPT and DATA go in one write and
+    a refused recipient still leaves the session in step; without it, one command at a time."""
+    sink.pipelining = pipelining
     monkeypatch.setenv("NEWSLETTER_SENDING_BOUNCE_AFTER", "1")
     subscribe("opptatt@example.no", "finnes-ikke@example.no", "ok@example.no", "treg@example.no")
     sink.rcpt["opptatt@example.no"] = ["450 4.2.1 mailbox busy, try later", ""]
@@ -70,6 +74,7 @@ def test_temporary_failures_are_retried_and_permanent_ones_recorded(run, project
     ]
     assert rows(project, "SELECT attempts FROM delivery_recipients WHERE email = 'opptatt@example.no'") == [(2,)]
     assert "permanent: 550 5.1.1 no such user" in run("status").stdout
+    assert (sink.pipelined >= 4) is pipelining and (sink.pipelined == 0) is not pipelining
 
 
 def test_gave_up_then_retry_failed(run, project, sink):
@@ -481,7 +486,9 @@ def test_lines_starting_with_a_dot_arrive_intact(run, project, sink, issue_dir):
     assert ".punktum først" in text and "\n.\n" in text.replace("\r\n", "\n")
 
 
-def test_a_refused_sender_stops_the_run_and_bounces_nobody(run, project, sink, monkeypatch):
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "one-at-a-time"])
+def test_a_refused_sender_stops_the_run_and_bounces_nobody(run, project, sink, monkeypatch, pipelining):
+    sink.pipelining = pipelining  # pipelined, the RCPT and DATA replies after the refusal are read too
     monkeypatch.setenv("NEWSLETTER_SENDING_BOUNCE_AFTER", "1")
     subscribe("a@example.no", "b@example.no")
 
