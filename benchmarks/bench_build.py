@@ -78,8 +78,8 @@ def main() -> None:
     print(f"runs: {args.runs} each, alternating; medians of whole-process wall time")
     print(f"newsletter build (whole build)     : {ours_median * 1000:7.1f} ms")
     print(f"official mjml CLI (compile only)   : {base_median * 1000:7.1f} ms   <- baseline")
-    print(f"ratio ours / baseline              : {ratio:7.2f}   (target < 0.50)")
-    print("result:", "PASS" if ratio < 0.5 else "MISS")
+    print(f"ratio ours / baseline              : {ratio:7.2f}   (target <= 0.35)")
+    print("result:", "PASS" if ratio <= 0.35 else "MISS")
 
 
 if __name__ == "__main__":

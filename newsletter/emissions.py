@@ -17,18 +17,30 @@ import re
 import sqlite3
 import zipfile
 import zlib
+from array import array
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
 from .clock import now, timestamp
-from .content import did_you_mean
 from .errors import ERROR, WARNING, EmissionsError, Finding, UnsupportedSheet
 from .language import _, os_reason
 from .resources import builtin
-from .sheets import BLOCK, XlsxSheet, cell_value, check_archive, csv_rows, damaged, full_rows, rows
+from .sheets import (
+    BLOCK,
+    XlsxSheet,
+    cell_value,
+    check_archive,
+    csv_rows,
+    damaged,
+    full_rows,
+    keyed_row,
+    keyed_rows,
+    rows,
+    rows_ending,
+)
 
 log = logging.getLogger(__name__)
 
@@ -263,6 +275,85 @@ def _find_header(path: Path, line: int, row: list[object]) -> dict[str, int] | N
     return None
 
 
+# The rows of a block grouped by their raw key cells, in the order each group first appears:
+# (the block's cell kinds (keyed_rows), each group's first row as captured, its number of rows,
+# the values of every group one after the other, each group's zeros and negative values, and
+# whether a value of the group is not a number within MAX_TONNES: then its values are left out).
+Grouped = tuple[
+    "tuple[bool, ...] | None", list[tuple[bytes, ...]], list[int], "array[float]", list[int], list[int], list[bool]
+]
+
+
+def _capture_places(
+    keys: tuple[int, ...], value: int, kinds: tuple[bool, ...] | None
+) -> dict[int, tuple[int | None, int, bool]]:
+    """Column -> (its attributes' capture or None, its raw value's capture, whether it is a
+    shared string when its attributes are not captured) in a ``keyed_rows`` match."""
+    at, spot = {}, 1
+    for column in sorted((*keys, value)):
+        if column == value or kinds is not None:
+            at[column] = (None, spot, column != value and kinds[keys.index(column)])  # type: ignore[index]
+            spot += 1
+        else:
+            at[column] = (spot, spot + 1, False)
+            spot += 2
+    return at
+
+
+def group_block(block: bytes, width: int, keys: tuple[int, ...], value: int) -> Grouped | None:
+    """The rows of a block grouped by their raw key cells (municipality, year, sector), each
+    group's values converted and checked at once; None when a row is not of the usual shape.
+    Per row only a tuple slice, a dict look-up and an append: no conversion, no strings."""
+    found = keyed_rows(block, width, keys, value)
+    if found is None:
+        return None
+    kinds, matched = found
+    groups: dict[tuple[bytes, ...], list] = {}
+    get = groups.get
+    v = _capture_places(keys, value, kinds)[value][1]
+    if not matched or v == len(matched[0]) - 1:  # the usual layout: the value comes last
+        for match in matched:
+            key = match[1:-1]
+            group = get(key)
+            if group is None:
+                groups[key] = [match, match[-1]]
+            else:
+                group.append(match[-1])
+    else:
+        from operator import itemgetter
+
+        key_of = itemgetter(*(i for i in range(1, len(matched[0])) if i != v))
+        for match in matched:
+            key = key_of(match)
+            group = get(key)
+            if group is None:
+                groups[key] = [match, match[v]]
+            else:
+                group.append(match[v])
+    del matched
+    firsts, counts, values, zeros, negatives, bad = [], [], [], [], [], []
+    for group in groups.values():
+        firsts.append(group[0])
+        counts.append(len(group) - 1)
+        try:
+            converted = list(map(float, group[1:]))
+        except ValueError:
+            converted = None
+        else:
+            total = sum(converted)  # nan or inf anywhere, or an overflow: left to the row-by-row path
+            if not -math.inf < total < math.inf or min(converted) < -MAX_TONNES or max(converted) > MAX_TONNES:
+                converted = None
+        bad.append(converted is None)
+        if converted is None:
+            zeros.append(0)
+            negatives.append(0)
+        else:
+            values += converted
+            zeros.append(converted.count(0.0))
+            negatives.append(sum(map((0.0).__gt__, converted)))
+    return kinds, firsts, counts, array("d", values), zeros, negatives, bad
+
+
 class _Aggregator:
     """Validates rows and sums them per (municipality, year, sector)."""
 
@@ -271,7 +362,7 @@ class _Aggregator:
         self.i_number, self.i_year, self.i_value = header["kommunenummer"], header["år"], header[_VALUE]
         self.i_sector, self.i_name, self.i_county = header["sektor"], header["kommune"], header["fylke"]
         self.last = max(header.values())
-        self.totals: dict[tuple[str, int, str], list[float]] = {}
+        self.totals: dict[tuple[str, int, str], array[float]] = {}  # 8 bytes a value
         self.names: dict[str, tuple[str, str]] = {}
         self.number_cache: dict[object, str | None] = {}
         self.year_cache: dict[object, int] = {}
@@ -280,6 +371,11 @@ class _Aggregator:
         self.sectors: set[str] = set()
         self.years: set[int] = set()
         self.count = self.zeros = self.empties = self.ignored = self.negatives = 0
+        # The grouped path: per key column, (is a shared string, raw cell) -> what add() made of it.
+        self.keys = tuple(sorted((self.i_number, self.i_year, self.i_sector)))
+        self.raw_numbers: dict[tuple[bool, bytes], str | None] = {}
+        self.raw_years: dict[tuple[bool, bytes], int] = {}
+        self.raw_sectors: dict[tuple[bool, bytes], str] = {}
 
     def add(self, line: int, row: list[object]) -> None:
         """One data row. The hot path of a 600,000-row import: labels, numbers and years
@@ -334,16 +430,93 @@ class _Aggregator:
         key = (number, year, sector)
         bucket = self.totals.get(key)
         if bucket is None:
-            self.totals[key] = [value]
+            self.totals[key] = array("d", (value,))
             self.years.add(year)
             if number not in self.names:
                 self.names[number] = (clean_label(row[self.i_name]), clean_label(row[self.i_county]))
         else:
             bucket.append(value)
 
-    def add_block(self, block: bytes, strings: list[str], width: int) -> None:
+    def add_grouped(self, block: bytes, strings: list[str], width: int) -> bool:
+        """All rows of a block whose rows all have the usual shape and a plain number as their
+        value (``group_block``); False, with nothing changed, when the block needs the
+        row-by-row path."""
+        grouped = group_block(block, width, self.keys, self.i_value)
+        return grouped is not None and self.add_groups(block, strings, width, grouped)
+
+    def add_groups(self, block: bytes, strings: list[str], width: int, grouped: Grouped) -> bool:
+        """The groups of a block from ``group_block``. A group seen
+        first (a new year, sector or municipality) has its first row read through add(), with
+        the full checks. False, with nothing changed, when a group that counts has a value that
+        is not a number within MAX_TONNES (the row-by-row path says which row)."""
+        kinds, firsts, counts, values, zeros, negatives, bad = grouped
+        at = _capture_places(self.keys, self.i_value, kinds)
+
+        def cell_of(column: int) -> Callable[[tuple[bytes, ...]], tuple[bool, bytes]]:
+            """(is a shared string, raw value) of a key cell, as the per-row paths key it."""
+            attrs, raw, shared = at[column]
+            if attrs is None:
+                return lambda first: (shared, first[raw])
+            return lambda first: (b't="s"' in first[attrs], first[raw])
+
+        number_cell, year_cell_of, sector_cell_of = cell_of(self.i_number), cell_of(self.i_year), cell_of(self.i_sector)
+        raw_numbers, numbers = self.raw_numbers, []
+        for first, broken in zip(
+            firsts, bad, strict=True
+        ):  # checked before anything changes; ignored rows are not read
+            cell = number_cell(first)
+            number = raw_numbers.get(cell, "")
+            if number == "":
+                place = at[self.i_number][0]
+                attrs = first[place] if place is not None else b't="s"' if cell[0] else b""
+                number = raw_numbers[cell] = _municipality_number(cell_value(attrs, cell[1], strings))
+            if broken and number is not None:
+                return False
+            numbers.append(number)
+        totals, names, raw_years, raw_sectors = self.totals, self.names, self.raw_years, self.raw_sectors
+        keys, value = self.keys, self.i_value
+        start = 0
+        for number, first, count, zero, negative, broken in zip(
+            numbers, firsts, counts, zeros, negatives, bad, strict=True
+        ):
+            if number is None:
+                self.ignored += count
+                if not broken:
+                    start += count
+                continue
+            end = start + count
+            year_cell, sector_cell = year_cell_of(first), sector_cell_of(first)
+            year, sector = raw_years.get(year_cell), raw_sectors.get(sector_cell)
+            if year is None or sector is None:  # first sight: the full checks, on the first row
+                row = keyed_row(block, width, keys, value, kinds, first, strings)
+                self.add(int(first[0]), row)
+                raw_years[year_cell] = year = self.year_cache[row[self.i_year]]
+                raw_sectors[sector_cell] = sector = self.label_cache[row[self.i_sector]]
+                done = values[start]
+                start, count, zero, negative = start + 1, count - 1, zero - (done == 0.0), negative - (done < 0)
+                if not count:
+                    continue  # (start is end)
+            self.count += count
+            self.zeros += zero
+            self.negatives += negative
+            key = (number, year, sector)
+            bucket = totals.get(key)
+            if bucket is None:
+                totals[key] = values[start:end]
+                self.years.add(year)
+                if number not in names:
+                    row = keyed_row(block, width, keys, value, kinds, first, strings)
+                    names[number] = (clean_label(row[self.i_name]), clean_label(row[self.i_county]))
+            else:
+                bucket += values[start:end]
+            start = end
+        return True
+
+    def add_block(self, block: bytes, strings: list[str], width: int, grouped: bool = True) -> None:
         """All rows of a block of sheet XML. Rows of the usual shape skip building cell lists:
         each distinct raw cell is converted once (shared-string indexes repeat all the time)."""
+        if grouped and self.add_grouped(block, strings, width):
+            return
         wanted = tuple(sorted({self.i_number, self.i_year, self.i_value, self.i_sector, self.i_name, self.i_county}))
         matched = full_rows(block, width, wanted)
         if matched is None:
@@ -400,7 +573,7 @@ class _Aggregator:
             key = (number, year, sector)
             bucket = totals.get(key)
             if bucket is None:
-                totals[key] = [value]
+                totals[key] = array("d", (value,))
                 self.years.add(year)
                 if number not in names:
                     names[number] = (
@@ -432,14 +605,13 @@ def _read_xlsx_streaming(path: Path, known: set[str], block_size: int | None = N
     aggregate = None
     width = 0
     try:
-        for block in blocks:  # the header, and the rest of its block
-            for line, row in rows(block, sheet.strings):
-                if aggregate is not None:
-                    aggregate.add(line, row)
-                else:
-                    header = _find_header(path, line, row)
-                    if header is not None:
-                        aggregate, width = _Aggregator(path, header, known), len(row)
+        for block in blocks:  # the header; the rows under it in its block are read as any block
+            for line, row, end in rows_ending(block, sheet.strings):
+                header = _find_header(path, line, row)
+                if header is not None:
+                    aggregate, width = _Aggregator(path, header, known), len(row)
+                    aggregate.add_block(block[end:], sheet.strings, width)
+                    break
             if aggregate is not None:
                 break
         if aggregate is None:
@@ -684,6 +856,8 @@ def find_municipality(
                 choices=choices,
             )
         )
+
+    from .content import did_you_mean  # here: it loads Markdown and YAML, which an import never needs
 
     guess = did_you_mean(wanted, sorted({*known.values(), *(m.name for m in members)}))
     raise EmissionsError(

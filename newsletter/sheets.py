@@ -31,7 +31,7 @@ from .language import N_, _, os_reason, translate
 MAIN = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
 RELS = "{http://schemas.openxmlformats.org/package/2006/relationships}"
 DOC_RELS = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}"
-BLOCK = 8 << 20
+BLOCK = 1 << 20  # larger blocks are no faster (they fall out of the CPU's caches) and cost memory
 MAX_PART = 1 << 30  # a sheet's XML: the national file is about a quarter of this
 MAX_STRINGS = 64 << 20  # the shared strings (names, sectors): a few hundred KB in real files
 MAX_META = 16 << 20  # any other part (workbook.xml, relationships, styles): a few KB in real files
@@ -97,6 +97,13 @@ _ESCAPED = re.compile(r"_x([0-9A-Fa-f]{4})_")  # OOXML writes some characters as
 _FULL_CELL = rb'<c r="[A-Z]+\d+"([^>]*)>(?:<v>([^<]*)</v>)?</c>'
 _SKIP_CELL = rb'<c r="[A-Z]+\d+"[^>]*>(?:<v>[^<]*</v>)?</c>'
 _FULL_ROWS: dict[tuple[int, tuple[int, ...]], re.Pattern[bytes]] = {}
+# keyed_rows: a plain number (no t="..." type, so no "t" in its attributes at all: t="n", text
+# and errors take the other paths), never empty; a cell that is not read, checked only for shape.
+_NUMBER_CELL = rb"<c [^>t]*><v>([^<]+)</v></c>"
+_ANY_CELL = rb"<c [^>]*>(?:<v>[^<]*</v>)?</c>"
+_SHARED_CELL = rb'<c [^>]*t="s"[^>]*><v>([^<]*)</v></c>'  # a key cell, raw value only: a shared string
+_PLAIN_CELL = rb"<c [^>t]*><v>([^<]*)</v></c>"  # ... or a value without a type
+_KEYED_ROWS: dict[tuple, re.Pattern[bytes]] = {}
 
 
 class XlsxSheet:
@@ -400,18 +407,113 @@ def full_rows(block: bytes, width: int, wanted: tuple[int, ...]) -> list[tuple[b
     return matched if len(matched) == block.count(b"<row ") else None
 
 
+def _keyed_pattern(width: int, keys: tuple[int, ...], value: int, kinds: tuple[bool, ...] | None) -> re.Pattern[bytes]:
+    pattern = _KEYED_ROWS.get((width, keys, value, kinds))
+    if pattern is None:
+        cells = []
+        for i in range(width):
+            if i == value:
+                cells.append(_NUMBER_CELL)
+            elif i not in keys:
+                cells.append(_ANY_CELL)
+            elif kinds is None:
+                cells.append(_FULL_CELL)
+            else:
+                cells.append(_SHARED_CELL if kinds[keys.index(i)] else _PLAIN_CELL)
+        pattern = re.compile(rb'<row r="(\d+)"[^>]*>' + b"".join(cells) + rb"</row>")
+        _KEYED_ROWS[(width, keys, value, kinds)] = pattern
+    return pattern
+
+
+def cell_kinds(block: bytes, keys: tuple[int, ...]) -> tuple[bool, ...] | None:
+    """For each of the ``keys`` columns, whether the first row of a block has a shared string
+    there (True) or a value without a type (False); None if any is something else or missing."""
+    first = _ROW.search(block)
+    if first is None:
+        return None
+    attrs = {_column(letters): found for letters, found, _raw, _inline in _CELL.findall(first[2])}
+    kinds = []
+    for i in keys:
+        found = attrs.get(i)
+        if found is None or (b't="s"' not in found and b"t" in found):
+            return None
+        kinds.append(b't="s"' in found)
+    return tuple(kinds)
+
+
+def keyed_rows(
+    block: bytes, width: int, keys: tuple[int, ...], value: int
+) -> tuple[tuple[bool, ...] | None, list[tuple[bytes, ...]]] | None:
+    """The fastest path: for every row of a block in which every row has ``width`` cells with
+    plain values and a plain number in ``value``, the captures (row number, then the ``keys``
+    cells and the value in column order); None if any row is shaped otherwise. Returned with
+    the block's ``kinds``: when every key column holds one kind of cell, as in the block's first
+    row (shared strings, or values without a type: ``cell_kinds``), only the raw value of each
+    key cell is captured; else (kinds None) its attributes and raw value."""
+    if not width:
+        return None
+    count = block.count(b"<row ")
+    kinds = cell_kinds(block, keys)
+    for layout in (kinds, None) if kinds is not None else (None,):
+        matched = _keyed_pattern(width, keys, value, layout).findall(block)
+        if len(matched) == count:
+            return layout, matched
+    return None
+
+
+def keyed_row(
+    block: bytes,
+    width: int,
+    keys: tuple[int, ...],
+    value: int,
+    kinds: tuple[bool, ...] | None,
+    match: tuple[bytes, ...],
+    strings: list[str],
+) -> list[object]:
+    """The cells of the row of a block that ``keyed_rows`` gave as ``match``, read cell by cell
+    (the general path); ValueError if there is none. Rows come in ascending order in a sheet,
+    so the row is looked for by halving the block; where they do not, from the start."""
+    pattern, mark, wanted = _keyed_pattern(width, keys, value, kinds), b'<row r="', int(match[0])
+    low, high = 0, len(block)
+    while low < high:
+        middle = (low + high) // 2
+        at = block.find(mark, middle)
+        if at < 0 or int(block[at + 8 : block.index(b'"', at + 8)]) >= wanted:
+            high = middle
+        else:
+            low = middle + 1
+    for start in (block.find(mark, low), 0):
+        while start >= 0:
+            found = pattern.match(block, start)
+            if found is not None and found.groups() == match:
+                return next(rows(block[start : found.end()], strings))[1]
+            start = block.find(mark + match[0] + b'"', start + 1)
+    raise ValueError(f"row {wanted} not found")
+
+
 def cell_value(attrs: bytes, raw: bytes, strings: list[str]) -> object:
     """The value of a fast-path cell."""
     return _value(attrs, raw or None, None, strings)
 
 
+def _cells(body: bytes, strings: list[str]) -> list[object]:
+    cells: list[object] = []
+    for letters, attrs, raw, inline in _CELL.findall(body):
+        index = _column(letters)
+        if index > len(cells):
+            cells.extend([""] * (index - len(cells)))
+        cells.append(_value(attrs, raw or None, inline or None, strings))
+    return cells
+
+
 def rows(block: bytes, strings: list[str]) -> Iterator[tuple[int, list[object]]]:
     """(row number, cells) for every row in a block, read cell by cell."""
     for number, body in _ROW.findall(block):  # the general path: any cells, any order, gaps
-        cells = []
-        for letters, attrs, raw, inline in _CELL.findall(body):
-            index = _column(letters)
-            if index > len(cells):
-                cells.extend([""] * (index - len(cells)))
-            cells.append(_value(attrs, raw or None, inline or None, strings))
-        yield int(number), cells
+        yield int(number), _cells(body, strings)
+
+
+def rows_ending(block: bytes, strings: list[str]) -> Iterator[tuple[int, list[object], int]]:
+    """(row number, cells, offset just past the row) for the rows of a block, one at a time
+    (the header search: the rows under the header are left to the caller)."""
+    for match in _ROW.finditer(block):
+        yield int(match[1]), _cells(match[2], strings), match.end()

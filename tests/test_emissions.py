@@ -388,3 +388,63 @@ def test_damaged_workbooks_and_sector_lists_give_clear_errors(project, run, tmp_
     monkeypatch.setenv("NEWSLETTER_EMISSIONS_SECTORS", str(tmp_path / "finnes-ikke.csv"))
     shutil.copy(fixture_files["csv"], tmp_path / "ok.csv")
     assert_error(run("emissions", "import", str(tmp_path / "ok.csv")), "finnes-ikke.csv: cannot read the sector list")
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5, 6])
+def test_grouped_streaming_agrees_with_the_cell_by_cell_reader_on_odd_random_workbooks(tmp_path, seed):
+    """The fastest path groups a block's rows by their raw key cells and converts each group's
+    values at once; on random workbooks with odd cells among ordinary ones (numbers written as
+    text, empty and non-numeric values, zeros, negatives, huge values, years as text, unknown
+    municipalities, new sectors late in the file), it gives what reading every row cell by cell
+    gives: the same sums, names and counts, or the same error."""
+    import random
+
+    import xlsxwriter
+
+    from newsletter.emissions import _Aggregator, _find_header, _read_xlsx_streaming, _rows_xlsx
+
+    rng = random.Random(seed)
+    path = tmp_path / f"odd{seed}.xlsx"
+    workbook = xlsxwriter.Workbook(str(path), {"constant_memory": rng.random() < 0.5})
+    sheet = workbook.add_worksheet("Oversikt - detaljert")
+    sheet.write_row(0, 0, synth.HEADER)
+    places = [("Oslo", "0301", "Oslo"), ("Akershus", "3201", "Bærum"), ("Akershus", "3203", "Asker"),
+              ("Buskerud", "3301", "Drammen"), ("Utland", "9999", "Ukjent")]  # fmt: skip
+    sectors = list(synth.REFERENCE)
+    odd = [lambda: "12,5", lambda: "", lambda: 0, lambda: -3.25, lambda: 1e12, lambda: "7", lambda: " 8 "]
+    if seed % 2:
+        odd.append(lambda: "x")  # not a number: the whole import stops, at that row
+    for n in range(1, 1500):
+        county, number, name = rng.choice(places)
+        year = rng.choice([2019, 2020, 2021])
+        sector = rng.choice(sectors if n < 1200 else [*sectors, "Ny sektor"])
+        value = rng.choice(odd)() if rng.random() < 0.02 else round(rng.uniform(0, 5000), 3)
+        row = [county, number, name, str(year) if rng.random() < 0.01 else year, sector, "Kilde", "CO2", value]
+        sheet.write_row(n, 0, row)
+    workbook.close()
+
+    def outcome(read):
+        try:
+            aggregate = read()
+        except EmissionsError as exc:
+            return ("error", str(exc))
+        totals = {key: round(sum(values), 6) for key, values in aggregate.totals.items()}
+        counts = (aggregate.count, aggregate.zeros, aggregate.negatives, aggregate.ignored, aggregate.empties)
+        return totals, aggregate.names, counts, sorted(aggregate.sectors)
+
+    def cell_by_cell():
+        aggregate = None
+        for line, row in _rows_xlsx(path):
+            if aggregate is not None:
+                aggregate.add(line, row)
+            elif (header := _find_header(path, line, row)) is not None:
+                aggregate = _Aggregator(path, header, set(synth.REFERENCE))
+        return aggregate
+
+    expected = outcome(cell_by_cell)
+    assert (expected[0] == "error") is (seed % 2 == 1), expected[:1]  # both kinds of outcome are compared
+    for block_size in (3_000, 20_000, 1 << 20):
+        assert (
+            outcome(lambda size=block_size: _read_xlsx_streaming(path, set(synth.REFERENCE), block_size=size))
+            == expected
+        )
