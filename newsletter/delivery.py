@@ -544,10 +544,10 @@ def _loop(
         # Record whatever finished; block briefly when every connection is busy or nothing
         # could be dispatched last time (no busy loop at the tail, in retries, or stopping).
         block = bool(in_flight) and (len(in_flight) >= count or idle or stop.is_set())
-        if block and not pool.alive():
-            return True
         idle = True
         finished = pool.collect(0.5 if block else None)
+        if block and not finished and not pool.alive():  # half a second without an outcome: are they all there?
+            return True
         if finished:
             first = False
             give_way(settings.database)  # an unsubscribe waiting goes first

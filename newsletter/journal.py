@@ -30,6 +30,14 @@ from .store import concurrently, immediate, skip_locked
 ACTIVE = ("scheduled", "blocked", "starting", "running")  # not finished
 
 
+def by_key_only(column: str) -> str:
+    """``column`` as an expression no index serves (``status || ''``), in SQLite and PostgreSQL
+    alike: a statement that names its rows by primary key (delivery, subscriber IN ...) is then
+    planned on that key, never on an index of status or claimed_by, which would visit every
+    pending row of the delivery (the cost of a claim grew with the delivery's size)."""
+    return f"{column} || ''"
+
+
 @dataclass(frozen=True)
 class Delivery:
     """One row of the journal."""
@@ -337,8 +345,8 @@ def claim(conn: sqlite3.Connection, delivery: int, sender: str, want: int) -> li
             if ids:
                 marks = ",".join("?" * len(ids))
                 conn.execute(  # only what is still unclaimed and pending: a claim never takes another's
-                    "UPDATE delivery_recipients SET claimed_by = ? WHERE delivery = ? AND status = 'pending'"
-                    f" AND claimed_by IS NULL AND subscriber IN ({marks})",
+                    f"UPDATE delivery_recipients SET claimed_by = ? WHERE delivery = ? AND subscriber IN ({marks})"
+                    f" AND {by_key_only('status')} = 'pending' AND claimed_by IS NULL",
                     (sender, delivery, *ids),
                 )
         if not ids:
@@ -346,9 +354,9 @@ def claim(conn: sqlite3.Connection, delivery: int, sender: str, want: int) -> li
         marks = ",".join("?" * len(ids))
         rows = conn.execute(
             "SELECT r.subscriber, r.email, s.name, s.municipality, s.status FROM delivery_recipients r"
-            " LEFT JOIN subscribers s ON s.id = r.subscriber WHERE r.delivery = ? AND r.claimed_by = ?"
-            f" AND r.status = 'pending' AND r.subscriber IN ({marks})",
-            (delivery, sender, *ids),
+            f" LEFT JOIN subscribers s ON s.id = r.subscriber WHERE r.delivery = ? AND r.subscriber IN ({marks})"
+            f" AND {by_key_only('r.claimed_by')} = ? AND {by_key_only('r.status')} = 'pending'",
+            (delivery, *ids, sender),
         ).fetchall()
         gone = [row["subscriber"] for row in rows if row["status"] != "confirmed"]
         if gone:
@@ -404,8 +412,9 @@ def leaving(conn: sqlite3.Connection, delivery: int, sender: str, subscribers: l
         for row in conn.execute(
             "UPDATE delivery_recipients SET status = CASE WHEN subscriber IN (SELECT id FROM subscribers WHERE"
             f" id IN ({marks}) AND status = 'confirmed') THEN 'sending' ELSE 'skipped' END WHERE delivery = ?"
-            f" AND claimed_by = ? AND status = 'pending' AND subscriber IN ({marks}) RETURNING subscriber, status",
-            (*subscribers, delivery, sender, *subscribers),
+            f" AND subscriber IN ({marks}) AND {by_key_only('claimed_by')} = ? AND {by_key_only('status')} = 'pending'"
+            " RETURNING subscriber, status",
+            (*subscribers, delivery, *subscribers, sender),
         ).fetchall()
         if row[1] == "sending"
     }

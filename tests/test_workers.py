@@ -220,3 +220,46 @@ def test_the_shared_budget_is_never_overspent_by_senders_at_once(project):
     for thread in threads:
         thread.join()
     assert sum(granted) == 50  # 120 asked for, 50 allowed this hour, whoever asked
+
+
+def test_a_connection_process_killed_stops_the_send_and_the_next_send_resends_its_message(
+    project, monkeypatch, tmp_path, backend
+):
+    """A send's own connection process dies (SIGKILL, the OOM killer): the send notices within
+    a second of silence, stops with one line, and the next send resends what was in flight,
+    flagged uncertain. Nobody is lost."""
+    import os
+
+    handler, controller = serve_smtp(project, monkeypatch, handler=Counter(delay=0.3))
+    try:
+        import_people(project, tmp_path, 40)
+        first = sender(project)
+
+        def children() -> list[int]:
+            found = []
+            for entry in os.listdir("/proc"):
+                if entry.isdigit():
+                    try:
+                        with open(f"/proc/{entry}/stat") as handle:
+                            fields = handle.read().rsplit(")", 1)[1].split()
+                    except OSError:
+                        continue
+                    if int(fields[1]) == first.pid:
+                        found.append(int(entry))
+            return found
+
+        wait_for(lambda: len(handler.received) >= 4 and len(children()) >= 2)
+        os.kill(children()[0], signal.SIGKILL)
+        out, err = first.communicate(timeout=60)
+        assert first.returncode == 1 and "a sending process stopped unexpectedly" in err, (out, err)
+        second = sender(project)
+        out, err = second.communicate(timeout=120)
+        assert second.returncode == 0, (out, err)
+        people = {f"p{n:05d}@example.no" for n in range(40)}
+        assert set(handler.received) == people  # nobody lost
+        doubled = len(handler.received) - len(people)
+        assert doubled <= 1  # at most the one in flight, twice, and then flagged uncertain
+        assert rows(project, "SELECT COUNT(*) FROM delivery_recipients WHERE uncertain = 1")[0][0] >= doubled
+        assert rows(project, "SELECT COUNT(*) FROM delivery_recipients WHERE status = 'sent'") == [(40,)]
+    finally:
+        controller.stop()
