@@ -359,15 +359,18 @@ class Connection:
         """MAIL, RCPT and DATA as smtplib.sendmail does them, but pipelined where the server
         offers it (RFC 2920: the three commands in one write, their replies read together, so a
         message costs two round trips instead of four), and with the dot-stuffing done by a
-        byte replace: smtplib's regular expression costs as much as building the message."""
+        literal regular expression (smtplib's multi-line one costs as much as building the message,
+        and bytes.replace three times what this does: every line end is a partial match)."""
         client = self.client
         assert client is not None
         options = ""
         if utf8:
             options = " SMTPUTF8" + (" BODY=8BITMIME" if client.has_extn("8bitmime") else "")
         client.command_encoding = "utf-8" if utf8 else "ascii"
-        mail = f"mail FROM:{smtplib.quoteaddr(sender)}{options}\r\n"
-        rcpt = f"rcpt TO:{smtplib.quoteaddr(recipient)}\r\n"
+        # Both addresses are plain (check_address, mail_address, the settings' checks): written
+        # as they are, without smtplib.quoteaddr's parsing (a tenth of a message's cost).
+        mail = f"mail FROM:<{sender}>{options}\r\n"
+        rcpt = f"rcpt TO:<{recipient}>\r\n"
         if client.has_extn("pipelining"):
             client.send(mail + rcpt + "data\r\n")
             replies = [client.getreply() for _command in range(3)]  # every reply is read, whatever they say
@@ -411,7 +414,7 @@ class Connection:
         code, reply = rest[1]
         if code != 354:
             raise smtplib.SMTPDataError(code, reply)
-        body = raw.replace(b"\r\n.", b"\r\n..")
+        body = _LINE_DOT.sub(b"\r\n..", raw)
         if body.startswith(b"."):
             body = b"." + body
         if not body.endswith(b"\r\n"):
@@ -436,6 +439,7 @@ class Connection:
         self.client = None
 
 
+_LINE_DOT = re.compile(rb"\r\n\.")  # a line that starts with a dot: stuffed with a second one (RFC 5321 4.5.2)
 SMTPUTF8_SEEN = "smtputf8"  # store.note: '<transport target> yes|no', what the server said last
 
 
