@@ -575,13 +575,15 @@ def spamassassin() -> str | None:
 _RULE_FOLDERS = ("/etc/spamassassin", "/usr/share/spamassassin", "/var/lib/spamassassin", "~/.spamassassin")
 _VARYING = re.compile(rb"^(?:Date|Message-ID):[^\r\n]*\r?\n", re.MULTILINE | re.IGNORECASE)
 _BOUNDARY = re.compile(rb'boundary="([^"]+)"')
+_RULE_FILES = (".cf", ".pre")
 SPAM_CACHE_ENTRIES = 200
 
 
 def spam_key(program: str, raw: bytes) -> str:
     """What a SpamAssassin verdict depends on: the message (without its Date, Message-ID and
-    MIME boundaries, new at every build), the program, and its rules and settings (every file's name, size and
-    time, so sa-update or an edited local.cf makes a new key)."""
+    MIME boundaries, new at every build), the program, and its rules and settings (the name,
+    size and time of every .cf and .pre file and of user_prefs, so sa-update or an edited
+    local.cf makes a new key; not the files SpamAssassin writes as it learns)."""
     raw = _VARYING.sub(b"", raw)
     for boundary in set(_BOUNDARY.findall(raw)):  # MIME boundaries are random too
         raw = raw.replace(boundary, b"=part=")
@@ -592,8 +594,10 @@ def spam_key(program: str, raw: bytes) -> str:
         digest.update(f"{path}:{info.st_size}:{info.st_mtime_ns}".encode())
     for folder in _RULE_FOLDERS:
         for root, dirs, files in os.walk(os.path.expanduser(folder)):
-            dirs.sort()
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # spamd's own home under /var/lib
             for name in sorted(files):
+                if not name.endswith(_RULE_FILES) and name != "user_prefs":
+                    continue  # what SpamAssassin writes itself (Bayes, auto-welcomelist, locks) is no rule
                 with suppress(OSError):
                     info = os.stat(os.path.join(root, name))
                     digest.update(f"{root}/{name}:{info.st_size}:{info.st_mtime_ns}".encode())
@@ -603,9 +607,11 @@ def spam_key(program: str, raw: bytes) -> str:
 def _remembered(key: str) -> dict | None:
     folder = user_cache("spam")
     try:
-        return json.loads((folder / f"{key}.json").read_text(encoding="utf-8")) if folder else None
+        verdict = json.loads((folder / f"{key}.json").read_text(encoding="utf-8")) if folder else None
     except (OSError, ValueError):
         return None
+    valid = isinstance(verdict, dict) and isinstance(verdict.get("score"), int | float)
+    return verdict if valid and isinstance(verdict.get("rules"), list) else None  # a damaged entry: scored again
 
 
 def _remember(key: str, verdict: dict) -> None:
@@ -643,6 +649,9 @@ def spam_findings(
         if isinstance(verdict, Finding):
             return [verdict]  # not kept: the next check tries again
         _remember(key, verdict)
+        after = spam_key(program, raw)  # its first run makes ~/.spamassassin/user_prefs
+        if after != key:
+            _remember(after, verdict)
     score = verdict["score"]
     counted = sorted(((points, name, text) for points, name, text in verdict["rules"] if points != 0), reverse=True)
     rules = "; ".join(f"{name} {points:+g} ({description})" for points, name, description in counted) or _("none")

@@ -579,10 +579,10 @@ _LIST_ID = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A
 def user_cache(name: str) -> Path | None:
     """A folder of the user's cache (``$XDG_CACHE_HOME/newsletter/<name>``), made if missing;
     None when it cannot be (a read-only home): callers then work without a cache."""
-    folder = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "newsletter" / name
-    try:
+    try:  # (Path.home() raises RuntimeError without HOME and without a passwd entry)
+        folder = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "newsletter" / name
         folder.mkdir(parents=True, exist_ok=True)
-    except OSError:
+    except (OSError, RuntimeError):
         return None
     return folder
 

@@ -356,11 +356,13 @@ def _parse_pool(count: int) -> Any:
     from concurrent.futures import ProcessPoolExecutor
 
     gc.freeze()  # what exists now is shared with the workers, and their collector leaves it alone
-    pool = ProcessPoolExecutor(
-        max_workers=min(cores, 4), mp_context=multiprocessing.get_context("fork"), initializer=_feedparser
-    )  # the workers import feedparser while this process imports httpx and connects
-    pool.submit(int)  # with fork, every worker is started here, before the pool's own thread
-    gc.unfreeze()  # (here, as before: a caller that fetches again and again keeps collecting)
+    try:
+        pool = ProcessPoolExecutor(
+            max_workers=min(cores, 4), mp_context=multiprocessing.get_context("fork"), initializer=_feedparser
+        )  # the workers import feedparser while this process imports httpx and connects
+        pool.submit(int)  # with fork, every worker is started here, before the pool's own thread
+    finally:
+        gc.unfreeze()  # (this process collects as before: a caller may fetch again and again)
     return pool
 
 

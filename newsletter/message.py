@@ -298,8 +298,8 @@ class MessageFactory:
             value = values[name]
             text = str(escape(value)) if html and not isinstance(value, Markup) else str(value)
             out += [b"=\r\n", self.known.get(text) or _qp(text), b"=\r\n", part]
-        if not out[-1].endswith(b"\n"):
-            out.append(b"\r\n")
+        if not next((piece for piece in reversed(out) if piece), b"").endswith(b"\n"):
+            out.append(b"\r\n")  # (as the joined body's end: a value at the end may be empty)
 
     def build(
         self,

@@ -14,6 +14,7 @@ import re
 import smtplib
 import socket
 import ssl
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -371,20 +372,28 @@ class Connection:
         # as they are, without smtplib.quoteaddr's parsing (a tenth of a message's cost).
         mail = f"mail FROM:<{sender}>{options}\r\n"
         rcpt = f"rcpt TO:<{recipient}>\r\n"
-        if client.has_extn("pipelining"):
-            client.send(mail + rcpt + "data\r\n")
-            replies = [client.getreply() for _command in range(3)]  # every reply is read, whatever they say
-        else:
-            replies = []
+        replies: list[tuple[int, bytes]] = []
+        pipelined = client.has_extn("pipelining")
+        try:
+            if pipelined:
+                client.send(mail + rcpt + "data\r\n")
             for command in (mail, rcpt, "data\r\n"):
-                client.send(command)
-                replies.append(client.getreply())
-                if replies[-1][0] not in (250, 251, 354):
+                if not pipelined:
+                    client.send(command)
+                replies.append(client.getreply())  # pipelined: every reply is read, whatever they say
+                if not pipelined and replies[-1][0] not in (250, 251, 354):
                     break  # one at a time: nothing more is asked after a refusal
+        except (smtplib.SMTPServerDisconnected, OSError):
+            if all(code in (250, 251, 354) for code, _reply in replies):
+                raise
+            # The server said no and hung up (a 421 or a 5xx, then closed): its answer counts.
+            _close(client)
+            self.client = None
         (code, reply), rest = replies[0], replies[1:]
-        if rest[-1:] and rest[-1][0] == 354 and (code != 250 or rest[0][0] not in (250, 251)):
-            client.send(".\r\n")  # DATA was accepted after a refusal: an empty message ends it (RFC 2920 3.1)
-            client.getreply()
+        if self.client and rest[-1:] and rest[-1][0] == 354 and (code != 250 or rest[0][0] not in (250, 251)):
+            with suppress(smtplib.SMTPException, OSError):  # the refusal below is what counts
+                client.send(".\r\n")  # DATA was accepted after a refusal: an empty message ends it (RFC 2920 3.1)
+                client.getreply()
         if code != 250:
             text = reply.decode(errors="replace") if isinstance(reply, bytes) else str(reply)
             if code == 530 or (500 <= code < 600 and _LOGIN_WANTED.search(text)):  # a login is wanted first

@@ -266,9 +266,7 @@ def test_a_spam_verdict_is_kept_by_content_and_rules_and_a_send_shows_it_without
     monkeypatch.setenv("NEWSLETTER_SPAMASSASSIN", str(wrapper))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    prefs = tmp_path / "home" / ".spamassassin" / "user_prefs"  # SpamAssassin makes one at its first run
-    prefs.parent.mkdir(parents=True)
-    prefs.write_text("# nothing\n")
+    prefs = tmp_path / "home" / ".spamassassin" / "user_prefs"  # SpamAssassin makes it at its first run, here
     monkeypatch.setenv("NEWSLETTER_SECRET_KEY", "g" * 40)
     load_sample_data(project)
     run("subscribers", "add", "kari@example.no", "--confirmed")
@@ -282,6 +280,7 @@ def test_a_spam_verdict_is_kept_by_content_and_rules_and_a_send_shows_it_without
 
     first = run("check").stdout
     assert counted() == 1 and "warning: spamassassin: spam score" in first
+    assert prefs.exists()  # made by that first run (and its Bayes files as it learned): the verdict holds
     again = run("check").stdout
     assert counted() == 1 and again == first  # the kept verdict, word for word
     write(path, text[:start] + 'subject: "GRATIS: 100% GUARANTEED!"' + text[end:])

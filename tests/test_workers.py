@@ -225,9 +225,10 @@ def test_the_shared_budget_is_never_overspent_by_senders_at_once(project):
 def test_a_connection_process_killed_stops_the_send_and_the_next_send_resends_its_message(
     project, monkeypatch, tmp_path, backend
 ):
-    """A send's own connection process dies (SIGKILL, the OOM killer): the send notices within
-    a second of silence, stops with one line, and the next send resends what was in flight,
-    flagged uncertain. Nobody is lost."""
+    """A send's own connection process dies (SIGKILL, the OOM killer): the others go on, and
+    once half a second passes without an outcome (at the latest when they run out of work) the
+    send stops with one line; the next send resends what was in flight, flagged uncertain.
+    Nobody is lost."""
     import os
 
     handler, controller = serve_smtp(project, monkeypatch, handler=Counter(delay=0.3))
