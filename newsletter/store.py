@@ -934,7 +934,11 @@ def _pool(url: str) -> Any:
             open=False,
             name="newsletter",
         )
-        pool.open(wait=True, timeout=15)
+        try:
+            pool.open(wait=True, timeout=15)
+        except BaseException:
+            pool.close(timeout=1)  # its threads end here, not later in the collector (from one of them)
+            raise
         _POOLS[key] = pool
     return pool
 
