@@ -14,7 +14,7 @@ import io
 import logging
 import re
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -394,11 +394,8 @@ async def _download_all(
     feeds: tuple[FeedConfig, ...],
     states: dict[str, sqlite3.Row],
     pool: Any = None,
-    done: Callable[..., Any] | None = None,
-) -> list[Any]:
-    """Download every feed concurrently; each is parsed as soon as it arrives, while others
-    wait, and handed to ``done(feed, download, items, error)`` when given (its result is the
-    feed's); else the feed's (download, items, error)."""
+) -> list[tuple[Download, list[ParsedItem], str | None]]:
+    """Download every feed concurrently; each is parsed as soon as it arrives, while others wait."""
     import asyncio
 
     semaphore = asyncio.Semaphore(settings.news_concurrency)
@@ -426,11 +423,7 @@ async def _download_all(
             except FeedError as exc:
                 return download, [], str(exc)
 
-        async def finished(feed: FeedConfig) -> Any:
-            result = await one(feed)
-            return done(feed, *result) if done is not None else result
-
-        return await asyncio.gather(*(finished(feed) for feed in feeds))
+        return await asyncio.gather(*(one(feed) for feed in feeds))
 
 
 def _run(coroutine: Any) -> Any:
@@ -466,29 +459,17 @@ def fetch_feeds(settings: Settings, conn: sqlite3.Connection, names: Iterable[st
         raise FeedError(_("no feeds configured: add [[feeds]] tables with name and url to newsletter.toml."))
     states = {row["name"]: row for row in conn.execute("SELECT * FROM feeds")}
     pool = _parse_pool(sum(not f.is_file for f in feeds))  # made before the event loop starts
-
-    def store(feed: FeedConfig, download: Download, items: list[ParsedItem], error: str | None) -> FetchReport:
-        return _store(settings, conn, feed, download, items, error, states.get(feed.name))
-
-    # Each feed is stored as soon as it is parsed, while the others are on their way; but only
-    # when the event loop runs in this thread (the connection belongs to it), else afterwards.
-    here = not _loop_running()
     try:
-        results = _run(_download_all(settings, feeds, states, pool, store if here else None))
+        results = _run(_download_all(settings, feeds, states, pool))
     finally:
         if pool is not None:
             pool.shutdown()
-    return results if here else [store(feed, *result) for feed, result in zip(feeds, results, strict=True)]
-
-
-def _loop_running() -> bool:
-    import asyncio
-
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
+    # Stored after the downloads, not while they go on: a database kept busy by another command
+    # would hold up the event loop, and the downloads still running would time out.
+    return [
+        _store(settings, conn, feed, download, items, error, states.get(feed.name))
+        for feed, (download, items, error) in zip(feeds, results, strict=True)
+    ]
 
 
 def _store(
