@@ -58,8 +58,11 @@ def main() -> None:
     compile_package()
     ensure_baseline()
 
-    newsletter = shutil.which("newsletter")
-    ours_cmd = [newsletter] if newsletter else [sys.executable, "-m", "newsletter"]
+    # The console script installed beside this interpreter (what `pip install` makes): not the
+    # first `newsletter` on PATH, which may be a version manager's shim (pyenv's is a bash script
+    # that runs `pyenv exec`: 60-80 ms of its own before Python starts).
+    script = Path(sys.executable).with_name("newsletter")
+    ours_cmd = [str(script)] if script.exists() else [sys.executable, "-m", "newsletter"]
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "build"
         ours = [*ours_cmd, "--project", str(ROOT), "build", "--out", str(out)]
