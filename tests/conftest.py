@@ -16,6 +16,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from email import policy
 from email.parser import BytesParser
 from pathlib import Path
@@ -42,6 +43,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         help="Rewrite tests/golden/ from the current build instead of comparing with it.",
     )
+
+
+@pytest.fixture(autouse=True)
+def no_pools_left() -> Iterator[None]:
+    """A test that starts the web app turns on PostgreSQL pooling for the process (``use_pool``,
+    as 'serve' does); after each test it is off again and every pool closed, so no later test
+    makes pools that nobody closes (their threads would be collected from one of them)."""
+    yield
+    from newsletter import store
+
+    store.close_pools()
+    store._POOLING[0] = False
 
 
 @pytest.fixture(autouse=True)
