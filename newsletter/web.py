@@ -47,8 +47,9 @@ from .delivery import transport_for
 from .emissions import Member, project_members
 from .errors import ChallengeRefused, NewsletterError, Refused, Replayed, StoreError, SubscriberError
 from .i18n import load_strings
-from .message import confirmation_message, link_message
+from .message import confirmation_message, dkim_key, link_message
 from .render import template_folders, web_environment
+from .signing import sign
 from .store import connect, note, remember, urgent, use_pool
 from .subscribers import (
     SignupRequest,
@@ -239,6 +240,7 @@ def create_app(settings: Settings, *, rate_limit: tuple[int, float] = (5, 600.0)
         transport_for(settings, conn)  # refuse now, not with the first signup
     finally:
         conn.close()
+    signers = dkim_key(settings)  # and a DKIM key that cannot sign: parsed once, here
     folders = template_folders(settings)
     env = web_environment(settings)
     site = Site(
@@ -481,8 +483,9 @@ def create_app(settings: Settings, *, rate_limit: tuple[int, float] = (5, 600.0)
             log.warning("signup: the confirmation email was not sent: %s", exc)
 
     def _mail(email: str, make, subscriber: int | None = None) -> None:
-        """One message through the configured transport (the same rules as a send); with
-        bounces.address, its envelope sender names the subscriber (VERP, delivery 0: not an issue)."""
+        """One message through the configured transport, DKIM-signed, by the same rules as a
+        send; with bounces.address, its envelope sender names the subscriber (VERP, delivery 0:
+        not an issue)."""
         sender = settings.sender_address
         if settings.bounces_address and subscriber is not None:
             sender = bounces.envelope_sender(settings, 0, subscriber)
@@ -491,7 +494,7 @@ def create_app(settings: Settings, *, rate_limit: tuple[int, float] = (5, 600.0)
             via = transport_for(settings, conn)
             connection = Connection(via)
             try:
-                deliver(connection, sender, email, make)
+                deliver(connection, sender, email, lambda address: sign(make(address), signers))  # as a send's are
                 if via.kind == "smtp":
                     remember(conn, "smtp", via.target)
                     note(conn, SMTPUTF8_SEEN, smtputf8_fact(via, connection.smtputf8))

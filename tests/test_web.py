@@ -690,3 +690,46 @@ def test_many_one_click_unsubscribes_at_once_are_all_answered_and_kept(server, p
         answers = list(pool.map(post, paths))
     assert answers == [200] * 60
     assert rows(project, "SELECT COUNT(*) FROM subscribers WHERE status = 'unsubscribed'") == [(60,)]
+
+
+def test_confirmation_and_welcome_emails_are_dkim_signed_and_a_key_that_cannot_sign_stops_the_server(
+    project, monkeypatch, tmp_path
+):
+    """The emails the web pages send (confirmation, welcome) are signed as a send's are, with
+    the key parsed when the server starts; a key that cannot sign refuses the start."""
+    import base64
+
+    import dkim
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from newsletter.errors import NewsletterError
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    (tmp_path / "dkim.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                          serialization.NoEncryption()))  # fmt: skip
+    der = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    record = b"v=DKIM1; k=rsa; p=" + base64.b64encode(der)
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", KEY)
+    for name, value in {"DOMAIN": "osloregionen.no", "SELECTOR": "web", "KEY_FILE": str(tmp_path / "dkim.pem")}.items():
+        monkeypatch.setenv(f"NEWSLETTER_DKIM_{name}", value)
+    with (
+        LiveServer(create_app(load_settings(), rate_limit=(5, 600))) as live,
+        httpx.Client(base_url=live.url) as client,
+    ):
+        signup(client, email="kari@example.no", name="Kari")
+        (mail,) = outbox(project, 1)
+        assert confirm(client, link(mail, "confirm")).status_code == 200
+        messages = outbox(project, 2)
+    assert len(messages) == 2  # the confirmation, and the welcome
+    box = mailbox.Maildir(project / "outbox", create=False)
+    for raw in (box.get_bytes(k) for k in box.iterkeys()):
+        raw = raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")  # as it travels
+        assert b"d=osloregionen.no; s=web;" in raw.replace(b"\r\n\t", b" ")
+        assert dkim.verify(
+            raw, dnsfunc=lambda name, timeout=5: record if name == b"web._domainkey.osloregionen.no." else None
+        )
+
+    (tmp_path / "dkim.pem").write_text("not a key")
+    with pytest.raises(NewsletterError, match="not a PEM private key"):
+        create_app(load_settings(), rate_limit=(5, 600))
