@@ -153,6 +153,11 @@ NEWSLETTER_SMTP_USERNAME=
 NEWSLETTER_SMTP_PASSWORD=
 {security}
 NEWSLETTER_SMTP_SECURITY=starttls
+{dkim}
+# NEWSLETTER_DKIM_DOMAIN=
+# NEWSLETTER_DKIM_SELECTOR=
+# NEWSLETTER_DKIM_KEY_FILE=
+# NEWSLETTER_DKIM_RELAY_SIGNS=true
 {lang}
 """
 
@@ -172,6 +177,9 @@ ENV_COMMENTS = {
 # som legger alle e-postene i den lokale mappen outbox/ i stedet.)""",
         "smtp": "# E-posttjeneren (SMTP): navn, port (587 med starttls, 465 med tls), brukernavn og passord.",
         "security": "# starttls (port 587), tls (port 465) eller none (bare for en tjener på denne maskinen)",
+        "dkim": """# DKIM-signaturen, som Gmail og Yahoo krever av masseutsendelser: domenet (avsenderadressens,
+# eller et annet under samme hoveddomene), velgeren og filen med den private nøkkelen (se README).
+# Signerer e-posttjenesten for dere, sett NEWSLETTER_DKIM_RELAY_SIGNS=true i stedet.""",
         "lang": "# Språket verktøyet snakker: nb (standard) eller en.\n# NEWSLETTER_LANG=nb",
     },
     "en": {
@@ -186,6 +194,9 @@ ENV_COMMENTS = {
 # keeps every message in the local outbox/ folder instead.)""",
         "smtp": "# The SMTP server: its name, port (587 with starttls, 465 with tls), user name and password.",
         "security": "# starttls (port 587), tls (port 465) or none (only for a server on this machine)",
+        "dkim": """# The DKIM signature Gmail and Yahoo require of bulk mail: the domain (the From address's, or
+# another under the same registered domain), the selector and the file with the private key
+# (see README). If your email service signs for you, set NEWSLETTER_DKIM_RELAY_SIGNS=true instead.""",
         "lang": "# The language the tool speaks: nb (the default) or en.\n# NEWSLETTER_LANG=en",
     },
 }
