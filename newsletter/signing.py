@@ -168,7 +168,7 @@ def body_hash(pieces: list[bytes], ready: dict[bytes, Piece] | None = None) -> b
     ``ready`` (the shared parts of a delivery, relaxed once) cost only their hashing. What
     relaxing does is local to each run of spaces and line ends, so only the runs where two
     pieces meet are relaxed here, together."""
-    digest = hashlib.sha256()
+    out: list[bytes] = []  # hashed joined once: one update of 77 KB costs less than 75 small ones
     pending, started = b"", False  # pending: the spaces and line ends at the end so far
     ready = ready or {}
     for raw in pieces:
@@ -176,13 +176,15 @@ def body_hash(pieces: list[bytes], ready: dict[bytes, Piece] | None = None) -> b
         if not part.core:
             pending += part.lead
             continue
-        digest.update(_relax(pending + part.lead))
-        digest.update(part.core)
+        seam = pending + part.lead
+        if seam:
+            out.append(seam if seam == b"\r\n" else _relax(seam))  # (a bare line end is relaxed already)
+        out.append(part.core)
         pending, started = part.trail, True
     rest = _relax(pending).rstrip(b" ").rstrip(b"\r\n")  # the end: no empty lines (RFC 6376 3.4.4 c)
     if started or rest:
-        digest.update(rest + b"\r\n")
-    return digest.digest()
+        out.append(rest + b"\r\n")
+    return hashlib.sha256(b"".join(out)).digest()
 
 
 def _headers(head: bytes) -> list[tuple[bytes, bytes]]:
