@@ -372,7 +372,7 @@ def connect(path: Database | Path, timeout: float | None = None) -> sqlite3.Conn
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(path, timeout=timeout, isolation_level=None)
         conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode=WAL")
+        _wal(conn, timeout)
         conn.execute("PRAGMA foreign_keys=ON")
         # WAL + NORMAL: a commit survives the process being killed; only a power cut can undo
         # the last commits, never corrupt the file. It saves an fsync per transaction.
@@ -383,6 +383,21 @@ def connect(path: Database | Path, timeout: float | None = None) -> sqlite3.Conn
         raise StoreError(explain(path, exc)) from exc
     conn.isolation_level = "DEFERRED"  # from now on, 'with conn:' is one transaction
     return conn
+
+
+def _wal(conn: sqlite3.Connection, timeout: float) -> None:
+    """WAL mode (kept in the file once set). Turning it on in a new file takes the file to itself,
+    and SQLite answers 'locked' at once, without waiting, while another connection is creating or
+    migrating it (two commands started together on a new project): asked again until ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if not busy(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.02)
 
 
 def migrate(conn: sqlite3.Connection) -> int:

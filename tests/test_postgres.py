@@ -191,3 +191,33 @@ def test_a_write_lock_that_times_out_leaves_the_connection_usable(project, postg
     finally:
         holder.close()
         waiter.close()
+
+
+def test_commands_starting_together_on_a_new_project_all_open_its_database(tmp_path):
+    """Eight connections opened at the same moment on a database file that does not exist yet
+    (cron's run-due and a send starting together on a new project): one creates and migrates
+    it, the others wait for it (turning WAL on answers 'locked' at once while another is at
+    it), and all of them work."""
+    import threading
+
+    from newsletter.store import MIGRATIONS, connect
+
+    for round_ in range(20):  # (before the fix, about one round in fifteen failed)
+        path = tmp_path / f"new{round_}.db"
+        start, errors, versions = threading.Barrier(8), [], []
+
+        def open_it(path=path, start=start, errors=errors, versions=versions) -> None:
+            start.wait()
+            try:
+                conn = connect(path)
+                versions.append(conn.execute("PRAGMA user_version").fetchone()[0])
+                conn.close()
+            except Exception as exc:  # reported below, with the others
+                errors.append(exc)
+
+        threads = [threading.Thread(target=open_it) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == [] and versions == [len(MIGRATIONS)] * 8
