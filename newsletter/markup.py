@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import textwrap
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from html.parser import HTMLParser
@@ -36,7 +37,18 @@ class Rendered:
     images: tuple[tuple[int, str, str], ...] = ()  # (0-based line of the image itself, src as written, alt)
 
 
+_PARSERS = threading.local()  # one parser per thread and raw-HTML setting: making one costs more than a short parse
+
+
 def _parser(allow_raw_html: bool) -> MarkdownIt:
+    """This thread's parser (render_markdown points its validateLink at the document's own list)."""
+    made = _PARSERS.__dict__.setdefault("made", {})
+    if allow_raw_html not in made:
+        made[allow_raw_html] = _new_parser(allow_raw_html)
+    return made[allow_raw_html]
+
+
+def _new_parser(allow_raw_html: bool) -> MarkdownIt:
     md = MarkdownIt("commonmark", {"html": allow_raw_html, "typographer": False})
     md.enable(["table", "strikethrough"])
     # A table sits in a box that scrolls sideways on a narrow screen: its words are never cut in
@@ -116,7 +128,7 @@ def render_markdown(
     """
     md = _parser(allow_raw_html)
     refused: list[str] = []
-    allowed = md.validateLink
+    allowed = type(md).validateLink.__get__(md)  # markdown-it's own rule, not the last document's
 
     def validate(url: str) -> bool:  # markdown-it's own rule decides; we only take note
         ok = allowed(url)

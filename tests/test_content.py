@@ -156,6 +156,29 @@ def test_long_lines_wrap_without_breaking_links():
     assert url in text
 
 
+def test_documents_rendered_one_after_another_keep_their_own_refused_links_and_headings():
+    """The parser is made once per thread and reused: nothing of one document may reach the next."""
+    import threading
+
+    first = render_markdown("# A\n\n[x](javascript:alert(1))\n", lambda t, k, n: t, heading_offset=1)
+    second = render_markdown("# B\n\n[y](https://example.org)\n", lambda t, k, n: t)
+    assert first.refused == ((2, "javascript:alert(1)"),) and first.html.startswith("<h2>A</h2>")
+    assert second.refused == () and second.html.startswith("<h3>B</h3>")
+    raw = render_markdown("<b>fet</b> <script>x</script>\n", lambda t, k, n: t, allow_raw_html=True)
+    plain = render_markdown("<b>fet</b>\n", lambda t, k, n: t)
+    assert "<b>fet</b>" in raw.html and "&lt;b&gt;" in plain.html and raw.removed
+    seen = []
+    threads = [
+        threading.Thread(target=lambda u=u: seen.append(render_markdown(f"[z]({u})", lambda t, k, n: t).refused))
+        for u in ("javascript:a()", "https://example.org", "vbscript:b", "https://x.no") * 5
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(seen) == sorted([((0, "javascript:a()"),), (), ((0, "vbscript:b"),), ()] * 5)
+
+
 def test_slugify():
     assert slugify("Ordførererklæringen for klima og miljø") == "ordforerklaeringen-for-klima-og-miljo".replace(
         "ordforerklaeringen", "ordforererklaeringen"
