@@ -67,6 +67,17 @@ class _Group(click.Group):
             sys.exit(1)
         return super().main(arguments, *more, **options)
 
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:  # the command about to run (or show its help), in this run's language
+            localize(command)
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        for command in self.commands.values():  # the list in 'newsletter --help'
+            localize(command)
+        super().format_commands(ctx, formatter)
+
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
@@ -144,7 +155,7 @@ def speak(arguments: list[str]) -> None:
         chosen = _project_language(arguments)
     language.use(chosen)
     language.teach_click()
-    localize(cli)
+    localize(cli, deep=False)  # the commands below as they are reached (_Group): a run uses one
 
 
 def _project_language(arguments: list[str]) -> str | None:
@@ -193,8 +204,8 @@ def _name_the_metavar(param: click.Parameter) -> None:
         param.metavar = _TYPE_WORDS[language.english_name(param.type)]
 
 
-def _help_places(group: click.Command, path: str = "newsletter"):  # type: ignore[no-untyped-def]
-    """(object, attribute, where) for every help text of ``group`` and the commands below it."""
+def _help_places(group: click.Command, path: str = "newsletter", deep: bool = True):  # type: ignore[no-untyped-def]
+    """(object, attribute, where) for every help text of ``group`` and (``deep``) the commands below it."""
     for attribute in ("help", "short_help", "epilog", "options_metavar", "subcommand_metavar"):
         if isinstance(getattr(group, attribute, None), str):
             yield group, attribute, path
@@ -204,7 +215,7 @@ def _help_places(group: click.Command, path: str = "newsletter"):  # type: ignor
             yield param, "help", f"{path} {param.opts[-1]}"
         if isinstance(param.metavar, str):
             yield param, "metavar", f"{path} {param.human_readable_name}"
-    for name, command in getattr(group, "commands", {}).items():
+    for name, command in getattr(group, "commands", {}).items() if deep else ():
         yield from _help_places(command, f"{path} {name}")
 
 
@@ -218,10 +229,10 @@ def help_texts(group: click.Command) -> list[tuple[str, str]]:
     return found
 
 
-def localize(group: click.Command) -> None:
-    """Put the help texts of every command and option in the current language (the English
-    text stays beside it, so this can run again in another language)."""
-    for owner, attribute, _where in _help_places(group):
+def localize(group: click.Command, *, deep: bool = True) -> None:
+    """Put the help texts of ``group``, its options and (``deep``) every command below it in the
+    current language (the English text stays beside it, so this can run again in another language)."""
+    for owner, attribute, _where in _help_places(group, deep=deep):
         english = owner.__dict__.setdefault(f"_english_{attribute}", getattr(owner, attribute))
         if english:
             setattr(owner, attribute, language.translate(english))
