@@ -10,6 +10,7 @@ from email.utils import format_datetime
 from html import escape
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from conftest import SAMPLE_ISSUE, assert_error, write
@@ -374,3 +375,106 @@ def test_no_news_no_section_and_feeds_false(project, issue_dir):
     )
     html = (build_issue(settings).out_dir / "email.html").read_text(encoding="utf-8")
     assert "Nytt fra regionen" not in html
+
+
+class _KeptAlive(BaseHTTPRequestHandler):
+    """HTTP/1.1 with keep-alive; notes the client's port of each request (one port per connection)."""
+
+    protocol_version = "HTTP/1.1"
+    ports: ClassVar[list[int]] = []
+
+    def do_GET(self) -> None:
+        type(self).ports.append(self.client_address[1])
+        body = rss2(rss_item(self.path.strip("/"), f"Sak {self.path}"))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/rss+xml")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def _serve(handler: type[BaseHTTPRequestHandler], tls: tuple[Path, Path] | None = None) -> ThreadingHTTPServer:
+    import ssl
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    httpd.daemon_threads = True
+    if tls is not None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*tls)
+        httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd
+
+
+def test_https_feeds_are_verified_with_the_certificates_loaded_beside_the_imports(project, tmp_path, monkeypatch):
+    """The CA certificates load in a thread while asyncio and httpx are imported; that context is
+    the one that verifies: the server's certificate is accepted when SSL_CERT_FILE holds it, and
+    refused (one line, the feed's failure) when it does not."""
+    from conftest import self_signed
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    self_signed(cert, key)
+    httpd = _serve(_KeptAlive, tls=(cert, key))
+    try:
+        url = f"https://127.0.0.1:{httpd.server_address[1]}/tls"
+        use_feeds(project, [{"name": "TLS", "url": url}])
+        monkeypatch.setenv("SSL_CERT_DIR", str(tmp_path / "no-such-dir"))
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        settings, reports = fetch()
+        assert reports["TLS"].ok and reports["TLS"].new == 1, reports
+        (tmp_path / "other.pem").write_text("", encoding="utf-8")
+        monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "other.pem"))
+        settings, reports = fetch()
+        assert not reports["TLS"].ok
+        assert reports["TLS"].error.startswith("the website's certificate was not accepted"), reports["TLS"].error
+    finally:
+        httpd.shutdown()
+
+
+def test_what_fails_while_the_certificates_load_is_raised_to_the_caller(monkeypatch):
+    import ssl
+
+    from newsletter.feeds import tls_context_soon
+
+    context = tls_context_soon()()
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+
+    def unreadable(*args: object, **kwargs: object) -> ssl.SSLContext:  # a fault that cannot be made here for real
+        raise ssl.SSLError("the certificate store cannot be read")
+
+    monkeypatch.setattr(ssl, "create_default_context", unreadable)
+    wait = tls_context_soon()
+    with pytest.raises(ssl.SSLError, match="cannot be read"):
+        wait()
+
+
+def test_a_fetch_closes_each_connection_when_its_answer_is_in(project):
+    """Feeds come from different hosts, so a fetch keeps no connection open (httpx's pool checks
+    every kept connection at every request: the cost grew with the square of the feeds)."""
+    _KeptAlive.ports = []
+    httpd = _serve(_KeptAlive)
+    try:
+        base = f"http://127.0.0.1:{httpd.server_address[1]}"
+        use_feeds(project, [{"name": f"F{n}", "url": f"{base}/f{n}"} for n in range(3)])
+        settings, reports = fetch(news_concurrency="1")  # one at a time: a kept connection would be reused
+        assert all(r.ok and r.new == 1 for r in reports.values()), reports
+        assert len(set(_KeptAlive.ports)) == 3
+
+        import asyncio
+
+        from newsletter.feeds import _run, http_client
+
+        async def twice() -> None:  # the link check keeps them: many links go to the same host
+            async with http_client(settings, 1, 5.0, 5.0, accept="*/*") as client:
+                for _ in range(2):
+                    (await client.get(f"{base}/again")).raise_for_status()
+                    await asyncio.sleep(0)
+
+        _KeptAlive.ports = []
+        _run(twice())
+        assert len(set(_KeptAlive.ports)) == 1
+    finally:
+        httpd.shutdown()
