@@ -120,12 +120,15 @@ def shorten(text: str, limit: int) -> str:
     return f"{cut}…"
 
 
+_UNSAFE_IN_LINK = re.compile(r'[\x00-\x1f "<>\\]')  # control characters, spaces, quotes, angle brackets, backslashes
+
+
 def safe_link(link: str | None, base: str) -> str | None:
     """An absolute http(s) link, or None for anything else (javascript:, data:, mailto:, junk)."""
     if not link:
         return None
     link = link.strip()
-    if any(ord(c) < 32 or c in ' "<>\\' for c in link):
+    if _UNSAFE_IN_LINK.search(link):
         return None
     absolute = urljoin(base, link) if base.startswith(("http://", "https://")) else link
     parts = urlsplit(absolute)
