@@ -67,14 +67,14 @@ for name in {names!r}:
 """
 
 
-def imported_by_build(ours: list[str], out: Path) -> tuple[list[str], list[str]]:
-    """The modules a build imports that are not ours (libraries and the standard library), in order,
-    and those it keeps from being imported."""
+def imported_by_build(arguments: list[str], out: Path) -> tuple[list[str], list[str]]:
+    """The modules a build (``newsletter`` with ``arguments``) imports that are not ours
+    (libraries and the standard library), in order, and those it keeps from being imported."""
     listing = out / "modules.txt"
     script = (
         "import atexit, sys\n"
         f"atexit.register(lambda: open({str(listing)!r}, 'w').write('\\n'.join(m for m, v in sys.modules.items() if v is not None) + '\\n--\\n' + '\\n'.join(m for m, v in sys.modules.items() if v is None)))\n"
-        f"sys.argv = {['newsletter', *ours[1:]]!r}\n"
+        f"sys.argv = {['newsletter', *arguments]!r}\n"
         "from newsletter.__main__ import main\n"
         "main()\n"
     )
@@ -98,17 +98,15 @@ def main() -> None:
     ours_cmd = [str(script)] if script.exists() else [sys.executable, "-m", "newsletter"]
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "build"
-        ours = [*ours_cmd, "--project", str(ROOT), "build", "--out", str(out)]
+        arguments = ["--project", str(ROOT), "build", "--out", str(out)]
+        ours = [*ours_cmd, *arguments]
         subprocess.run(ours, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # also makes the MJML
         mjml_file = out / "email.mjml"
         baseline = [str(MJML_BIN), str(mjml_file), "-o", str(Path(tmp) / "official.html")]
         # The floor: the interpreter starting and importing the libraries and standard modules a
         # build imports, nothing of ours and no work. No build of this design can be faster.
-        floor = [
-            sys.executable,
-            "-c",
-            FLOOR_SCRIPT.format_map(dict(zip(("names", "blocked"), imported_by_build(ours, Path(tmp)), strict=True))),
-        ]
+        names, blocked = imported_by_build(arguments, Path(tmp))
+        floor = [sys.executable, "-c", FLOOR_SCRIPT.format(names=names, blocked=blocked)]
         for command in (ours, baseline, floor):  # warm the file cache once
             timed(command, ROOT)
         ours_times, base_times, floor_times = [], [], []

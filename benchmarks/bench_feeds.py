@@ -177,9 +177,8 @@ def main() -> None:
         # The floor: no fetch with these libraries, on these cores, ends before the process has
         # started and imported what it needs to send a request, the server has waited its delay,
         # and feedparser has read every feed with all cores at it (the answers come together).
-        floor_script = FLOOR_SCRIPT.format_map(
-            dict(zip(("names", "blocked"), modules_before_the_first_request(urls), strict=True))
-        )
+        names, blocked = modules_before_the_first_request(urls)
+        floor_script = FLOOR_SCRIPT.format(names=names, blocked=blocked)
         starts = []
         for _ in range(5):
             start = time.perf_counter()

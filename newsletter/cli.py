@@ -68,15 +68,12 @@ class _Group(click.Group):
         return super().main(arguments, *more, **options)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        # Click asks here for the command about to run, for the one whose help or usage it shows,
+        # and for each command it lists in 'newsletter --help': each is put in this run's language.
         command = super().get_command(ctx, cmd_name)
-        if command is not None:  # the command about to run (or show its help), in this run's language
+        if command is not None:
             localize(command)
         return command
-
-    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        for command in self.commands.values():  # the list in 'newsletter --help'
-            localize(command)
-        super().format_commands(ctx, formatter)
 
     def invoke(self, ctx: click.Context) -> object:
         try:

@@ -416,8 +416,10 @@ def http_client(
     ``keep_alive=False`` closes each connection when its answer is in. httpx's pool looks at
     every connection it keeps, and asks the socket of each idle one whether the server has
     closed it, every time a request starts or ends: with 50 feeds that was about 2,500 such
-    checks, and the last answers were read up to 100 ms late. Feeds come from different hosts,
-    so a fetch has nothing to reuse; checking links (many to the same host) keeps them."""
+    checks, and the last answers were read up to 100 ms late. A fetch sends its requests at
+    once, to mostly different hosts, so it had little to reuse: a feed whose host another feed
+    has just used now opens its own connection (one more TLS handshake). Checking links, many
+    to the same host, keeps them."""
     import sys
 
     tls = tls or tls_context_soon()
@@ -447,18 +449,25 @@ async def _download_all(
     pool: Any = None,
     tls: Callable[[], ssl.SSLContext] | None = None,
 ) -> list[tuple[Download, list[ParsedItem], str | None]]:
-    """Download every feed concurrently; each is parsed as soon as it arrives, while others wait."""
+    """Download every feed concurrently; each is parsed as soon as it arrives, while others wait.
+    ``tls`` is None when every feed is a file: then there is no HTTP client at all."""
     import asyncio
+    import contextlib
 
     semaphore = asyncio.Semaphore(settings.news_concurrency)
-    async with http_client(
-        settings,
-        settings.news_concurrency,
-        settings.news_timeout,
-        settings.news_connect_timeout,
-        accept="application/rss+xml, application/atom+xml, application/xml;q=0.9, */*;q=0.5",
-        tls=tls,
-        keep_alive=False,
+    online = tls is not None
+    async with (
+        http_client(
+            settings,
+            settings.news_concurrency,
+            settings.news_timeout,
+            settings.news_connect_timeout,
+            accept="application/rss+xml, application/atom+xml, application/xml;q=0.9, */*;q=0.5",
+            tls=tls,
+            keep_alive=False,
+        )
+        if online
+        else contextlib.nullcontext()
     ) as client:
 
         async def one(feed: FeedConfig) -> tuple[Download, list[ParsedItem], str | None]:
@@ -514,8 +523,8 @@ def fetch_feeds(settings: Settings, conn: sqlite3.Connection, names: Iterable[st
     states = {row["name"]: row for row in conn.execute("SELECT * FROM feeds")}
     online = sum(not f.is_file for f in feeds)
     pool = _parse_pool(online)  # made before the event loop starts, and before any other thread
-    tls = tls_context_soon() if online else None
     try:
+        tls = tls_context_soon() if online else None  # None: files only, nothing goes online
         results = _run(_download_all(settings, feeds, states, pool, tls))
     finally:
         if pool is not None:

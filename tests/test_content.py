@@ -179,6 +179,25 @@ def test_documents_rendered_one_after_another_keep_their_own_refused_links_and_h
     assert sorted(seen) == sorted([((0, "javascript:a()"),), (), ((0, "vbscript:b"),), ()] * 5)
 
 
+def test_the_parser_is_made_once_per_thread_and_many_documents_leave_nothing_behind():
+    """One parser per thread (a parser is not safe to share while a document is parsed), and a
+    long run of documents in one thread: each sees its own refused link and no other (a link
+    check that wrapped the last document's would grow until Python's recursion limit)."""
+    import threading
+
+    from newsletter.markup import _parser
+
+    assert _parser(False) is _parser(False) and _parser(True) is not _parser(False)
+    other = []
+    thread = threading.Thread(target=lambda: other.append(_parser(False)))
+    thread.start()
+    thread.join()
+    assert other[0] is not _parser(False)
+    for n in range(1_200):
+        rendered = render_markdown(f"Sak {n}: [lenke](javascript:go({n}))\n", lambda t, k, n: t)
+        assert rendered.refused == ((0, f"javascript:go({n})"),), n
+
+
 def test_slugify():
     assert slugify("Ordførererklæringen for klima og miljø") == "ordforerklaeringen-for-klima-og-miljo".replace(
         "ordforerklaeringen", "ordforererklaeringen"

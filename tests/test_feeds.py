@@ -413,7 +413,17 @@ def test_https_feeds_are_verified_with_the_certificates_loaded_beside_the_import
     """The CA certificates load in a thread while asyncio and httpx are imported; that context is
     the one that verifies: the server's certificate is accepted when SSL_CERT_FILE holds it, and
     refused (one line, the feed's failure) when it does not."""
+    import ssl
+
     from conftest import self_signed
+
+    made = []  # (thread) for every context made: the real function, counted
+    create = ssl.create_default_context
+    monkeypatch.setattr(
+        ssl, "create_default_context", lambda *a, **k: made.append(threading.current_thread().name) or create(*a, **k)
+    )
+    settings, reports = fetch()  # the sample project's feeds are files: nothing goes online
+    assert reports and all(r.ok for r in reports.values()) and made == []
 
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     self_signed(cert, key)
@@ -425,6 +435,7 @@ def test_https_feeds_are_verified_with_the_certificates_loaded_beside_the_import
         monkeypatch.setenv("SSL_CERT_FILE", str(cert))
         settings, reports = fetch()
         assert reports["TLS"].ok and reports["TLS"].new == 1, reports
+        assert made == ["ca-certificates"]  # once, in its thread, and that context verified the server
         (tmp_path / "other.pem").write_text("", encoding="utf-8")
         monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "other.pem"))
         settings, reports = fetch()
