@@ -127,11 +127,18 @@ def save_snapshot(conn: sqlite3.Connection, snap: Snapshot, *, draft: bool = Fal
     )
 
 
-def archived(conn: sqlite3.Connection) -> list[ArchivedIssue]:
+def archived(conn: sqlite3.Connection, *, pages: bool = True) -> list[ArchivedIssue]:
     """The issues of which the transport has accepted a message and that are not hidden, newest
-    first, without their images (``write_archive`` reads those one issue at a time)."""
+    first, without their images (``write_archive`` reads those one issue at a time). With
+    ``pages=False`` only what names them (title, date, language...), not their pages: what the
+    welcome email shows, read at every confirmation, without reading every issue ever sent."""
     published = journal.published(conn)
-    rows = [row for row in conn.execute("SELECT * FROM archive_issues WHERE hidden = 0") if row["issue"] in published]
+    columns = "*" if pages else "issue, language, title, subject, preheader, issue_date, '' AS html, '' AS feed_html"
+    rows = [
+        row
+        for row in conn.execute(f"SELECT {columns} FROM archive_issues WHERE hidden = 0")  # one of the two lists above
+        if row["issue"] in published
+    ]
     rows.sort(key=lambda row: (row["issue_date"], published[row["issue"]]), reverse=True)
     result = []
     for row in rows:

@@ -47,7 +47,7 @@ def unclaim(conn: sqlite3.Connection, subscriber_id: int) -> None:
 def newest_issue(settings: Settings, conn: sqlite3.Connection, language: str) -> dict | None:
     """The newest issue in the public archive (in the subscriber's language when there is one),
     as the welcome shows it: title, date and address; None before the first issue."""
-    issues = archived(conn)
+    issues = archived(conn, pages=False)
     if not issues:
         return None
     chosen = next((i for i in issues if i.snapshot.language == language), issues[0])

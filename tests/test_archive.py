@@ -141,6 +141,34 @@ def test_only_issues_whose_delivery_started_are_archived(run, project, sent):
     assert f'href="{older}/"' in (sent / "index.html").read_text(encoding="utf-8")
 
 
+def test_the_welcome_shows_the_newest_issue_in_the_readers_language_without_reading_the_pages(run, project, sent):
+    from newsletter.archive import archived
+    from newsletter.store import database
+    from newsletter.welcome import newest_issue
+
+    older = older_issue(run, project)
+    assert run("send", older, "--yes").exit_code == 0
+    settings = load_settings()
+    with database(settings.database) as conn:
+        newest = newest_issue(settings, conn, "nb")
+        in_english = newest_issue(settings, conn, "en")  # no English issue: the newest of all
+        listed = archived(conn, pages=False)
+        whole = archived(conn)
+    assert newest == {
+        "title": "Oppdatert ordførererklæring for klima og miljø",
+        "date": "3. desember 2026",
+        "url": f"{BASE}/archive/{SAMPLE_ISSUE}/",
+    }, newest
+    assert in_english == {**newest, "date": "3 December 2026"}
+    assert [a.snapshot.issue for a in listed] == [a.snapshot.issue for a in whole] == [SAMPLE_ISSUE, older]
+    assert all(a.snapshot.html == a.snapshot.feed_html == "" for a in listed)
+    assert all(a.snapshot.html and a.snapshot.feed_html for a in whole)
+    assert [a.snapshot.title for a in listed] == [a.snapshot.title for a in whole]
+    assert run("archive", "--hide", SAMPLE_ISSUE).exit_code == 0
+    with database(settings.database) as conn:
+        assert newest_issue(settings, conn, "nb")["title"] == "Høstmøtet i Osloregionen"
+
+
 def test_hide_and_unhide(run, project, sent):
     hidden = run("archive", "--hide", SAMPLE_ISSUE)
     assert hidden.exit_code == 0, hidden.output
