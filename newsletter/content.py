@@ -35,6 +35,25 @@ class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[mi
     """
 
 
+class _DuplicateKey(yaml.constructor.ConstructorError):
+    """A key written twice in one mapping: YAML would keep the last one without a word."""
+
+    def __init__(self, key: str, first: yaml.Mark, again: yaml.Mark) -> None:
+        super().__init__("while reading a mapping", first, f"found duplicate key {key!r}", again)
+        self.key = key
+
+
+def _construct_mapping(loader: yaml.constructor.SafeConstructor, node: yaml.Node, deep: bool = False) -> dict:
+    seen: dict[str, yaml.Mark] = {}
+    for key_node, _value in node.value if isinstance(node, yaml.MappingNode) else ():
+        if isinstance(key_node, yaml.ScalarNode):
+            if key_node.value in seen:
+                raise _DuplicateKey(key_node.value, seen[key_node.value], key_node.start_mark)
+            seen[key_node.value] = key_node.start_mark
+    return yaml.constructor.SafeConstructor.construct_mapping(loader, node, deep=deep)
+
+
+_Loader.construct_mapping = _construct_mapping  # type: ignore[method-assign]
 _Loader.yaml_implicit_resolvers = {
     key: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
     for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
@@ -395,12 +414,57 @@ def _stray_indent(lines: list[str]) -> tuple[int, str] | None:
     return None
 
 
+_TEXT_AFTER_QUOTE = re.compile(r"""^\s*[\w-]+\s*:\s*(?:"(?:[^"\\]|\\.)*"|'(?:[^']|'')*')\s*[^\s#]""")
+
+
+def _opens_a_quote(line: str) -> bool:
+    """Whether a 'key: value' line's value opens a quote that the line does not close."""
+    found = re.match(r"""^\s*[\w-]+\s*:\s*(["'])(.*)$""", line)
+    if not found:
+        return False
+    quote, rest = found.groups()
+    if quote == '"':
+        return re.search(r'(?<!\\)(?:\\\\)*"', rest) is None
+    return re.search(r"'(?!')", rest.replace("''", "")) is None
+
+
 def _yaml_problem(exc: yaml.MarkedYAMLError, path: Path) -> tuple[str, str]:
     """(what is wrong in plain words, file:line) for YAML's own error: the line where the mistake
     is, not where the parser noticed it (an unclosed quote is noticed at the end)."""
     context, problem = exc.context or "", exc.problem or ""
     mark = exc.problem_mark or exc.context_mark
-    if "quoted scalar" in context and exc.context_mark is not None:
+    try:
+        lines = path.read_text(encoding="utf-8-sig").replace("\r\n", "\n").split("\n")[1:]  # lines[0] is file line 2
+    except (OSError, UnicodeDecodeError):
+        lines = []
+    upto = lines[: mark.line + 1] if mark else lines
+    unclosed = next((n for n, line in enumerate(upto) if _opens_a_quote(line)), None)
+    after_quote = next((n for n, line in enumerate(upto) if _TEXT_AFTER_QUOTE.match(line)), None)
+    if isinstance(exc, _DuplicateKey) and exc.context_mark is not None:
+        message = _(
+            "'{key}' is written twice (also on line {first}), and only one can count; keep the one you mean and remove the other.",
+            key=exc.key,
+            first=exc.context_mark.line + 2,
+        )
+    elif "did not find expected key" in problem and unclosed is not None:  # the quote closes lines later
+        mark = yaml.Mark("", 0, unclosed, 0, None, None)
+        message = _("the quote that starts on this line is never closed; end the text with the same quote mark.")
+    elif "did not find expected key" in problem and after_quote is not None:
+        mark = yaml.Mark("", 0, after_quote, 0, None, None)
+        message = _("there is text after the closing quote on this line; put all of the text inside the quotes.")
+    elif (
+        "did not find expected key" in problem and mark and mark.line < len(lines) and lines[mark.line].startswith("-")
+    ):
+        message = _(
+            "a line that starts with '-' (a list) where a 'key: value' line belongs; remove the '-', or put the text in quotes."
+        )
+    elif "unknown escape character" in problem:
+        message = _(
+            "a backslash (\\) inside double quotes; write / in file paths, or put the text in single quotes instead."
+        )
+    elif "cannot start any token" in problem:
+        message = _("a value that starts with @ or ` must be in quotes: put the whole text in quotes.")
+    elif "quoted scalar" in context and exc.context_mark is not None:
         mark = exc.context_mark
         message = _("the quote that starts on this line is never closed; end the text with the same quote mark.")
     elif "flow sequence" in context and exc.context_mark is not None:

@@ -270,6 +270,30 @@ def test_yaml_mistakes_at_their_own_line_in_plain_words(tmp_path):
         split_front_matter(path)
 
 
+def test_more_yaml_mistakes_each_named_at_its_line(tmp_path):
+    cases = [
+        # an unclosed quote that a quote on a later line closes: YAML notices it lines later
+        ('---\ntitle: "Klima: ja\norder: 1\nimage_alt: "Bilde"\n---\n', r"a\.md:2: the quote that starts on this line is never closed"),
+        ("---\ntitle: 'Klima\norder: 1\nimage_alt: 'Bilde'\n---\n", r"a\.md:2: the quote that starts on this line is never closed"),
+        ('---\ntitle: A\nimage_alt: "Bilde" av ordføreren\n---\n', r"a\.md:3: there is text after the closing quote"),
+        ("---\ntitle: A\n- klima\n---\n", r"a\.md:3: a line that starts with '-' \(a list\)"),
+        ('---\ntitle: A\nimage: "bilder\\sak.jpg"\n---\n', r"a\.md:3: a backslash \(\\\) inside double quotes"),
+        ("---\ntitle: A\nimage_alt: @ordforer\n---\n", r"a\.md:3: a value that starts with @ or ` must be in quotes"),
+        # a key written twice: YAML would keep the last without a word
+        ("---\ntitle: Første\norder: 1\ntitle: Andre\n---\n", r"a\.md:4: 'title' is written twice \(also on line 2\)"),
+        ("---\nemissions:\n  from: 2019\n  from: 2020\n---\n", r"a\.md:4: 'from' is written twice \(also on line 3\)"),
+    ]  # fmt: skip
+    for text, expected in cases:
+        path = write(tmp_path / "a.md", text)
+        with pytest.raises(ContentError, match=expected):
+            split_front_matter(path)
+    # what is right stays right: quotes closed on their line, escapes, a quote inside the text
+    path = write(
+        tmp_path / "a.md", "---\ntitle: \"Han sa \\\"ja\\\"\"\nimage_alt: 'Kari''s bilde' # merknad\norder: 2\n---\n"
+    )
+    assert split_front_matter(path)[0] == {"title": 'Han sa "ja"', "image_alt": "Kari's bilde", "order": 2}
+
+
 def test_curly_quotes_from_word_are_quotes(tmp_path):
     path = write(tmp_path / "a.md", "---\ntitle: “Klima: nye mål”\nsummary: ‘Hei: du’\nimage_alt: „Sitat“\n---\n")
     meta, _, _ = split_front_matter(path)
