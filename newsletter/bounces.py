@@ -403,10 +403,24 @@ class _Imap:
             raise ConfigError(_mailbox_error(url, exc)) from exc
         if status != "OK":
             raise ConfigError(_("the IMAP folder {folder} does not exist; check bounces.mailbox.", folder=self.folder))
-        self.moves = "MOVE" in self.client.capabilities
+        self.can = self._capabilities()
+
+    def _capabilities(self) -> set[str]:
+        """What the server offers once logged in. imaplib keeps the list it got before the login,
+        where servers such as Dovecot and Gmail name neither MOVE nor UIDPLUS."""
+        import imaplib
+
+        try:
+            _status, data = self.client.capability()
+        except (OSError, imaplib.IMAP4.error):
+            data = []
+        words = b" ".join(item for item in data if isinstance(item, bytes)).decode("ascii", "replace")
+        return {word.upper() for word in words.split()} | set(self.client.capabilities)
 
     def messages(self) -> Iterator[tuple[str, bytes]]:
-        _status, data = self.client.uid("SEARCH", None, "ALL")
+        # UNDELETED: a report handled on a server without MOVE or UIDPLUS stays, flagged as
+        # deleted, until a mail program removes it; and what a person deleted is theirs.
+        _status, data = self.client.uid("SEARCH", None, "UNDELETED")
         for uid in (data[0] or b"").split():
             _status, parts = self.client.uid("FETCH", uid, "(BODY.PEEK[])")
             raw = next((part[1] for part in parts if isinstance(part, tuple)), None)
@@ -414,12 +428,15 @@ class _Imap:
                 yield uid.decode(), raw
 
     def handled(self, key: str, raw: bytes) -> None:
-        if self.moves:
+        if "MOVE" in self.can:
             self.client.uid("MOVE", key, DONE_FOLDER)
-        else:
-            self.client.uid("COPY", key, DONE_FOLDER)
-            self.client.uid("STORE", key, "+FLAGS", "(\\Deleted)")
-            self.client.expunge()
+            return
+        status, _data = self.client.uid("COPY", key, DONE_FOLDER)
+        if status != "OK":
+            return  # left where it is: the next run reads it again, and counts it once
+        self.client.uid("STORE", key, "+FLAGS", "(\\Deleted)")
+        if "UIDPLUS" in self.can:  # this message alone: a plain EXPUNGE would also take what people marked deleted
+            self.client.uid("EXPUNGE", key)
 
     def close(self) -> None:
         import imaplib

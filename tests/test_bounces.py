@@ -246,8 +246,9 @@ userdb {{
 
 
 @pytest.fixture
-def dovecot(tmp_path):
-    """A real IMAP and POP3 server with TLS (a self-signed certificate), user 'bounce'."""
+def dovecot(request, tmp_path):
+    """A real IMAP and POP3 server with TLS (a self-signed certificate), user 'bounce'. A
+    parameter (indirect) is the IMAP capabilities it names after login: a server without MOVE."""
     import shutil
     import socket
 
@@ -279,6 +280,8 @@ def dovecot(tmp_path):
 
         me = pwd.getpwuid(os.getuid()).pw_name
         conf += f"default_internal_user = {me}\ndefault_login_user = {me}\n"
+    if getattr(request, "param", None):
+        conf += f"imap_capability = {request.param}\n"
     (root / "dovecot.conf").write_text(conf)
     process = subprocess.Popen([binary, "-F", "-c", str(root / "dovecot.conf")], stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE)  # fmt: skip
@@ -292,7 +295,7 @@ def dovecot(tmp_path):
                 process.kill()
                 raise RuntimeError(f"dovecot did not start: {process.stderr.read()!r}") from None
             time.sleep(0.05)
-    yield {"root": root, "ca": root / "cert.pem", **ports}
+    yield {"root": root, "ca": root / "cert.pem", "param": getattr(request, "param", None), **ports}
     process.terminate()
     process.wait(10)
     shutil.rmtree(root, ignore_errors=True)
@@ -343,6 +346,47 @@ def test_fetch_over_imap_and_pop3(run, keyed, dovecot, monkeypatch, scheme):
     assert_error(run("bounces", "fetch"), "cannot read the bounce mailbox at 127.0.0.1", "NEWSLETTER_BOUNCES_PASSWORD")
     monkeypatch.setenv("NEWSLETTER_BOUNCES_MAILBOX", f"imap://bounce@127.0.0.1:{port}/INBOX")
     assert_error(run("bounces", "fetch"), "only imaps:// and pop3s://")
+
+
+PLAIN_IMAP = "IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE LITERAL+"
+
+
+@pytest.mark.parametrize(
+    "dovecot", [None, f"{PLAIN_IMAP} UIDPLUS", PLAIN_IMAP], indirect=True, ids=["move", "uidplus", "neither"]
+)
+def test_handled_reports_leave_the_inbox_and_what_people_deleted_is_left_alone(run, keyed, dovecot, monkeypatch):
+    """MOVE where the server offers it (it names it only after the login); otherwise a copy, and
+    only that message removed (UIDPLUS), or left marked as deleted. A message a person marked as
+    deleted in their mail program is neither read nor removed by us."""
+    _a, b = subscribe("a@example.no", "b@example.no")
+    monkeypatch.setenv("NEWSLETTER_BOUNCES_MAILBOX", f"imaps://bounce@127.0.0.1:{dovecot['imaps']}/INBOX")
+    monkeypatch.setenv("NEWSLETTER_BOUNCES_PASSWORD", "postkasse-passord")
+    monkeypatch.setenv("NEWSLETTER_BOUNCES_CA_FILE", str(dovecot["ca"]))
+    settings = load_settings()
+    client = _imap(dovecot)
+    client.append(
+        "INBOX", None, None, _report("gmail_hard.eml", bounces.envelope_sender(settings, 1, b), "b@example.no")
+    )
+    client.append("INBOX", "(\\Deleted)", None, _report("gmail_hard.eml", "someone@example.no", "x@example.no"))
+    client.append("INBOX", None, None, (DATA / "unrelated.eml").read_bytes())
+    client.logout()
+    fetched = run("bounces", "fetch")
+    assert fetched.exit_code == 0, fetched.output
+    assert "Read 2 message(s): 1 hard" in fetched.stdout, fetched.stdout  # the person's deleted one is not read
+    assert rows(keyed, "SELECT email, status FROM subscribers WHERE status = 'bounced'") == [
+        ("b@example.no", "bounced")
+    ]
+    client = _imap(dovecot)
+    client.select("INBOX")
+    flagged = client.uid("SEARCH", None, "DELETED")[1][0].split()
+    kept = client.uid("SEARCH", None, "UNDELETED")[1][0].split()
+    done = client.select("newsletter-done")[1] == [b"1"]
+    client.logout()
+    assert done and len(kept) == 1  # the report handled; the unrelated message left for people
+    assert len(flagged) == (2 if dovecot.get("param") == PLAIN_IMAP else 1)  # the person's own stays
+    again = run("bounces", "fetch")
+    assert "Read 1 message(s): 0 hard" in again.stdout, again.stdout
+    assert rows(keyed, "SELECT COUNT(*) FROM subscriber_events") == [(1,)]
 
 
 def test_confirmation_mails_carry_a_verp_sender_too(keyed, sink, monkeypatch):
