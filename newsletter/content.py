@@ -196,7 +196,9 @@ def find_issue(settings: Settings, ref: str | None = None) -> Path:
             )
         # Newest by date; on the same date, the one edited last. A broken issue.md is an
         # error here too: silently building last month's issue instead would mislead.
-        return max(proper, key=lambda p: (_issue_date(p), (p / ISSUE_FILE).stat().st_mtime, p.name))
+        newest = max(proper, key=lambda p: (_issue_date(p), (p / ISSUE_FILE).stat().st_mtime, p.name))
+        _no_newer_misnamed(folders, newest)
+        return newest
     candidate = Path(ref)
     if candidate.name == ISSUE_FILE:
         candidate = candidate.parent
@@ -233,6 +235,50 @@ def find_issue(settings: Settings, ref: str | None = None) -> Path:
             known=known,
         )
     )
+
+
+_TEXT_ENDINGS = (".md.txt", ".txt", ".markdown", ".mdown")
+_DOCUMENTS = (".docx", ".doc", ".odt", ".rtf", ".pages")
+
+
+def _not_an_article(path: Path) -> list[Finding]:
+    """A warning for a file in the issue folder that looks meant as an article but is not read:
+    'sak.md.txt' (Windows hides the .txt), a Word document. Images and other files are fine."""
+    name = path.name.lower()
+    if name == ISSUE_FILE:
+        return []
+    if name.endswith(_TEXT_ENDINGS):
+        stem = path.name[: -len(next(e for e in _TEXT_ENDINGS if name.endswith(e)))]
+        return [Finding(WARNING, display(path), _(
+            "is not read: only files whose names end in .md are articles; rename it to '{name}' (Windows may hide the ending).",
+            name=f"{stem}.md"))]  # fmt: skip
+    if name.endswith(_DOCUMENTS):
+        return [Finding(WARNING, display(path), _(
+            "is a word-processor document and is not read; copy its text into a .md file in the issue folder (see the guide)."
+        ))]  # fmt: skip
+    return []
+
+
+def _no_newer_misnamed(folders: list[Path], newest: Path) -> None:
+    """Refuse to pick the newest issue past a folder dated later whose name cannot be an issue's
+    ('Mars 2027'): that is the issue meant, and building last month's without a word would
+    mislead. Copies made by File Explorer are passed over (the original is the issue)."""
+    for folder in folders:
+        if folder_problem(folder.name) is None or _COPY.search(folder.name):
+            continue
+        try:
+            dated = _issue_date(folder)
+        except (ContentError, ProjectError):
+            continue  # its own problems show when it is named
+        if dated > _issue_date(newest):
+            raise ProjectError(
+                _(
+                    "The newest issue is in {folder}, but {problem} (An older issue can still be named: 'newsletter build {other}'.)",
+                    folder=display(folder),
+                    problem=folder_problem(folder.name, dated),
+                    other=newest.name,
+                )
+            )
 
 
 def fold(text: str) -> str:
@@ -343,6 +389,14 @@ def split_front_matter(path: Path) -> tuple[dict[str, Any], str, int]:
             raise ContentError(
                 _("the front matter has a tab character; use spaces instead of tabs."), f"{display(path)}:{number}"
             )
+        glued = re.match(r"^([A-Za-z_][\w-]*):(\S.*)$", line)
+        if glued:  # 'title:"Plan"': YAML reads the whole line as one text, not as a name and a value
+            raise ContentError(
+                _("there is no space after '{key}:'; write {key}: {value}", key=glued[1], value=glued[2].strip()),
+                f"{display(path)}:{number}",
+            )
+        if _BACKSLASH_IN_QUOTES.match(line):  # "bilder\bilde.jpg": YAML would read \b as a control character
+            raise ContentError(_backslash_message(), f"{display(path)}:{number}")
         opened = re.match(r"^\s*[\w-]+\s*:\s*([“„«‘‚])", line)
         if opened and not _CURLY_VALUE.match(line):  # Word's opening quote, and no closing one
             raise ContentError(
@@ -414,6 +468,14 @@ def _stray_indent(lines: list[str]) -> tuple[int, str] | None:
     return None
 
 
+# A double-quoted value with a backslash that is not \" or \\ (a Windows path, as a rule).
+_BACKSLASH_IN_QUOTES = re.compile(r'^\s*[\w-]+\s*:\s*"(?:[^"\\]|\\["\\])*\\(?!["\\])')
+
+
+def _backslash_message() -> str:
+    return _("a backslash (\\) inside double quotes; write / in file paths, or put the text in single quotes instead.")
+
+
 _TEXT_AFTER_QUOTE = re.compile(r"""^\s*[\w-]+\s*:\s*(?:"(?:[^"\\]|\\.)*"|'(?:[^']|'')*')\s*[^\s#]""")
 
 
@@ -458,10 +520,8 @@ def _yaml_problem(exc: yaml.MarkedYAMLError, path: Path) -> tuple[str, str]:
         message = _(
             "a line that starts with '-' (a list) where a 'key: value' line belongs; remove the '-', or put the text in quotes."
         )
-    elif "unknown escape character" in problem:
-        message = _(
-            "a backslash (\\) inside double quotes; write / in file paths, or put the text in single quotes instead."
-        )
+    elif "unknown escape character" in problem or "escape sequence" in problem:
+        message = _backslash_message()
     elif "cannot start any token" in problem:
         message = _("a value that starts with @ or ` must be in quotes: put the whole text in quotes.")
     elif "quoted scalar" in context and exc.context_mark is not None:
@@ -630,6 +690,12 @@ class _Assets:
                 "'{relative}' is outside the issue folder; only files in {issue_dir} are published.",
                 relative=relative,
                 issue_dir=display(self.issue_dir),
+            )
+        elif not source.is_file() and "\\" in relative:  # a Windows path: bilder\bilde.jpg
+            problem = _(
+                "'{relative}' has a backslash (\\); write / between folders: {fixed}",
+                relative=relative,
+                fixed=relative.replace("\\", "/"),
             )
         elif not source.is_file() and re.match(r"^(www\.|[\w-]+\.(no|com|org|net|eu)(/|$))", relative):
             problem = _("'{relative}' looks like a web address; write it with https:// in front.", relative=relative)
@@ -838,6 +904,19 @@ def load_issue(settings: Settings, folder: Path) -> Issue:
         )
         language = settings.language
 
+    if meta.get("feeds") is not None and not isinstance(meta["feeds"], bool):  # 'feeds: nei' must not mean yes
+        said = str(meta["feeds"]).strip().lower()
+        meant = "false" if said in ("nei", "no", "n", "av", "off", "0", "usant") else "true"
+        found.append(
+            fields.finding(
+                "feeds",
+                _(
+                    "'feeds' can only be true or false, not {value!r}; write feeds: {meant}",
+                    value=meta["feeds"],
+                    meant=meant,
+                ),
+            )
+        )
     sections = list(settings.categories)
     if meta.get("sections") is not None:
         raw = meta["sections"]
@@ -854,8 +933,10 @@ def load_issue(settings: Settings, folder: Path) -> Issue:
     intro = _render(settings, assets, issue_path, body, first, refused, found)
 
     articles = []
-    for path in sorted(folder.glob("*.md")):
-        if path.name == ISSUE_FILE or path.name.startswith(("_", ".")):
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(("_", ".")))
+    for path in files:
+        if path.suffix.lower() != ".md" or path.name.lower() == ISSUE_FILE:
+            found.extend(_not_an_article(path))
             continue
         try:
             articles.append(_load_article(settings, assets, path, found, refused))

@@ -279,6 +279,10 @@ def test_more_yaml_mistakes_each_named_at_its_line(tmp_path):
         ("---\ntitle: A\n- klima\n---\n", r"a\.md:3: a line that starts with '-' \(a list\)"),
         ('---\ntitle: A\nimage: "bilder\\sak.jpg"\n---\n', r"a\.md:3: a backslash \(\\\) inside double quotes"),
         ("---\ntitle: A\nimage_alt: @ordforer\n---\n", r"a\.md:3: a value that starts with @ or ` must be in quotes"),
+        # Windows paths in double quotes: YAML would read \b as a control character, \U as an escape
+        ('---\ntitle: A\nimage: "bilder\\bilde.jpg"\n---\n', r"a\.md:3: a backslash \(\\\) inside double quotes"),
+        ('---\ntitle: A\nimage: "C:\\Users\\kari\\b.jpg"\n---\n', r"a\.md:3: a backslash \(\\\) inside double quotes"),
+        ('---\ntitle: A\ncategory:"klima"\n---\n', r"a\.md:3: there is no space after 'category:'; write category: \"klima\""),
         # a key written twice: YAML would keep the last without a word
         ("---\ntitle: Første\norder: 1\ntitle: Andre\n---\n", r"a\.md:4: 'title' is written twice \(also on line 2\)"),
         ("---\nemissions:\n  from: 2019\n  from: 2020\n---\n", r"a\.md:4: 'from' is written twice \(also on line 3\)"),
@@ -341,8 +345,13 @@ def test_badly_named_or_copied_folders_are_errors_and_never_the_newest(project, 
     shutil.copytree(source, copy)
     text = (copy / "issue.md").read_text(encoding="utf-8")
     (copy / "issue.md").write_text(text.replace("date: 2026-12-03", "date: 2027-02-04"), encoding="utf-8")
-    # dated later and edited last, yet the proper issue stays the newest
-    assert find_issue(settings).name == SAMPLE_ISSUE
+    # dated later and edited last: a copy is passed over; another name is the issue meant, so
+    # the newest is not chosen past it without a word
+    if "copy" in message:
+        assert find_issue(settings).name == SAMPLE_ISSUE
+    else:
+        with pytest.raises(ProjectError, match=f"The newest issue is in .*{message}"):
+            find_issue(settings)
     with pytest.raises(ContentError, match=message):
         load_issue(settings, copy)
 
@@ -372,3 +381,44 @@ def test_a_quote_from_word_never_closed_and_a_stray_space_are_named_at_their_lin
     # a nested block is indented on purpose, and reads
     path = write(tmp_path / "a.md", "---\ntitle: Klima\nemissions:\n  from: 2019\n  to: 2020\n---\n")
     assert split_front_matter(path)[0]["emissions"] == {"from": 2019, "to": 2020}
+
+
+def test_a_newer_issue_in_a_badly_named_folder_is_not_passed_over_in_silence(project):
+    settings = load_settings()
+    root = settings.issues_dir
+    write(root / "Mars 2027/issue.md", "---\ntitle: Mars\ndate: 2027-03-05\n---\n")
+    with pytest.raises(ProjectError, match=r"The newest issue is in content/issues/Mars 2027, but .*rename the folder "
+                       r"to '2027-03-mars'.*'newsletter build 2026-12-ordforererklaeringen'"):  # fmt: skip
+        find_issue(settings)
+    assert find_issue(settings, SAMPLE_ISSUE).name == SAMPLE_ISSUE  # named, the older one still builds
+    (root / "Mars 2027").rename(root / "2026-12-ordforererklaeringen - Kopi")  # a copy is passed over
+    assert find_issue(settings).name == SAMPLE_ISSUE
+    write(root / "eldre/issue.md", "---\ntitle: Eldre\ndate: 2020-01-01\n---\n")  # older: no matter
+    assert find_issue(settings).name == SAMPLE_ISSUE
+
+
+def test_files_meant_as_articles_that_are_not_read_are_named(project, issue_dir):
+    write(issue_dir / "07-ny-sak.md.txt", "---\ntitle: Ny sak\n---\nTekst\n")
+    write(issue_dir / "08-notat.docx", "PK")
+    write(issue_dir / "09-STOR.MD", "---\ntitle: Store bokstaver\n---\nTekst i en sak.\n")
+    issue = _load()
+    warnings = [f.text for f in issue.findings if f.level == "warning"]
+    assert any(re.search(r"07-ny-sak\.md\.txt: is not read: only files whose names end in \.md.*rename it to "
+                         r"'07-ny-sak\.md'", t) for t in warnings), warnings  # fmt: skip
+    assert any("08-notat.docx: is a word-processor document and is not read" in t for t in warnings), warnings
+    assert "09-STOR.MD" in [a.path.name for a in issue.articles]  # capital letters in the ending are fine
+    assert not any("ordforererklaeringen.png" in t for t in warnings)  # images are not articles
+
+
+def test_a_windows_path_and_a_feeds_value_that_is_not_true_or_false(project, issue_dir):
+    path = issue_dir / "01-ordforererklaeringen.md"
+    text = path.read_text(encoding="utf-8")
+    write(path, text.replace("image: ordforererklaeringen.png", "image: bilder\\ordforererklaeringen.png"))
+    assert_found(r"'bilder\\ordforererklaeringen\.png' has a backslash \(\\\); write / between folders: "
+                 r"bilder/ordforererklaeringen\.png")  # fmt: skip
+    write(path, text + "\n![Kart](kart\\region.png)\n")
+    assert_found(r"'kart\\region\.png' has a backslash")
+    write(path, text)
+    issue = issue_dir / "issue.md"
+    write(issue, issue.read_text(encoding="utf-8").replace("title:", "feeds: nei\ntitle:", 1))
+    assert_found(r"issue\.md:2: 'feeds' can only be true or false, not 'nei'; write feeds: false")
