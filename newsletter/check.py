@@ -171,6 +171,11 @@ def findings(settings: Settings, prepared: Prepared, view: _View | None = None) 
                 ),
             )
     for path, line, target in issue.refused_links:  # links Markdown refused: shown as text
+        if any(c.isspace() for c in target):
+            error(f"{path}:{line}", _(
+                "the link {target!r} has a space, so the email would show it as text; write it in angle brackets, "
+                "[text](<{target}>), or rename the file without spaces.", target=target))  # fmt: skip
+            continue
         error(
             f"{path}:{line}",
             _(

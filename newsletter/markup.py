@@ -178,6 +178,8 @@ def render_markdown(
                     removed=tuple(dict.fromkeys(removed)), images=tuple(images))  # fmt: skip
 
 
+# '[text](Handlingsplan 2027.pdf)': a space in the target, so Markdown shows it all as text.
+_SPACED_LINK = re.compile(r"\[[^\]\n]*\]\(\s*([^()<>\s]+(?:[ \t]+[^()<>\s]+)+)\s*\)")
 _LITERAL_LINK = re.compile(r"\[[^\]\n]*\]\(\s*([^\s()]+(?:\([^\s()]*\)[^\s()]*)*)\s*\)")
 
 
@@ -209,7 +211,7 @@ def _refused_lines(tokens: list, refused: list[str]) -> tuple[tuple[int, str], .
             for url in targets:
                 if url in text and not any(target == url for _, target in found):
                     found.append((first + text[: text.index(url)].count("\n"), url))
-            for match in _LITERAL_LINK.finditer(text):
+            for match in [*_LITERAL_LINK.finditer(text), *_SPACED_LINK.finditer(text)]:
                 place = (first + text[: match.start()].count("\n"), match.group(1))
                 if place not in found:
                     found.append(place)

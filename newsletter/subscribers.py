@@ -37,7 +37,7 @@ from .config import Settings, find_category
 from .content import did_you_mean
 from .emissions import Member, current_name
 from .errors import BusyError, NewsletterError, SubscriberError
-from .language import _, os_reason, translate
+from .language import _, catalogue, os_reason, translate
 from .locks import hold
 from .sheets import TextFormat, csv_rows, sheet_rows
 from .store import (
@@ -56,6 +56,24 @@ from .store import (
 from .transport import SMTPUTF8_SEEN, address_problem
 
 STATUSES = ("pending", "confirmed", "unsubscribed", "bounced", "blocked")
+
+
+def status_named(value: str) -> str:
+    """The status a word names, written in English ('confirmed') or in Norwegian, as the tool
+    shows it ('bekreftet'), in any case; SubscriberError names the words to use."""
+    named = {s: s for s in STATUSES} | {catalogue("nb").gettext(s).casefold(): s for s in STATUSES}
+    found = named.get(value.strip().casefold())
+    if found is None:
+        raise SubscriberError(
+            _(
+                "unknown status {value!r}; use one of: {statuses}.",
+                value=value,
+                statuses=", ".join(translate(status) for status in STATUSES),
+            )
+        )
+    return found
+
+
 CONFIRM_DAYS = 7
 
 ALIASES = {
@@ -832,15 +850,8 @@ def _stage(
 
         try:
             email = normalize_email(_unneutralized(cell("email") or ""))
-            row_status = (cell("status") or "").strip().lower()
-            if row_status and row_status not in STATUSES:
-                raise SubscriberError(
-                    _(
-                        "unknown status {row_status!r}; use one of: {statuses}.",
-                        row_status=row_status,
-                        statuses=", ".join(STATUSES),
-                    )
-                )
+            row_status = (cell("status") or "").strip()
+            row_status = status_named(row_status) if row_status else ""
             if row_status in ("unsubscribed", "bounced", "blocked"):
                 skipped += 1  # e.g. an export: such rows never (re)subscribe anyone
                 continue
@@ -1024,11 +1035,7 @@ def settle(conn: sqlite3.Connection) -> None:
 def listing(conn: sqlite3.Connection, statuses: tuple[str, ...] = ()) -> list[Subscriber]:
     """Subscribers (with the given statuses, or all), by address."""
     settle(conn)
-    for status in statuses:
-        if status not in STATUSES:
-            raise SubscriberError(
-                _("unknown status {status!r}; use one of: {statuses}.", status=status, statuses=", ".join(STATUSES))
-            )
+    statuses = tuple(status_named(status) for status in statuses)
     if statuses:
         marks = ",".join("?" * len(statuses))
         rows = conn.execute(f"SELECT * FROM subscribers WHERE status IN ({marks}) ORDER BY email", statuses)
@@ -1128,17 +1135,7 @@ def parse_segment(text: str | None, settings: Settings, members: tuple[Member, .
         elif name in ("topic", "topics", "tema"):
             fields["topics"] = resolve_topics(values, settings)
         elif name == "status":
-            named = {translate(status).casefold(): status for status in STATUSES} | {s: s for s in STATUSES}
-            for value in values:
-                if value.casefold() not in named:
-                    raise SubscriberError(
-                        _(
-                            "unknown status {value!r}; use one of: {statuses}.",
-                            value=value,
-                            statuses=", ".join(translate(status) for status in STATUSES),
-                        )
-                    )
-            fields["statuses"] = tuple(named[value.casefold()] for value in values)
+            fields["statuses"] = tuple(status_named(value) for value in values)
         else:
             raise SubscriberError(
                 _("unknown segment field {name!r}; use municipality, lang, topic or status.", name=name)

@@ -494,6 +494,16 @@ def test_a_refused_link_with_markup_in_it_is_still_found(run, project, issue_dir
     assert "06-data.md:6: the link 'data:text/html,<b>x</b>' is not allowed" in out, out
 
 
+def test_a_link_to_a_file_name_with_a_space_is_named_with_the_way_to_write_it(run, project, issue_dir):
+    (issue_dir / "Handlingsplan 2027.pdf").write_bytes(b"%PDF-1.4\n")
+    write(issue_dir / "06-plan.md", "---\ntitle: Plan\n---\nTekst\n\nLes [planen](Handlingsplan 2027.pdf) her.\n\n"
+          "Eller [planen](<Handlingsplan 2027.pdf>) slik.\n")  # fmt: skip
+    out = run("check").stdout
+    assert ("06-plan.md:6: the link 'Handlingsplan 2027.pdf' has a space, so the email would show it as text; "
+            "write it in angle brackets, [text](<Handlingsplan 2027.pdf>)") in out, out  # fmt: skip
+    assert "06-plan.md:8" not in out  # in angle brackets it is a link to the file, published with the issue
+
+
 def test_the_timeout_may_have_a_decimal_comma(run, project):
     assert "Invalid value" not in run("check", "--timeout", "2,5").output
     assert "0.1 is not in the range x>=0.5" in run("check", "--timeout", "0,1").output

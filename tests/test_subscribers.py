@@ -132,6 +132,11 @@ def test_export_list_count_show(run, project, tmp_path):
     exported = run("subscribers", "export", "--format", "json", "--status", "confirmed").stdout
     data = json.loads(exported)
     assert [d["email"] for d in data] == ["kari@example.no", "ola@example.no", "åse@eksempel.no"]
+    # the status in the words the list shows it in, Norwegian too, in any case
+    assert run("subscribers", "export", "--format", "json", "--status", "Bekreftet").stdout == exported
+    assert "ny@example.no" in run("subscribers", "list", "--status", "venter").stdout
+    assert "ny@example.no" not in run("subscribers", "list", "--status", "CONFIRMED").stdout
+    assert_error(run("subscribers", "list", "--status", "aktiv"), "unknown status 'aktiv'; use one of: pending")
     assert data[0]["consent_source"] == "imported from liste.csv (consent confirmed by staff)" and data[0]["consent_at"]
     csv_out = run("subscribers", "export").stdout
     assert csv_out.splitlines()[0].startswith("email,name,municipality,language,topics,status,consent_source")
