@@ -602,6 +602,39 @@ def find_project(start: Path | None = None) -> Path:
     )
 
 
+_TOML_AT = re.compile(r"^(.*) \(at (?:line (\d+), column \d+|end of document)\)$", re.S)
+
+
+def toml_problem(exc: tomllib.TOMLDecodeError, text: str) -> tuple[int | None, str]:
+    """(line, what is wrong in plain words) for tomllib's error in ``text``: the mistakes people
+    make in newsletter.toml named with what to write, tomllib's own words only for the rest."""
+    found = _TOML_AT.match(str(exc))
+    problem = found[1] if found else str(exc)
+    line = int(found[2]) if found and found[2] else None
+    source = text.split("\n")[line - 1] if line else ""
+    key, _equals, value = (part.strip() for part in source.partition("="))
+    if re.search(r"[“”„«»‘’]", value):
+        straight = re.sub(r"[“”„«»]", '"', re.sub(r"[‘’]", "'", value))
+        return line, _(
+            "Word's curly quotes; newsletter.toml needs straight ones: {key} = {value}", key=key, value=straight
+        )
+    if problem == "Invalid value" and value and not value.startswith(('"', "'", "[", "{")):
+        return line, _('text must be in quotes: {key} = "{value}"', key=key, value=value.strip('"'))
+    if problem == "Unterminated string" or problem == "Illegal character '\\n'":
+        return line, _("the quote that starts on this line is never closed; end the text with the same quote mark.")
+    if problem.startswith("Unescaped '\\'"):
+        return line, _(
+            "a backslash (\\) inside double quotes; write / in file paths, or put the text in single quotes instead."
+        )
+    if problem == "Cannot overwrite a value" or problem.startswith(("Cannot declare", "Cannot redefine")):
+        return line, _("{key} is set twice; keep one of them.", key=key or source.strip())
+    if problem.startswith("Expected newline or end of document") and value.startswith(('"', "'")):
+        return line, _("there is text after the closing quote on this line; put all of the text inside the quotes.")
+    if problem.startswith("Expected '=' after a key"):
+        return line, _("a line that is not 'name = value'; write the name, '=' and the value (text in quotes).")
+    return line, _("not valid TOML ({problem}); fix the syntax.", problem=problem)
+
+
 def load_settings(
     project: Path | None = None,
     overrides: Mapping[str, Any] | None = None,
@@ -627,9 +660,11 @@ def load_settings(
         root = find_project()
     path = root / CONFIG_FILE
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(_("{path}: not valid TOML ({exc}); fix the syntax.", path=where(path), exc=exc)) from exc
+        line, message = toml_problem(exc, text)
+        raise ConfigError(f"{where(path, line)}: {message}") from exc
     except UnicodeDecodeError as exc:
         raise ConfigError(_("{path}: not UTF-8 text; save it as UTF-8.", path=path)) from exc
 

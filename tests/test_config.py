@@ -85,8 +85,31 @@ def test_missing_required_and_unknown_keys(project):
 
 
 def test_bad_toml(project):
-    (project / "newsletter.toml").write_text('[newsletter]\nname = "uten slutt\n', encoding="utf-8")
-    with pytest.raises(ConfigError, match="newsletter.toml: not valid TOML"):
+    """The mistakes people make in newsletter.toml, each at its line with what to write."""
+    original = (project / "newsletter.toml").read_text(encoding="utf-8")
+    assert original.startswith("# ") and '\nname = "Nyhetsbrev fra Osloregionen"\n' in original
+    cases = [
+        ('name = "Nyhetsbrev fra Osloregionen"', 'name = "uten slutt',
+         r"newsletter.toml:\d+: the quote that starts on this line is never closed"),
+        ('name = "Nyhetsbrev fra Osloregionen"', "name = Nyhetsbrev fra Osloregionen",
+         r'newsletter.toml:\d+: text must be in quotes: name = "Nyhetsbrev fra Osloregionen"$'),
+        ('name = "Nyhetsbrev fra Osloregionen"', "name = “Nyhetsbrev”",
+         r"newsletter.toml:\d+: Word's curly quotes; newsletter.toml needs straight ones: name = \"Nyhetsbrev\"$"),
+        ('name = "Nyhetsbrev fra Osloregionen"', 'name = "A"\nname = "B"', r"newsletter.toml:\d+: name is set twice"),
+        ('name = "Nyhetsbrev fra Osloregionen"', 'name = "A"\nlogo = "C:\\bilder\\logo.png"',
+         r"newsletter.toml:\d+: a backslash \(\\\) inside double quotes; write / in file paths"),
+        ('name = "Nyhetsbrev fra Osloregionen"', 'name = "A"\nlogo', r"newsletter.toml:\d+: a line that is not 'name = value'"),
+        ('name = "Nyhetsbrev fra Osloregionen"', 'name = "Nyhetsbrev" fra Osloregionen',
+         r"newsletter.toml:\d+: there is text after the closing quote"),
+        ('name = "Nyhetsbrev fra Osloregionen"', "name = 2026-13-40", r"newsletter.toml:\d+: not valid TOML \(Expected"),
+    ]  # fmt: skip
+    for old, new, expected in cases:
+        (project / "newsletter.toml").write_text(original.replace(old, new, 1), encoding="utf-8")
+        with pytest.raises(ConfigError, match=expected):
+            load_settings()
+    line = original.split("\n").index('name = "Nyhetsbrev fra Osloregionen"') + 1
+    (project / "newsletter.toml").write_text(original.replace(cases[0][0], cases[0][1], 1), encoding="utf-8")
+    with pytest.raises(ConfigError, match=rf"newsletter.toml:{line}: "):
         load_settings()
 
 
