@@ -1160,8 +1160,8 @@ def audience(conn: sqlite3.Connection, segment: Segment) -> list[Subscriber]:
     where, params = _selection(segment)
     rows = conn.execute(f"SELECT * FROM subscribers WHERE {where} ORDER BY email", params)
     found = [_subscriber(r) for r in rows]
-    if segment.topics:
-        found = [s for s in found if set(s.topics) & set(segment.topics)]
+    if segment.topics:  # those who chose none get every topic, as the signup form promises
+        found = [s for s in found if not s.topics or set(s.topics) & set(segment.topics)]
     return found
 
 
@@ -1174,7 +1174,7 @@ def recipients(conn: sqlite3.Connection, segment: Segment) -> list[tuple[int, st
     return [
         (row[0], row[1])
         for row in conn.execute(f"SELECT id, email, topics FROM subscribers WHERE {where} ORDER BY email", params)
-        if not wanted or wanted & set(row[2].split(","))
+        if not wanted or not row[2] or wanted & set(row[2].split(","))  # no topics chosen: every topic
     ]
 
 

@@ -10,7 +10,7 @@ from conftest import assert_error, rows, write
 from newsletter.config import load_settings
 from newsletter.errors import SubscriberError
 from newsletter.store import database
-from newsletter.subscribers import audience, make_token, parse_segment, read_token
+from newsletter.subscribers import audience, make_token, parse_segment, read_token, recipients
 
 pytestmark = pytest.mark.backends  # each test on SQLite and on PostgreSQL
 
@@ -168,8 +168,11 @@ def test_segments(project, run, tmp_path):
 
         assert emails(None) == ["kari@example.no", "ola@example.no", "åse@eksempel.no"]
         assert emails("municipality=3205,3203 lang=nb") == ["kari@example.no", "åse@eksempel.no"]
-        assert emails("topic=klima") == ["kari@example.no", "ola@example.no"]
+        # Åse chose no topics: she gets every topic, as the signup form promises
+        assert emails("topic=klima") == ["kari@example.no", "ola@example.no", "åse@eksempel.no"]
+        assert emails("tema=areal") == ["ola@example.no", "åse@eksempel.no"]
         assert emails("kommune=Asker tema=areal") == ["ola@example.no"]
+        assert [e for _i, e in recipients(conn, parse_segment("tema=areal", settings, members))] == emails("tema=areal")
         assert emails("status=pending") == []
         for bad, message in (("by=Oslo", "unknown segment field 'by'"), ("municipality", "is not name=value"),
                              ("status=aktiv", "unknown status 'aktiv'")):  # fmt: skip
