@@ -1147,8 +1147,9 @@ def send(
         settings = state.settings_with_key()
         prepared = prepare(settings, issue)
         found = findings(settings, prepared)
-        _warn([f for f in prepared.findings if f.level == "warning"])
         errors = [f for f in found if f.level == "error"]
+        said = {f.text for f in errors}  # the check makes some warnings errors: each is said once
+        _warn([f for f in prepared.findings if f.level == "warning" and f.text not in said])
         for finding in errors:  # a test is sent anyway: seeing the problem is what it is for
             click.echo(finding.line, err=True)
         result = delivery.send_test(settings, prepared, tests)

@@ -312,6 +312,10 @@ def test_a_new_issue_with_its_example_text_left_builds_but_cannot_be_sent_or_sch
         assert "error: content/issues/2099-01-nytt-fra-januar/01-sak.md: still has the example" in refused.stderr
     forced = run("schedule", "2099-01-nytt-fra-januar", "--at", "2099-01-14 09:00", "--force")
     assert forced.exit_code == 0 and "Warning: " in forced.stderr and "example text" in forced.stderr, forced.output
+    tested = run("send", "--test", "redaksjonen@example.no")  # each leftover is said once, as the error it is
+    assert tested.exit_code == 0, tested.output
+    lines = [line for line in tested.stderr.splitlines() if "example text 'Skriv saken her" in line]
+    assert len(lines) == 1 and lines[0].startswith("error: "), tested.stderr
 
 
 def test_one_broken_article_is_its_own_error_not_a_missing_one(run, project):
