@@ -15,6 +15,7 @@ from .errors import ProjectError
 from .i18n import format_month
 from .language import _
 from .render import builtin_templates
+from .resources import builtin
 
 # Example text in new issues; build warns while any of it is left.
 PLACEHOLDER_PHRASES = (
@@ -111,6 +112,11 @@ database = "newsletter.db"
 {sending}
 transport = "outbox"
 
+{members_comment}
+[emissions]
+region = "Osloregionen"
+members = "data/osloregionen-members.csv"
+
 {categories_comment}
 {categories}
 """
@@ -128,6 +134,8 @@ PROJECT_COMMENTS = {
         "# NEWSLETTER_SENDING_TRANSPORT=smtp og SMTP-innstillingene i .env (se .env.example), eller skriv\n"
         '# transport = "smtp" her.',
         "categories_comment": "# Satsingsområdene sakene grupperes etter ('category:' i en sak). Endre dem som du vil.",
+        "members_comment": "# Medlemskommunene: kommunen til abonnentene (i lister og på påmeldingssiden) og utslippstallene\n"
+        "# per kommune kjennes igjen fra denne listen. Bytt ut filen for en annen region.",
     },
     "en": {
         "intro": "# Settings for this newsletter. Secrets (SMTP password, keys) go in .env, never here.\n"
@@ -139,6 +147,8 @@ PROJECT_COMMENTS = {
         "# machine; open them in a mail program). To send for real, set NEWSLETTER_SENDING_TRANSPORT=smtp\n"
         '# and the SMTP settings in .env (see .env.example), or write transport = "smtp" here.',
         "categories_comment": "# The focus areas articles are grouped by ('category:' in an article). Change them freely.",
+        "members_comment": "# The member municipalities: subscribers' municipalities (in lists and on the signup page) and\n"
+        "# the emission figures per municipality are matched against this list. Replace the file for another region.",
     },
 }
 
@@ -284,5 +294,10 @@ def init_project(dest: Path, name: str = "Nyhetsbrev") -> list[Path]:
     shutil.copytree(
         builtin_templates(), dest / "templates", ignore=shutil.ignore_patterns("__pycache__", "osloregionen-*")
     )
+    (dest / "data").mkdir(exist_ok=True)
+    members = dest / "data" / "osloregionen-members.csv"
+    if not members.exists():  # a data/ folder of the user's own is kept as it is
+        shutil.copyfile(builtin("data") / "osloregionen-members.csv", members)
+        created.append(members)
     created.append(new_issue(load_settings(dest), "Første nyhetsbrev"))
     return created

@@ -227,6 +227,7 @@ def test_init_creates_a_project_that_builds(run, tmp_path, monkeypatch):
         ".gitignore",
         "templates/email/issue.mjml.j2",
         "templates/images/logo.png",
+        "data/osloregionen-members.csv",
     ):
         assert (root / name).is_file(), name
     assert not list((root / "templates/images").glob("osloregionen-*"))

@@ -263,6 +263,13 @@ def test_an_export_restores_without_bringing_back_the_unsubscribed(project, run,
 def test_a_municipality_without_a_member_list_points_at_the_setting(run, tmp_path, monkeypatch):
     assert run("init", str(tmp_path / "nytt")).exit_code == 0
     monkeypatch.chdir(tmp_path / "nytt")
+    # a new project has the member list: municipalities are known from the start
+    added = run("subscribers", "add", "b@example.com", "--municipality", "Asker", "--confirmed")
+    assert added.exit_code == 0, added.output
+    assert "Asker (3203): 1" in run("subscribers", "count").stdout
+    toml = tmp_path / "nytt" / "newsletter.toml"
+    toml.write_text(toml.read_text(encoding="utf-8").replace('members = "data/osloregionen-members.csv"\n', ""),
+                    encoding="utf-8")  # fmt: skip
     assert_error(
         run("subscribers", "add", "a@example.com", "--municipality", "Asker"),
         "municipality 'Asker' cannot be checked",
