@@ -819,14 +819,40 @@ def _rejected_file(source: Path, rejected: tuple[tuple[int, str], ...]) -> Path:
 @subscribers.command("export")
 @click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
 @click.option("--status", "statuses", multiple=True, help="Only these statuses (repeatable).")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write to this file (never over one that exists).",
+)
 @click.pass_obj
-def subscribers_export(state: State, fmt: str, statuses: tuple[str, ...]) -> None:
-    """Write the subscribers with their consent records to standard output."""
+def subscribers_export(state: State, fmt: str, statuses: tuple[str, ...], output: Path | None) -> None:
+    """Write the subscribers with their consent records to a file (--output) or the screen.
+
+    The CSV opens in Excel as it is (semicolons, UTF-8 with a byte order mark) and can be
+    imported again.
+    """
     from .subscribers import export, listing
 
     settings = state.settings()
     with database(settings.database) as conn:
-        click.echo(export(listing(conn, statuses), fmt), nl=False)
+        people = listing(conn, statuses)
+    text = export(people, fmt)
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    try:
+        with output.open("x", encoding="utf-8", newline="") as handle:  # 'x': an earlier export is never overwritten
+            handle.write(text)
+    except FileExistsError as exc:
+        raise click.ClickException(
+            _("{output} exists already; choose another name, or delete it first.", output=output)
+        ) from exc
+    except OSError as exc:
+        raise click.ClickException(
+            _("cannot write {output} ({reason}); check the folder.", output=output, reason=os_reason(exc))
+        ) from exc
+    click.echo(_("Wrote {count:,} subscriber(s) to {output}.", count=len(people), output=output))
 
 
 @subscribers.command("list")

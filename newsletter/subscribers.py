@@ -1058,15 +1058,19 @@ def _unneutralized(text: str) -> str:
 
 
 def export(subscribers: list[Subscriber], fmt: str) -> str:
-    """CSV (re-importable) or JSON of subscribers with their consent records. In the CSV, text
-    that Excel or LibreOffice would run as a formula ('=HYPERLINK(...)' as a name) starts with
-    an apostrophe; importing the file again gives the text as it was."""
+    """CSV (re-importable) or JSON of subscribers with their consent records.
+
+    The CSV is what Norwegian Excel opens as it is: semicolons between the columns and a byte
+    order mark that says UTF-8 (without it, Excel shows æøå wrongly; with commas, one column).
+    Text that Excel or LibreOffice would run as a formula ('=HYPERLINK(...)' as a name) starts
+    with an apostrophe; importing the file again gives the text as it was."""
     records = [asdict(s) | {"topics": list(s.topics)} for s in subscribers]
     if fmt == "json":
         return json.dumps(records, ensure_ascii=False, indent=2) + "\n"
     out = io.StringIO()
+    out.write("\ufeff")
     fields = [f for f in Subscriber.__dataclass_fields__ if f != "id"]
-    writer = csv.DictWriter(out, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(out, fieldnames=fields, extrasaction="ignore", lineterminator="\r\n", delimiter=";")
     writer.writeheader()
     for record in records:
         writer.writerow({k: _neutralized(v) for k, v in (record | {"topics": ",".join(record["topics"])}).items()})
