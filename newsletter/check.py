@@ -191,7 +191,7 @@ def findings(settings: Settings, prepared: Prepared, view: _View | None = None) 
             place = sources.find(f"({name}", name)
             if place not in content_errors:
                 error(place, _("the image {source} has no alt text.", source=source))
-        if not image.get("width"):
+        if not image.get("width") and sources.find(f"({name}", name) not in content_errors:  # a missing file is said
             warning(
                 sources.find(f"({name}", name),
                 _("the image {source} has no width; some email programs then show it at full size.", source=source),

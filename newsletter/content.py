@@ -669,6 +669,17 @@ class _Fields:
 # --- loading ----------------------------------------------------------------------------------
 
 
+def _same_but_case(path: Path) -> Path | None:
+    """The file beside ``path`` whose name differs from it only in capital letters ('Kart.PNG'
+    for 'kart.png'): Windows and Macs find it, the web server that publishes the issue does not."""
+    try:
+        return next(
+            (p for p in path.parent.iterdir() if p.name.casefold() == path.name.casefold() and p.is_file()), None
+        )
+    except OSError:
+        return None
+
+
 class _Assets:
     """Collects files referenced by relative path and gives each a public URL."""
 
@@ -699,6 +710,12 @@ class _Assets:
             )
         elif not source.is_file() and re.match(r"^(www\.|[\w-]+\.(no|com|org|net|eu)(/|$))", relative):
             problem = _("'{relative}' looks like a web address; write it with https:// in front.", relative=relative)
+        elif not source.is_file() and (twin := _same_but_case(source)) is not None:
+            problem = _(
+                "'{relative}' is not there, but {name} is: write the name as it is, capital letters too.",
+                relative=relative,
+                name=twin.name,
+            )
         elif not source.is_file():
             missing = (
                 N_("image file '{relative}' not found in {issue_dir}; check the name (capital letters count) or add the file to the issue folder.")

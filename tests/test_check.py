@@ -504,6 +504,13 @@ def test_a_link_to_a_file_name_with_a_space_is_named_with_the_way_to_write_it(ru
     assert "06-plan.md:8" not in out  # in angle brackets it is a link to the file, published with the issue
 
 
+def test_a_missing_image_is_one_error_not_also_a_warning_about_its_width(run, project, issue_dir):
+    write(issue_dir / "06-kart.md", "---\ntitle: Kart\n---\nTekst\n\n![Kart over regionen](kart.png)\n")
+    out = run("check").stdout
+    assert "06-kart.md:6: image file 'kart.png' not found" in out, out
+    assert "kart.png has no width" not in out, out
+
+
 def test_the_timeout_may_have_a_decimal_comma(run, project):
     assert "Invalid value" not in run("check", "--timeout", "2,5").output
     assert "0.1 is not in the range x>=0.5" in run("check", "--timeout", "0,1").output

@@ -133,6 +133,8 @@ def test_relative_links_and_markdown_images_are_published(project, issue_dir):
 def test_missing_linked_file(project, issue_dir):
     write(issue_dir / "06-a.md", "---\ntitle: A\n---\n\nTekst\n\nSe [rapporten](rapport.pdf)\n")
     assert_found(r"06-a\.md:7: linked file 'rapport.pdf' not found")
+    (issue_dir / "Rapport.PDF").write_bytes(b"%PDF-1.4\n")  # found on Windows, not on the web server
+    assert_found(r"06-a\.md:7: 'rapport.pdf' is not there, but Rapport.PDF is: write the name as it is, capital")
 
 
 def test_markdown_text_part():

@@ -483,7 +483,7 @@ def test_export_neutralises_spreadsheet_formulas_and_import_keeps_the_real_name(
         assert run("subscribers", "add", "--name", name, "--confirmed", "--", email).exit_code == 0
     exported = run("subscribers", "export").stdout
     assert "'=HYPERLINK" in exported and "'+47 22" in exported and "'@SUM" in exported and "'-c@example.no" in exported
-    assert ",Vanlig Navn," in exported
+    assert ";Vanlig Navn;" in exported
     path = tmp_path / "eksport.csv"
     path.write_text(exported, encoding="utf-8")
     rows(project, "DELETE FROM subscribers")  # a list restored from the export, into an empty one
