@@ -367,7 +367,14 @@ def split_front_matter(path: Path) -> tuple[dict[str, Any], str, int]:
             )
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise ContentError(_("not UTF-8 text; save the file as UTF-8."), display(path)) from exc
+        data = path.read_bytes()
+        line = data[: exc.start].count(b"\n") + 1
+        raise ContentError(
+            _(
+                "not UTF-8 text (saved as 'ANSI', say, where æøå are stored otherwise); save it again as UTF-8: in Notepad, File > Save as, Encoding: UTF-8.",
+            ),
+            f"{display(path)}:{line}",
+        ) from exc
     except OSError as exc:
         raise ContentError(_("cannot be read ({strerror}).", strerror=os_reason(exc)), display(path)) from exc
     text = text.replace("\r\n", "\n")
@@ -397,8 +404,24 @@ def split_front_matter(path: Path) -> tuple[dict[str, Any], str, int]:
             )
         if _BACKSLASH_IN_QUOTES.match(line):  # "bilder\bilde.jpg": YAML would read \b as a control character
             raise ContentError(_backslash_message(), f"{display(path)}:{number}")
-        opened = re.match(r"^\s*[\w-]+\s*:\s*([“„«‘‚])", line)
-        if opened and not _CURLY_VALUE.match(line):  # Word's opening quote, and no closing one
+        opened = re.match(r"^\s*[\w-]+\s*:\s*([“„«‘‚\"'])(.*)$", line)
+        if opened and opened[1] in "\"'" and re.search(r"[”»’“]\s*$", opened[2]) and opened[1] not in opened[2]:
+            raise ContentError(  # "Klima: nye mål”: one quote typed, the other pasted from Word
+                _("the text starts with {first} but ends with {last}; use the same kind of quote at both ends.",
+                  first=opened[1], last=opened[2].rstrip()[-1]),
+                f"{display(path)}:{number}",
+            )  # fmt: skip
+        if (
+            opened
+            and opened[1] not in "\"'"
+            and re.search(r"[”»’“][^”»’“]*\S", opened[2])
+            and not _CURLY_VALUE.match(line)
+        ):
+            raise ContentError(  # “Februar: gods på bane” – og mer
+                _("there is text after the closing quote on this line; put all of the text inside the quotes."),
+                f"{display(path)}:{number}",
+            )
+        if opened and opened[1] not in "\"'" and not _CURLY_VALUE.match(line):  # Word's opening quote, no closing one
             raise ContentError(
                 _("the quote {quote} that starts on this line is never closed; end the text with the same kind of quote.",
                   quote=opened.group(1)),

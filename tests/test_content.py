@@ -110,8 +110,8 @@ def test_front_matter_forms(tmp_path):
         split_front_matter(write(tmp_path / "a.md", "---\ntitle: x\n"))
     with pytest.raises(ContentError, match=r"a\.md:2: the front matter must be 'key: value' lines"):
         split_front_matter(write(tmp_path / "a.md", "---\n- x\n---\n"))
-    with pytest.raises(ContentError, match=r"a\.md: not UTF-8"):
-        (tmp_path / "a.md").write_bytes(b"---\ntitle: \xe6\xf8\xe5\n---\n")
+    with pytest.raises(ContentError, match=r"a\.md:4: not UTF-8 text \(saved as 'ANSI'.*Encoding: UTF-8"):
+        (tmp_path / "a.md").write_bytes("---\ntitle: Sak\n---\nÆrlig talt, ærlig.\n".encode("cp1252"))
         split_front_matter(tmp_path / "a.md")
 
 
@@ -285,6 +285,9 @@ def test_more_yaml_mistakes_each_named_at_its_line(tmp_path):
         ('---\ntitle: A\nimage: "bilder\\bilde.jpg"\n---\n', r"a\.md:3: a backslash \(\\\) inside double quotes"),
         ('---\ntitle: A\nimage: "C:\\Users\\kari\\b.jpg"\n---\n', r"a\.md:3: a backslash \(\\\) inside double quotes"),
         ('---\ntitle: A\ncategory:"klima"\n---\n', r"a\.md:3: there is no space after 'category:'; write category: \"klima\""),
+        # one quote typed, the other pasted from Word; text after Word's closing quote
+        ('---\ntitle: "Klima: nye mål”\n---\n', r"a\.md:2: the text starts with \" but ends with ”; use the same kind"),
+        ("---\ntitle: “Februar: gods på bane” – og mer\n---\n", r"a\.md:2: there is text after the closing quote"),
         # a key written twice: YAML would keep the last without a word
         ("---\ntitle: Første\norder: 1\ntitle: Andre\n---\n", r"a\.md:4: 'title' is written twice \(also on line 2\)"),
         ("---\nemissions:\n  from: 2019\n  from: 2020\n---\n", r"a\.md:4: 'from' is written twice \(also on line 3\)"),
@@ -298,6 +301,8 @@ def test_more_yaml_mistakes_each_named_at_its_line(tmp_path):
         tmp_path / "a.md", "---\ntitle: \"Han sa \\\"ja\\\"\"\nimage_alt: 'Kari''s bilde' # merknad\norder: 2\n---\n"
     )
     assert split_front_matter(path)[0] == {"title": 'Han sa "ja"', "image_alt": "Kari's bilde", "order": 2}
+    path = write(tmp_path / "a.md", "---\ntitle: \"Han sa “ja”\"\nimage_alt: 'Kari''s “bilde”'\n---\n")
+    assert split_front_matter(path)[0] == {"title": "Han sa “ja”", "image_alt": "Kari's “bilde”"}
 
 
 def test_curly_quotes_from_word_are_quotes(tmp_path):
