@@ -758,7 +758,7 @@ def subscribers_import(state: State, file: Path, confirmed: bool, dry_run: bool)
         click.echo(_("{file}:{line}: rejected: {reason}", file=file.name, line=line_number, reason=reason), err=True)
     if report.rejected_count > REJECTED_ON_SCREEN:
         try:
-            listed = _rejected_file(file, report.rejected)
+            listed = _rejected_file(file, report)
         except OSError as exc:
             raise click.ClickException(
                 _(
@@ -777,7 +777,7 @@ def subscribers_import(state: State, file: Path, confirmed: bool, dry_run: bool)
             err=True,
         )
     if dry_run:
-        click.echo(_("Dry run: nothing was changed."))
+        click.echo(_("Dry run: the subscriber list was not changed."))
     if report.rejected_count and dry_run:
         raise click.ClickException(
             _(
@@ -803,16 +803,20 @@ PENDING_NOTE = N_(
 )
 
 
-def _rejected_file(source: Path, rejected: tuple[tuple[int, str], ...]) -> Path:
-    """The rejected rows with their reasons, as a CSV beside the file (UTF-8 with BOM and
-    semicolons, as Norwegian Excel opens it)."""
+def _rejected_file(source: Path, report) -> Path:  # type: ignore[no-untyped-def]
+    """The rejected rows, each with its line, the reason and its own cells as the file has them,
+    as a CSV beside the file (UTF-8 with BOM and semicolons, as Norwegian Excel opens it): fix the
+    cells and import this file (its two first columns are not read)."""
     import csv
+
+    from .subscribers import neutralized
 
     target = source.with_name(f"{source.stem}-{_('rejected')}.csv")
     with target.open("w", encoding="utf-8-sig", newline="") as handle:
         writer = csv.writer(handle, delimiter=";")
-        writer.writerow([_("line"), _("reason")])
-        writer.writerows(rejected)
+        writer.writerow([_("line"), _("reason"), *report.header])
+        for (line, reason), cells in zip(report.rejected, report.rejected_cells, strict=True):
+            writer.writerow([line, reason, *(neutralized(cell) for cell in cells)])
     return target
 
 

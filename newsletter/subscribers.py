@@ -757,6 +757,8 @@ class ImportReport:
     read_as: str = ""  # how the file was read: 'Windows-1252 text, separated by semicolons', ...
     ignored_columns: tuple[str, ...] = ()  # columns whose names match no field: not read
     added_pending: int = 0  # of the added, those who wait for confirmation (not confirmed by the file or --confirmed)
+    header: tuple[str, ...] = ()  # the file's own column names, as written
+    rejected_cells: tuple[tuple[str, ...], ...] = ()  # each rejected row's cells as written, beside ``rejected``
 
 
 REJECTED_SHOWN = 1000
@@ -836,10 +838,12 @@ def _stage(
         "CREATE TABLE rows (line INTEGER PRIMARY KEY, email TEXT NOT NULL UNIQUE, name TEXT, municipality TEXT,"
         " language TEXT, topics TEXT, confirmed INTEGER)"
     )
+    stage.execute("CREATE TABLE cells (line INTEGER PRIMARY KEY, cells TEXT NOT NULL)")  # as written, for a rejection
     columns: dict[str, int] = {}
     for line, row in table_rows(path, found):
         if not columns:
             columns = _columns(row, path, ignored)
+            stage.execute("INSERT INTO cells VALUES (0, ?)", (json.dumps(row, ensure_ascii=False),))
             continue
         if not any(cell.strip() for cell in row):
             continue
@@ -866,10 +870,12 @@ def _stage(
             )
             stage.execute("INSERT INTO rows VALUES (?, ?, ?, ?, ?, ?, ?)",
                           (line, email, *values, int(row_status == "confirmed")))  # fmt: skip
+            stage.execute("INSERT INTO cells VALUES (?, ?)", (line, json.dumps(row, ensure_ascii=False)))
         except SubscriberError as exc:
             count += 1
             if len(rejected) < REJECTED_SHOWN:
                 rejected.append((line, str(exc)))
+                stage.execute("INSERT OR REPLACE INTO cells VALUES (?, ?)", (line, json.dumps(row, ensure_ascii=False)))
     if not columns:
         raise SubscriberError(_("{path}: the file is empty.", path=path))
     return skipped, rejected, count
@@ -903,12 +909,16 @@ def import_csv(
             skipped, rejected, rejected_count = _stage(settings, members, path, stage, found, ignored)
             stage.execute("COMMIT")
             counts = _apply_staged(conn, settings, stage, source, confirmed, dry_run, rejected)
+            rejected.sort()
+            rejected = rejected[:REJECTED_SHOWN]
+            written = dict(stage.execute("SELECT line, cells FROM cells"))
         finally:
             stage.close()
     added, updated, unchanged, late, pending = counts
-    rejected.sort()
-    return ImportReport(added, updated, unchanged, skipped, tuple(rejected[:REJECTED_SHOWN]), rejected_count + late,
-                        dry_run, found[0] if found else "", tuple(ignored), pending)  # fmt: skip
+    header = tuple(json.loads(written.get(0, "[]")))
+    cells = tuple(tuple(json.loads(written.get(line, "[]"))) for line, _reason in rejected)
+    return ImportReport(added, updated, unchanged, skipped, tuple(rejected), rejected_count + late, dry_run,
+                        found[0] if found else "", tuple(ignored), pending, header, cells)  # fmt: skip
 
 
 def _apply_staged(
@@ -1047,7 +1057,7 @@ def listing(conn: sqlite3.Connection, statuses: tuple[str, ...] = ()) -> list[Su
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what spreadsheets read as a formula (OWASP: CSV injection)
 
 
-def _neutralized(value: object) -> object:
+def neutralized(value: object) -> object:
     """Text a spreadsheet would run as a formula, made plain text by a leading apostrophe."""
     return f"'{value}" if isinstance(value, str) and value.startswith(FORMULA_START) else value
 
@@ -1073,7 +1083,7 @@ def export(subscribers: list[Subscriber], fmt: str) -> str:
     writer = csv.DictWriter(out, fieldnames=fields, extrasaction="ignore", lineterminator="\r\n", delimiter=";")
     writer.writeheader()
     for record in records:
-        writer.writerow({k: _neutralized(v) for k, v in (record | {"topics": ",".join(record["topics"])}).items()})
+        writer.writerow({k: neutralized(v) for k, v in (record | {"topics": ",".join(record["topics"])}).items()})
     return out.getvalue()
 
 

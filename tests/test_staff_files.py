@@ -120,7 +120,15 @@ def test_many_rejected_rows_go_to_a_file_for_excel(run, project, tmp_path):
     listed = tmp_path / "liste-rejected.csv"
     assert f"15 more rejected rows: all of them, with the reasons, are in {listed}" in result.stderr
     lines = listed.read_text(encoding="utf-8-sig").splitlines()
-    assert lines[0] == "line;reason" and len(lines) == 26 and lines[1].startswith("2;")
+    assert lines[0] == "line;reason;E-post" and len(lines) == 26 and lines[1].startswith("2;")
+    assert lines[1].endswith(";ikke-en-adresse-0")  # the row itself, as the file has it: to fix in place
+    # fixed in Excel, the rejected file imports as it is: its own two columns are not read
+    fixed = listed.read_text(encoding="utf-8-sig").replace("ikke-en-adresse-", "rettet-")
+    fixed = "\n".join(line if n == 0 else line + "@example.no" for n, line in enumerate(fixed.splitlines()))
+    listed.write_text(fixed + "\n", encoding="utf-8-sig")
+    again = run("subscribers", "import", str(listed), "--confirmed")
+    assert again.exit_code == 0 and "Added 25," in again.stdout, again.output
+    assert "'line', 'reason'" in again.stderr  # named as columns not read
 
 
 def test_third_trial_remove_guesses_dry_run_says_would_and_status_finds_the_last_send(run, project, tmp_path):

@@ -95,7 +95,7 @@ def test_import_reports_line_by_line_and_is_idempotent(run, project, tmp_path):
 def test_dry_run_changes_nothing(run, project, tmp_path):
     path = write(tmp_path / "liste.csv", "email,name\nkari@example.no,Kari\n")
     result = run("subscribers", "import", str(path), "--dry-run")
-    assert "Would add 1" in result.stdout and "Dry run: nothing was changed." in result.stdout
+    assert "Would add 1" in result.stdout and "Dry run: the subscriber list was not changed." in result.stdout
     assert rows(project, "SELECT COUNT(*) FROM subscribers") == [(0,)]
 
 
