@@ -141,6 +141,7 @@ WORDS = (
     N_("sent"), N_("picked"), N_("skipped"), N_("keywords"), N_("new"),
     N_("scheduled"), N_("starting"), N_("running"), N_("done"), N_("cancelled"),
     N_("current"), N_("kept"), N_("retired"), N_("MISSING"), N_("file"), N_("hard"), N_("soft"), N_("complaint"),
+    N_("directory"), N_("path"),  # the names Click gives a path option in its errors
 )  # fmt: skip
 
 
@@ -192,6 +193,9 @@ _TYPE_WORDS = {"text": N_("TEXT"), "integer": N_("INTEGER"), "float": N_("NUMBER
 def _name_the_metavar(param: click.Parameter) -> None:
     """Give a parameter the metavar Click would show, written out, so that it can be translated
     ('[ISSUE]' in the usage line, 'TEXT' after an option): Click makes them in English."""
+    if isinstance(param.type, click.Path):  # its errors name it: "File '..' is a directory."
+        english = param.type.__dict__.setdefault("_english_name", param.type.name)
+        param.type.name = language.translate(english)
     if param.metavar is not None or getattr(param, "is_flag", False) or isinstance(param.type, click.Choice):
         return
     if isinstance(param, click.Argument):  # as Click writes it: [ISSUE] when optional, IDS... for many

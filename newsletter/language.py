@@ -126,7 +126,7 @@ _CLICK_TYPES = {"IntParamType": N_("integer"), "FloatParamType": N_("number"), "
 
 def english_name(param_type: Any) -> str:
     """A Click parameter type's own (English) name, whatever language it speaks now."""
-    return getattr(type(param_type), "_english_name", None) or param_type.name
+    return getattr(param_type, "_english_name", None) or param_type.name
 
 
 def teach_click() -> None:

@@ -162,6 +162,10 @@ def corpus(run: Runner, project, issue_dir, tmp_path) -> list[tuple[str, object]
             "cp1252"
         )
     )
+    go("subscribers", "import", str(tmp_path))  # a folder, not a file: Click's own words
+    write(issue_dir / "09-feil.md", '---\ntitle: "Sak”\nimage: "bilder\\kart.png"\n---\nTekst\n')
+    go("check", SAMPLE_ISSUE)
+    (issue_dir / "09-feil.md").unlink()
     go("subscribers", "import", str(sheet), "--dry-run")
     go("subscribers", "import", str(sheet), "--confirmed")
     go("subscribers", "add", "ikke-en-adresse")
@@ -224,6 +228,14 @@ def test_questions_are_norwegian_and_take_ja_and_nei(norsk):
     assert "[j/N]" in refused.output and "Avbrutt" in refused.output and refused.exit_code == 1, refused.output
     unclear = run("secret", "rotate", input="kanskje\nj\n")
     assert "Svar j eller n." in unclear.output and unclear.exit_code == 0, unclear.output
+
+
+def test_clicks_own_words_for_a_path_are_norwegian_too(norsk, tmp_path):
+    """Click names a path option's kind ('File') in its errors, a word it made in English when
+    the command was defined."""
+    result = Runner()("subscribers", "import", str(tmp_path))
+    assert result.exit_code != 0 and f"Fil '{tmp_path}' er en mappe." in result.stderr, result.stderr
+    assert "File" not in result.stderr
 
 
 def test_a_language_the_tool_does_not_speak_is_one_norwegian_line(norsk, monkeypatch):
