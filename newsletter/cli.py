@@ -432,14 +432,26 @@ def feeds_list(state: State, issue: str | None, show_all: bool) -> None:
         click.echo(_("({hidden} more not selected; --all lists them)", hidden=hidden))
 
 
-def _choose(state: State, issue: str, ids: tuple[int, ...], choice: str | None) -> None:
+def _choose(state: State, items: tuple[str, ...], choice: str | None) -> None:
+    """Pick, skip or reset: ``items`` is [ISSUE] IDS... (the newest issue when the first is a number)."""
     from .content import find_issue
     from .feeds import choose
 
+    issue = None if items[0].strip().isdigit() else items[0]
+    numbers = items[1:] if issue is not None else items
+    if not numbers:
+        raise click.ClickException(
+            _("give the numbers of the items after the issue; 'newsletter feeds list' shows them.")
+        )
+    wrong = next((n for n in numbers if not n.strip().isdigit()), None)
+    if wrong is not None:
+        raise click.ClickException(
+            _("{value!r} is not an item number; 'newsletter feeds list' shows the numbers.", value=wrong)
+        )
     settings = state.settings()
     issue_id = find_issue(settings, issue).name
     with database(settings.database) as conn:
-        count = choose(conn, issue_id, ids, choice)
+        count = choose(conn, issue_id, [int(n) for n in numbers], choice)
     done = {
         "pick": _("Picked {count} item(s) for {issue}.", count=count, issue=issue_id),
         "skip": _("Skipped {count} item(s) for {issue}.", count=count, issue=issue_id),
@@ -448,31 +460,31 @@ def _choose(state: State, issue: str, ids: tuple[int, ...], choice: str | None) 
     click.echo(_("{done} Rebuild with: newsletter build {issue}", done=done, issue=issue_id))
 
 
+ITEMS = "[ISSUE] IDS..."
+
+
 @feeds.command("pick")
-@click.argument("issue")
-@click.argument("ids", nargs=-1, required=True, type=int)
+@click.argument("items", nargs=-1, required=True, metavar=ITEMS)
 @click.pass_obj
-def feeds_pick(state: State, issue: str, ids: tuple[int, ...]) -> None:
-    """Put the items IDS into ISSUE, whatever the default selection says."""
-    _choose(state, issue, ids, "pick")
+def feeds_pick(state: State, items: tuple[str, ...]) -> None:
+    """Put the items IDS into ISSUE (default: the newest), whatever the default selection says."""
+    _choose(state, items, "pick")
 
 
 @feeds.command("skip")
-@click.argument("issue")
-@click.argument("ids", nargs=-1, required=True, type=int)
+@click.argument("items", nargs=-1, required=True, metavar=ITEMS)
 @click.pass_obj
-def feeds_skip(state: State, issue: str, ids: tuple[int, ...]) -> None:
-    """Leave the items IDS out of ISSUE."""
-    _choose(state, issue, ids, "skip")
+def feeds_skip(state: State, items: tuple[str, ...]) -> None:
+    """Leave the items IDS out of ISSUE (default: the newest)."""
+    _choose(state, items, "skip")
 
 
 @feeds.command("reset")
-@click.argument("issue")
-@click.argument("ids", nargs=-1, required=True, type=int)
+@click.argument("items", nargs=-1, required=True, metavar=ITEMS)
 @click.pass_obj
-def feeds_reset(state: State, issue: str, ids: tuple[int, ...]) -> None:
-    """Forget the pick or skip of the items IDS in ISSUE (back to the default)."""
-    _choose(state, issue, ids, None)
+def feeds_reset(state: State, items: tuple[str, ...]) -> None:
+    """Forget the pick or skip of the items IDS in ISSUE (default: the newest), back to the default."""
+    _choose(state, items, None)
 
 
 @feeds.command("status")

@@ -316,7 +316,12 @@ def test_curation_survives_rebuild_and_sent_items_are_used(project, server, run)
             ids[line.rsplit(":", 1)[1].split("(")[0].strip()] = int(parts[0])
     assert_error(run("feeds", "pick", SAMPLE_ISSUE, "99999"), "no news item with id 99999")
     assert run("feeds", "skip", "ordforer", str(ids["Sak A"])).exit_code == 0
+    picked = run("feeds", "pick", str(ids["Sak C"]))  # without the issue: the newest
+    assert picked.exit_code == 0 and f"Picked 1 item(s) for {SAMPLE_ISSUE}." in picked.stdout, picked.output
+    assert run("feeds", "reset", str(ids["Sak C"])).exit_code == 0
     assert run("feeds", "pick", SAMPLE_ISSUE, str(ids["Sak C"])).exit_code == 0
+    assert_error(run("feeds", "pick", SAMPLE_ISSUE), "give the numbers of the items after the issue")
+    assert_error(run("feeds", "pick", SAMPLE_ISSUE, "fire"), "'fire' is not an item number")
     for _ in range(2):  # a rebuild gives the same section
         run("build")
         html = (project / "build" / SAMPLE_ISSUE / "email.html").read_text(encoding="utf-8")
