@@ -806,6 +806,13 @@ def table_rows(path: Path, found: list[str]) -> Iterator[tuple[int, list[str]]]:
         raise SubscriberError(
             _("{path}: an old Excel workbook (.xls); save it as .xlsx (Excel workbook) or CSV.", path=path)
         )
+    if path.suffix.lower() in (".xlsx", ".xlsm", ".ods", ".numbers"):  # named a workbook, but not one inside
+        raise SubscriberError(
+            _(
+                "{path}: the name says workbook, but the file is not one (damaged, or not fully copied); open it in Excel and save it again, or save the list as CSV.",
+                path=path,
+            )
+        )
     formats: list[TextFormat] = []
     try:
         for line, cells in csv_rows(path, _("subscriber list"), formats):

@@ -86,6 +86,11 @@ def test_a_damaged_workbook_says_so_in_plain_words(run, project, tmp_path):
     for command in (("subscribers", "import"), ("emissions", "import")):
         line = assert_error(run(*command, str(cut)), "tom.xlsx: the workbook is damaged or incomplete", "save it again")
         assert "EOCD" not in line and "Zip" not in line
+    headless = tmp_path / "ikke.xlsx"  # named a workbook, not one from its first byte: not read as a text list
+    headless.write_bytes(whole.read_bytes()[100:])
+    assert_error(
+        run("subscribers", "import", str(headless)), "ikke.xlsx: the name says workbook, but the file is not one"
+    )
 
 
 def test_columns_it_does_not_know_are_named_not_dropped_in_silence(run, project, tmp_path):
