@@ -1369,8 +1369,10 @@ def check(state: State, issue: str | None, links: bool, timeout: float, fmt: str
     import json
 
     from .check import as_json, check_issue
+    from .content import find_issue
 
-    found = check_issue(state.settings(), issue, links=links, timeout=timeout)
+    settings = state.settings()
+    found = check_issue(settings, issue, links=links, timeout=timeout)
     if fmt == "json":
         click.echo(json.dumps(as_json(found), ensure_ascii=False, indent=2))
     else:
@@ -1378,7 +1380,10 @@ def check(state: State, issue: str | None, links: bool, timeout: float, fmt: str
             click.echo(finding.line)
         errors = sum(f.level == "error" for f in found)
         warnings = sum(f.level == "warning" for f in found)
-        click.echo(_("{errors} error(s), {warnings} warning(s).", errors=errors, warnings=warnings))
+        checked = find_issue(settings, issue).name  # which issue: 'check' alone takes the newest
+        click.echo(
+            _("{issue}: {errors} error(s), {warnings} warning(s).", issue=checked, errors=errors, warnings=warnings)
+        )
     if any(f.level == "error" for f in found):
         raise SystemExit(1)
 
