@@ -672,6 +672,12 @@ class _Fields:
     def text(self, key: str, *, required: bool = False, default: str | None = None) -> str | None:
         value = self.meta.get(key)
         if value is None or (isinstance(value, str) and not value.strip()):
+            capital = next((k for k in self.meta if isinstance(k, str) and k != key and k.lower() == key), None)
+            if required and capital is not None:  # 'Title:' (others are named by _unknown_keys)
+                raise self.fail(capital, _("write '{key}' in small letters: {key}: ... (not {written}:).", key=key,
+                                           written=capital))  # fmt: skip
+            if required and key in self.meta:  # 'title:' with nothing after it
+                raise self.fail(key, _("'{key}' is empty; write the text after '{key}:'.", key=key))
             if required:
                 raise ContentError(
                     _(
@@ -833,9 +839,12 @@ def _unknown_keys(fields: _Fields, meta: dict[str, Any], known: set[str]) -> lis
     ('categroy') is an error, since what it meant would be lost without a word; another is
     ignored with a warning."""
     found = []
-    for key in sorted(set(meta) - known):
+    for key in sorted(set(meta) - known, key=str):
         guess = did_you_mean(str(key), sorted(known))
-        if guess:
+        if str(key).lower() in known:  # 'Category:': the names are written in small letters
+            found.append(fields.finding(key, _("write '{key}' in small letters: {key}: ... (not {written}:).",
+                                               key=str(key).lower(), written=key)))  # fmt: skip
+        elif guess:
             found.append(
                 fields.finding(key, _("unknown front matter '{key}'{guess}; correct the name.", key=key, guess=guess))
             )

@@ -429,3 +429,14 @@ def test_a_windows_path_and_a_feeds_value_that_is_not_true_or_false(project, iss
     issue = issue_dir / "issue.md"
     write(issue, issue.read_text(encoding="utf-8").replace("title:", "feeds: nei\ntitle:", 1))
     assert_found(r"issue\.md:2: 'feeds' can only be true or false, not 'nei'; write feeds: false")
+
+
+def test_field_names_with_capital_letters_or_nothing_after_them(project, issue_dir):
+    write(issue_dir / "06-a.md", "---\nTitle: Sak\n---\nTekst\n")
+    assert_found(r"06-a\.md:2: write 'title' in small letters: title: \.\.\. \(not Title:\)")
+    write(issue_dir / "06-a.md", "---\ntitle: Sak\nCategory: klima\n---\nTekst\n")
+    assert_found(r"06-a\.md:3: write 'category' in small letters")
+    found = [f.text for f in _load().findings if "Category" in f.text]
+    assert len(found) == 1, found  # said once, not also as an unknown name
+    write(issue_dir / "06-a.md", "---\ntitle:\norder: 2\n---\nTekst\n")
+    assert_found(r"06-a\.md:2: 'title' is empty; write the text after 'title:'")
