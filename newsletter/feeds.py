@@ -519,7 +519,11 @@ def fetch_feeds(settings: Settings, conn: sqlite3.Connection, names: Iterable[st
         )
     feeds = tuple(f for f in settings.feeds if not wanted or f.name in wanted)
     if not feeds:
-        raise FeedError(_("no feeds configured: add [[feeds]] tables with name and url to newsletter.toml."))
+        raise FeedError(
+            _(
+                'no feeds set up yet: add three lines to newsletter.toml for each feed, like these: [[feeds]], then name = "Lillestrøm kommune", then url = "https://…/rss" (the address of its RSS or Atom feed).'
+            )
+        )
     states = {row["name"]: row for row in conn.execute("SELECT * FROM feeds")}
     online = sum(not f.is_file for f in feeds)
     pool = _parse_pool(online)  # made before the event loop starts, and before any other thread
