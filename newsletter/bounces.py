@@ -428,12 +428,18 @@ class _Imap:
                 yield uid.decode(), raw
 
     def handled(self, key: str, raw: bytes) -> None:
+        status, data = self.client.uid("MOVE" if "MOVE" in self.can else "COPY", key, DONE_FOLDER)
+        if status != "OK":  # recorded already; but left here, it would be read again at every run
+            answer = b" ".join(d for d in data if isinstance(d, bytes)).decode("utf-8", "replace")
+            raise ConfigError(
+                _(
+                    "the bounce mailbox does not let handled reports be moved to the folder {folder} ({answer}); create that folder in the mailbox (some servers want it as INBOX.{folder}).",
+                    folder=DONE_FOLDER,
+                    answer=answer or status,
+                )
+            )
         if "MOVE" in self.can:
-            self.client.uid("MOVE", key, DONE_FOLDER)
             return
-        status, _data = self.client.uid("COPY", key, DONE_FOLDER)
-        if status != "OK":
-            return  # left where it is: the next run reads it again, and counts it once
         self.client.uid("STORE", key, "+FLAGS", "(\\Deleted)")
         if "UIDPLUS" in self.can:  # this message alone: a plain EXPUNGE would also take what people marked deleted
             self.client.uid("EXPUNGE", key)

@@ -849,10 +849,10 @@ def _rejected_file(source: Path, report) -> Path:  # type: ignore[no-untyped-def
 def subscribers_export(state: State, fmt: str, statuses: tuple[str, ...], output: Path | None) -> None:
     """Write the subscribers with their consent records to a file (--output) or the screen.
 
-    The CSV opens in Excel as it is (semicolons, UTF-8 with a byte order mark) and can be
+    With --output, the CSV opens in Excel as it is (semicolons, UTF-8 with BOM), and can be
     imported again.
     """
-    from .subscribers import export, listing
+    from .subscribers import export, listing, write_export
 
     settings = state.settings()
     with database(settings.database) as conn:
@@ -862,8 +862,7 @@ def subscribers_export(state: State, fmt: str, statuses: tuple[str, ...], output
         click.echo(text, nl=False)
         return
     try:
-        with output.open("x", encoding="utf-8", newline="") as handle:  # 'x': an earlier export is never overwritten
-            handle.write(text)
+        write_export(output, text, fmt)
     except FileExistsError as exc:
         raise click.ClickException(
             _("{output} exists already; choose another name, or delete it first.", output=output)

@@ -611,6 +611,10 @@ def toml_problem(exc: tomllib.TOMLDecodeError, text: str) -> tuple[int | None, s
     found = _TOML_AT.match(str(exc))
     problem = found[1] if found else str(exc)
     line = int(found[2]) if found and found[2] else None
+    if line is None:  # at the end of the file: a quote opened on some line and never closed
+        opened = [n for n, text_line in enumerate(text.split("\n"), 1)
+                  if re.match(r'^\s*[\w.-]+\s*=\s*"', text_line) and text_line.count('"') % 2]  # fmt: skip
+        line = opened[-1] if opened else None
     source = text.split("\n")[line - 1] if line else ""
     key, _equals, value = (part.strip() for part in source.partition("="))
     if re.search(r"[“”„«»‘’]", value):
@@ -618,6 +622,8 @@ def toml_problem(exc: tomllib.TOMLDecodeError, text: str) -> tuple[int | None, s
         return line, _(
             "Word's curly quotes; newsletter.toml needs straight ones: {key} = {value}", key=key, value=straight
         )
+    if problem == "Invalid value" and value.lower() in ("yes", "no", "ja", "nei", "on", "off", "sann", "usann"):
+        return line, _("{key} is on or off: write {key} = true or {key} = false", key=key)
     if problem == "Invalid value" and value and not value.startswith(('"', "'", "[", "{")):
         return line, _('text must be in quotes: {key} = "{value}"', key=key, value=value.strip('"'))
     if problem == "Unterminated string" or problem == "Illegal character '\\n'":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import struct
 import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -391,26 +392,15 @@ def split_front_matter(path: Path) -> tuple[dict[str, Any], str, int]:
             break
     else:
         raise ContentError(_("the front matter is not closed; add a line with '---' after it."), f"{display(path)}:1")
+    starts = {number for number, _line in _value_lines(lines[1:end])}
     for number, line in enumerate(lines[1:end], 2):
         if line.startswith("\t") or re.match(r"^[\w-]+:\s*\t", line):
             raise ContentError(
                 _("the front matter has a tab character; use spaces instead of tabs."), f"{display(path)}:{number}"
             )
-        glued = re.match(r"^([A-Za-z_][\w-]*):(\S.*)$", line)
-        if glued:  # 'title:"Plan"': YAML reads the whole line as one text, not as a name and a value
-            raise ContentError(
-                _("there is no space after '{key}:'; write {key}: {value}", key=glued[1], value=glued[2].strip()),
-                f"{display(path)}:{number}",
-            )
-        if _BACKSLASH_IN_QUOTES.match(line):  # "bilder\bilde.jpg": YAML would read \b as a control character
-            raise ContentError(_backslash_message(), f"{display(path)}:{number}")
+        if number not in starts:
+            continue  # an inner line of a block text (|, >) or of a quoted value that goes on
         opened = re.match(r"^\s*[\w-]+\s*:\s*([“„«‘‚\"'])(.*)$", line)
-        if opened and opened[1] in "\"'" and re.search(r"[”»’“]\s*$", opened[2]) and opened[1] not in opened[2]:
-            raise ContentError(  # "Klima: nye mål”: one quote typed, the other pasted from Word
-                _("the text starts with {first} but ends with {last}; use the same kind of quote at both ends.",
-                  first=opened[1], last=opened[2].rstrip()[-1]),
-                f"{display(path)}:{number}",
-            )  # fmt: skip
         if (
             opened
             and opened[1] not in "\"'"
@@ -440,6 +430,7 @@ def split_front_matter(path: Path) -> tuple[dict[str, Any], str, int]:
                   key=key),
                 f"{display(path)}:{number}",
             ) from exc  # fmt: skip
+        _line_problem(path, lines[1:end])
         raise ContentError(*_yaml_problem(exc, path)) from exc
     except (yaml.YAMLError, ValueError) as exc:
         # e.g. 'date: 2027-02-30', which YAML reads as a date and cannot build: name the line
@@ -457,8 +448,91 @@ def split_front_matter(path: Path) -> tuple[dict[str, Any], str, int]:
     if meta is None:
         meta = {}
     if not isinstance(meta, dict):
+        _line_problem(path, lines[1:end])  # 'title:"Plan"' alone is read as one text
         raise ContentError(_("the front matter must be 'key: value' lines, not a list or text."), f"{display(path)}:2")
+    _escaped_controls(path, meta)
     return meta, "\n".join(lines[end + 1 :]), end + 2
+
+
+_KEY_LINE = re.compile(r"^[A-Za-z_][\w-]*\s*:(?:\s|$)")
+
+
+def _closes(text: str, quote: str) -> bool:
+    """Whether ``text`` (what follows an opening quote) has the closing one."""
+    if quote == '"':
+        return re.search(r'(?<!\\)(?:\\\\)*"', text) is not None
+    return re.search(r"'", text.replace("''", "")) is not None
+
+
+def _value_lines(lines: list[str], upto: int | None = None) -> Iterator[tuple[int, str]]:
+    """(file line, line) of the front matter's lines that begin a value: not the inner lines of a
+    block text ('|', '>') or of a quoted value that goes on over several lines."""
+    block, quote = False, ""
+    for number, line in enumerate(lines[:upto], 2):
+        if quote and not _KEY_LINE.match(line):  # a 'key: ' line ends it: that quote was never closed
+            quote = "" if _closes(line, quote) else quote
+            continue
+        quote = ""
+        if block and (line.startswith((" ", "\t")) or not line.strip()):
+            continue
+        block = False
+        yield number, line
+        found = re.match(r"^\s*(?:- )?[\w-]+\s*:\s*(.*)$", line)
+        value = found[1] if found else ""
+        if re.match(r"^[|>][+-]?\d*\s*(?:#.*)?$", value):
+            block = True
+        elif value[:1] in ('"', "'") and not _closes(value[1:], value[0]):
+            quote = value[0]
+
+
+def _open_quote_at(lines: list[str], upto: int) -> int | None:
+    """The 0-based index of the line whose quote is still open at line ``upto`` (0-based), if any."""
+    opened = None
+    for number, line in enumerate(lines[: upto + 1]):
+        if opened is not None and _KEY_LINE.match(line):
+            return opened  # the next 'key: ' line came first: the quote was never closed
+        if opened is not None:
+            if _closes(line, lines[opened].split(":", 1)[1].strip()[0]):
+                opened = None
+            continue
+        found = re.match(r"""^\s*[\w-]+\s*:\s*(["'])(.*)$""", line)
+        if found and not _closes(found[2], found[1]):
+            opened = number
+    return opened
+
+
+def _line_problem(path: Path, lines: list[str]) -> None:
+    """When YAML cannot read the front matter: the mistakes people make, each at its line (run
+    only then, so that text inside a block or a long quoted value is never taken for them)."""
+    for number, line in _value_lines(lines):
+        glued = re.match(r"^([A-Za-z_][\w-]*):(\S.*)$", line)
+        if glued:  # 'title:"Plan"': YAML reads the whole line as one text, not as a name and a value
+            raise ContentError(
+                _("there is no space after '{key}:'; write {key}: {value}", key=glued[1], value=glued[2].strip()),
+                f"{display(path)}:{number}",
+            )
+        if _BACKSLASH_IN_QUOTES.match(line):  # "C:\Users\kari": \U is an escape YAML cannot read
+            raise ContentError(_backslash_message(), f"{display(path)}:{number}")
+        opened = re.match(r"^\s*[\w-]+\s*:\s*([\"'])(.*)$", line)
+        if opened and re.search(r"[”»’“]\s*$", opened[2]) and opened[1] not in opened[2]:
+            raise ContentError(  # "Klima: nye mål”: one quote typed, the other pasted from Word
+                _("the text starts with {first} but ends with {last}; use the same kind of quote at both ends.",
+                  first=opened[1], last=opened[2].rstrip()[-1]),
+                f"{display(path)}:{number}",
+            )  # fmt: skip
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+
+
+def _escaped_controls(path: Path, meta: dict[str, Any]) -> None:
+    """A value that YAML read with a control character from a backslash in double quotes
+    ("bilder\bilde.jpg": \b is a backspace), or a file name with a line break (\n)."""
+    for key, value in meta.items():
+        if isinstance(value, str) and (
+            _CONTROL.search(value) or (key in ("image", "link") and re.search(r"[\n\t]", value))
+        ):
+            raise ContentError(_backslash_message(), f"{display(path)}:{key_lines(path).get(str(key), 2)}")
 
 
 _CURLY = {"“": '"', "”": '"', "„": '"', "«": '"', "»": '"', "‘": "'", "’": "'", "‚": "'"}
@@ -502,17 +576,6 @@ def _backslash_message() -> str:
 _TEXT_AFTER_QUOTE = re.compile(r"""^\s*[\w-]+\s*:\s*(?:"(?:[^"\\]|\\.)*"|'(?:[^']|'')*')\s*[^\s#]""")
 
 
-def _opens_a_quote(line: str) -> bool:
-    """Whether a 'key: value' line's value opens a quote that the line does not close."""
-    found = re.match(r"""^\s*[\w-]+\s*:\s*(["'])(.*)$""", line)
-    if not found:
-        return False
-    quote, rest = found.groups()
-    if quote == '"':
-        return re.search(r'(?<!\\)(?:\\\\)*"', rest) is None
-    return re.search(r"'(?!')", rest.replace("''", "")) is None
-
-
 def _yaml_problem(exc: yaml.MarkedYAMLError, path: Path) -> tuple[str, str]:
     """(what is wrong in plain words, file:line) for YAML's own error: the line where the mistake
     is, not where the parser noticed it (an unclosed quote is noticed at the end)."""
@@ -523,7 +586,7 @@ def _yaml_problem(exc: yaml.MarkedYAMLError, path: Path) -> tuple[str, str]:
     except (OSError, UnicodeDecodeError):
         lines = []
     upto = lines[: mark.line + 1] if mark else lines
-    unclosed = next((n for n, line in enumerate(upto) if _opens_a_quote(line)), None)
+    unclosed = _open_quote_at(lines, mark.line if mark else len(lines) - 1)
     after_quote = next((n for n, line in enumerate(upto) if _TEXT_AFTER_QUOTE.match(line)), None)
     if isinstance(exc, _DuplicateKey) and exc.context_mark is not None:
         message = _(
@@ -982,15 +1045,18 @@ def load_issue(settings: Settings, folder: Path) -> Issue:
     intro = _render(settings, assets, issue_path, body, first, refused, found)
 
     articles = []
-    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(("_", ".")))
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(("_", ".", "~$")))
+    others = []  # '~$' above: the lock file Word keeps beside an open document
     for path in files:
         if path.suffix.lower() != ".md" or path.name.lower() == ISSUE_FILE:
-            found.extend(_not_an_article(path))
+            others.append(path)
             continue
         try:
             articles.append(_load_article(settings, assets, path, found, refused))
         except ContentError as exc:  # this article cannot be read: the others are still checked
             found.append(exc.finding)
+    linked = set(assets.found)  # a document the issue links to is an attachment, not a lost article
+    found.extend(f for path in others if path.resolve() not in linked for f in _not_an_article(path))
     seen: dict[str, Path] = {}
     for article in articles:
         if article.id in seen:

@@ -45,6 +45,7 @@ from .errors import (
     Finding,
     GateError,
     NewsletterError,
+    ProjectError,
     SendError,
     TransportError,
     Undeliverable,
@@ -726,12 +727,20 @@ def send_test(settings: Settings, prepared: Prepared, addresses: tuple[str, ...]
 def status(settings: Settings, ref: str | None) -> journal.Summary:
     """The latest delivery of an issue; without ``ref``, of the newest issue, or, when that one
     has none yet (being written), the latest delivery of all."""
-    issue_id = issue_name(settings, ref)
+    try:
+        issue_id = issue_name(settings, ref)
+        unnamed = None
+    except ProjectError as exc:  # no newest issue to name (a newer one misnamed, say): the latest sent
+        if ref is not None:
+            raise
+        issue_id, unnamed = "", exc
     with database(settings.database) as conn:
-        row = journal.latest(conn, issue_id)
+        row = journal.latest(conn, issue_id) if issue_id else None
         if row is None and ref is None:
             newest = journal.newest_issue(conn)
             row = journal.latest(conn, newest) if newest else None
+        if row is None and unnamed is not None:
+            raise unnamed
         if row is None:
             find_issue(settings, ref)  # an issue that does not exist at all says so
             raise SendError(_("{issue_id} has not been sent or scheduled.", issue_id=issue_id))

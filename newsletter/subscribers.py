@@ -1077,21 +1077,28 @@ def _unneutralized(text: str) -> str:
 def export(subscribers: list[Subscriber], fmt: str) -> str:
     """CSV (re-importable) or JSON of subscribers with their consent records.
 
-    The CSV is what Norwegian Excel opens as it is: semicolons between the columns and a byte
-    order mark that says UTF-8 (without it, Excel shows æøå wrongly; with commas, one column).
-    Text that Excel or LibreOffice would run as a formula ('=HYPERLINK(...)' as a name) starts
-    with an apostrophe; importing the file again gives the text as it was."""
+    The CSV has semicolons between the columns, as Norwegian Excel expects (with commas it shows
+    one column); written to a file (``write_export``) it also gets the byte order mark that tells
+    Excel it is UTF-8. Text that Excel or LibreOffice would run as a formula ('=HYPERLINK(...)'
+    as a name) starts with an apostrophe; importing the file again gives the text as it was."""
     records = [asdict(s) | {"topics": list(s.topics)} for s in subscribers]
     if fmt == "json":
         return json.dumps(records, ensure_ascii=False, indent=2) + "\n"
     out = io.StringIO()
-    out.write("\ufeff")
     fields = [f for f in Subscriber.__dataclass_fields__ if f != "id"]
-    writer = csv.DictWriter(out, fieldnames=fields, extrasaction="ignore", lineterminator="\r\n", delimiter=";")
+    writer = csv.DictWriter(out, fieldnames=fields, extrasaction="ignore", lineterminator="\n", delimiter=";")
     writer.writeheader()
     for record in records:
         writer.writerow({k: neutralized(v) for k, v in (record | {"topics": ",".join(record["topics"])}).items()})
     return out.getvalue()
+
+
+def write_export(path: Path, text: str, fmt: str) -> None:
+    """An export written to a new file (never over one that exists: FileExistsError): a CSV as
+    Norwegian Excel opens it, UTF-8 with a byte order mark and Windows line ends."""
+    csv_file = fmt == "csv"
+    with path.open("x", encoding="utf-8-sig" if csv_file else "utf-8", newline="\r\n" if csv_file else "\n") as out:
+        out.write(text)
 
 
 def counts(conn: sqlite3.Connection) -> dict[str, dict[str, int]]:

@@ -381,3 +381,10 @@ def test_a_linked_build_folder_and_a_second_archive_beside_it(run, project, sent
     assert (project / "build/archive-test" / SAMPLE_ISSUE / "index.html").is_file()
     os.symlink("../content", project / "build/fremmed")
     assert_error(run("archive", "--out", "build/fremmed"), "build/fremmed exists and was not made by newsletter")
+
+
+def test_status_without_an_issue_reports_the_last_send_past_a_misnamed_newer_folder(run, project, sent):
+    write(project / "content/issues/Mars 2027/issue.md", "---\ntitle: Mars\ndate: 2027-03-05\n---\n")
+    result = run("status")
+    assert result.exit_code == 0 and SAMPLE_ISSUE in result.stdout, result.output
+    assert_error(run("build"), "The newest issue is in content/issues/Mars 2027")  # what builds must not guess

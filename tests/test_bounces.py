@@ -389,6 +389,24 @@ def test_handled_reports_leave_the_inbox_and_what_people_deleted_is_left_alone(r
     assert rows(keyed, "SELECT COUNT(*) FROM subscriber_events") == [(1,)]
 
 
+def test_a_report_that_cannot_be_moved_away_is_an_error_not_a_silent_loop(run, keyed, dovecot, monkeypatch):
+    """Left in the inbox, a handled report would be read again at every run without a word."""
+    _a, b = subscribe("a@example.no", "b@example.no")
+    monkeypatch.setenv("NEWSLETTER_BOUNCES_MAILBOX", f"imaps://bounce@127.0.0.1:{dovecot['imaps']}/INBOX")
+    monkeypatch.setenv("NEWSLETTER_BOUNCES_PASSWORD", "postkasse-passord")
+    monkeypatch.setenv("NEWSLETTER_BOUNCES_CA_FILE", str(dovecot["ca"]))
+    client = _imap(dovecot)
+    client.append(
+        "INBOX", None, None, _report("gmail_hard.eml", bounces.envelope_sender(load_settings(), 1, b), "b@example.no")
+    )
+    client.logout()
+    maildir = dovecot["root"] / "home" / "bounce" / "Maildir"
+    (maildir / ".newsletter-done").write_text("not a folder")  # the server cannot make the folder
+    fetched = run("bounces", "fetch")
+    assert_error(fetched, "does not let handled reports be moved to the folder newsletter-done", "create that folder")
+    assert rows(keyed, "SELECT status FROM subscribers WHERE email = 'b@example.no'") == [("bounced",)]  # kept
+
+
 def test_confirmation_mails_carry_a_verp_sender_too(keyed, sink, monkeypatch):
     import httpx
     from conftest import LiveServer, solved

@@ -102,11 +102,16 @@ def test_bad_toml(project):
         ('name = "Nyhetsbrev fra Osloregionen"', 'name = "Nyhetsbrev" fra Osloregionen',
          r"newsletter.toml:\d+: there is text after the closing quote"),
         ('name = "Nyhetsbrev fra Osloregionen"', "name = 2026-13-40", r"newsletter.toml:\d+: not valid TOML \(Expected"),
+        ('name = "Nyhetsbrev fra Osloregionen"', 'name = "A"\nrelay_signs = ja',
+         r"newsletter.toml:\d+: relay_signs is on or off: write relay_signs = true or relay_signs = false"),
     ]  # fmt: skip
     for old, new, expected in cases:
         (project / "newsletter.toml").write_text(original.replace(old, new, 1), encoding="utf-8")
         with pytest.raises(ConfigError, match=expected):
             load_settings()
+    (project / "newsletter.toml").write_text(original + 'ekstra = "uten slutt', encoding="utf-8")  # at the very end
+    with pytest.raises(ConfigError, match=rf"newsletter.toml:{original.count(chr(10)) + 1}: the quote that starts"):
+        load_settings()
     line = original.split("\n").index('name = "Nyhetsbrev fra Osloregionen"') + 1
     (project / "newsletter.toml").write_text(original.replace(cases[0][0], cases[0][1], 1), encoding="utf-8")
     with pytest.raises(ConfigError, match=rf"newsletter.toml:{line}: "):

@@ -303,6 +303,24 @@ def test_more_yaml_mistakes_each_named_at_its_line(tmp_path):
     assert split_front_matter(path)[0] == {"title": 'Han sa "ja"', "image_alt": "Kari's bilde", "order": 2}
     path = write(tmp_path / "a.md", "---\ntitle: \"Han sa “ja”\"\nimage_alt: 'Kari''s “bilde”'\n---\n")
     assert split_front_matter(path)[0] == {"title": "Han sa “ja”", "image_alt": "Kari's “bilde”"}
+    # the inner lines of a long quoted value or a block text are never taken for mistakes
+    valid = {
+        '---\ntitle: "Les mer\n  https://x.no"\n---\n': {"title": "Les mer https://x.no"},
+        '---\ntitle: "Boka “Klima”\n  og mer"\n---\n': {"title": "Boka “Klima” og mer"},
+        '---\ntitle: A\npreheader: |\n  Tema: "Klima”\n  Sti: "C:\\mappe"\n---\n':
+            {"title": "A", "preheader": 'Tema: "Klima”\nSti: "C:\\mappe"'},
+        '---\ntitle: "Linje\\tTab \\u00e5 \\/ slutt"\n---\n': {"title": "Linje\tTab å / slutt"},
+        '---\ntitle: A\nlink: https://x.no/a:b\n---\n': {"title": "A", "link": "https://x.no/a:b"},
+    }  # fmt: skip
+    for text, expected in valid.items():
+        assert split_front_matter(write(tmp_path / "a.md", text))[0] == expected, text
+    # a long quoted value that is right, and a mistake after it: the mistake is named, at its line
+    path = write(tmp_path / "a.md", '---\ntitle: "To\n  linjer"\norder: 1\nimage_alt: "Bilde" av ordføreren\n---\n')
+    with pytest.raises(ContentError, match=r"a\.md:5: there is text after the closing quote"):
+        split_front_matter(path)
+    path = write(tmp_path / "a.md", '---\ntitle: A\nimage: "bilder\\nytt.jpg"\n---\n')  # \n: a line break
+    with pytest.raises(ContentError, match=r"a\.md:3: a backslash"):
+        split_front_matter(path)
 
 
 def test_curly_quotes_from_word_are_quotes(tmp_path):
@@ -398,6 +416,10 @@ def test_a_newer_issue_in_a_badly_named_folder_is_not_passed_over_in_silence(pro
                        r"to '2027-03-mars'.*'newsletter build 2026-12-ordforererklaeringen'"):  # fmt: skip
         find_issue(settings)
     assert find_issue(settings, SAMPLE_ISSUE).name == SAMPLE_ISSUE  # named, the older one still builds
+    from newsletter.delivery import status
+
+    with pytest.raises(ProjectError, match="The newest issue is in"):  # nothing sent: the reason stands
+        status(settings, None)
     (root / "Mars 2027").rename(root / "2026-12-ordforererklaeringen - Kopi")  # a copy is passed over
     assert find_issue(settings).name == SAMPLE_ISSUE
     write(root / "eldre/issue.md", "---\ntitle: Eldre\ndate: 2020-01-01\n---\n")  # older: no matter
@@ -415,6 +437,13 @@ def test_files_meant_as_articles_that_are_not_read_are_named(project, issue_dir)
     assert any("08-notat.docx: is a word-processor document and is not read" in t for t in warnings), warnings
     assert "09-STOR.MD" in [a.path.name for a in issue.articles]  # capital letters in the ending are fine
     assert not any("ordforererklaeringen.png" in t for t in warnings)  # images are not articles
+    # an attachment the issue links to, and Word's lock file beside an open document, are fine
+    write(issue_dir / "10-vedlegg.md", "---\ntitle: Vedlegg\n---\nFyll ut [skjemaet](skjema.docx).\n")
+    write(issue_dir / "skjema.docx", "PK")
+    write(issue_dir / "~$notat.docx", "lock")
+    warnings = [f.text for f in _load().findings if f.level == "warning"]
+    assert not any("skjema.docx" in t or "~$notat" in t for t in warnings), warnings
+    assert any("08-notat.docx" in t for t in warnings), warnings
 
 
 def test_a_windows_path_and_a_feeds_value_that_is_not_true_or_false(project, issue_dir):
