@@ -943,6 +943,23 @@ def _category(
     return None
 
 
+def _body_anyway(
+    settings: Settings, assets: _Assets, path: Path, found: list[Finding], refused: list[tuple[str, int, str]]
+) -> None:
+    """The links and images of an article whose front matter cannot be read, checked all the
+    same, so that one 'check' names every problem (the article itself stays out of the issue)."""
+    try:
+        lines = path.read_text(encoding="utf-8-sig").replace("\r\n", "\n").split("\n")
+    except (OSError, UnicodeDecodeError):
+        return
+    end = next((n for n in range(1, len(lines)) if lines[n].strip() in ("---", "...")), None)
+    if not lines or lines[0].strip() != "---" or end is None:
+        return
+    scratch = _Assets(settings, assets.issue_dir, assets.issue_id)  # its files are not published
+    _render(settings, scratch, path, "\n".join(lines[end + 1 :]), end + 2, refused, found)
+    found.extend(scratch.findings)
+
+
 def _render(
     settings: Settings,
     assets: _Assets,
@@ -1055,6 +1072,7 @@ def load_issue(settings: Settings, folder: Path) -> Issue:
             articles.append(_load_article(settings, assets, path, found, refused))
         except ContentError as exc:  # this article cannot be read: the others are still checked
             found.append(exc.finding)
+            _body_anyway(settings, assets, path, found, refused)
     linked = set(assets.found)  # a document the issue links to is an attachment, not a lost article
     found.extend(f for path in others if path.resolve() not in linked for f in _not_an_article(path))
     seen: dict[str, Path] = {}

@@ -469,3 +469,16 @@ def test_field_names_with_capital_letters_or_nothing_after_them(project, issue_d
     assert len(found) == 1, found  # said once, not also as an unknown name
     write(issue_dir / "06-a.md", "---\ntitle:\norder: 2\n---\nTekst\n")
     assert_found(r"06-a\.md:2: 'title' is empty; write the text after 'title:'")
+
+
+def test_an_article_whose_front_matter_cannot_be_read_still_has_its_links_and_images_checked(project, issue_dir):
+    """One 'check' names every problem: the broken front matter, and what the text links to."""
+    (issue_dir / "kart.png").write_bytes((issue_dir / "ordforererklaeringen.png").read_bytes())
+    write(issue_dir / "06-a.md", '---\ntitle: "Uten slutt\norder: 1\n---\nSe [rapporten](mangler.pdf).\n\n'
+          "![Kart](kart.png)\n")  # fmt: skip
+    issue = _load()
+    errors = [f.text for f in issue.findings if f.level == "error"]
+    assert any(re.search(r"06-a\.md:2: the quote that starts on this line is never closed", t) for t in errors)
+    assert any(re.search(r"06-a\.md:5: linked file 'mangler.pdf' not found", t) for t in errors), errors
+    assert "06-a.md" not in [a.path.name for a in issue.articles]  # the article itself stays out
+    assert "kart.png" not in [a.filename for a in issue.assets]  # and its files are not published
