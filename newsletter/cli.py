@@ -437,7 +437,12 @@ def _choose(state: State, items: tuple[str, ...], choice: str | None) -> None:
     from .content import find_issue
     from .feeds import choose
 
-    issue = None if items[0].strip().isdigit() else items[0]
+    items = tuple(part.strip() for item in items for part in item.split(",") if part.strip())  # '1,2' too
+    if not items:
+        raise click.ClickException(
+            _("give the numbers of the items after the issue; 'newsletter feeds list' shows them.")
+        )
+    issue = None if items[0].isdigit() else items[0]
     numbers = items[1:] if issue is not None else items
     if not numbers:
         raise click.ClickException(
@@ -772,6 +777,7 @@ def subscribers_import(state: State, file: Path, confirmed: bool, dry_run: bool)
         click.echo(_(PENDING_NOTE_DRY if dry_run else PENDING_NOTE, count=report.added_pending), err=True)
     for line_number, reason in report.rejected[:REJECTED_ON_SCREEN]:
         click.echo(_("{file}:{line}: rejected: {reason}", file=file.name, line=line_number, reason=reason), err=True)
+    listed = None
     if report.rejected_count > REJECTED_ON_SCREEN:
         try:
             listed = _rejected_file(file, report)
@@ -801,6 +807,14 @@ def subscribers_import(state: State, file: Path, confirmed: bool, dry_run: bool)
                 count=report.rejected_count,
             )
         )
+    if report.rejected_count and listed is not None:
+        raise click.ClickException(
+            _(
+                "{count:,} row(s) rejected; fix them in {listed} and import that file (the rest is saved).",
+                count=report.rejected_count,
+                listed=listed.name,
+            )
+        )
     if report.rejected_count:
         raise click.ClickException(
             _(
@@ -828,7 +842,11 @@ def _rejected_file(source: Path, report) -> Path:  # type: ignore[no-untyped-def
     from .subscribers import neutralized
 
     target = source.with_name(f"{source.stem}-{_('rejected')}.csv")
-    with target.open("w", encoding="utf-8-sig", newline="") as handle:
+    number = 2
+    while target.exists():  # an earlier one may be the list being fixed: never written over
+        target = source.with_name(f"{source.stem}-{_('rejected')}-{number}.csv")
+        number += 1
+    with target.open("x", encoding="utf-8-sig", newline="") as handle:
         writer = csv.writer(handle, delimiter=";")
         writer.writerow([_("line"), _("reason"), *report.header])
         for (line, reason), cells in zip(report.rejected, report.rejected_cells, strict=True):
@@ -857,10 +875,16 @@ def subscribers_export(state: State, fmt: str, statuses: tuple[str, ...], output
     settings = state.settings()
     with database(settings.database) as conn:
         people = listing(conn, statuses)
-    text = export(people, fmt)
+    names = {m.number_2024: m.name for m in _members(settings)} if settings.emissions_members else {}
+    text = export(people, fmt, names)
     if output is None:
         click.echo(text, nl=False)
         return
+    if output.suffix.lower() != f".{fmt}":  # Excel will not open a CSV named .xlsx
+        raise click.ClickException(
+            _("{output}: a {fmt} file's name ends in .{fmt}; write --output {name}", output=output, fmt=fmt,
+              name=output.with_suffix(f".{fmt}").name)
+        )  # fmt: skip
     try:
         write_export(output, text, fmt)
     except FileExistsError as exc:

@@ -249,8 +249,10 @@ def _not_an_article(path: Path) -> list[Finding]:
     if name == ISSUE_FILE:
         return []
     if name.endswith(_TEXT_ENDINGS):
-        stem = path.name[: -len(next(e for e in _TEXT_ENDINGS if name.endswith(e)))]
-        return [Finding(WARNING, display(path), _(
+        ending = next(e for e in _TEXT_ENDINGS if name.endswith(e))
+        stem = path.name[: -len(ending)]
+        level = WARNING if ending == ".txt" else ERROR  # 'sak.md.txt' is an article left out: not sent so
+        return [Finding(level, display(path), _(
             "is not read: only files whose names end in .md are articles; rename it to '{name}' (Windows may hide the ending).",
             name=f"{stem}.md"))]  # fmt: skip
     if name.endswith(_DOCUMENTS):

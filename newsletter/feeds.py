@@ -283,7 +283,9 @@ def _download_reason(exc: Exception) -> str:
         or "No address associated" in text
     ):
         return _("the name in the address was not found; check the feed's url in newsletter.toml ([[feeds]])")
-    if isinstance(exc, httpx.ConnectError) and ("refused" in text.lower()):
+    if isinstance(exc, httpx.ConnectError) and (
+        "refused" in text.lower() or "all connection attempts failed" in text.lower()
+    ):
         return _("nothing answers at that address; check the feed's url, or try again later")
     if isinstance(exc, httpx.ConnectError) and ("CERTIFICATE" in text or "SSL" in text):
         return _("the website's certificate was not accepted; tell the feed's owner, or use its http address")

@@ -772,12 +772,14 @@ _EXPORTED = {"id", "consent_source", "consent_at", "confirmed_at", "unsubscribed
 def _columns(header: list[str], path: Path, ignored: list[str]) -> dict[str, int]:
     """Which column holds which field; the names of columns that match none go to ``ignored``."""
     found: dict[str, int] = {}
+    # the file of rejected rows (cli) puts its line and reason first, in either language
+    rejects = {w.lower() for word in ("line", "reason") for w in (word, catalogue("nb").gettext(word))}
     for index, raw in enumerate(header):
         key = raw.strip().lower()
         field = next((f for f, aliases in ALIASES.items() if key in aliases and f not in found), None)
         if field is not None:
             found[field] = index
-        elif raw.strip() and key not in _EXPORTED:  # an export's own columns are not news
+        elif raw.strip() and key not in _EXPORTED and key not in rejects:  # our own columns are not news
             ignored.append(raw.strip())
     if "email" not in found:
         raise SubscriberError(
@@ -1074,18 +1076,23 @@ def _unneutralized(text: str) -> str:
     return text[1:] if text.startswith("'") and text[1:].startswith(FORMULA_START) else text
 
 
-def export(subscribers: list[Subscriber], fmt: str) -> str:
+def export(subscribers: list[Subscriber], fmt: str, names: dict[str, str] | None = None) -> str:
     """CSV (re-importable) or JSON of subscribers with their consent records.
 
     The CSV has semicolons between the columns, as Norwegian Excel expects (with commas it shows
     one column); written to a file (``write_export``) it also gets the byte order mark that tells
     Excel it is UTF-8. Text that Excel or LibreOffice would run as a formula ('=HYPERLINK(...)'
     as a name) starts with an apostrophe; importing the file again gives the text as it was."""
-    records = [asdict(s) | {"topics": list(s.topics)} for s in subscribers]
+    names = names or {}  # municipality number -> name, beside the number (an import reads the number)
+    records = [
+        asdict(s) | {"topics": list(s.topics), "municipality_name": names.get(s.municipality or "", "")}
+        for s in subscribers
+    ]
     if fmt == "json":
         return json.dumps(records, ensure_ascii=False, indent=2) + "\n"
     out = io.StringIO()
     fields = [f for f in Subscriber.__dataclass_fields__ if f != "id"]
+    fields.insert(fields.index("municipality") + 1, "municipality_name")
     writer = csv.DictWriter(out, fieldnames=fields, extrasaction="ignore", lineterminator="\n", delimiter=";")
     writer.writeheader()
     for record in records:

@@ -430,10 +430,13 @@ def test_files_meant_as_articles_that_are_not_read_are_named(project, issue_dir)
     write(issue_dir / "07-ny-sak.md.txt", "---\ntitle: Ny sak\n---\nTekst\n")
     write(issue_dir / "08-notat.docx", "PK")
     write(issue_dir / "09-STOR.MD", "---\ntitle: Store bokstaver\n---\nTekst i en sak.\n")
+    write(issue_dir / "notater.txt", "Husk å ringe.")  # a note of one's own: only a warning
     issue = _load()
     warnings = [f.text for f in issue.findings if f.level == "warning"]
+    errors = [f.text for f in issue.findings if f.level == "error"]  # an article left out is not sent so
     assert any(re.search(r"07-ny-sak\.md\.txt: is not read: only files whose names end in \.md.*rename it to "
-                         r"'07-ny-sak\.md'", t) for t in warnings), warnings  # fmt: skip
+                         r"'07-ny-sak\.md'", t) for t in errors), errors  # fmt: skip
+    assert any("notater.txt: is not read" in t for t in warnings), warnings
     assert any("08-notat.docx: is a word-processor document and is not read" in t for t in warnings), warnings
     assert "09-STOR.MD" in [a.path.name for a in issue.articles]  # capital letters in the ending are fine
     assert not any("ordforererklaeringen.png" in t for t in warnings)  # images are not articles

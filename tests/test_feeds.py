@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
-from conftest import SAMPLE_ISSUE, assert_error, write
+from conftest import SAMPLE_ISSUE, assert_error, free_port, write
 
 from newsletter.build import build_issue
 from newsletter.config import load_settings
@@ -171,6 +171,7 @@ def test_failures_are_reported_and_survived(project, server, run, monkeypatch):
         {"name": "Stor", "url": server.url + "/huge"},
         {"name": "Flyttet", "url": server.url + "/moved"},
         {"name": "Borte", "url": "http://finnes-ikke.invalid/rss"},
+        {"name": "Stengt", "url": f"http://127.0.0.1:{free_port()}/rss"},  # nothing listens there
         {"name": "Tull", "url": str(write(project / "tull.txt", "dette er ikke en nyhetsstrøm\n"))},
     ])  # fmt: skip
     monkeypatch.setenv("NEWSLETTER_NEWS_TIMEOUT", "1")
@@ -183,12 +184,13 @@ def test_failures_are_reported_and_survived(project, server, run, monkeypatch):
     assert "failed HTML: not a feed: the address gives an HTML page" in err
     assert "failed Ødelagt: the feed's XML is broken at line 2; tell the feed's owner" in err
     assert "failed Borte: the name in the address was not found; check the feed's url" in err
+    assert "failed Stengt: nothing answers at that address; check the feed's url, or try again later" in err, err
     assert "failed Tull: not an RSS or Atom feed; check that the feed's url points at the feed itself" in err
     assert "failed Stor: larger than 200 KB" in err
     assert "ok     Flyttet: 1 new of 1" in result.stdout
-    assert "1 of 8 feeds fetched, 1 new items." in result.stdout
+    assert "1 of 9 feeds fetched, 1 new items." in result.stdout
     strict = run("feeds", "fetch", "--strict")
-    assert_error_last_line(strict, "7 of 8 feeds failed")
+    assert_error_last_line(strict, "8 of 9 feeds failed")
     status = run("feeds", "status").stdout
     assert "failed Mangler: HTTP 404 Not Found" in status and "ok     Flyttet: 1 items" in status
 
@@ -318,7 +320,7 @@ def test_curation_survives_rebuild_and_sent_items_are_used(project, server, run)
     assert run("feeds", "skip", "ordforer", str(ids["Sak A"])).exit_code == 0
     picked = run("feeds", "pick", str(ids["Sak C"]))  # without the issue: the newest
     assert picked.exit_code == 0 and f"Picked 1 item(s) for {SAMPLE_ISSUE}." in picked.stdout, picked.output
-    assert run("feeds", "reset", str(ids["Sak C"])).exit_code == 0
+    assert run("feeds", "reset", f"{ids['Sak C']},{ids['Sak B']}").exit_code == 0  # with a comma, as people write
     assert run("feeds", "pick", SAMPLE_ISSUE, str(ids["Sak C"])).exit_code == 0
     assert_error(run("feeds", "pick", SAMPLE_ISSUE), "give the numbers of the items after the issue")
     assert_error(run("feeds", "pick", SAMPLE_ISSUE, "fire"), "'fire' is not an item number")

@@ -131,9 +131,12 @@ def test_many_rejected_rows_go_to_a_file_for_excel(run, project, tmp_path):
     fixed = listed.read_text(encoding="utf-8-sig").replace("ikke-en-adresse-", "rettet-")
     fixed = "\n".join(line if n == 0 else line + "@example.no" for n, line in enumerate(fixed.splitlines()))
     listed.write_text(fixed + "\n", encoding="utf-8-sig")
+    assert "fix them in liste-rejected.csv and import that file" in result.stderr
     again = run("subscribers", "import", str(listed), "--confirmed")
     assert again.exit_code == 0 and "Added 25," in again.stdout, again.output
-    assert "'line', 'reason'" in again.stderr  # named as columns not read
+    assert "'line'" not in again.stderr  # its own columns are not called columns that were not read
+    redo = run("subscribers", "import", str(path), "--dry-run")  # the first list again: the fixed file stays
+    assert "liste-rejected-2.csv" in redo.stderr and "rettet-0@example.no" in listed.read_text(encoding="utf-8-sig")
 
 
 def test_third_trial_remove_guesses_dry_run_says_would_and_status_finds_the_last_send(run, project, tmp_path):

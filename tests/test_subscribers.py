@@ -140,7 +140,8 @@ def test_export_list_count_show(run, project, tmp_path):
     assert data[0]["consent_source"] == "imported from liste.csv (consent confirmed by staff)" and data[0]["consent_at"]
     csv_out = run("subscribers", "export").stdout
     # semicolons, as Norwegian Excel expects; the file (--output) also gets a byte order mark and CRLF
-    assert csv_out.startswith("email;name;municipality;language;topics;status;consent_source")
+    assert csv_out.startswith("email;name;municipality;municipality_name;language;topics;status;consent_source")
+    assert "kari@example.no;Kari Nordmann;3205;Lillestrøm;" in csv_out  # the name beside the number
     assert "åse@eksempel.no;Åse Ås" in csv_out
     saved = tmp_path / "ut" / "abonnenter.csv"
     saved.parent.mkdir()
@@ -149,6 +150,8 @@ def test_export_list_count_show(run, project, tmp_path):
     assert saved.read_bytes() == b"\xef\xbb\xbf" + csv_out.encode("utf-8").replace(b"\n", b"\r\n")
     assert saved.read_bytes().startswith(b"\xef\xbb\xbfemail;")
     assert_error(run("subscribers", "export", "-o", str(saved)), "exists already; choose another name")
+    assert_error(run("subscribers", "export", "-o", str(tmp_path / "liste.xlsx")), "a csv file's name ends in .csv")
+    assert not (tmp_path / "liste.xlsx").exists()
     assert saved.read_bytes().startswith(b"\xef\xbb\xbfemail;")  # never overwritten
     reimport = write(tmp_path / "eksport.csv", csv_out)
     assert "4 unchanged" in run("subscribers", "import", str(reimport)).stdout  # an export imports back unchanged
