@@ -1403,10 +1403,14 @@ def check(state: State, issue: str | None, links: bool, timeout: float, fmt: str
             click.echo(finding.line)
         errors = sum(f.level == "error" for f in found)
         warnings = sum(f.level == "warning" for f in found)
-        checked = find_issue(settings, issue).name  # which issue: 'check' alone takes the newest
-        click.echo(
-            _("{issue}: {errors} error(s), {warnings} warning(s).", issue=checked, errors=errors, warnings=warnings)
-        )
+        try:
+            checked = find_issue(settings, issue).name  # which issue: 'check' alone takes the newest
+        except NewsletterError:  # the finding above says why it cannot be named
+            click.echo(_("{errors} error(s), {warnings} warning(s).", errors=errors, warnings=warnings))
+        else:
+            click.echo(
+                _("{issue}: {errors} error(s), {warnings} warning(s).", issue=checked, errors=errors, warnings=warnings)
+            )
     if any(f.level == "error" for f in found):
         raise SystemExit(1)
 

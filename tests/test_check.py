@@ -511,6 +511,16 @@ def test_a_missing_image_is_one_error_not_also_a_warning_about_its_width(run, pr
     assert "kart.png has no width" not in out, out
 
 
+def test_an_issue_that_cannot_be_built_is_one_finding_and_the_count(run, project, issue_dir):
+    text = (issue_dir / "issue.md").read_text(encoding="utf-8")
+    write(issue_dir / "issue.md", text.replace("date: 2026-12-03", "date: 2027-02-30"))
+    result = run("check")
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 2 and "the date 2027-02-30 does not exist" in lines[0], result.output
+    assert lines[1] == "1 error(s), 0 warning(s)."
+
+
 def test_the_timeout_may_have_a_decimal_comma(run, project):
     assert "Invalid value" not in run("check", "--timeout", "2,5").output
     assert "0.1 is not in the range x>=0.5" in run("check", "--timeout", "0,1").output
