@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import re
 import sqlite3
 import sys
 import time
@@ -1174,7 +1175,7 @@ def preview(state: State, issue: str | None, port: int, host: str, open_browser:
     "tests",
     multiple=True,
     metavar="ADDRESS",
-    help="Send only to this address, subject [TEST]; repeatable. Records no delivery (publishes the images).",
+    help="Send only to this address (or several, separated by commas), subject [TEST]; repeatable. Records no delivery (publishes the images).",
 )
 @click.option(
     "--limit", type=click.IntRange(min=1), help="Send at most N messages in this run; the rest wait for the next."
@@ -1209,6 +1210,7 @@ def send(
 
     from . import delivery
 
+    tests = tuple(a.strip() for test in tests for a in re.split(r"[,;]", test) if a.strip())  # 'a@x.no, b@x.no'
     if tests:
         from .build import prepare
         from .check import findings

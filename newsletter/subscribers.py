@@ -1143,6 +1143,7 @@ def parse_segment(text: str | None, settings: Settings, members: tuple[Member, .
     if not text or not text.strip():
         return Segment()
     fields: dict[str, tuple[str, ...]] = {}
+    text = re.sub(r"\s*=\s*", "=", text)  # 'kommune = Asker', as people type it
     try:
         terms = shlex.split(text)
     except ValueError as exc:

@@ -322,6 +322,14 @@ def test_a_test_send_shows_the_errors_but_goes(run, project, issue_dir, monkeypa
     assert "the test was sent, but a real send refuses until they are fixed" in result.stderr
 
 
+def test_test_addresses_may_be_given_in_one_list(run, project, monkeypatch):
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", "g" * 40)
+    result = run("send", "--test", "kari@example.no, ola@example.no; per@example.no")
+    assert result.exit_code == 0, result.output
+    assert sorted(m["To"] for m in mailbox.Maildir(project / "outbox")) == [
+        "kari@example.no", "ola@example.no", "per@example.no"]  # fmt: skip
+
+
 def _png(width: int, height: int = 10) -> bytes:
     """A real PNG of the given size (one grey colour)."""
     import struct

@@ -185,6 +185,7 @@ def test_segments(project, run, tmp_path):
         assert emails("topic=klima") == ["kari@example.no", "ola@example.no", "åse@eksempel.no"]
         assert emails("tema=areal") == ["ola@example.no", "åse@eksempel.no"]
         assert emails("kommune=Asker tema=areal") == ["ola@example.no"]
+        assert emails("Kommune = Asker  tema = areal") == ["ola@example.no"]  # spaces around '=', as people type
         assert [e for _i, e in recipients(conn, parse_segment("tema=areal", settings, members))] == emails("tema=areal")
         assert emails("status=pending") == []
         for bad, message in (("by=Oslo", "unknown segment field 'by'"), ("municipality", "is not name=value"),
