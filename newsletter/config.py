@@ -633,12 +633,28 @@ def toml_problem(exc: tomllib.TOMLDecodeError, text: str) -> tuple[int | None, s
             "a backslash (\\) inside double quotes; write / in file paths, or put the text in single quotes instead."
         )
     if problem == "Cannot overwrite a value" or problem.startswith(("Cannot declare", "Cannot redefine")):
+        before = text.split("\n")[: (line or 1) - 1]
+        first = next((n for n, b in enumerate(before, 1) if key and re.match(rf"^\s*{re.escape(key)}\s*=", b)), None)
+        if first is not None:
+            return line, _("{key} is set twice (also on line {first}); keep one of them.", key=key, first=first)
         return line, _("{key} is set twice; keep one of them.", key=key or source.strip())
     if problem.startswith("Expected newline or end of document") and value.startswith(('"', "'")):
         return line, _("there is text after the closing quote on this line; put all of the text inside the quotes.")
     if problem.startswith("Expected '=' after a key"):
         return line, _("a line that is not 'name = value'; write the name, '=' and the value (text in quotes).")
     return line, _("not valid TOML ({problem}); fix the syntax.", problem=problem)
+
+
+def _setting_line(text: str, section: str, key: str) -> int | None:
+    """The line of ``key = ...`` in the ``[section]`` of newsletter.toml, for a message."""
+    inside = False
+    for number, line in enumerate(text.split("\n"), 1):
+        header = re.match(r"^\s*\[([^\[\]]+)\]\s*(?:#.*)?$", line)
+        if header:
+            inside = header[1].strip() == section
+        elif inside and re.match(rf"^\s*{re.escape(key)}\s*=", line):
+            return number
+    return None
 
 
 def load_settings(
@@ -696,8 +712,17 @@ def load_settings(
             known = {o.key for o in OPTIONS if o.section == section}
             for key in body:
                 if key not in known:
+                    import difflib
+
+                    close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.75)
                     problems.append(
-                        _("{name}: unknown setting {section}.{key}", name=path.name, section=section, key=key)
+                        _(
+                            "{name}: unknown setting {section}.{key}{guess}",
+                            name=where(path.name, _setting_line(text, section, key)),
+                            section=section,
+                            key=key,
+                            guess=_(" (did you mean {name}?)", name=close[0]) if close else "",
+                        )
                     )
 
     values: dict[str, Any] = {}

@@ -78,6 +78,12 @@ def test_missing_required_and_unknown_keys(project):
         load_settings()
     message = str(info.value)
     assert "unknown section [sender2]" in message
+    path.write_text(text.replace("reply_to =", "replyto =", 1), encoding="utf-8")
+    line = text.split("\n").index(next(t for t in text.split("\n") if t.startswith("reply_to ="))) + 1
+    with pytest.raises(
+        ConfigError, match=rf"newsletter.toml:{line}: unknown setting sender.replyto \(did you mean reply_to\?\)"
+    ):
+        load_settings()
     assert (
         "newsletter.postal_address: missing; set newsletter.postal_address in newsletter.toml or NEWSLETTER_POSTAL_ADDRESS"
         in message
@@ -95,7 +101,8 @@ def test_bad_toml(project):
          r'newsletter.toml:\d+: text must be in quotes: name = "Nyhetsbrev fra Osloregionen"$'),
         ('name = "Nyhetsbrev fra Osloregionen"', "name = “Nyhetsbrev”",
          r"newsletter.toml:\d+: Word's curly quotes; newsletter.toml needs straight ones: name = \"Nyhetsbrev\"$"),
-        ('name = "Nyhetsbrev fra Osloregionen"', 'name = "A"\nname = "B"', r"newsletter.toml:\d+: name is set twice"),
+        ('name = "Nyhetsbrev fra Osloregionen"', 'name = "A"\nname = "B"',
+         r"newsletter.toml:\d+: name is set twice \(also on line \d+\)"),
         ('name = "Nyhetsbrev fra Osloregionen"', 'name = "A"\nlogo = "C:\\bilder\\logo.png"',
          r"newsletter.toml:\d+: a backslash \(\\\) inside double quotes; write / in file paths"),
         ('name = "Nyhetsbrev fra Osloregionen"', 'name = "A"\nlogo', r"newsletter.toml:\d+: a line that is not 'name = value'"),
