@@ -371,6 +371,11 @@ def split_front_matter(path: Path) -> tuple[dict[str, Any], str, int]:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
         data = path.read_bytes()
+        if data.startswith((b"\xff\xfe", b"\xfe\xff")):  # Notepad's 'Unicode'
+            raise ContentError(
+                _("saved as 'Unicode' (UTF-16); save it again as UTF-8: in Notepad, File > Save as, Encoding: UTF-8."),
+                display(path),
+            ) from exc
         line = data[: exc.start].count(b"\n") + 1
         raise ContentError(
             _(
@@ -599,6 +604,14 @@ def _yaml_problem(exc: yaml.MarkedYAMLError, path: Path) -> tuple[str, str]:
     elif "did not find expected key" in problem and unclosed is not None:  # the quote closes lines later
         mark = yaml.Mark("", 0, unclosed, 0, None, None)
         message = _("the quote that starts on this line is never closed; end the text with the same quote mark.")
+    elif "did not find expected key" in problem and after_quote is not None and lines[after_quote].count('"') >= 3:
+        mark = yaml.Mark("", 0, after_quote, 0, None, None)  # title: "Han sa "hei" til oss"
+        key, _colon, value = lines[after_quote].partition(":")
+        message = _(
+            "quote marks inside a text in quotes; use « » inside it, or put the whole text in single quotes: {key}: '{value}'",
+            key=key.strip(),
+            value=value.strip()[1:-1] if value.strip().endswith('"') else value.strip()[1:],
+        )
     elif "did not find expected key" in problem and after_quote is not None:
         mark = yaml.Mark("", 0, after_quote, 0, None, None)
         message = _("there is text after the closing quote on this line; put all of the text inside the quotes.")

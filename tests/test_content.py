@@ -113,6 +113,9 @@ def test_front_matter_forms(tmp_path):
     with pytest.raises(ContentError, match=r"a\.md:4: not UTF-8 text \(saved as 'ANSI'.*Encoding: UTF-8"):
         (tmp_path / "a.md").write_bytes("---\ntitle: Sak\n---\nÆrlig talt, ærlig.\n".encode("cp1252"))
         split_front_matter(tmp_path / "a.md")
+    with pytest.raises(ContentError, match=r"a\.md: saved as 'Unicode' \(UTF-16\); save it again as UTF-8"):
+        (tmp_path / "a.md").write_bytes("---\ntitle: Sak\n---\nÆrlig.\n".encode("utf-16"))
+        split_front_matter(tmp_path / "a.md")
 
 
 def test_relative_links_and_markdown_images_are_published(project, issue_dir):
@@ -278,6 +281,8 @@ def test_more_yaml_mistakes_each_named_at_its_line(tmp_path):
         ('---\ntitle: "Klima: ja\norder: 1\nimage_alt: "Bilde"\n---\n', r"a\.md:2: the quote that starts on this line is never closed"),
         ("---\ntitle: 'Klima\norder: 1\nimage_alt: 'Bilde'\n---\n", r"a\.md:2: the quote that starts on this line is never closed"),
         ('---\ntitle: A\nimage_alt: "Bilde" av ordføreren\n---\n', r"a\.md:3: there is text after the closing quote"),
+        ('---\ntitle: "Han sa "hei" til oss"\norder: 1\n---\n',
+         r"a\.md:2: quote marks inside a text in quotes; use « » inside it, or .* title: 'Han sa \"hei\" til oss'"),
         ("---\ntitle: A\n- klima\n---\n", r"a\.md:3: a line that starts with '-' \(a list\)"),
         ('---\ntitle: A\nimage: "bilder\\sak.jpg"\n---\n', r"a\.md:3: a backslash \(\\\) inside double quotes"),
         ("---\ntitle: A\nimage_alt: @ordforer\n---\n", r"a\.md:3: a value that starts with @ or ` must be in quotes"),
