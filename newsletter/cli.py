@@ -431,6 +431,16 @@ def feeds_list(state: State, issue: str | None, show_all: bool) -> None:
     hidden = sum(not (c.selected or c.reason == "skipped") for c in found)
     if hidden and not show_all:
         click.echo(_("({hidden} more not selected; --all lists them)", hidden=hidden))
+    if not settings.feeds:
+        _warn(
+            [
+                _(
+                    "no feeds are set up in newsletter.toml, so there is no news; 'newsletter feeds fetch' says how to add one."
+                )
+            ]
+        )
+    elif not found:
+        _warn([_("no news yet: run 'newsletter feeds fetch' first.")])
 
 
 def _choose(state: State, items: tuple[str, ...], choice: str | None) -> None:

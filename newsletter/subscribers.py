@@ -1159,7 +1159,7 @@ def parse_segment(text: str | None, settings: Settings, members: tuple[Member, .
         if not match:
             raise SubscriberError(
                 _(
-                    "segment term {term!r} is not name=value; e.g. municipality=3205,3207 lang=nb topic=klima.",
+                    "segment term {term!r} is not name=value; e.g. municipality=Asker,Lillestrøm lang=nb topic=klima.",
                     term=term,
                 )
             )

@@ -339,6 +339,8 @@ def test_curation_survives_rebuild_and_sent_items_are_used(project, server, run)
 def test_unknown_feed_name_and_no_feeds(project, run):
     assert_error(run("feeds", "fetch", "Finnes ikke"), "unknown feed(s): Finnes ikke")
     use_feeds(project, [])
+    listed = run("feeds", "list")
+    assert listed.exit_code == 0 and "no feeds are set up in newsletter.toml" in listed.stderr, listed.output
     assert_error(
         run("feeds", "fetch"), "no feeds set up yet: add three lines to newsletter.toml for each feed", "[[feeds]]"
     )
