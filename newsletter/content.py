@@ -741,6 +741,24 @@ class _Fields:
     def at(self, key: str) -> str:
         return where(display(self.path), self.lines.get(key))
 
+    def item_line(self, key: str, value: str) -> int | None:
+        """The line of '- value' in the list under ``key``, if it stands on a line of its own."""
+        start = self.lines.get(key)
+        if start is None:
+            return None
+        try:
+            text = self.path.read_text(encoding="utf-8-sig").replace("\r\n", "\n").split("\n")
+        except (OSError, UnicodeDecodeError):
+            return None
+        for number in range(start + 1, len(text) + 1):
+            line = text[number - 1]
+            if line.strip() in ("---", "...") or (line and not line.startswith((" ", "-"))):
+                return None  # the list has ended
+            item = line.strip().lstrip("-").strip().strip("'\"")
+            if line.strip().startswith("-") and item == value:
+                return number
+        return None
+
     def fail(self, key: str, message: str) -> ContentError:
         return ContentError(message, self.at(key))
 
@@ -944,9 +962,13 @@ def _category(
         return category
     choices = "; ".join(f"{c.key} ({c.nb})" for c in settings.categories)
     names = [name for c in settings.categories for name in (c.key, c.nb, c.en, *c.aliases)]
+    place = fields.at(key)
+    if key == "sections":  # the item's own line: '- tranport' below 'sections:'
+        place = where(display(fields.path), fields.item_line(key, value) or fields.lines.get(key))
     found.append(
-        fields.finding(
-            key,
+        Finding(
+            ERROR,
+            place,
             _(
                 "unknown category {value!r}{value2}; use one of: {choices}.",
                 value=value,

@@ -490,3 +490,13 @@ def test_an_article_whose_front_matter_cannot_be_read_still_has_its_links_and_im
     assert any(re.search(r"06-a\.md:5: linked file 'mangler.pdf' not found", t) for t in errors), errors
     assert "06-a.md" not in [a.path.name for a in issue.articles]  # the article itself stays out
     assert "kart.png" not in [a.filename for a in issue.assets]  # and its files are not published
+
+
+def test_an_unknown_section_is_named_at_its_own_line(project, issue_dir):
+    path = issue_dir / "issue.md"
+    text = path.read_text(encoding="utf-8")
+    write(path, text.replace("  - areal\n", "  - tranport\n", 1))
+    assert_found(r"issue\.md:10: unknown category 'tranport' \(did you mean 'transport'")
+    listed = "sections:\n  - klima\n  - areal\n  - konkurransekraft\n  - fellesskap\n"
+    write(path, text.replace(listed, "sections: [klima, tranport]\n", 1))  # on one line: that line
+    assert_found(r"issue\.md:8: unknown category 'tranport'")
