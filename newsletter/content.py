@@ -471,11 +471,11 @@ def _closes(text: str, quote: str) -> bool:
     return re.search(r"'", text.replace("''", "")) is not None
 
 
-def _value_lines(lines: list[str], upto: int | None = None) -> Iterator[tuple[int, str]]:
+def _value_lines(lines: list[str]) -> Iterator[tuple[int, str]]:
     """(file line, line) of the front matter's lines that begin a value: not the inner lines of a
     block text ('|', '>') or of a quoted value that goes on over several lines."""
     block, quote = False, ""
-    for number, line in enumerate(lines[:upto], 2):
+    for number, line in enumerate(lines, 2):
         if quote and not _KEY_LINE.match(line):  # a 'key: ' line ends it: that quote was never closed
             quote = "" if _closes(line, quote) else quote
             continue
