@@ -887,7 +887,7 @@ def subscribers_export(state: State, fmt: str, statuses: tuple[str, ...], output
     with database(settings.database) as conn:
         people = listing(conn, statuses)
     names = {m.number_2024: m.name for m in _members(settings)} if settings.emissions_members else {}
-    text = export(people, fmt, names)
+    text = export(people, fmt, names, language.current())
     if output is None:
         click.echo(text, nl=False)
         return

@@ -765,8 +765,17 @@ REJECTED_SHOWN = 1000
 IMPORT_BATCH = 500  # rows per transaction: the database is never held for long
 
 
+# The columns of an export in Norwegian, as staff read them in Excel (an import reads both).
+NORWEGIAN_COLUMNS = {
+    "email": "e-post", "name": "navn", "municipality": "kommune", "municipality_name": "kommunenavn",
+    "language": "språk", "topics": "tema", "status": "status", "consent_source": "samtykke_fra",
+    "consent_at": "samtykke_tid", "confirmed_at": "bekreftet_tid", "unsubscribed_at": "avmeldt_tid",
+    "hard_bounces": "harde_returer", "created_at": "lagt_inn", "updated_at": "endret",
+    "confirm_sent_at": "bekreftelse_sendt", "welcomed_at": "velkommen_sendt", "link_sent_at": "lenke_sendt",
+}  # fmt: skip
 _EXPORTED = {"id", "consent_source", "consent_at", "confirmed_at", "unsubscribed_at", "hard_bounces", "created_at",
              "updated_at", "confirm_sent_at", "welcomed_at", "link_sent_at", "municipality_name"}  # fmt: skip
+_EXPORTED |= {NORWEGIAN_COLUMNS[c] for c in _EXPORTED if c in NORWEGIAN_COLUMNS}
 
 
 def _columns(header: list[str], path: Path, ignored: list[str]) -> dict[str, int]:
@@ -1076,8 +1085,9 @@ def _unneutralized(text: str) -> str:
     return text[1:] if text.startswith("'") and text[1:].startswith(FORMULA_START) else text
 
 
-def export(subscribers: list[Subscriber], fmt: str, names: dict[str, str] | None = None) -> str:
-    """CSV (re-importable) or JSON of subscribers with their consent records.
+def export(subscribers: list[Subscriber], fmt: str, names: dict[str, str] | None = None, language: str = "en") -> str:
+    """CSV (re-importable) or JSON of subscribers with their consent records. In Norwegian
+    (``language`` nb) the CSV's columns and statuses are in Norwegian; the JSON's keys are not.
 
     The CSV has semicolons between the columns, as Norwegian Excel expects (with commas it shows
     one column); written to a file (``write_export``) it also gets the byte order mark that tells
@@ -1094,9 +1104,13 @@ def export(subscribers: list[Subscriber], fmt: str, names: dict[str, str] | None
     fields = [f for f in Subscriber.__dataclass_fields__ if f != "id"]
     fields.insert(fields.index("municipality") + 1, "municipality_name")
     writer = csv.DictWriter(out, fieldnames=fields, extrasaction="ignore", lineterminator="\n", delimiter=";")
-    writer.writeheader()
+    norwegian = language == "nb"
+    writer.writerow({f: NORWEGIAN_COLUMNS.get(f, f) if norwegian else f for f in fields})
     for record in records:
-        writer.writerow({k: neutralized(v) for k, v in (record | {"topics": ",".join(record["topics"])}).items()})
+        row = record | {"topics": ",".join(record["topics"])}
+        if norwegian:
+            row["status"] = catalogue("nb").gettext(row["status"])
+        writer.writerow({k: neutralized(v) for k, v in row.items()})
     return out.getvalue()
 
 

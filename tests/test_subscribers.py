@@ -274,6 +274,30 @@ def test_an_export_restores_without_bringing_back_the_unsubscribed(project, run,
     ]
 
 
+def test_a_norwegian_export_reads_in_norwegian_and_restores_the_same(project, run, tmp_path, monkeypatch):
+    from conftest import empty_database
+
+    run("subscribers", "import", str(write(tmp_path / "l.csv", CSV)), "--confirmed")
+    run("subscribers", "remove", "ola@example.no")
+    monkeypatch.setenv("NEWSLETTER_LANG", "nb")
+    saved = tmp_path / "eksport.csv"
+    assert run("subscribers", "export", "--output", str(saved)).exit_code == 0
+    lines = saved.read_text(encoding="utf-8-sig").splitlines()
+    assert lines[0].startswith("e-post;navn;kommune;kommunenavn;språk;tema;status;samtykke_fra;")
+    assert any(line.startswith("kari@example.no;Kari Nordmann;3205;Lillestrøm;nb;klima;bekreftet;") for line in lines)
+    assert any(";avmeldt;" in line for line in lines)
+    again = run("subscribers", "import", str(saved)).stdout  # the list as it is: nothing changes
+    assert "2 uendret" in again and "Hoppet over 1" in again, again
+    empty_database(project, monkeypatch)
+    restored = run("subscribers", "import", str(saved))
+    assert restored.exit_code == 0 and "Hoppet over 1" in restored.stdout, restored.output
+    assert "ble ikke lest" not in restored.stderr  # its own Norwegian columns are known
+    assert rows(project, "SELECT email, status FROM subscribers ORDER BY email") == [
+        ("kari@example.no", "confirmed"),
+        ("åse@eksempel.no", "confirmed"),
+    ]
+
+
 def test_a_municipality_without_a_member_list_points_at_the_setting(run, tmp_path, monkeypatch):
     assert run("init", str(tmp_path / "nytt")).exit_code == 0
     monkeypatch.chdir(tmp_path / "nytt")
