@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from floor import compile_package, floor_command, read_modules, write_modules
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 MJML_BIN = HERE / "node_modules" / ".bin" / "mjml"
@@ -45,43 +47,19 @@ def timed(command: list[str], cwd: Path) -> float:
     return time.perf_counter() - start
 
 
-def compile_package() -> None:
-    """Byte-compile the package, as 'pip install' of a wheel does (an editable install under
-    PYTHONDONTWRITEBYTECODE would otherwise compile every module on every start)."""
-    import compileall
-
-    compileall.compile_dir(str(Path(__file__).resolve().parent.parent / "newsletter"), quiet=1)
-
-
-FLOOR_SCRIPT = """
-import gc
-import sys
-gc.set_threshold(100_000, 10, 10)  # as newsletter/__main__.py does
-for name in {blocked!r}:  # what ours keeps from being imported (httpcore's trio, say)
-    sys.modules[name] = None
-for name in {names!r}:
-    try:
-        __import__(name)
-    except Exception:
-        pass
-"""
-
-
 def imported_by_build(arguments: list[str], out: Path) -> tuple[list[str], list[str]]:
     """The modules a build (``newsletter`` with ``arguments``) imports that are not ours
     (libraries and the standard library), in order, and those it keeps from being imported."""
     listing = out / "modules.txt"
     script = (
         "import atexit, sys\n"
-        f"atexit.register(lambda: open({str(listing)!r}, 'w').write('\\n'.join(m for m, v in sys.modules.items() if v is not None) + '\\n--\\n' + '\\n'.join(m for m, v in sys.modules.items() if v is None)))\n"
+        f"atexit.register(lambda: {write_modules(listing)})\n"
         f"sys.argv = {['newsletter', *arguments]!r}\n"
         "from newsletter.__main__ import main\n"
         "main()\n"
     )
     subprocess.run([sys.executable, "-c", script], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    imported, _, blocked = listing.read_text().partition("\n--\n")
-    names = [n for n in imported.split("\n") if n and n != "__main__" and n.split(".")[0] != "newsletter"]
-    return names, [n for n in blocked.split("\n") if n]
+    return read_modules(listing)
 
 
 def main() -> None:
@@ -105,8 +83,7 @@ def main() -> None:
         baseline = [str(MJML_BIN), str(mjml_file), "-o", str(Path(tmp) / "official.html")]
         # The floor: the interpreter starting and importing the libraries and standard modules a
         # build imports, nothing of ours and no work. No build of this design can be faster.
-        names, blocked = imported_by_build(arguments, Path(tmp))
-        floor = [sys.executable, "-c", FLOOR_SCRIPT.format(names=names, blocked=blocked)]
+        floor = floor_command(*imported_by_build(arguments, Path(tmp)))
         for command in (ours, baseline, floor):  # warm the file cache once
             timed(command, ROOT)
         ours_times, base_times, floor_times = [], [], []

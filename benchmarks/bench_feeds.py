@@ -30,6 +30,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import feedparser
+from floor import compile_package, floor_command, read_modules, write_modules
 
 
 def feed_body(n: int) -> bytes:
@@ -70,28 +71,6 @@ def serve(count: int, delay: float) -> ThreadingHTTPServer:
     return server
 
 
-def compile_package() -> None:
-    """Byte-compile the package, as 'pip install' of a wheel does (an editable install under
-    PYTHONDONTWRITEBYTECODE would otherwise compile every module on every start)."""
-    import compileall
-
-    compileall.compile_dir(str(Path(__file__).resolve().parent.parent / "newsletter"), quiet=1)
-
-
-FLOOR_SCRIPT = """
-import gc
-import sys
-gc.set_threshold(100_000, 10, 10)  # as newsletter/__main__.py does
-for name in {blocked!r}:  # what ours keeps from being imported (httpcore's trio, say)
-    sys.modules[name] = None
-for name in {names!r}:
-    try:
-        __import__(name)
-    except Exception:
-        pass
-"""
-
-
 def make_project(tmp: Path, urls: list[str]) -> Path:
     project = tmp / "project"
     subprocess.run([sys.executable, "-m", "newsletter", "init", str(project)], check=True, stdout=subprocess.DEVNULL)
@@ -130,7 +109,7 @@ def modules_before_the_first_request(urls: list[str]) -> tuple[list[str], list[s
             "download = feeds._download_http\n"
             "async def first(*args, **kwargs):\n"
             f"    if feeds._download_http is first:\n"
-            f"        open({str(listing)!r}, 'w').write('\\n'.join(m for m, v in sys.modules.items() if v is not None) + '\\n--\\n' + '\\n'.join(m for m, v in sys.modules.items() if v is None))\n"
+            f"        {write_modules(listing)}\n"
             "        feeds._download_http = download\n"
             "    return await download(*args, **kwargs)\n"
             "feeds._download_http = first\n"
@@ -139,9 +118,7 @@ def modules_before_the_first_request(urls: list[str]) -> tuple[list[str], list[s
             "main()\n"
         )
         subprocess.run([sys.executable, "-c", script], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        imported, _, blocked = listing.read_text().partition("\n--\n")
-    names = [n for n in imported.split("\n") if n and n != "__main__" and n.split(".")[0] != "newsletter"]
-    return names, [n for n in blocked.split("\n") if n]
+        return read_modules(listing)
 
 
 def parse_cpu(bodies: list[bytes]) -> float:
@@ -177,12 +154,11 @@ def main() -> None:
         # The floor: no fetch with these libraries, on these cores, ends before the process has
         # started and imported what it needs to send a request, the server has waited its delay,
         # and feedparser has read every feed with all cores at it (the answers come together).
-        names, blocked = modules_before_the_first_request(urls)
-        floor_script = FLOOR_SCRIPT.format(names=names, blocked=blocked)
+        floor_process = floor_command(*modules_before_the_first_request(urls))
         starts = []
         for _ in range(5):
             start = time.perf_counter()
-            subprocess.run([sys.executable, "-c", floor_script], check=True)
+            subprocess.run(floor_process, check=True)
             starts.append(time.perf_counter() - start)
     finally:
         server.shutdown()
