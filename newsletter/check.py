@@ -187,13 +187,12 @@ def findings(settings: Settings, prepared: Prepared, view: _View | None = None) 
     for image in view.images:
         source = image.get("src") or ""
         name = source.rsplit("/", 1)[-1]
-        if not (image.get("alt") or "").strip():
-            place = sources.find(f"({name}", name)
-            if place not in content_errors:
-                error(place, _("the image {source} has no alt text.", source=source))
-        if not image.get("width") and sources.find(f"({name}", name) not in content_errors:  # a missing file is said
+        place = sources.find(f"({name}", name)
+        if not (image.get("alt") or "").strip() and place not in content_errors:
+            error(place, _("the image {source} has no alt text.", source=source))
+        if not image.get("width") and place not in content_errors:  # a missing file is said already
             warning(
-                sources.find(f"({name}", name),
+                place,
                 _("the image {source} has no width; some email programs then show it at full size.", source=source),
             )
     for asset in issue.assets:

@@ -449,17 +449,13 @@ def _choose(state: State, items: tuple[str, ...], choice: str | None) -> None:
     from .feeds import choose
 
     items = tuple(part.strip() for item in items for part in item.split(",") if part.strip())  # '1,2' too
-    if not items:
-        raise click.ClickException(
-            _("give the numbers of the items after the issue; 'newsletter feeds list' shows them.")
-        )
-    issue = None if items[0].isdigit() else items[0]
+    issue = items[0] if items and not items[0].isdigit() else None
     numbers = items[1:] if issue is not None else items
     if not numbers:
         raise click.ClickException(
             _("give the numbers of the items after the issue; 'newsletter feeds list' shows them.")
         )
-    wrong = next((n for n in numbers if not n.strip().isdigit()), None)
+    wrong = next((n for n in numbers if not n.isdigit()), None)
     if wrong is not None:
         raise click.ClickException(
             _("{value!r} is not an item number; 'newsletter feeds list' shows the numbers.", value=wrong)

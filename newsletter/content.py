@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 import struct
 import unicodedata
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -399,7 +398,7 @@ def split_front_matter(path: Path) -> tuple[dict[str, Any], str, int]:
             break
     else:
         raise ContentError(_("the front matter is not closed; add a line with '---' after it."), f"{display(path)}:1")
-    starts = {number for number, _line in _value_lines(lines[1:end])}
+    starts = {number for number, _line in _scan(lines[1:end])[0]}
     for number, line in enumerate(lines[1:end], 2):
         if line.startswith("\t") or re.match(r"^[\w-]+:\s*\t", line):
             raise ContentError(
@@ -471,47 +470,37 @@ def _closes(text: str, quote: str) -> bool:
     return re.search(r"'", text.replace("''", "")) is not None
 
 
-def _value_lines(lines: list[str]) -> Iterator[tuple[int, str]]:
-    """(file line, line) of the front matter's lines that begin a value: not the inner lines of a
-    block text ('|', '>') or of a quoted value that goes on over several lines."""
-    block, quote = False, ""
+def _scan(lines: list[str]) -> tuple[list[tuple[int, str]], int | None]:
+    """Follow the front matter's lines (``lines[0]`` is file line 2): (file line, line) of each
+    line that begins a value, not the inner lines of a block text ('|', '>') or of a quoted value
+    that goes on over several lines; and the file line of a quote never closed (still open at
+    the end, or when the next 'key: ' line came first), or None."""
+    starts: list[tuple[int, str]] = []
+    block, quote, opened, unclosed = False, "", 0, None
     for number, line in enumerate(lines, 2):
-        if quote and not _KEY_LINE.match(line):  # a 'key: ' line ends it: that quote was never closed
+        if quote and not _KEY_LINE.match(line):
             quote = "" if _closes(line, quote) else quote
             continue
-        quote = ""
+        if quote:  # a 'key: ' line ends it: that quote was never closed
+            unclosed = unclosed or opened
+            quote = ""
         if block and (line.startswith((" ", "\t")) or not line.strip()):
             continue
         block = False
-        yield number, line
+        starts.append((number, line))
         found = re.match(r"^\s*(?:- )?[\w-]+\s*:\s*(.*)$", line)
         value = found[1] if found else ""
         if re.match(r"^[|>][+-]?\d*\s*(?:#.*)?$", value):
             block = True
         elif value[:1] in ('"', "'") and not _closes(value[1:], value[0]):
-            quote = value[0]
-
-
-def _open_quote_at(lines: list[str], upto: int) -> int | None:
-    """The 0-based index of the line whose quote is still open at line ``upto`` (0-based), if any."""
-    opened = None
-    for number, line in enumerate(lines[: upto + 1]):
-        if opened is not None and _KEY_LINE.match(line):
-            return opened  # the next 'key: ' line came first: the quote was never closed
-        if opened is not None:
-            if _closes(line, lines[opened].split(":", 1)[1].strip()[0]):
-                opened = None
-            continue
-        found = re.match(r"""^\s*[\w-]+\s*:\s*(["'])(.*)$""", line)
-        if found and not _closes(found[2], found[1]):
-            opened = number
-    return opened
+            quote, opened = value[0], number
+    return starts, unclosed or (opened if quote else None)
 
 
 def _line_problem(path: Path, lines: list[str]) -> None:
     """When YAML cannot read the front matter: the mistakes people make, each at its line (run
     only then, so that text inside a block or a long quoted value is never taken for them)."""
-    for number, line in _value_lines(lines):
+    for number, line in _scan(lines)[0]:
         glued = re.match(r"^([A-Za-z_][\w-]*):(\S.*)$", line)
         if glued:  # 'title:"Plan"': YAML reads the whole line as one text, not as a name and a value
             raise ContentError(
@@ -593,7 +582,8 @@ def _yaml_problem(exc: yaml.MarkedYAMLError, path: Path) -> tuple[str, str]:
     except (OSError, UnicodeDecodeError):
         lines = []
     upto = lines[: mark.line + 1] if mark else lines
-    unclosed = _open_quote_at(lines, mark.line if mark else len(lines) - 1)
+    opened = _scan(upto)[1]
+    unclosed = opened - 2 if opened is not None else None  # as an index of ``lines``
     after_quote = next((n for n, line in enumerate(upto) if _TEXT_AFTER_QUOTE.match(line)), None)
     if isinstance(exc, _DuplicateKey) and exc.context_mark is not None:
         message = _(

@@ -9,6 +9,7 @@ anyone who unsubscribed or was forgotten.
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import hmac
 import io
@@ -58,11 +59,16 @@ from .transport import SMTPUTF8_SEEN, address_problem
 STATUSES = ("pending", "confirmed", "unsubscribed", "bounced", "blocked")
 
 
+@functools.cache
+def _status_words() -> dict[str, str]:
+    """Each status by its English and its Norwegian word (made once: an import asks per row)."""
+    return {s: s for s in STATUSES} | {catalogue("nb").gettext(s).casefold(): s for s in STATUSES}
+
+
 def status_named(value: str) -> str:
     """The status a word names, written in English ('confirmed') or in Norwegian, as the tool
     shows it ('bekreftet'), in any case; SubscriberError names the words to use."""
-    named = {s: s for s in STATUSES} | {catalogue("nb").gettext(s).casefold(): s for s in STATUSES}
-    found = named.get(value.strip().casefold())
+    found = _status_words().get(value.strip().casefold())
     if found is None:
         raise SubscriberError(
             _(
